@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DiskBackend stores entries in a local directory that any number of
+// gobuildcache processes may share.
+//
+// Layout under Dir (all names are lowercase hex):
+//
+//	v1/a/<aa>/<actionID>   action record: "<outputID> <size> <put time, unix ns>\n"
+//	v1/o/<oo>/<outputID>   body: exactly <size> bytes whose SHA-256 is <outputID>
+//	v1/tmp/                files being written
+//
+// <aa> and <oo> are the first two hex digits of the name below them. Bodies
+// are content-addressed, so actions with equal outputs share one file. Every
+// file is written under v1/tmp and renamed into place, body before record, so
+// a reader sees either a whole entry or none, and a crash mid-put leaves only
+// a temp file behind. A record whose body is missing or of the wrong size is
+// a miss.
+type DiskBackend struct {
+	dir  string // absolute path of the v1 directory
+	root string // absolute path of Dir
+
+	// Seams for tests.
+	now        func() time.Time
+	createTemp func(dir, pattern string) (*os.File, error)
+}
+
+var _ CacheBackend = (*DiskBackend)(nil)
+
+// diskLayoutVersion names the directory holding the current layout; a
+// future incompatible layout gets a new name instead of misreading this one.
+const diskLayoutVersion = "v1"
+
+// staleTempAge is how old a temp file must be before it is taken for the
+// leftover of a crashed writer and removed.
+const staleTempAge = time.Hour
+
+// NewDiskBackend opens (creating if needed) a disk cache rooted at dir.
+func NewDiskBackend(dir string) (*DiskBackend, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
+	}
+	d := &DiskBackend{
+		root:       root,
+		dir:        filepath.Join(root, diskLayoutVersion),
+		now:        time.Now,
+		createTemp: os.CreateTemp,
+	}
+	if err := os.MkdirAll(d.tmpDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
+	}
+	d.removeStaleTemps()
+	return d, nil
+}
+
+// Dir returns the absolute path of the cache directory.
+func (d *DiskBackend) Dir() string { return d.root }
+
+func (d *DiskBackend) tmpDir() string { return filepath.Join(d.dir, "tmp") }
+
+func (d *DiskBackend) actionPath(actionID []byte) string {
+	return d.path("a", actionID)
+}
+
+func (d *DiskBackend) outputPath(outputID []byte) string {
+	return d.path("o", outputID)
+}
+
+func (d *DiskBackend) path(kind string, id []byte) string {
+	h := hex.EncodeToString(id)
+	return d.dir + string(filepath.Separator) + kind + string(filepath.Separator) + h[:2] + string(filepath.Separator) + h
+}
+
+// Get implements CacheBackend.
+func (d *DiskBackend) Get(ctx context.Context, actionID []byte) (Entry, error) {
+	if err := checkID("action ID", actionID); err != nil {
+		return Entry{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	return d.getLocal(actionID)
+}
+
+// getLocal is Get for a valid actionID, without a context: it never blocks
+// on anything but the local file system. It costs one small read and one
+// stat.
+func (d *DiskBackend) getLocal(actionID []byte) (Entry, error) {
+	var buf [128]byte
+	n, err := readSmallFile(d.actionPath(actionID), buf[:])
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Entry{}, fmt.Errorf("get %x: %w", actionID, ErrNotFound)
+	case errors.Is(err, errTooLarge):
+		return Entry{}, fmt.Errorf("get %x: damaged record: %w", actionID, ErrNotFound)
+	case err != nil:
+		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+	}
+	e, err := parseActionRecord(buf[:n])
+	if err != nil {
+		// A damaged record is a miss; the next put replaces it.
+		return Entry{}, fmt.Errorf("get %x: %v: %w", actionID, err, ErrNotFound)
+	}
+	e.DiskPath = d.outputPath(e.OutputID)
+	if size, ok := statSize(e.DiskPath); !ok || size != e.Size {
+		return Entry{}, fmt.Errorf("get %x: body missing or wrong size: %w", actionID, ErrNotFound)
+	}
+	return e, nil
+}
+
+// Put implements CacheBackend.
+func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+	if err := checkID("action ID", actionID); err != nil {
+		return Entry{}, err
+	}
+	if err := checkID("output ID", outputID); err != nil {
+		return Entry{}, err
+	}
+	if size < 0 {
+		return Entry{}, fmt.Errorf("put %x: negative size %d", actionID, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	e := Entry{OutputID: outputID, Size: size, Time: d.now(), DiskPath: d.outputPath(outputID)}
+	// Bodies are content-addressed: one already in place need not be
+	// written again (the caller still verifies what it sent).
+	fi, err := os.Stat(e.DiskPath)
+	if err == nil && !fi.Mode().IsRegular() {
+		// Damage (nothing of ours is a directory here): clear the way.
+		os.RemoveAll(e.DiskPath)
+	}
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+		if err := d.writeFile(e.DiskPath, func(w io.Writer) error {
+			_, err := copyBuffered(w, body)
+			return err
+		}); err != nil {
+			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		}
+	}
+	record := formatActionRecord(e)
+	if err := d.writeFile(d.actionPath(actionID), func(w io.Writer) error {
+		_, err := io.WriteString(w, record)
+		return err
+	}); err != nil {
+		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+	}
+	return e, nil
+}
+
+// Close implements CacheBackend. A disk backend holds nothing open.
+func (d *DiskBackend) Close(ctx context.Context) error { return nil }
+
+// writeFile atomically replaces path with what fill writes: it writes a temp
+// file in v1/tmp and renames it into place.
+func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
+	f, err := d.createTemp(d.tmpDir(), "put-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = fill(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// First file in this fan-out directory.
+			if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+				err = os.Rename(tmp, path)
+			}
+		}
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// removeStaleTemps deletes temp files left by writers that crashed. Files of
+// live writers in other processes are young and left alone.
+func (d *DiskBackend) removeStaleTemps() {
+	ents, err := os.ReadDir(d.tmpDir())
+	if err != nil {
+		return
+	}
+	cutoff := d.now().Add(-staleTempAge)
+	for _, ent := range ents {
+		if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			os.Remove(filepath.Join(d.tmpDir(), ent.Name()))
+		}
+	}
+}
+
+// Clear removes every entry. The directory stays usable, also by other
+// processes, which at worst see misses. It reports the number of action
+// entries and the bytes of all files it removed.
+func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err error) {
+	for _, kind := range []string{"a", "o", "tmp"} {
+		base := filepath.Join(d.dir, kind)
+		err := filepath.WalkDir(base, func(path string, ent fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if ent.IsDir() {
+				return nil
+			}
+			fi, err := ent.Info()
+			if err != nil {
+				return nil // removed by someone else meanwhile
+			}
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			bytes += fi.Size()
+			if kind == "a" {
+				entries++
+			}
+			return nil
+		})
+		if err != nil {
+			return entries, bytes, fmt.Errorf("clear %s: %w", d.root, err)
+		}
+	}
+	return entries, bytes, nil
+}
+
+func formatActionRecord(e Entry) string {
+	return fmt.Sprintf("%x %d %d\n", e.OutputID, e.Size, e.Time.UnixNano())
+}
+
+// parseActionRecord parses what formatActionRecord wrote. It is strict: any
+// deviation is an error, so a damaged record is never taken for a hit.
+func parseActionRecord(b []byte) (Entry, error) {
+	s := string(b)
+	line, ok := strings.CutSuffix(s, "\n")
+	if !ok {
+		return Entry{}, errors.New("action record: no newline")
+	}
+	f := strings.Split(line, " ")
+	if len(f) != 3 {
+		return Entry{}, errors.New("action record: want 3 fields")
+	}
+	out, err := parseHexID(f[0])
+	if err != nil {
+		return Entry{}, fmt.Errorf("action record: %w", err)
+	}
+	size, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || size < 0 {
+		return Entry{}, fmt.Errorf("action record: bad size %q", f[1])
+	}
+	ns, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return Entry{}, fmt.Errorf("action record: bad time %q", f[2])
+	}
+	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, nil
+}
+
+// errTooLarge is returned by readSmallFile for a file that does not fit.
+var errTooLarge = errors.New("file too large")
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyBuffered is io.Copy with a pooled buffer, so large bodies cost no
+// allocation and never more memory than one buffer.
+func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+}

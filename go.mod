@@ -1,0 +1,3 @@
+module github.com/richardartoul/gobuildcache
+
+go 1.26
