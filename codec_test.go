@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 123456789, time.FixedZone("x", 3600))
+	zero := time.Time{}
+	for _, res := range []*Response{
+		{ID: 0, KnownCommands: []Cmd{CmdGet, CmdPut, CmdClose}},
+		{ID: 1, Miss: true},
+		{ID: 2, OutputID: outputID("x"), Size: 10, Time: &now, DiskPath: "/tmp/a b/c"},
+		{ID: 3, Err: `bad "quote" \ <tag> & é` + "\x01"},
+		{ID: 4, DiskPath: `C:\cache\o\ab`},
+		{ID: 5, Time: &zero},
+		{ID: -9, Size: -1},
+	} {
+		want, err := json.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendResponse(nil, res)
+		if string(got) != string(want)+"\n" {
+			t.Errorf("appendResponse:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+var requestSeeds = []string{
+	`{"ID":1,"Command":"get","ActionID":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}`,
+	`{"ID":2,"Command":"put","ActionID":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","OutputID":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","BodySize":5}`,
+	`{"ID":3,"Command":"close"}`,
+	`{"ID":4,"Command":"put","ActionID":"AAEC","OutputID":""}`,
+	`{"Command":"get","ID":5}`,
+	`{"ID":6,"Command":"get","ActionID":"AA\u003d\u003d"}`,
+	`{"ID":07,"Command":"get"}`,
+	`{"ID":1e3,"Command":"get"}`,
+	`{"ID":-1,"Command":"get","BodySize":-5}`,
+	`{"ID":99999999999999999999,"Command":"get"}`,
+	`{"id":8,"command":"GET"}`,
+	`{"ID":9,"Command":"get","ActionID":"!!!!"}`,
+	`{"ID":10,"Command":"get"} `,
+	`[]`,
+	``,
+}
+
+// FuzzParseRequest holds the fast request decoder to encoding/json: when it
+// accepts a line, it must decode exactly what encoding/json decodes.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var fast Request
+		if !parseRequestFast(line, &fast) {
+			return
+		}
+		var slow Request
+		if err := json.Unmarshal(line, &slow); err != nil {
+			t.Fatalf("fast decoder accepted %q, encoding/json rejects it: %v", line, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", line, fast, slow)
+		}
+	})
+}
+
+// FuzzRequestStream feeds arbitrary bytes to the request reader as the
+// server does, bodies included: it must never panic or loop, and every
+// error is either io.EOF or a protocol error that names what is wrong.
+func FuzzRequestStream(f *testing.F) {
+	body := "hello"
+	f.Add([]byte(putLine(1, actionID("a"), outputID(body), body) + getLine(2, actionID("a"))))
+	f.Add([]byte(putLine(1, actionID("a"), outputID(body), body)[:60]))
+	f.Add([]byte(strings.Replace(putLine(1, actionID("a"), outputID(body), body), `"aGVsbG8="`, `"aGV\sbG8="`, 1)))
+	f.Add([]byte("{\"ID\":1,\"Command\":\"put\",\"BodySize\":3}\n\n\"QUJD\"\n"))
+	f.Add([]byte("{\"ID\":1,\"Command\":\"put\",\"BodySize\":3}\n\n\"QU\nJD\"\n"))
+	f.Add([]byte("\n\n\n"))
+	f.Add([]byte("{\"ID\":1,\"Command\":\"get\"}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rr := newRequestReader(bytes.NewReader(data))
+		for i := 0; i < 1000; i++ {
+			req, err := rr.next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				if !isProtocolError(err) || err.Error() == "" {
+					t.Fatalf("error %T %v is not a protocol error", err, err)
+				}
+				return
+			}
+			if req.Command == CmdPut && req.BodySize > 0 {
+				br, err := rr.body(req)
+				if err != nil {
+					if !isProtocolError(err) {
+						t.Fatalf("body: %T %v", err, err)
+					}
+					return
+				}
+				vr := newVerifyingReader(br, req.BodySize, req.OutputID)
+				_, verr := io.Copy(io.Discard, io.LimitReader(vr, 1<<20))
+				if verr != nil && !isProtocolError(verr) && !errors.Is(verr, errVerify) && !errors.Is(verr, errBadBody) {
+					t.Fatalf("body read: %T %v", verr, verr)
+				}
+				if err := br.finish(); err != nil {
+					if !isProtocolError(err) {
+						t.Fatalf("finish: %T %v", err, err)
+					}
+					return
+				}
+			}
+		}
+	})
+}
+
+// FuzzActionRecord checks the disk record parser never accepts what the
+// writer could not have produced.
+func FuzzActionRecord(f *testing.F) {
+	f.Add([]byte(formatActionRecord(Entry{OutputID: outputID("x"), Size: 3, Time: time.Unix(0, 5)})))
+	f.Add([]byte("00 1 2\n"))
+	f.Add([]byte(strings.Repeat("a", 64) + " -1 2\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := parseActionRecord(b)
+		if err != nil {
+			return
+		}
+		if got := formatActionRecord(e); got != string(b) {
+			// Accepted input must be canonical, except for number
+			// spellings strconv also accepts (leading +, zeros).
+			e2, err := parseActionRecord([]byte(got))
+			if err != nil || !reflect.DeepEqual(e, e2) {
+				t.Fatalf("%q parsed to %+v, which formats to %q", b, e, got)
+			}
+		}
+		if len(e.OutputID) != idLen || e.Size < 0 {
+			t.Fatalf("%q parsed to invalid entry %+v", b, e)
+		}
+	})
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Server answers the go command's GOCACHEPROG requests from a CacheBackend.
+//
+// One goroutine reads requests. Puts are handled on it, because their
+// bodies follow on the same stream; gets run on their own goroutines so a
+// slow one never holds up the rest. Replies go out through one encoder in
+// whatever order they complete, each flushed at once.
+type Server struct {
+	backend CacheBackend
+	// local, if set, is the local tier under backend (or backend itself).
+	// Gets are first tried on it right on the reading goroutine: a local
+	// hit costs no goroutine hop. Only what it misses goes to backend.
+	local *DiskBackend
+	stats *Stats
+	log   *slog.Logger
+	debug bool
+	// closeTimeout bounds the backend's Close (pending uploads) when the go
+	// command says close.
+	closeTimeout time.Duration
+	now          func() time.Time
+
+	outMu  sync.Mutex
+	out    io.Writer
+	outBuf []byte
+
+	inflight sync.WaitGroup
+
+	warnMu sync.Mutex
+	warned map[string]bool
+}
+
+// NewServer returns a server over backend. log receives warnings (and, with
+// debug, one line per request).
+func NewServer(backend CacheBackend, stats *Stats, log *slog.Logger, debug bool) *Server {
+	return &Server{
+		backend:      backend,
+		stats:        stats,
+		log:          log,
+		debug:        debug,
+		closeTimeout: 30 * time.Second,
+		now:          time.Now,
+		warned:       make(map[string]bool),
+	}
+}
+
+// Serve speaks the protocol on in and out until the go command sends close
+// or in ends. It returns nil then, and a *ProtocolError (or I/O error) if
+// the stream breaks. Either way it waits for requests in flight and closes
+// the backend before returning.
+func (s *Server) Serve(in io.Reader, out io.Writer) (err error) {
+	s.out = out
+	// The capabilities line goes first, before anything slow.
+	if err := s.reply(&Response{KnownCommands: []Cmd{CmdGet, CmdPut, CmdClose}}); err != nil {
+		return fmt.Errorf("write capabilities: %w", err)
+	}
+
+	ctx := context.Background()
+	rr := newRequestReader(in)
+	for {
+		req, err := rr.next()
+		if err == io.EOF {
+			return s.finish(ctx, nil) // the go command went away without close
+		}
+		if err != nil {
+			s.stats.AddError("protocol")
+			return s.finish(ctx, err)
+		}
+		switch req.Command {
+		case CmdGet:
+			if s.getLocal(req) {
+				continue
+			}
+			s.inflight.Add(1)
+			go func() {
+				defer s.inflight.Done()
+				s.handleGet(ctx, req)
+			}()
+		case CmdPut:
+			if err := s.handlePut(ctx, rr, req); err != nil {
+				s.stats.AddError("protocol")
+				return s.finish(ctx, err)
+			}
+		case CmdClose:
+			err := s.finish(ctx, nil)
+			if rerr := s.reply(&Response{ID: req.ID}); err == nil {
+				err = rerr
+			}
+			return err
+		default:
+			s.stats.AddError("bad_request")
+			s.replyErr(req, fmt.Sprintf("unknown command %q", req.Command))
+		}
+	}
+}
+
+// finish waits for requests in flight and closes the backend. It returns
+// err, or the close error if err is nil.
+func (s *Server) finish(ctx context.Context, err error) error {
+	s.inflight.Wait()
+	cctx, cancel := context.WithTimeout(ctx, s.closeTimeout)
+	defer cancel()
+	if cerr := s.backend.Close(cctx); cerr != nil && err == nil {
+		// Pending remote work that could not finish is no reason to fail
+		// the build: say so and move on.
+		s.log.Warn("closing cache backend", "err", cerr)
+	}
+	return err
+}
+
+// getLocal answers a get from the local tier if it can, and reports
+// whether it did.
+func (s *Server) getLocal(req *Request) bool {
+	if s.local == nil || len(req.ActionID) != idLen {
+		return false
+	}
+	start := s.now()
+	e, err := s.local.getLocal(req.ActionID)
+	if err != nil && s.backend != CacheBackend(s.local) {
+		return false // maybe remote: ask the backend
+	}
+	s.getDone(req, start, e, err)
+	return true
+}
+
+func (s *Server) handleGet(ctx context.Context, req *Request) {
+	start := s.now()
+	if err := checkID("ActionID", req.ActionID); err != nil {
+		s.stats.Gets.Add(1)
+		s.stats.AddError("bad_request")
+		s.replyErr(req, err.Error())
+		return
+	}
+	e, err := s.backend.Get(ctx, req.ActionID)
+	s.getDone(req, start, e, err)
+}
+
+// getDone counts and answers a get that started at start.
+func (s *Server) getDone(req *Request, start time.Time, e Entry, err error) {
+	s.stats.Gets.Add(1)
+	d := s.now().Sub(start)
+	s.stats.GetLatency.Observe(d)
+	if err != nil {
+		s.stats.Misses.Add(1)
+		if !errors.Is(err, ErrNotFound) {
+			// A backend that cannot answer is a miss: the go command
+			// rebuilds, which is always correct.
+			s.stats.AddError("get")
+			s.warnOnce("get", err)
+		}
+		s.debugRequest(req, "miss", d, err)
+		s.reply(&Response{ID: req.ID, Miss: true})
+		return
+	}
+	s.stats.Hits.Add(1)
+	s.stats.BytesServed.Add(e.Size)
+	s.debugRequest(req, "hit", d, nil)
+	t := e.Time
+	s.reply(&Response{ID: req.ID, OutputID: e.OutputID, Size: e.Size, Time: &t, DiskPath: e.DiskPath})
+}
+
+// handlePut stores one put. It consumes the body from rr whatever happens,
+// and returns an error only if the stream itself is broken.
+func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request) error {
+	start := s.now()
+	s.stats.Puts.Add(1)
+	var body io.Reader = eofReader{}
+	var br *bodyReader
+	if req.BodySize > 0 {
+		var err error
+		if br, err = rr.body(req); err != nil {
+			return err
+		}
+		body = br
+	}
+	vr := newVerifyingReader(body, req.BodySize, req.OutputID)
+
+	var e Entry
+	kind := "bad_request"
+	err := checkID("ActionID", req.ActionID)
+	if err == nil {
+		err = checkID("OutputID", req.OutputID)
+	}
+	if err == nil {
+		kind = "put"
+		e, err = s.backend.Put(ctx, req.ActionID, req.OutputID, req.BodySize, vr)
+	}
+	// Whatever the backend read, drain and verify the rest so the stream
+	// stays in step and a bad body is always reported.
+	_, verr := copyBuffered(io.Discard, vr)
+	if br != nil {
+		if ferr := br.finish(); ferr != nil {
+			return ferr
+		}
+	}
+	if isProtocolError(verr) {
+		return verr
+	}
+	if verr != nil && (err == nil || kind == "put") {
+		err = verr
+	}
+	d := s.now().Sub(start)
+	s.stats.PutLatency.Observe(d)
+	if err != nil {
+		if errors.Is(err, errVerify) || errors.Is(err, errBadBody) {
+			kind = "verify"
+		} else if kind == "put" {
+			s.warnOnce("put", err)
+		}
+		s.stats.AddError(kind)
+		s.debugRequest(req, "error", d, err)
+		s.replyErr(req, err.Error())
+		return nil
+	}
+	s.stats.BytesStored.Add(req.BodySize)
+	s.debugRequest(req, "stored", d, nil)
+	s.reply(&Response{ID: req.ID, DiskPath: e.DiskPath})
+	return nil
+}
+
+func (s *Server) replyErr(req *Request, msg string) {
+	s.reply(&Response{ID: req.ID, Err: fmt.Sprintf("gobuildcache: %s %d: %s", req.Command, req.ID, msg)})
+}
+
+// reply writes one response line with one write.
+func (s *Server) reply(res *Response) error {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	s.outBuf = appendResponse(s.outBuf[:0], res)
+	_, err := s.out.Write(s.outBuf)
+	return err
+}
+
+// warnOnce logs the first error of each kind; later ones are only counted
+// (and shown with -debug), so a dead backend cannot flood the build log.
+func (s *Server) warnOnce(kind string, err error) {
+	s.warnMu.Lock()
+	first := !s.warned[kind]
+	s.warned[kind] = true
+	s.warnMu.Unlock()
+	if first {
+		s.log.Warn("cache "+kind+" failed; treating as a miss (further errors of this kind are counted, not logged)", "err", err)
+	}
+}
+
+func (s *Server) debugRequest(req *Request, outcome string, d time.Duration, err error) {
+	if !s.debug {
+		return
+	}
+	attrs := []any{"id", req.ID, "cmd", string(req.Command), "key", keyPrefix(req.ActionID), "outcome", outcome, "dur", d}
+	if req.Command == CmdPut {
+		attrs = append(attrs, "size", req.BodySize)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		attrs = append(attrs, "err", err)
+	}
+	s.log.Debug("request", attrs...)
+}
+
+func keyPrefix(id []byte) string {
+	if len(id) > 6 {
+		id = id[:6]
+	}
+	return hex.EncodeToString(id)
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
