@@ -1,0 +1,135 @@
+// Command gobuildcache is a GOCACHEPROG program: the go command starts it
+// and keeps its build and test cache in it. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// run is the whole program; it returns the exit status: 0 on success, 1 on
+// a failure, 2 on bad usage.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	cmd := cmdServe
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
+			printUsage(stdout, cmdServe)
+			return 0
+		case cmdClear, cmdServe:
+			cmd, args = args[0], args[1:]
+		default:
+			if len(args[0]) > 0 && args[0][0] != '-' {
+				fmt.Fprintf(stderr, "gobuildcache: unknown command %q (run 'gobuildcache help')\n", args[0])
+				return 2
+			}
+		}
+	}
+	cfg, err := parseConfig(cmd, args, getenv, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.Debug)
+
+	switch cmd {
+	case cmdClear:
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runClear(ctx, cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
+			return 1
+		}
+		return 0
+	default:
+		return serve(cfg, stdin, stdout, stderr, getenv, log)
+	}
+}
+
+// serve runs the GOCACHEPROG server until the go command closes it.
+func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
+	backend, err := openBackend(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
+		return 1
+	}
+	stats := new(Stats)
+	srv := NewServer(backend, stats, log, cfg.Debug)
+	if d, ok := backend.(*DiskBackend); ok {
+		srv.local = d
+	}
+	srv.closeTimeout = cfg.UploadTimeout
+	// The go command owns our lifetime: it closes stdin, or says close.
+	// An interrupt of the build reaches us too; stdin's end will follow.
+	signal.Ignore(os.Interrupt)
+	serveErr := srv.Serve(stdin, stdout)
+
+	status := 0
+	if serveErr != nil {
+		fmt.Fprintf(stderr, "gobuildcache: %v\n", serveErr)
+		status = 1
+	}
+	reportStats(cfg, stats.Snapshot(), stderr, getenv, log)
+	return status
+}
+
+// openBackend builds the backend stack that cfg describes.
+func openBackend(cfg *Config) (CacheBackend, error) {
+	switch cfg.Backend {
+	case "disk":
+		return NewDiskBackend(cfg.CacheDir)
+	default:
+		return nil, fmt.Errorf("-backend (BACKEND_TYPE) %q is not available in this build", cfg.Backend)
+	}
+}
+
+// reportStats writes the stats wherever cfg asks. Failing to write them is
+// logged, never fatal: the build has succeeded by now.
+func reportStats(cfg *Config, snap StatsSnapshot, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
+	if cfg.Stats {
+		snap.WriteText(stderr)
+		if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
+			if err := appendFile(p, snap.WriteMarkdown); err != nil {
+				log.Warn("writing step summary", "err", err)
+			}
+		}
+	}
+	if cfg.StatsJSON != "" {
+		if err := snap.WriteJSONFile(cfg.StatsJSON); err != nil {
+			log.Warn("writing stats JSON", "err", err)
+		}
+	}
+}
+
+// newLogger returns the logger for stderr: warnings only, or everything
+// with debug. Lines start with "gobuildcache:" so they stand out in a
+// build log.
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelWarn
+	if debug {
+		level = slog.LevelDebug
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey && !debug {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})
+	return slog.New(h).With("app", "gobuildcache")
+}
