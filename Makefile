@@ -1,0 +1,31 @@
+# gobuildcache: see README.md and TESTING.md.
+GO ?= go
+BIN := builds/gobuildcache
+
+.PHONY: build test test-short lint fuzz bench-local clean
+
+build: ## build the binary into builds/gobuildcache
+	$(GO) build -o $(BIN) .
+
+test: ## the whole test suite, as CI runs it
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short: ## unit tests only: no go command, no 64 MiB objects
+	$(GO) test -race -short ./...
+
+lint: ## formatting and vet
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+FUZZTIME ?= 60s
+fuzz: ## run every fuzz target for FUZZTIME each
+	for t in FuzzParseRequest FuzzRequestStream FuzzActionRecord; do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
+bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, and put memory
+	$(GO) run ./bench -bin $(BIN)
+
+clean:
+	rm -rf builds

@@ -1,0 +1,202 @@
+// Command bench measures gobuildcache against the plain Go build cache on
+// this machine and prints a markdown table. It is a program, not a test:
+// run it with `make bench-local` (see TESTING.md).
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	runs := flag.Int("runs", 7, "timed runs of each scenario (medians are reported)")
+	bin := flag.String("bin", "builds/gobuildcache", "gobuildcache binary to measure")
+	putMiB := flag.Int("put-mib", 512, "size of the put whose peak memory is measured")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	absBin, err := filepath.Abs(*bin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	work, err := os.MkdirTemp("", "gobuildcache-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(work)
+
+	fmt.Printf("# gobuildcache local benchmark\n\n%s, %d CPUs, %s; workload: `go build std`; %d runs each, interleaved; median (min-max)\n\n",
+		goVersion(), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, *runs)
+	if err := benchWarmStd(work, absBin, *runs); err != nil {
+		log.Fatal(err)
+	}
+	if err := benchPutMemory(work, absBin, int64(*putMiB)<<20); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// benchWarmStd compares a warm `go build std` on the plain cache with one
+// on gobuildcache's disk backend.
+func benchWarmStd(work, bin string, runs int) error {
+	plainCache := filepath.Join(work, "plain-gocache")
+	progDir := filepath.Join(work, "gobuildcache-dir")
+	progGocache := filepath.Join(work, "prog-gocache")
+	statsFile := filepath.Join(work, "stats.json")
+	prog := fmt.Sprintf("%s -cache-dir=%s -stats-json=%s", bin, progDir, statsFile)
+
+	plain := func() (time.Duration, error) { return timeGo(plainCache, "", "build", "std") }
+	cached := func() (time.Duration, error) { return timeGo(progGocache, prog, "build", "std") }
+	// Warm both (the first gobuildcache run stores everything).
+	for _, f := range []func() (time.Duration, error){plain, cached, plain, cached} {
+		if _, err := f(); err != nil {
+			return err
+		}
+	}
+	var tPlain, tProg []time.Duration
+	var minHitRate float64 = 1
+	for i := 0; i < runs; i++ {
+		d, err := plain()
+		if err != nil {
+			return err
+		}
+		tPlain = append(tPlain, d)
+		if d, err = cached(); err != nil {
+			return err
+		}
+		tProg = append(tProg, d)
+		var st struct {
+			Gets, Hits int64
+		}
+		b, err := os.ReadFile(statsFile)
+		if err != nil {
+			return err
+		}
+		json.Unmarshal(b, &st)
+		if st.Gets == 0 {
+			return fmt.Errorf("no gets recorded")
+		}
+		minHitRate = min(minHitRate, float64(st.Hits)/float64(st.Gets))
+	}
+	ratios := make([]float64, runs)
+	for i := range ratios {
+		ratios[i] = tProg[i].Seconds() / tPlain[i].Seconds()
+	}
+	fmt.Println("| scenario | wall time | ratio to plain warm | hit rate |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| plain Go cache, warm | %s | 1.00 | - |\n", spread(tPlain))
+	fmt.Printf("| gobuildcache disk, warm | %s | %.2f (%.2f-%.2f) | %.1f%% (lowest run) |\n\n",
+		spread(tProg), median(ratios), slices.Min(ratios), slices.Max(ratios), 100*minHitRate)
+	return nil
+}
+
+// benchPutMemory sends one large put and reports the server's peak RSS.
+func benchPutMemory(work, bin string, size int64) error {
+	dir := filepath.Join(work, "putmem")
+	cmd := exec.Command(bin, "-cache-dir="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// A body of random bytes, generated twice from one seed: once to hash,
+	// once to send, so the benchmark itself holds none of it.
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	h := sha256.New()
+	io.Copy(h, bodyStream(seed, size))
+	action := sha256.Sum256(seed)
+	req, _ := json.Marshal(map[string]any{"ID": 1, "Command": "put", "ActionID": action[:], "OutputID": h.Sum(nil), "BodySize": size})
+	fmt.Fprintf(stdin, "%s\n\n\"", req)
+	enc := base64.NewEncoder(base64.StdEncoding, stdin)
+	io.Copy(enc, bodyStream(seed, size))
+	enc.Close()
+	fmt.Fprint(stdin, "\"\n{\"ID\":2,\"Command\":\"close\"}\n")
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("put: %v", err)
+	}
+	if strings.Contains(stdout.String(), `"Err"`) {
+		return fmt.Errorf("put failed: %s", stdout.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	fmt.Printf("| put of %d MiB | peak RSS of gobuildcache: %.1f MiB |\n|---|---|\n", size>>20, float64(ru.Maxrss)/1024)
+	return nil
+}
+
+// bodyStream is size deterministic pseudo-random bytes derived from seed.
+func bodyStream(seed []byte, size int64) io.Reader {
+	return io.LimitReader(&hashStream{state: seed}, size)
+}
+
+type hashStream struct{ state, buf []byte }
+
+func (s *hashStream) Read(p []byte) (int, error) {
+	if len(s.buf) == 0 {
+		sum := sha256.Sum256(s.state)
+		s.state = sum[:]
+		s.buf = bytes.Repeat(sum[:], 1024)
+	}
+	n := copy(p, s.buf)
+	s.buf = s.buf[n:]
+	return n, nil
+}
+
+// timeGo runs one go command with the given cache settings and returns its
+// wall time.
+func timeGo(gocache, gocacheprog string, args ...string) (time.Duration, error) {
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "GOCACHE="+gocache, "GOCACHEPROG="+gocacheprog, "GOFLAGS=-buildvcs=false")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return d, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func spread(ds []time.Duration) string {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = d.Seconds()
+	}
+	return fmt.Sprintf("%.3fs (%.3f-%.3f)", median(xs), slices.Min(xs), slices.Max(xs))
+}
+
+func goVersion() string {
+	out, err := exec.Command("go", "version").Output()
+	if err != nil {
+		return "go (unknown version)"
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests run the real binary under the real go command.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// gobuildcacheBinary builds the binary once per test run.
+func gobuildcacheBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gobuildcache-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gobuildcache")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// testModule writes a small module: a chain of packages, a test, and a
+// command.
+func testModule(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"go.mod":          "module example.com/e2e\n\ngo 1.22\n",
+		"a/a.go":          "package a\n\nimport \"strings\"\n\nfunc A() string { return strings.ToUpper(\"a\") }\n",
+		"b/b.go":          "package b\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/e2e/a\"\n)\n\nfunc B() string { return fmt.Sprintf(\"%s-b\", a.A()) }\n",
+		"b/b_test.go":     "package b\n\nimport \"testing\"\n\nfunc TestB(t *testing.T) {\n\tif B() != \"A-b\" {\n\t\tt.Fatal(B())\n\t}\n}\n",
+		"c/c.go":          "package c\n\nimport \"example.com/e2e/b\"\n\nfunc C() int { return len(b.B()) }\n",
+		"c/c_test.go":     "package c\n\nimport \"testing\"\n\nfunc TestC(t *testing.T) {\n\tif C() != 3 {\n\t\tt.Fatal(C())\n\t}\n}\n",
+		"cmd/app/main.go": "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/e2e/c\"\n)\n\nfunc main() { fmt.Println(c.C()) }\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// goEnv is the environment for a go command in the test module: isolated
+// from the user's settings, offline.
+func goEnv(gocache string, extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "GOCACHE", "GOCACHEPROG", "GOFLAGS", "GOPROXY", "GOWORK", "GOTOOLCHAIN", "GO111MODULE", "GITHUB_STEP_SUMMARY":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "GOCACHE="+gocache, "GOFLAGS=-buildvcs=false", "GOPROXY=off", "GOWORK=off", "GOTOOLCHAIN=local")
+	return append(env, extra...)
+}
+
+type goRun struct {
+	binary    []byte
+	testOut   string
+	stats     StatsSnapshot
+	goCmdErrs string
+}
+
+// buildAndTest runs go build and go test in mod with GOCACHEPROG pointing
+// at gobuildcache over cacheDir (or the plain cache if cacheDir is "").
+func buildAndTest(t *testing.T, mod, cacheDir, tag string) (goRun, error) {
+	t.Helper()
+	gocache := t.TempDir()
+	var extra []string
+	statsFile := filepath.Join(t.TempDir(), "stats.json")
+	if cacheDir != "" {
+		extra = append(extra, fmt.Sprintf("GOCACHEPROG=%s -cache-dir=%s -stats-json=%s", gobuildcacheBinary(t), cacheDir, statsFile))
+	}
+	var r goRun
+	exe := filepath.Join(t.TempDir(), "app-"+tag)
+	build := exec.Command("go", "build", "-o", exe, "./cmd/app")
+	build.Dir, build.Env = mod, goEnv(gocache, extra...)
+	if out, err := build.CombinedOutput(); err != nil {
+		return r, fmt.Errorf("go build (%s): %v\n%s", tag, err, out)
+	}
+	var err error
+	if r.binary, err = os.ReadFile(exe); err != nil {
+		return r, err
+	}
+	if cacheDir != "" {
+		// Each go command starts its own gobuildcache; the test run's
+		// stats replace the build's, so keep them apart.
+		statsFile = filepath.Join(t.TempDir(), "stats.json")
+		extra[0] = fmt.Sprintf("GOCACHEPROG=%s -cache-dir=%s -stats-json=%s", gobuildcacheBinary(t), cacheDir, statsFile)
+	}
+	test := exec.Command("go", "test", "./...")
+	test.Dir, test.Env = mod, goEnv(gocache, extra...)
+	out, err := test.CombinedOutput()
+	r.testOut = string(out)
+	if err != nil {
+		return r, fmt.Errorf("go test (%s): %v\n%s", tag, err, out)
+	}
+	if cacheDir != "" {
+		b, err := os.ReadFile(statsFile)
+		if err != nil {
+			return r, fmt.Errorf("stats: %v", err)
+		}
+		if err := json.Unmarshal(b, &r.stats); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func skipIfShortE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test with the go command skipped in -short mode")
+	}
+}
+
+// moduleWithReference writes the test module and builds it with the plain
+// Go cache, for reference.
+func moduleWithReference(t *testing.T) (string, goRun) {
+	t.Helper()
+	skipIfShortE2E(t)
+	mod := testModule(t)
+	ref, err := buildAndTest(t, mod, "", "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mod, ref
+}
+
+func TestEndToEndGoCommand(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+
+	cacheDir := t.TempDir()
+	first, err := buildAndTest(t, mod, cacheDir, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.stats.Puts == 0 {
+		t.Fatalf("first run stored nothing: %+v", first.stats)
+	}
+	second, err := buildAndTest(t, mod, cacheDir, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("second go test: %+v", second.stats)
+	for _, pkg := range []string{"example.com/e2e/b", "example.com/e2e/c"} {
+		if !regexp.MustCompile(`ok\s+` + regexp.QuoteMeta(pkg) + `\s+\(cached\)`).MatchString(second.testOut) {
+			t.Errorf("second go test did not report %s as (cached):\n%s", pkg, second.testOut)
+		}
+	}
+	if second.stats.Misses != 0 || second.stats.Hits == 0 || second.stats.Hits != second.stats.Gets {
+		t.Errorf("second go test: %d gets, %d hits, %d misses; want all hits", second.stats.Gets, second.stats.Hits, second.stats.Misses)
+	}
+	for name, r := range map[string]goRun{"first": first, "second": second} {
+		if !bytes.Equal(r.binary, ref.binary) {
+			t.Errorf("%s binary differs from the one built with the plain Go cache", name)
+		}
+	}
+}
+
+func TestEndToEndConcurrentSharedDir(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	cacheDir := t.TempDir()
+	var wg sync.WaitGroup
+	runs := make([]goRun, 2)
+	errs := make([]error, 2)
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i], errs[i] = buildAndTest(t, mod, cacheDir, fmt.Sprint("concurrent", i))
+		}()
+	}
+	wg.Wait()
+	for i := range runs {
+		if errs[i] != nil {
+			t.Fatalf("run %d: %v", i, errs[i])
+		}
+		if !bytes.Equal(runs[i].binary, ref.binary) {
+			t.Errorf("run %d: binary differs from the plain Go cache's", i)
+		}
+	}
+}
+
+// TestCrashMidPut kills the server while it reads a large body and checks
+// a new server on the same directory does not return the entry.
+func TestCrashMidPut(t *testing.T) {
+	bin := gobuildcacheBinary(t)
+	dir := t.TempDir()
+	body := bytes.Repeat([]byte("crash test body "), 4<<20) // 64 MiB
+	sum := outputID(string(body))
+	key := actionID("crash")
+
+	cmd := exec.Command(bin, "-cache-dir="+dir)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out := bufio.NewReader(stdout)
+	if _, err := out.ReadBytes('\n'); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(Request{ID: 1, Command: CmdPut, ActionID: key, OutputID: sum, BodySize: int64(len(body))})
+	io.WriteString(stdin, string(req)+"\n\n\"")
+	enc := base64.StdEncoding.EncodeToString(body)
+	io.WriteString(stdin, enc[:len(enc)/2])
+	// Wait until the body is being written, then kill.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ents, _ := os.ReadDir(filepath.Join(dir, "v1", "tmp"))
+		if len(ents) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	ents, _ := os.ReadDir(filepath.Join(dir, "v1", "tmp"))
+	if len(ents) == 0 {
+		t.Log("no temp file was seen; the kill came before the write began")
+	}
+	d, err := NewDiskBackend(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Get(t.Context(), key); err == nil {
+		t.Fatal("a put killed mid-body left an entry that get returns")
+	}
+	if runtime.GOOS != "windows" {
+		if _, err := os.Stat(d.outputPath(sum)); err == nil {
+			t.Fatal("a partial body sits under its final name")
+		}
+	}
+}
