@@ -53,9 +53,12 @@ type CacheBackend interface {
 	//
 	// body yields exactly size bytes whose SHA-256 is outputID; Put must
 	// not store anything if it does not (see newVerifyingReader). After a
-	// nil error a Get of actionID returns this entry (or a newer one), and
-	// the returned Entry.DiskPath holds the body at least until Close.
-	// Put reads body only before it returns.
+	// nil error a Get of actionID returns this entry (or a newer one); for
+	// asyncUploads, once the upload is done. A backend that keeps the body
+	// locally sets the returned Entry.DiskPath, which then holds the body
+	// at least until Close; the server's backend always does (it is the
+	// disk backend or the local tier). Put reads body only before it
+	// returns.
 	Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error)
 
 	// Close waits for or cancels work still pending (bounded by ctx) and

@@ -26,7 +26,9 @@ func testConformance(t *testing.T, newBackend func(t *testing.T) CacheBackend) {
 		if err != nil {
 			t.Fatalf("Put: %v", err)
 		}
-		checkEntry(t, e, body)
+		if e.DiskPath != "" { // remote backends keep no local copy
+			checkEntry(t, e, body)
+		}
 		return e
 	}
 	get := func(t *testing.T, b CacheBackend, action []byte, want []byte) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -138,6 +139,12 @@ func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size i
 		return Entry{}, err
 	}
 	e := Entry{OutputID: outputID, Size: size, Time: d.now(), DiskPath: d.outputPath(outputID)}
+	return d.putAt(actionID, e, body)
+}
+
+// putAt writes body as e's body unless a body of that output is already in
+// place, then e's record under actionID.
+func (d *DiskBackend) putAt(actionID []byte, e Entry, body io.Reader) (Entry, error) {
 	// Bodies are content-addressed: one already in place need not be
 	// written again (the caller still verifies what it sent).
 	fi, err := os.Stat(e.DiskPath)
@@ -145,7 +152,7 @@ func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size i
 		// Damage (nothing of ours is a directory here): clear the way.
 		os.RemoveAll(e.DiskPath)
 	}
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
 		if err := d.writeFile(e.DiskPath, func(w io.Writer) error {
 			_, err := copyBuffered(w, body)
 			return err
@@ -153,14 +160,53 @@ func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size i
 			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 		}
 	}
-	record := formatActionRecord(e)
-	if err := d.writeFile(d.actionPath(actionID), func(w io.Writer) error {
-		_, err := io.WriteString(w, record)
-		return err
-	}); err != nil {
+	if err := d.writeRecord(actionID, e); err != nil {
 		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 	}
 	return e, nil
+}
+
+// writeRecord atomically writes the action record of e.
+func (d *DiskBackend) writeRecord(actionID []byte, e Entry) error {
+	record := formatActionRecord(e)
+	return d.writeFile(d.actionPath(actionID), func(w io.Writer) error {
+		_, err := io.WriteString(w, record)
+		return err
+	})
+}
+
+// remoteMarker is the path of the file where a remote's circuit breaker
+// records that the remote is failing (see breakerBackend), named for the
+// remote so that each remote has its own.
+func (d *DiskBackend) remoteMarker(remote ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(remote, "\x00")))
+	return filepath.Join(d.dir, "remote-down-"+hex.EncodeToString(h[:8]))
+}
+
+// install moves a file that already holds the verified body of e (as a
+// CacheBackend's Get returns it) into the cache under actionID, keeping e's
+// put time, and returns the local entry. The file at e.DiskPath is consumed.
+// It is how the local tier keeps what it fetched from a remote without
+// copying it again.
+func (d *DiskBackend) install(actionID []byte, e Entry) (Entry, error) {
+	src := e.DiskPath
+	defer os.Remove(src) // a no-op once renamed
+	local := Entry{OutputID: e.OutputID, Size: e.Size, Time: e.Time, DiskPath: d.outputPath(e.OutputID)}
+	if size, ok := statSize(local.DiskPath); !ok || size != e.Size {
+		if err := d.rename(src, local.DiskPath); err != nil {
+			// Another file system, say: fall back to a copy.
+			f, oerr := os.Open(src)
+			if oerr != nil {
+				return Entry{}, fmt.Errorf("install %x: %w", actionID, err)
+			}
+			defer f.Close()
+			return d.putAt(actionID, local, f)
+		}
+	}
+	if err := d.writeRecord(actionID, local); err != nil {
+		return Entry{}, fmt.Errorf("install %x: %w", actionID, err)
+	}
+	return local, nil
 }
 
 // Close implements CacheBackend. A disk backend holds nothing open.
@@ -179,16 +225,22 @@ func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
-		if errors.Is(err, fs.ErrNotExist) {
-			// First file in this fan-out directory.
-			if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-				err = os.Rename(tmp, path)
-			}
-		}
+		err = d.rename(tmp, path)
 	}
 	if err != nil {
 		os.Remove(tmp)
+	}
+	return err
+}
+
+// rename moves a file into place, creating its fan-out directory the first
+// time.
+func (d *DiskBackend) rename(from, to string) error {
+	err := os.Rename(from, to)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(to), 0o755); err == nil {
+			err = os.Rename(from, to)
+		}
 	}
 	return err
 }

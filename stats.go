@@ -13,27 +13,47 @@ import (
 	"time"
 )
 
-// Stats counts what the server did. All methods are safe for concurrent use.
+// Stats counts what the server and its backends did. All methods are safe
+// for concurrent use.
 type Stats struct {
 	Gets, Hits, Misses     atomic.Int64
+	RemoteHits             atomic.Int64 // of Hits, those fetched from the remote
 	Puts                   atomic.Int64
 	BytesServed            atomic.Int64 // body bytes of get hits
 	BytesStored            atomic.Int64 // body bytes of successful puts
 	GetLatency, PutLatency latencyHistogram
 
-	mu     sync.Mutex
-	errors map[string]int64 // by kind
+	// Remote is set when a remote backend is configured; the remote
+	// figures are printed only then.
+	Remote                           atomic.Bool
+	RemoteBytesDown, RemoteBytesUp   atomic.Int64
+	RemoteGetLatency                 latencyHistogram
+	RemotePutLatency                 latencyHistogram
+	RemoteSkipped                    atomic.Int64 // requests not sent: circuit breaker open
+	VerifyFailures                   atomic.Int64 // remote bodies that did not match their output ID
+	UploadsDone, UploadsFailed       atomic.Int64
+	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
+
+	mu           sync.Mutex
+	errors       map[string]int64 // by kind
+	remoteErrors map[string]int64 // by kind
 }
 
 // AddError counts one error of the given kind ("get", "put", "protocol",
 // "verify", ...).
-func (s *Stats) AddError(kind string) {
+func (s *Stats) AddError(kind string) { s.add(&s.errors, kind) }
+
+// AddRemoteError counts one failed remote request of the given kind
+// ("timeout", "refused", "server", "auth", ...).
+func (s *Stats) AddRemoteError(kind string) { s.add(&s.remoteErrors, kind) }
+
+func (s *Stats) add(m *map[string]int64, kind string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.errors == nil {
-		s.errors = make(map[string]int64)
+	if *m == nil {
+		*m = make(map[string]int64)
 	}
-	s.errors[kind]++
+	(*m)[kind]++
 }
 
 // StatsSnapshot is the stats as written by -stats-json.
@@ -42,6 +62,8 @@ type StatsSnapshot struct {
 	Hits        int64            `json:"hits"`
 	Misses      int64            `json:"misses"`
 	HitRate     float64          `json:"hit_rate"`
+	LocalHits   int64            `json:"local_hits"`
+	RemoteHits  int64            `json:"remote_hits"`
 	Puts        int64            `json:"puts"`
 	BytesServed int64            `json:"bytes_served"`
 	BytesStored int64            `json:"bytes_stored"`
@@ -50,23 +72,55 @@ type StatsSnapshot struct {
 	GetP99Us    int64            `json:"get_p99_us"`
 	PutP50Us    int64            `json:"put_p50_us"`
 	PutP99Us    int64            `json:"put_p99_us"`
+
+	Remote             bool             `json:"remote"`
+	RemoteErrors       int64            `json:"remote_errors"`
+	RemoteErrorsByKind map[string]int64 `json:"remote_errors_by_kind"`
+	RemoteSkipped      int64            `json:"remote_skipped"`
+	VerifyFailures     int64            `json:"verify_failures"`
+	RemoteBytesDown    int64            `json:"remote_bytes_down"`
+	RemoteBytesUp      int64            `json:"remote_bytes_up"`
+	RemoteGetP50Us     int64            `json:"remote_get_p50_us"`
+	RemoteGetP99Us     int64            `json:"remote_get_p99_us"`
+	RemotePutP50Us     int64            `json:"remote_put_p50_us"`
+	RemotePutP99Us     int64            `json:"remote_put_p99_us"`
+	UploadsDone        int64            `json:"uploads_done"`
+	UploadsFailed      int64            `json:"uploads_failed"`
+	UploadsDropped     int64            `json:"uploads_dropped"`
+	UploadsAbandoned   int64            `json:"uploads_abandoned"`
 }
 
 // Snapshot returns a consistent-enough copy of the counters.
 func (s *Stats) Snapshot() StatsSnapshot {
 	snap := StatsSnapshot{
-		Gets:        s.Gets.Load(),
-		Hits:        s.Hits.Load(),
-		Misses:      s.Misses.Load(),
-		Puts:        s.Puts.Load(),
-		BytesServed: s.BytesServed.Load(),
-		BytesStored: s.BytesStored.Load(),
-		Errors:      map[string]int64{},
-		GetP50Us:    s.GetLatency.Quantile(0.50).Microseconds(),
-		GetP99Us:    s.GetLatency.Quantile(0.99).Microseconds(),
-		PutP50Us:    s.PutLatency.Quantile(0.50).Microseconds(),
-		PutP99Us:    s.PutLatency.Quantile(0.99).Microseconds(),
+		Gets:               s.Gets.Load(),
+		Hits:               s.Hits.Load(),
+		Misses:             s.Misses.Load(),
+		RemoteHits:         s.RemoteHits.Load(),
+		Puts:               s.Puts.Load(),
+		BytesServed:        s.BytesServed.Load(),
+		BytesStored:        s.BytesStored.Load(),
+		Errors:             map[string]int64{},
+		GetP50Us:           s.GetLatency.Quantile(0.50).Microseconds(),
+		GetP99Us:           s.GetLatency.Quantile(0.99).Microseconds(),
+		PutP50Us:           s.PutLatency.Quantile(0.50).Microseconds(),
+		PutP99Us:           s.PutLatency.Quantile(0.99).Microseconds(),
+		Remote:             s.Remote.Load(),
+		RemoteErrorsByKind: map[string]int64{},
+		RemoteSkipped:      s.RemoteSkipped.Load(),
+		VerifyFailures:     s.VerifyFailures.Load(),
+		RemoteBytesDown:    s.RemoteBytesDown.Load(),
+		RemoteBytesUp:      s.RemoteBytesUp.Load(),
+		RemoteGetP50Us:     s.RemoteGetLatency.Quantile(0.50).Microseconds(),
+		RemoteGetP99Us:     s.RemoteGetLatency.Quantile(0.99).Microseconds(),
+		RemotePutP50Us:     s.RemotePutLatency.Quantile(0.50).Microseconds(),
+		RemotePutP99Us:     s.RemotePutLatency.Quantile(0.99).Microseconds(),
+		UploadsDone:        s.UploadsDone.Load(),
+		UploadsFailed:      s.UploadsFailed.Load(),
+		UploadsDropped:     s.UploadsDropped.Load(),
+		UploadsAbandoned:   s.UploadsAbandoned.Load(),
 	}
+	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
 		snap.HitRate = float64(snap.Hits) / float64(snap.Gets)
 	}
@@ -74,17 +128,21 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	for k, v := range s.errors {
 		snap.Errors[k] = v
 	}
+	for k, v := range s.remoteErrors {
+		snap.RemoteErrorsByKind[k] = v
+		snap.RemoteErrors += v
+	}
 	s.mu.Unlock()
 	return snap
 }
 
-// errorSummary renders the errors by kind, "none" if there were none.
-func (snap StatsSnapshot) errorSummary() string {
-	if len(snap.Errors) == 0 {
+// kindSummary renders counts by kind, "none" if there are none.
+func kindSummary(m map[string]int64) string {
+	if len(m) == 0 {
 		return "none"
 	}
-	kinds := make([]string, 0, len(snap.Errors))
-	for k := range snap.Errors {
+	kinds := make([]string, 0, len(m))
+	for k := range m {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
@@ -93,7 +151,7 @@ func (snap StatsSnapshot) errorSummary() string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s=%d", k, snap.Errors[k])
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
 	}
 	return b.String()
 }
@@ -101,15 +159,30 @@ func (snap StatsSnapshot) errorSummary() string {
 // rows is the figures as label/value pairs, shared by the text table and
 // the markdown summary.
 func (snap StatsSnapshot) rows() [][2]string {
-	return [][2]string{
+	rows := [][2]string{
 		{"gets", fmt.Sprintf("%d (hits %d, misses %d, hit rate %.1f%%)", snap.Gets, snap.Hits, snap.Misses, 100*snap.HitRate)},
-		{"puts", fmt.Sprint(snap.Puts)},
-		{"bytes served", formatBytes(snap.BytesServed)},
-		{"bytes stored", formatBytes(snap.BytesStored)},
-		{"get latency", fmt.Sprintf("p50 %s, p99 %s", us(snap.GetP50Us), us(snap.GetP99Us))},
-		{"put latency", fmt.Sprintf("p50 %s, p99 %s", us(snap.PutP50Us), us(snap.PutP99Us))},
-		{"errors", snap.errorSummary()},
 	}
+	if snap.Remote {
+		rows = append(rows, [2]string{"hits", fmt.Sprintf("local %d, remote %d", snap.LocalHits, snap.RemoteHits)})
+	}
+	rows = append(rows,
+		[2]string{"puts", fmt.Sprint(snap.Puts)},
+		[2]string{"bytes served", formatBytes(snap.BytesServed)},
+		[2]string{"bytes stored", formatBytes(snap.BytesStored)},
+		[2]string{"get latency", fmt.Sprintf("p50 %s, p99 %s", us(snap.GetP50Us), us(snap.GetP99Us))},
+		[2]string{"put latency", fmt.Sprintf("p50 %s, p99 %s", us(snap.PutP50Us), us(snap.PutP99Us))},
+		[2]string{"errors", kindSummary(snap.Errors)},
+	)
+	if snap.Remote {
+		rows = append(rows,
+			[2]string{"remote bytes", fmt.Sprintf("down %s, up %s", formatBytes(snap.RemoteBytesDown), formatBytes(snap.RemoteBytesUp))},
+			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
+			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
+			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
+			[2]string{"remote errors", fmt.Sprintf("%d (%s); skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.RemoteSkipped, snap.VerifyFailures)},
+		)
+	}
+	return rows
 }
 
 // WriteText writes the compact table printed by -stats.
@@ -117,7 +190,7 @@ func (snap StatsSnapshot) WriteText(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("gobuildcache stats:\n")
 	for _, r := range snap.rows() {
-		fmt.Fprintf(&b, "  %-13s %s\n", r[0]+":", r[1])
+		fmt.Fprintf(&b, "  %-14s %s\n", r[0]+":", r[1])
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -216,4 +289,13 @@ func (h *latencyHistogram) Quantile(q float64) time.Duration {
 		}
 	}
 	return 0
+}
+
+// count returns how many durations were recorded.
+func (h *latencyHistogram) count() int64 {
+	var n int64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return n
 }
