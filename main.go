@@ -26,7 +26,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		case "help", "-h", "-help", "--help":
 			printUsage(stdout, cmdServe)
 			return 0
-		case cmdClear, cmdServe:
+		case cmdClear, cmdServe, cmdCheck:
 			cmd, args = args[0], args[1:]
 		default:
 			if len(args[0]) > 0 && args[0][0] != '-' {
@@ -46,11 +46,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	log := newLogger(stderr, cfg.Debug)
 
 	switch cmd {
-	case cmdClear:
+	case cmdClear, cmdCheck:
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := runClear(ctx, cfg, stdout); err != nil {
-			fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
+		run := runClear
+		if cmd == cmdCheck {
+			run = runCheck
+		}
+		if err := run(ctx, cfg, stdout, log, getenv); err != nil {
+			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
 			return 1
 		}
 		return 0
@@ -61,16 +65,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 
 // serve runs the GOCACHEPROG server until the go command closes it.
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
-	backend, err := openBackend(cfg)
+	stats := new(Stats)
+	srv := NewServer(nil, stats, log, cfg.Debug)
+	backend, local, err := openBackend(context.Background(), cfg, stats, srv.warn, log, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 1
 	}
-	stats := new(Stats)
-	srv := NewServer(backend, stats, log, cfg.Debug)
-	if d, ok := backend.(*DiskBackend); ok {
-		srv.local = d
-	}
+	srv.backend, srv.local = backend, local
 	srv.closeTimeout = cfg.UploadTimeout
 	// The go command owns our lifetime: it closes stdin, or says close.
 	// An interrupt of the build reaches us too; stdin's end will follow.
@@ -86,14 +88,30 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	return status
 }
 
-// openBackend builds the backend stack that cfg describes.
-func openBackend(cfg *Config) (CacheBackend, error) {
-	switch cfg.Backend {
-	case "disk":
-		return NewDiskBackend(cfg.CacheDir)
-	default:
-		return nil, fmt.Errorf("-backend (BACKEND_TYPE) %q is not available in this build", cfg.Backend)
+// openBackend builds the backend stack that cfg describes, and returns it
+// with the local disk cache the server answers local hits from. With
+// -backend=s3 the stack is
+//
+//	localTier{disk, asyncUploads{breakerBackend{S3Backend}}}
+//
+// (without asyncUploads when -read-only). It makes no network call.
+func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger, getenv func(string) string) (CacheBackend, *DiskBackend, error) {
+	disk, err := NewDiskBackend(cfg.CacheDir)
+	if err != nil {
+		return nil, nil, err
 	}
+	if cfg.Backend == "disk" {
+		return disk, disk, nil
+	}
+	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), log, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	var remote CacheBackend = newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
+	if !cfg.ReadOnly {
+		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
+	}
+	return newLocalTier(disk, remote, cfg.ReadOnly, stats), disk, nil
 }
 
 // reportStats writes the stats wherever cfg asks. Failing to write them is

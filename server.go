@@ -36,9 +36,7 @@ type Server struct {
 	outBuf []byte
 
 	inflight sync.WaitGroup
-
-	warnMu sync.Mutex
-	warned map[string]bool
+	warn     *warnings
 }
 
 // NewServer returns a server over backend. log receives warnings (and, with
@@ -51,7 +49,7 @@ func NewServer(backend CacheBackend, stats *Stats, log *slog.Logger, debug bool)
 		debug:        debug,
 		closeTimeout: 30 * time.Second,
 		now:          time.Now,
-		warned:       make(map[string]bool),
+		warn:         newWarnings(log),
 	}
 }
 
@@ -157,7 +155,7 @@ func (s *Server) getDone(req *Request, start time.Time, e Entry, err error) {
 			// A backend that cannot answer is a miss: the go command
 			// rebuilds, which is always correct.
 			s.stats.AddError("get")
-			s.warnOnce("get", err)
+			s.warn.once("get", "cache get failed; treating it as a miss", err)
 		}
 		s.debugRequest(req, "miss", d, err)
 		s.reply(&Response{ID: req.ID, Miss: true})
@@ -216,7 +214,7 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		if errors.Is(err, errVerify) || errors.Is(err, errBadBody) {
 			kind = "verify"
 		} else if kind == "put" {
-			s.warnOnce("put", err)
+			s.warn.once("put", "cache put failed", err)
 		}
 		s.stats.AddError(kind)
 		s.debugRequest(req, "error", d, err)
@@ -240,18 +238,6 @@ func (s *Server) reply(res *Response) error {
 	s.outBuf = appendResponse(s.outBuf[:0], res)
 	_, err := s.out.Write(s.outBuf)
 	return err
-}
-
-// warnOnce logs the first error of each kind; later ones are only counted
-// (and shown with -debug), so a dead backend cannot flood the build log.
-func (s *Server) warnOnce(kind string, err error) {
-	s.warnMu.Lock()
-	first := !s.warned[kind]
-	s.warned[kind] = true
-	s.warnMu.Unlock()
-	if first {
-		s.log.Warn("cache "+kind+" failed; treating as a miss (further errors of this kind are counted, not logged)", "err", err)
-	}
 }
 
 func (s *Server) debugRequest(req *Request, outcome string, d time.Duration, err error) {

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// asyncUploads makes puts to a remote backend asynchronous: Put queues the
+// upload and returns at once; a fixed number of workers send queued uploads
+// to the remote in the background.
+//
+// The queue is bounded by the bytes it holds. A put that would overflow it
+// is dropped and counted, never waited for: the build must not wait on the
+// network. Close waits for the queue to drain until its context ends, then
+// cancels what is left and counts it as abandoned.
+//
+// Put reads body only before it returns, as the interface asks: it takes
+// its own copy to upload from. When body is a file (the local tier hands
+// over its cached file) the copy is a hard link, which costs nothing; other
+// bodies are copied to a spool file.
+type asyncUploads struct {
+	remote   CacheBackend
+	spoolDir string
+	maxBytes int64 // bound on the bytes queued
+	stats    *Stats
+	log      *slog.Logger
+
+	queue     chan upload
+	queued    atomic.Int64 // bytes queued or uploading
+	workers   sync.WaitGroup
+	ctx       context.Context // uploads run under it; cancelled by Close
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+var _ CacheBackend = (*asyncUploads)(nil)
+
+type upload struct {
+	actionID, outputID []byte
+	size               int64
+	path               string // spool file, removed after the upload
+}
+
+// errQueueFull is returned by asyncUploads.Put when an upload is dropped.
+var errQueueFull = errors.New("upload queue full")
+
+func newAsyncUploads(remote CacheBackend, spoolDir string, parallelism int, maxBytes int64, stats *Stats, log *slog.Logger) *asyncUploads {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &asyncUploads{
+		remote:   remote,
+		spoolDir: spoolDir,
+		maxBytes: maxBytes,
+		stats:    stats,
+		log:      log,
+		queue:    make(chan upload, 1<<16),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+	for range max(parallelism, 1) {
+		a.workers.Add(1)
+		go a.work()
+	}
+	return a
+}
+
+// Get implements CacheBackend: gets go straight to the remote.
+func (a *asyncUploads) Get(ctx context.Context, actionID []byte) (Entry, error) {
+	return a.remote.Get(ctx, actionID)
+}
+
+// Put implements CacheBackend: it queues the upload and returns. The
+// returned Entry has no DiskPath: the body is not stored locally by this
+// layer (the local tier above it has it).
+func (a *asyncUploads) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+	if err := checkID("action ID", actionID); err != nil {
+		return Entry{}, err
+	}
+	if err := checkID("output ID", outputID); err != nil {
+		return Entry{}, err
+	}
+	if a.queued.Add(size) > a.maxBytes && size > 0 {
+		a.queued.Add(-size)
+		a.stats.UploadsDropped.Add(1)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID, errQueueFull)
+	}
+	path, err := a.spool(body)
+	if err != nil {
+		a.queued.Add(-size)
+		a.stats.UploadsFailed.Add(1)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID, err)
+	}
+	u := upload{actionID: actionID, outputID: outputID, size: size, path: path}
+	select {
+	case a.queue <- u:
+		return Entry{OutputID: outputID, Size: size}, nil
+	default:
+		os.Remove(path)
+		a.queued.Add(-size)
+		a.stats.UploadsDropped.Add(1)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID, errQueueFull)
+	}
+}
+
+// spool makes a private copy of body in the spool directory.
+func (a *asyncUploads) spool(body io.Reader) (string, error) {
+	f, err := os.CreateTemp(a.spoolDir, "upload-*")
+	if err != nil {
+		return "", err
+	}
+	path := f.Name()
+	if src, ok := body.(*os.File); ok {
+		f.Close()
+		os.Remove(path)
+		if err := os.Link(src.Name(), path); err == nil {
+			return path, nil
+		}
+		// No hard links here: copy.
+		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return "", err
+		}
+	}
+	_, err = copyBuffered(f, body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", err
+	}
+	return path, nil
+}
+
+func (a *asyncUploads) work() {
+	defer a.workers.Done()
+	for u := range a.queue {
+		a.send(u)
+	}
+}
+
+func (a *asyncUploads) send(u upload) {
+	defer a.queued.Add(-u.size)
+	defer os.Remove(u.path)
+	if a.ctx.Err() != nil {
+		a.stats.UploadsAbandoned.Add(1)
+		return
+	}
+	f, err := os.Open(u.path)
+	if err != nil {
+		a.stats.UploadsFailed.Add(1)
+		return
+	}
+	defer f.Close()
+	if _, err := a.remote.Put(a.ctx, u.actionID, u.outputID, u.size, f); err != nil {
+		if a.ctx.Err() != nil {
+			a.stats.UploadsAbandoned.Add(1)
+		} else {
+			a.stats.UploadsFailed.Add(1) // why is counted by the remote's wrapper
+		}
+		return
+	}
+	a.stats.UploadsDone.Add(1)
+}
+
+// Close implements CacheBackend. It waits for queued uploads until ctx is
+// done, then cancels the rest, and closes the remote.
+func (a *asyncUploads) Close(ctx context.Context) error {
+	a.closeOnce.Do(func() { close(a.queue) })
+	done := make(chan struct{})
+	go func() {
+		a.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		pending := len(a.queue)
+		a.cancel()
+		<-done
+		// Deliberately swallowed: the build is done and the entries are
+		// in the local cache; only sharing them was cut short.
+		a.log.Warn("upload timeout reached; abandoned pending uploads", "pending", pending, "abandoned", a.stats.UploadsAbandoned.Load())
+	}
+	a.cancel()
+	return a.remote.Close(ctx)
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// breakerBackend adds a circuit breaker to a remote backend, and is where
+// remote failures are accounted for: each is counted by kind, the first of
+// each kind is logged, and latency and bytes moved are recorded.
+//
+// After breakerThreshold failures in a row, after one timeout, or after one
+// failure that retrying cannot fix (credentials, permissions, a missing
+// bucket), the breaker opens: for a cooldown, requests fail at once without
+// reaching the remote, so a dead or black-holed endpoint costs a build
+// seconds, not a timeout per request. Then one get at a time probes the
+// remote (uploads never do: they would only hold up the end of the build); a
+// success closes the breaker, a failure reopens it for twice as long.
+//
+// Each go command starts its own server, so an open breaker is also written
+// to a marker file in the local cache directory, named for the remote: the
+// next server on this machine starts with the remote disabled until then (at
+// most breakerMarkerMax) instead of paying for the same failure again.
+type breakerBackend struct {
+	remote CacheBackend
+	stats  *Stats
+	warn   *warnings
+	now    func() time.Time
+	marker string // path of the marker file; "" for none
+
+	mu       sync.Mutex
+	failures int       // in a row
+	openTill time.Time // zero when closed
+	cooldown time.Duration
+	probing  bool
+}
+
+var _ CacheBackend = (*breakerBackend)(nil)
+
+const (
+	breakerThreshold   = 3
+	breakerCooldown    = 5 * time.Second
+	breakerMaxCooldown = 2 * time.Minute
+	breakerFatalPause  = 10 * time.Minute
+	breakerMarkerMax   = time.Minute
+)
+
+// errBreakerOpen is returned while the breaker keeps requests away.
+var errBreakerOpen = errors.New("remote cache disabled after errors")
+
+func newBreakerBackend(remote CacheBackend, stats *Stats, warn *warnings, marker string) *breakerBackend {
+	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
+	if till, kind, ok := readBreakerMarker(marker); ok && b.now().Before(till) {
+		b.openTill = till
+		b.warn.once("breaker", fmt.Sprintf("remote cache disabled until %s: another gobuildcache on this cache dir found it failing (%s)", till.Format(time.TimeOnly), kind), nil)
+	}
+	return b
+}
+
+// readBreakerMarker reads a marker file: "<until, Unix ns> <kind>\n".
+func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
+	if path == "" {
+		return time.Time{}, "", false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	ns, kind, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, n), kind, true
+}
+
+// Get implements CacheBackend.
+func (b *breakerBackend) Get(ctx context.Context, actionID []byte) (Entry, error) {
+	if !b.allow(true) {
+		b.stats.RemoteSkipped.Add(1)
+		return Entry{}, errBreakerOpen
+	}
+	start := b.now()
+	e, err := b.remote.Get(ctx, actionID)
+	b.stats.RemoteGetLatency.Observe(b.now().Sub(start))
+	switch {
+	case err == nil:
+		b.stats.RemoteBytesDown.Add(e.Size)
+		b.succeeded()
+	case errors.Is(err, ErrNotFound):
+		b.succeeded() // the remote answered
+	case errors.Is(err, errVerify):
+		b.stats.VerifyFailures.Add(1)
+		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
+		b.succeeded()
+	default:
+		b.failed(ctx, err)
+	}
+	return e, err
+}
+
+// Put implements CacheBackend.
+func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+	if !b.allow(false) {
+		b.stats.RemoteSkipped.Add(1)
+		return Entry{}, errBreakerOpen
+	}
+	start := b.now()
+	e, err := b.remote.Put(ctx, actionID, outputID, size, body)
+	b.stats.RemotePutLatency.Observe(b.now().Sub(start))
+	if err != nil {
+		b.failed(ctx, err)
+		return e, err
+	}
+	b.stats.RemoteBytesUp.Add(size)
+	b.succeeded()
+	return e, nil
+}
+
+// Close implements CacheBackend.
+func (b *breakerBackend) Close(ctx context.Context) error { return b.remote.Close(ctx) }
+
+// allow reports whether a request may go to the remote now. While the
+// breaker is open, after the cooldown, one request that may probe at a time
+// is let through.
+func (b *breakerBackend) allow(mayProbe bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.openTill.IsZero() {
+		return true
+	}
+	if !mayProbe || b.probing || b.now().Before(b.openTill) {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+func (b *breakerBackend) succeeded() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures = 0
+	b.probing = false
+	if !b.openTill.IsZero() {
+		b.openTill = time.Time{}
+		b.cooldown = breakerCooldown
+		if b.marker != "" {
+			os.Remove(b.marker)
+		}
+		b.warn.log.Info("remote cache reachable again")
+	}
+}
+
+func (b *breakerBackend) failed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return // the caller gave up (close timed out): not the remote's fault
+	}
+	kind := classifyRemoteError(err)
+	b.stats.AddRemoteError(kind)
+	b.warn.once("remote "+kind, "remote cache request failed ("+kind+"); the build goes on without it", err)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	wasProbe := b.probing
+	b.probing = false
+	var pause time.Duration
+	switch {
+	case kind == "auth" || kind == "credentials" || kind == "no_bucket":
+		pause = breakerFatalPause
+	case wasProbe:
+		b.cooldown = min(2*b.cooldown, breakerMaxCooldown)
+		pause = b.cooldown
+	case kind == "timeout" || b.failures >= breakerThreshold:
+		pause = b.cooldown
+	default:
+		return
+	}
+	if b.openTill.IsZero() {
+		b.warn.once("breaker", fmt.Sprintf("remote cache disabled for %v after %d failed requests; gets are misses and puts stay local meanwhile", pause, b.failures), err)
+	}
+	b.openTill = b.now().Add(pause)
+	if b.marker != "" {
+		till := b.now().Add(min(pause, breakerMarkerMax))
+		// Best effort: without it the next server just finds out itself.
+		os.WriteFile(b.marker, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), kind)), 0o644)
+	}
+}
+
+// classifyRemoteError names the kind of a failed remote request, for the
+// stats and the breaker.
+func classifyRemoteError(err error) string {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch code := api.ErrorCode(); code {
+		case "NoSuchBucket":
+			return "no_bucket"
+		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
+			return "auth"
+		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException":
+			return "throttle"
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		switch code := re.HTTPStatusCode(); {
+		case code == 403 || code == 401:
+			return "auth"
+		case code == 429:
+			return "throttle"
+		case code >= 500:
+			return "server"
+		}
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "failed to retrieve credentials") || strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty"):
+		return "credentials"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(msg, "connection reset"):
+		return "reset"
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return "dns"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return "network"
+	}
+	return "other"
+}
+
+// warnings logs the first occurrence of each kind of swallowed error at
+// warning level, and later ones only at debug level, so a failing remote
+// cannot flood the build log.
+type warnings struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func newWarnings(log *slog.Logger) *warnings {
+	return &warnings{log: log, seen: make(map[string]bool)}
+}
+
+func (w *warnings) once(kind, msg string, err error) {
+	w.mu.Lock()
+	first := !w.seen[kind]
+	w.seen[kind] = true
+	w.mu.Unlock()
+	var attrs []any
+	if err != nil {
+		attrs = []any{"err", err}
+	}
+	if first {
+		w.log.Warn(msg+" (further errors of this kind are counted, not logged)", attrs...)
+	} else {
+		w.log.Debug(msg, attrs...)
+	}
+}

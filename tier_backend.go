@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// localTier puts the local disk cache in front of a remote backend: a
+// read-through tier. A get is answered from local disk when the entry is
+// there, and otherwise fetched from the remote (one request per key however
+// many gets ask at once), installed locally and answered from there. A put
+// is written locally first, which is all the go command waits for, and then
+// handed to the remote (an asyncUploads, which returns at once).
+//
+// Remote failures are never the build's problem: a failed fetch is a miss
+// and a failed upload leaves the entry local. The wrappers below the tier
+// count and log them.
+type localTier struct {
+	local    *DiskBackend
+	remote   CacheBackend
+	readOnly bool // never put to the remote
+	stats    *Stats
+
+	mu      sync.Mutex
+	flights map[string]*flight // remote fetches in progress, by action ID
+}
+
+var _ CacheBackend = (*localTier)(nil)
+
+// flight is one remote fetch that concurrent gets of its key share.
+type flight struct {
+	done chan struct{}
+	e    Entry
+	err  error
+}
+
+func newLocalTier(local *DiskBackend, remote CacheBackend, readOnly bool, stats *Stats) *localTier {
+	stats.Remote.Store(true)
+	return &localTier{local: local, remote: remote, readOnly: readOnly, stats: stats, flights: make(map[string]*flight)}
+}
+
+// Get implements CacheBackend.
+func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
+	e, err := t.local.Get(ctx, actionID)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return e, err
+	}
+	key := string(actionID)
+	t.mu.Lock()
+	f, ok := t.flights[key]
+	if !ok {
+		f = &flight{done: make(chan struct{})}
+		t.flights[key] = f
+		go t.fetch(actionID, f)
+	}
+	t.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.e, f.err
+	case <-ctx.Done():
+		return Entry{}, ctx.Err()
+	}
+}
+
+// fetch gets actionID from the remote into the local cache and completes
+// f. It runs detached from any one caller's context, so a caller that gives
+// up does not cancel the fetch for the others.
+func (t *localTier) fetch(actionID []byte, f *flight) {
+	defer func() {
+		t.mu.Lock()
+		delete(t.flights, string(actionID))
+		t.mu.Unlock()
+		close(f.done)
+	}()
+	e, err := t.remote.Get(context.Background(), actionID)
+	if err != nil {
+		// Whatever went wrong was counted below; here it is a miss.
+		f.err = fmt.Errorf("remote: %v: %w", err, ErrNotFound)
+		return
+	}
+	local, err := t.local.install(actionID, e)
+	if err != nil {
+		f.err = err
+		return
+	}
+	t.stats.RemoteHits.Add(1)
+	f.e = local
+}
+
+// Put implements CacheBackend: the local write is the put; the remote copy
+// follows.
+func (t *localTier) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+	e, err := t.local.Put(ctx, actionID, outputID, size, body)
+	if err != nil || t.readOnly {
+		return e, err
+	}
+	f, err := os.Open(e.DiskPath)
+	if err != nil {
+		// Trimmed or cleared meanwhile: the local put stands.
+		return e, nil
+	}
+	defer f.Close()
+	// Failures are counted by the remote's wrappers; the local entry stands.
+	t.remote.Put(ctx, actionID, outputID, size, f)
+	return e, nil
+}
+
+// Close implements CacheBackend: pending uploads get until ctx's deadline.
+func (t *localTier) Close(ctx context.Context) error {
+	return errors.Join(t.remote.Close(ctx), t.local.Close(ctx))
+}
