@@ -2,29 +2,44 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 )
 
 // runClear removes every entry of the cache that cfg names and reports what
-// it removed on out.
-func runClear(ctx context.Context, cfg *Config, out io.Writer) error {
+// it removed on out: the local directory, and with -backend=s3 every object
+// under the prefix.
+func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
+	remote := cfg.Backend == "s3" && !cfg.LocalOnly
 	if cfg.RemoteOnly && cfg.Backend != "s3" {
-		return fmt.Errorf("-remote-only (CLEAR_REMOTE_ONLY) needs -backend=s3")
+		return errors.New("-remote-only (CLEAR_REMOTE_ONLY) needs -backend=s3")
+	}
+	if remote && cfg.S3Prefix == "" && !cfg.AllPrefixes {
+		return errors.New("refusing to clear with an empty -s3-prefix (S3_PREFIX): that is the whole bucket; add -all-prefixes (CLEAR_ALL_PREFIXES) if you mean it")
+	}
+	d, err := NewDiskBackend(cfg.CacheDir)
+	if err != nil {
+		return err
 	}
 	if !cfg.RemoteOnly {
-		d, err := NewDiskBackend(cfg.CacheDir)
-		if err != nil {
-			return err
-		}
 		n, size, err := d.Clear(ctx)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "cleared local cache %s: %d entries, %s\n", d.Dir(), n, formatBytes(size))
 	}
-	if cfg.Backend == "s3" && !cfg.LocalOnly {
-		return fmt.Errorf("clear: the s3 backend is not available in this build")
+	if remote {
+		b, err := newS3FromConfig(ctx, cfg, d.tmpDir(), log, getenv)
+		if err != nil {
+			return err
+		}
+		n, size, err := b.Clear(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "cleared s3://%s/%s: %d objects, %s\n", cfg.S3Bucket, cfg.S3Prefix, n, formatBytes(size))
 	}
 	return nil
 }

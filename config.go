@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,8 +28,11 @@ type Config struct {
 	S3Region      string
 	S3Endpoint    string
 	S3PathStyle   bool
+	S3Timeout     time.Duration
 	ReadOnly      bool
 	UploadTimeout time.Duration
+	UploadWorkers int
+	UploadQueue   byteSize
 
 	// clear only.
 	LocalOnly   bool
@@ -42,7 +46,10 @@ func defaultConfig() Config {
 		Backend:       "disk",
 		CacheDir:      filepath.Join(os.TempDir(), "gobuildcache"),
 		S3Prefix:      "gobuildcache/",
+		S3Timeout:     10 * time.Second,
 		UploadTimeout: 30 * time.Second,
+		UploadWorkers: 16,
+		UploadQueue:   1 << 30,
 	}
 }
 
@@ -58,11 +65,14 @@ type option struct {
 const (
 	cmdServe = "serve"
 	cmdClear = "clear"
+	cmdCheck = "check"
 )
 
+// Which commands take an option. check takes the server's flags, so that
+// the same GOCACHEPROG flags can be checked.
 var (
-	allCmds   = []string{cmdServe, cmdClear}
-	serveOnly = []string{cmdServe}
+	allCmds   = []string{cmdServe, cmdClear, cmdCheck}
+	serveOnly = []string{cmdServe, cmdCheck}
 	clearOnly = []string{cmdClear}
 )
 
@@ -87,10 +97,16 @@ var options = []option{
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Endpoint) }},
 	{"s3-path-style", "S3_PATH_STYLE", "address the bucket in the URL path rather than the host name (MinIO, Ceph)", allCmds,
 		func(c *Config) flag.Value { return (*boolValue)(&c.S3PathStyle) }},
+	{"s3-timeout", "S3_TIMEOUT", "deadline of one remote request, retries included; a remote that does not answer in time is a miss", allCmds,
+		func(c *Config) flag.Value { return (*durationValue)(&c.S3Timeout) }},
 	{"read-only", "READ_ONLY", "read from the remote cache but never write to it (untrusted pull requests)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.ReadOnly) }},
 	{"upload-timeout", "UPLOAD_TIMEOUT", "how long close waits for pending uploads before abandoning them", serveOnly,
 		func(c *Config) flag.Value { return (*durationValue)(&c.UploadTimeout) }},
+	{"upload-concurrency", "UPLOAD_CONCURRENCY", "uploads to the remote in flight at once", serveOnly,
+		func(c *Config) flag.Value { return (*intValue)(&c.UploadWorkers) }},
+	{"upload-queue-size", "UPLOAD_QUEUE_SIZE", "bytes of uploads that may wait; a put beyond that stays local (counted as dropped)", serveOnly,
+		func(c *Config) flag.Value { return &c.UploadQueue }},
 	{"local-only", "CLEAR_LOCAL_ONLY", "clear only the local cache directory", clearOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.LocalOnly) }},
 	{"remote-only", "CLEAR_REMOTE_ONLY", "clear only the remote cache", clearOnly,
@@ -180,6 +196,24 @@ func (c *Config) validate(cmd string) error {
 	if c.UploadTimeout < 0 {
 		return fmt.Errorf("invalid -upload-timeout (UPLOAD_TIMEOUT) %v: must not be negative", c.UploadTimeout)
 	}
+	if c.S3Timeout <= 0 {
+		return fmt.Errorf("invalid -s3-timeout (S3_TIMEOUT) %v: must be positive", c.S3Timeout)
+	}
+	if c.UploadWorkers < 1 || c.UploadWorkers > 1024 {
+		return fmt.Errorf("invalid -upload-concurrency (UPLOAD_CONCURRENCY) %d: want 1 to 1024", c.UploadWorkers)
+	}
+	if err := checkS3Prefix(c.S3Prefix); err != nil {
+		return fmt.Errorf("invalid -s3-prefix (S3_PREFIX) %.80q: %v", c.S3Prefix, err)
+	}
+	if c.S3Prefix != "" && !strings.HasSuffix(c.S3Prefix, "/") {
+		c.S3Prefix += "/" // keys live in a "directory"; S3 Express requires it
+	}
+	if c.S3Endpoint != "" {
+		u, err := url.Parse(c.S3Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("invalid -s3-endpoint (S3_ENDPOINT) %q: want a URL such as https://s3.example.com or http://127.0.0.1:9000", c.S3Endpoint)
+		}
+	}
 	if c.LocalOnly && c.RemoteOnly {
 		return errors.New("-local-only (CLEAR_LOCAL_ONLY) and -remote-only (CLEAR_REMOTE_ONLY) exclude each other")
 	}
@@ -198,6 +232,15 @@ Removes every cache entry: the local cache directory and, with -backend=s3,
 every object under -s3-prefix in the bucket. It prints what it removed.
 
 `)
+	case cmdCheck:
+		b.WriteString(`usage: gobuildcache check [flags]
+
+Checks the remote cache the flags describe (the server's flags): credentials,
+bucket access, and a put/get/delete round trip of a probe object under
+-s3-prefix. It prints each step's latency and the IAM policy the credentials
+need, and exits 1 with a one-line reason at the first step that fails.
+
+`)
 	default:
 		b.WriteString(`gobuildcache is a GOCACHEPROG program: the go command starts it and asks it
 for build and test results, so that a fresh machine starts with a warm cache.
@@ -205,6 +248,7 @@ for build and test results, so that a fresh machine starts with a warm cache.
 usage:
   GOCACHEPROG="gobuildcache [flags]" go build ./...   (the go command runs it)
   gobuildcache clear [flags]                          remove every cache entry
+  gobuildcache check [flags]                          test access to the remote cache
   gobuildcache help                                   show this help
 
 `)
@@ -229,8 +273,64 @@ usage:
 	}
 	if cmd == cmdServe {
 		b.WriteString("\nRun 'gobuildcache clear -h' for the clear command's flags.\n")
+		b.WriteString("Credentials come from the AWS SDK's default chain (AWS_ACCESS_KEY_ID, AWS_PROFILE,\n" +
+			"instance roles, ...); GOBUILDCACHE_AWS_ACCESS_KEY_ID, GOBUILDCACHE_AWS_SECRET_ACCESS_KEY\n" +
+			"and GOBUILDCACHE_AWS_SESSION_TOKEN, when set, are used first.\n")
 	}
 	io.WriteString(w, b.String())
+}
+
+type intValue int
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("want a whole number")
+	}
+	*v = intValue(n)
+	return nil
+}
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+
+// byteSize is a size in bytes, written as 1073741824, 512MiB, 10GiB, 2GB...
+type byteSize int64
+
+func (v *byteSize) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*v = byteSize(n)
+	return nil
+}
+
+func (v *byteSize) String() string { return formatBytes(int64(*v)) }
+
+// parseByteSize parses a non-negative size with an optional unit: B, KB,
+// MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("want a size such as 512MiB or 10GiB")
+	}
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kb": 1e3, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1e6, "mib": 1 << 20,
+		"g": 1 << 30, "gb": 1e9, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1e12, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q: want B, KB, MB, GB, TB, KiB, MiB, GiB or TiB", t[i:])
+	}
+	if f*mult > 1<<62 {
+		return 0, fmt.Errorf("size too large")
+	}
+	return int64(f * mult), nil
 }
 
 type stringValue string
