@@ -88,42 +88,67 @@ func goEnv(gocache string, extra ...string) []string {
 }
 
 type goRun struct {
-	binary    []byte
-	testOut   string
-	stats     StatsSnapshot
-	goCmdErrs string
+	binary         []byte
+	buildOut       string // go build's output
+	testOut        string // go test's output
+	stats          StatsSnapshot
+	buildStatsFile string
+}
+
+// buildStats reads the stats of the go build command.
+func (r goRun) buildStats(t *testing.T) StatsSnapshot {
+	t.Helper()
+	var st StatsSnapshot
+	b, err := os.ReadFile(r.buildStatsFile)
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil {
+		t.Fatalf("build stats: %v", err)
+	}
+	return st
 }
 
 // buildAndTest runs go build and go test in mod with GOCACHEPROG pointing
 // at gobuildcache over cacheDir (or the plain cache if cacheDir is "").
 func buildAndTest(t *testing.T, mod, cacheDir, tag string) (goRun, error) {
+	return buildAndTestWith(t, mod, cacheDir, tag)
+}
+
+// buildAndTestWith is buildAndTest with more gobuildcache flags.
+func buildAndTestWith(t *testing.T, mod, cacheDir, tag string, flags ...string) (goRun, error) {
 	t.Helper()
 	gocache := t.TempDir()
 	var extra []string
 	statsFile := filepath.Join(t.TempDir(), "stats.json")
+	prog := func() string {
+		return strings.Join(append([]string{gobuildcacheBinary(t), "-cache-dir=" + cacheDir, "-stats-json=" + statsFile}, flags...), " ")
+	}
 	if cacheDir != "" {
-		extra = append(extra, fmt.Sprintf("GOCACHEPROG=%s -cache-dir=%s -stats-json=%s", gobuildcacheBinary(t), cacheDir, statsFile))
+		extra = append(extra, "GOCACHEPROG="+prog())
 	}
 	var r goRun
 	exe := filepath.Join(t.TempDir(), "app-"+tag)
 	build := exec.Command("go", "build", "-o", exe, "./cmd/app")
 	build.Dir, build.Env = mod, goEnv(gocache, extra...)
-	if out, err := build.CombinedOutput(); err != nil {
+	out, err := build.CombinedOutput()
+	r.buildOut = string(out)
+	if err != nil {
 		return r, fmt.Errorf("go build (%s): %v\n%s", tag, err, out)
 	}
-	var err error
 	if r.binary, err = os.ReadFile(exe); err != nil {
 		return r, err
 	}
 	if cacheDir != "" {
 		// Each go command starts its own gobuildcache; the test run's
 		// stats replace the build's, so keep them apart.
+		r.buildStatsFile = statsFile
 		statsFile = filepath.Join(t.TempDir(), "stats.json")
-		extra[0] = fmt.Sprintf("GOCACHEPROG=%s -cache-dir=%s -stats-json=%s", gobuildcacheBinary(t), cacheDir, statsFile)
+		extra[0] = "GOCACHEPROG=" + prog()
 	}
 	test := exec.Command("go", "test", "./...")
 	test.Dir, test.Env = mod, goEnv(gocache, extra...)
-	out, err := test.CombinedOutput()
+	out, err = test.CombinedOutput()
 	r.testOut = string(out)
 	if err != nil {
 		return r, fmt.Errorf("go test (%s): %v\n%s", tag, err, out)

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// S3 tests run against a real S3-compatible server. `make test` starts
+// MinIO with scripts/minio.sh, which exports S3_ENDPOINT and credentials;
+// with TEST_S3_BUCKET set they run against that bucket on AWS S3 (or S3
+// Express) instead, each test under its own prefix. Without either they
+// skip, unless GOBUILDCACHE_REQUIRE_S3 is set (as `make test` does), in
+// which case they fail.
+
+// s3Target is where one test's objects go.
+type s3Target struct {
+	Bucket    string
+	Prefix    string
+	Endpoint  string // "" for AWS
+	PathStyle bool
+	Region    string
+	// Root credentials of the MinIO server, "" on AWS.
+	AccessKey, SecretKey string
+}
+
+// args are the gobuildcache flags that select this target.
+func (tg s3Target) args() []string {
+	a := []string{"-backend=s3", "-s3-bucket=" + tg.Bucket, "-s3-prefix=" + tg.Prefix}
+	if tg.Endpoint != "" {
+		a = append(a, "-s3-endpoint="+tg.Endpoint)
+	}
+	if tg.PathStyle {
+		a = append(a, "-s3-path-style")
+	}
+	if tg.Region != "" {
+		a = append(a, "-s3-region="+tg.Region)
+	}
+	return a
+}
+
+func (tg s3Target) options(tempDir string) S3Options {
+	return S3Options{
+		Bucket: tg.Bucket, Prefix: tg.Prefix, Endpoint: tg.Endpoint, PathStyle: tg.PathStyle, Region: tg.Region,
+		Timeout: 30 * time.Second, TempDir: tempDir, Parallelism: 16,
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// s3TargetForTest returns a fresh, empty place in a real S3 for t, or skips.
+func s3TargetForTest(t *testing.T) s3Target {
+	t.Helper()
+	if bucket := os.Getenv("TEST_S3_BUCKET"); bucket != "" {
+		return s3Target{
+			Bucket:    bucket,
+			Prefix:    "gobuildcache-test/" + randomHex(6) + "/",
+			Endpoint:  os.Getenv("TEST_S3_ENDPOINT"),
+			PathStyle: os.Getenv("TEST_S3_PATH_STYLE") == "true",
+			Region:    os.Getenv("AWS_REGION"),
+		}
+	}
+	endpoint := os.Getenv("S3_ENDPOINT")
+	if endpoint == "" || os.Getenv("MINIO_ROOT_USER") == "" {
+		msg := "no S3 server: run `make test` (scripts/minio.sh starts MinIO) or set TEST_S3_BUCKET and AWS credentials"
+		if os.Getenv("GOBUILDCACHE_REQUIRE_S3") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	tg := s3Target{
+		Bucket:    "gbc-" + randomHex(6),
+		Prefix:    "gobuildcache/",
+		Endpoint:  endpoint,
+		PathStyle: true,
+		Region:    "us-east-1",
+		AccessKey: os.Getenv("MINIO_ROOT_USER"),
+		SecretKey: os.Getenv("MINIO_ROOT_PASSWORD"),
+	}
+	createBucket(t, tg)
+	return tg
+}
+
+// rawClient is a plain SDK client for the target, for tests to look behind
+// the backend's back.
+func rawClient(t *testing.T, tg s3Target) *s3.Client {
+	t.Helper()
+	c, err := newS3Client(context.Background(), tg.options(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func createBucket(t *testing.T, tg s3Target) {
+	t.Helper()
+	_, err := rawClient(t, tg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(tg.Bucket)})
+	if err != nil {
+		t.Fatalf("create bucket %s: %v", tg.Bucket, err)
+	}
+}
+
+func newTestS3(t *testing.T, tg s3Target) *S3Backend {
+	t.Helper()
+	b, err := NewS3Backend(context.Background(), tg.options(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	return b
+}
+
+// listKeys returns every key in the bucket under prefix.
+func listKeys(t *testing.T, c *s3.Client, bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	pages := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys
+}
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newTestStack builds the production stack over an S3 backend:
+// localTier{disk, asyncUploads{breakerBackend{s3}}}.
+func newTestStack(t *testing.T, remote *S3Backend, stats *Stats) (*localTier, *DiskBackend) {
+	t.Helper()
+	disk := newTestDisk(t)
+	remote.tempDir = disk.tmpDir()
+	guarded := newBreakerBackend(remote, stats, newWarnings(quietLog), "")
+	async := newAsyncUploads(guarded, disk.tmpDir(), 4, 1<<30, stats, quietLog)
+	tier := newLocalTier(disk, async, false, stats)
+	t.Cleanup(func() { tier.Close(context.Background()) })
+	return tier, disk
+}
+
+func TestS3Conformance(t *testing.T) {
+	tg := s3TargetForTest(t)
+	t.Run("S3Backend", func(t *testing.T) {
+		testConformance(t, func(t *testing.T) CacheBackend {
+			tg := tg
+			tg.Prefix += randomHex(4) + "/"
+			return newTestS3(t, tg)
+		})
+	})
+	t.Run("Breaker", func(t *testing.T) {
+		testConformance(t, func(t *testing.T) CacheBackend {
+			tg := tg
+			tg.Prefix += randomHex(4) + "/"
+			return newBreakerBackend(newTestS3(t, tg), new(Stats), newWarnings(quietLog), "")
+		})
+	})
+	t.Run("LocalTierAsync", func(t *testing.T) {
+		testConformance(t, func(t *testing.T) CacheBackend {
+			tg := tg
+			tg.Prefix += randomHex(4) + "/"
+			tier, _ := newTestStack(t, newTestS3(t, tg), new(Stats))
+			return tier
+		})
+	})
+}
+
+// TestCacheIntegrationS3 is the seed README's name for the S3 round trip
+// through the whole stack: what one machine puts, another with an empty
+// local cache gets from the bucket.
+func TestCacheIntegrationS3(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	statsA, statsB := new(Stats), new(Stats)
+	a, _ := newTestStack(t, newTestS3(t, tg), statsA)
+	bodies := map[string]string{"k1": "first body", "k2": strings.Repeat("x", 3<<20), "k3": ""}
+	for k, body := range bodies {
+		putString(t, a, k, body)
+	}
+	if err := a.Close(ctx); err != nil { // flushes the uploads
+		t.Fatal(err)
+	}
+	if got := statsA.UploadsDone.Load(); got != int64(len(bodies)) {
+		t.Fatalf("uploads done %d, want %d", got, len(bodies))
+	}
+	b, bDisk := newTestStack(t, newTestS3(t, tg), statsB)
+	for k, body := range bodies {
+		e, err := b.Get(ctx, actionID(k))
+		if err != nil {
+			t.Fatalf("Get(%s) on a fresh machine: %v", k, err)
+		}
+		checkEntry(t, e, []byte(body))
+		if !strings.HasPrefix(e.DiskPath, bDisk.Dir()) {
+			t.Errorf("DiskPath %s is not in the local tier %s", e.DiskPath, bDisk.Dir())
+		}
+	}
+	if got := statsB.RemoteHits.Load(); got != int64(len(bodies)) {
+		t.Errorf("remote hits %d, want %d", got, len(bodies))
+	}
+	// Now local: no new remote request.
+	before := statsB.RemoteGetLatency.count()
+	for k := range bodies {
+		if _, err := b.Get(ctx, actionID(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := statsB.RemoteGetLatency.count(); after != before {
+		t.Errorf("local hits made %d remote requests", after-before)
+	}
+}
+
+// countingBackend counts the gets that reach the backend it wraps.
+type countingBackend struct {
+	CacheBackend
+	gets atomic.Int64
+}
+
+func (c *countingBackend) Get(ctx context.Context, id []byte) (Entry, error) {
+	c.gets.Add(1)
+	return c.CacheBackend.Get(ctx, id)
+}
+
+func TestLocalTierOneFetchPerKey(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	remote := newTestS3(t, tg)
+	body := strings.Repeat("shared ", 100000)
+	if _, err := remote.Put(ctx, actionID("hot"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingBackend{CacheBackend: remote}
+	disk := newTestDisk(t)
+	remote.tempDir = disk.tmpDir()
+	tier := newLocalTier(disk, counting, false, new(Stats))
+	errc := make(chan error, 32)
+	for range 32 {
+		go func() {
+			e, err := tier.Get(ctx, actionID("hot"))
+			if err == nil && e.Size != int64(len(body)) {
+				err = fmt.Errorf("size %d", e.Size)
+			}
+			errc <- err
+		}()
+	}
+	for range 32 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := counting.gets.Load(); n != 1 {
+		t.Fatalf("32 concurrent gets of one key made %d remote requests, want 1", n)
+	}
+}
+
+func TestS3CorruptObjectIsAMiss(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	c := rawClient(t, tg)
+	remote := newTestS3(t, tg)
+	body := "the real body"
+	key := remote.key(actionID("k"))
+	cases := map[string]*s3.PutObjectInput{
+		"same-size garbage": {Body: strings.NewReader("the fake body"), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
+		"truncated":         {Body: strings.NewReader("the real"), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
+		"bad output id":     {Body: strings.NewReader(body), Metadata: map[string]string{metaOutputID: "zz", metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
+		"unknown encoding":  {Body: strings.NewReader(body), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "rot13"}},
+		"no metadata":       {Body: strings.NewReader(body)},
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			in.Bucket, in.Key = &tg.Bucket, &key
+			if _, err := c.PutObject(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			stats := new(Stats)
+			tier, disk := newTestStack(t, remote, stats)
+			if _, err := tier.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get of a corrupt object: %v, want a miss", err)
+			}
+			if _, err := disk.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) {
+				t.Fatal("corrupt object was installed locally")
+			}
+			if name != "unknown encoding" && stats.VerifyFailures.Load() != 1 {
+				t.Errorf("verify failures %d, want 1", stats.VerifyFailures.Load())
+			}
+			// The next put repairs it.
+			putString(t, tier, "k", body)
+			tier.Close(ctx)
+			e, err := remote.Get(ctx, actionID("k"))
+			if err != nil {
+				t.Fatalf("after re-upload: %v", err)
+			}
+			checkEntry(t, e, []byte(body))
+		})
+	}
+}
+
+func TestS3ClearKeepsOtherPrefixes(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	c := rawClient(t, tg)
+	other := "someone-else/" + randomHex(4) + "/object"
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &other, Body: strings.NewReader("keep me")}); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestS3(t, tg)
+	for i := range 25 {
+		putString(t, b, fmt.Sprint(i), fmt.Sprint("body ", i))
+	}
+	n, size, err := b.Clear(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 25 || size == 0 {
+		t.Errorf("cleared %d objects, %d bytes; want 25", n, size)
+	}
+	if keys := listKeys(t, c, tg.Bucket, tg.Prefix); len(keys) != 0 {
+		t.Errorf("left under the prefix: %v", keys)
+	}
+	if _, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: &other}); err != nil {
+		t.Errorf("object outside the prefix is gone: %v", err)
+	}
+	c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &tg.Bucket, Key: &other})
+}
+
+func TestS3MetadataParsing(t *testing.T) {
+	good := map[string]string{metaOutputID: hex.EncodeToString(outputID("x")), metaSize: "1", metaTime: "5", metaEncoding: "identity"}
+	if _, err := parseS3Metadata(good); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []map[string]string{
+		{},
+		{metaOutputID: "00", metaSize: "1", metaTime: "5", metaEncoding: "identity"},
+		{metaOutputID: good[metaOutputID], metaSize: "-1", metaTime: "5", metaEncoding: "identity"},
+		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "x", metaEncoding: "identity"},
+		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "5", metaEncoding: "gzip"},
+	} {
+		if _, err := parseS3Metadata(bad); err == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+}
