@@ -7,11 +7,11 @@ BIN := builds/gobuildcache
 build: ## build the binary into builds/gobuildcache
 	$(GO) build -o $(BIN) .
 
-test: ## the whole test suite, as CI runs it
+test: ## the whole test suite, as CI runs it: installs and starts MinIO for the S3 tests
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	scripts/minio.sh run -- env GOBUILDCACHE_REQUIRE_S3=1 $(GO) test -race -count=1 -v -timeout 45m ./...
 
-test-short: ## unit tests only: no go command, no 64 MiB objects
+test-short: ## unit tests only: no go command, no 64 MiB objects, no MinIO (S3 tests skip)
 	$(GO) test -race -short ./...
 
 lint: ## formatting and vet
