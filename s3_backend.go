@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -42,6 +43,7 @@ import (
 //	x-amz-meta-gbc-size        body length in bytes
 //	x-amz-meta-gbc-time        put time, Unix nanoseconds
 //	x-amz-meta-gbc-encoding    how the object's bytes encode the body: "identity"
+//	                           (the body itself) or "zstd" (a zstd frame of it)
 //
 // "v1" versions the layout: a reader never interprets objects of another
 // version. The encoding is recorded in each object, never assumed from the
@@ -56,6 +58,9 @@ type S3Backend struct {
 	bucket  string
 	prefix  string
 	timeout time.Duration // per request, retries included
+	// compressMin is the smallest body uploaded zstd-compressed; 0 means
+	// never compress. Reads decode whatever an object says it holds.
+	compressMin int64
 
 	// Seams.
 	now        func() time.Time
@@ -87,7 +92,9 @@ type S3Options struct {
 	Endpoint  string // "" for AWS (or AWS_ENDPOINT_URL_S3)
 	PathStyle bool
 	Timeout   time.Duration
-	TempDir   string
+	// CompressMin > 0 uploads bodies of at least that size zstd-compressed.
+	CompressMin int64
+	TempDir     string
 	// Parallelism is how many requests may be in flight at once; the
 	// connection pool keeps that many connections.
 	Parallelism int
@@ -104,14 +111,15 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		return nil, err
 	}
 	return &S3Backend{
-		client:     client,
-		bucket:     o.Bucket,
-		prefix:     o.Prefix,
-		timeout:    o.Timeout,
-		now:        time.Now,
-		tempDir:    o.TempDir,
-		createTemp: os.CreateTemp,
-		temps:      make(map[string]bool),
+		client:      client,
+		bucket:      o.Bucket,
+		prefix:      o.Prefix,
+		timeout:     o.Timeout,
+		compressMin: o.CompressMin,
+		now:         time.Now,
+		tempDir:     o.TempDir,
+		createTemp:  os.CreateTemp,
+		temps:       make(map[string]bool),
 	}, nil
 }
 
@@ -230,18 +238,31 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
 	}
 	defer out.Body.Close()
-	e, err := parseS3Metadata(out.Metadata)
+	e, encoding, err := parseS3Metadata(out.Metadata)
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
 	}
-	if n := aws.ToInt64(out.ContentLength); n != e.Size {
-		return Entry{}, fmt.Errorf("get %x: %w: object has %d bytes, metadata says %d", actionID, errVerify, n, e.Size)
+	var body io.Reader = out.Body
+	switch encoding {
+	case "identity":
+		if n := aws.ToInt64(out.ContentLength); n != e.Size {
+			return Entry{}, fmt.Errorf("get %x: %w: object has %d bytes, metadata says %d", actionID, errVerify, n, e.Size)
+		}
+	case "zstd":
+		dec := getZstdDecoder(out.Body)
+		if dec == nil {
+			return Entry{}, fmt.Errorf("get %x: %w: bad zstd stream", actionID, errVerify)
+		}
+		defer zstdDecoders.Put(dec)
+		body = zstdReader{dec}
 	}
 	f, err := b.createTemp(b.tempDir, "s3get-*")
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
 	}
-	_, err = copyBuffered(f, newVerifyingReader(out.Body, e.Size, e.OutputID))
+	// The verifying reader stops one byte past the declared size, so a
+	// decompression bomb costs nothing.
+	_, err = copyBuffered(f, newVerifyingReader(body, e.Size, e.OutputID))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -287,26 +308,73 @@ func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int
 	if _, err := rs.Seek(0, io.SeekStart); err != nil {
 		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 	}
+	encoding, stored, storedSize := "identity", rs, size
+	if b.compressMin > 0 && size >= b.compressMin {
+		zf, zsize, err := b.compress(rs)
+		if err != nil {
+			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		}
+		defer os.Remove(zf.Name())
+		defer zf.Close()
+		if zsize < size-size/10 { // worth it: at least 10% smaller
+			encoding, stored, storedSize = "zstd", zf, zsize
+		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
+			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		}
+	}
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
 	defer cancel()
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &b.bucket,
 		Key:           aws.String(b.key(actionID)),
-		Body:          io.NewSectionReader(readerAt{rs}, 0, size),
-		ContentLength: aws.Int64(size),
+		Body:          io.NewSectionReader(readerAt{stored}, 0, storedSize),
+		ContentLength: aws.Int64(storedSize),
 		ContentType:   aws.String("application/octet-stream"),
 		Metadata: map[string]string{
 			metaOutputID: hex.EncodeToString(outputID),
 			metaSize:     strconv.FormatInt(size, 10),
 			metaTime:     strconv.FormatInt(now.UnixNano(), 10),
-			metaEncoding: "identity",
+			metaEncoding: encoding,
 		},
 	})
 	if err != nil {
 		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
+}
+
+// getObject reads a whole small object (a manifest) of at most max bytes.
+func (b *S3Backend) getObject(ctx context.Context, key string, max int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	defer out.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(out.Body, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("get %s: larger than %d bytes", key, max)
+	}
+	return data, nil
+}
+
+// putObject writes a small object (a manifest).
+func (b *S3Backend) putObject(ctx context.Context, key string, data []byte) error {
+	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &b.bucket,
+		Key:           &key,
+		Body:          bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))),
+	})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
 }
 
 // putTimeout allows uploads of large bodies more time: the request timeout
@@ -333,30 +401,30 @@ func (b *S3Backend) release(path string) {
 	b.mu.Unlock()
 }
 
-// parseS3Metadata reads an entry from object metadata. It is strict: a
-// reader never guesses at an object it does not understand.
-func parseS3Metadata(md map[string]string) (Entry, error) {
-	switch enc := md[metaEncoding]; enc {
-	case "identity":
+// parseS3Metadata reads an entry and its encoding from object metadata. It
+// is strict: a reader never guesses at an object it does not understand.
+func parseS3Metadata(md map[string]string) (e Entry, encoding string, err error) {
+	switch encoding = md[metaEncoding]; encoding {
+	case "identity", "zstd":
 	case "":
-		return Entry{}, fmt.Errorf("%w: object has no %s metadata", errVerify, metaEncoding)
+		return Entry{}, "", fmt.Errorf("%w: object has no %s metadata", errVerify, metaEncoding)
 	default:
 		// Written by a newer version: not corrupt, just not ours to read.
-		return Entry{}, fmt.Errorf("%w: object encoding %.40q not understood", ErrNotFound, enc)
+		return Entry{}, "", fmt.Errorf("%w: object encoding %.40q not understood", ErrNotFound, encoding)
 	}
 	out, err := parseHexID(md[metaOutputID])
 	if err != nil {
-		return Entry{}, fmt.Errorf("%w: metadata %s: %v", errVerify, metaOutputID, err)
+		return Entry{}, "", fmt.Errorf("%w: metadata %s: %v", errVerify, metaOutputID, err)
 	}
 	size, err := strconv.ParseInt(md[metaSize], 10, 64)
 	if err != nil || size < 0 {
-		return Entry{}, fmt.Errorf("%w: metadata %s %.40q", errVerify, metaSize, md[metaSize])
+		return Entry{}, "", fmt.Errorf("%w: metadata %s %.40q", errVerify, metaSize, md[metaSize])
 	}
 	ns, err := strconv.ParseInt(md[metaTime], 10, 64)
 	if err != nil {
-		return Entry{}, fmt.Errorf("%w: metadata %s %.40q", errVerify, metaTime, md[metaTime])
+		return Entry{}, "", fmt.Errorf("%w: metadata %s %.40q", errVerify, metaTime, md[metaTime])
 	}
-	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, nil
+	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, encoding, nil
 }
 
 func isS3NotFound(err error) bool {
@@ -473,6 +541,14 @@ func cmpOr(errs ...error) error {
 	return nil
 }
 
+// compressMin is the S3Options.CompressMin that cfg asks for.
+func compressMin(cfg *Config) int64 {
+	if cfg.Compression != "zstd" {
+		return 0
+	}
+	return max(int64(cfg.CompressionMinSize), 1)
+}
+
 // newS3FromConfig builds the S3 backend that cfg describes.
 func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
 	return NewS3Backend(ctx, S3Options{
@@ -482,6 +558,7 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, log *slog
 		Endpoint:    cfg.S3Endpoint,
 		PathStyle:   cfg.S3PathStyle,
 		Timeout:     cfg.S3Timeout,
+		CompressMin: compressMin(cfg),
 		TempDir:     tempDir,
 		Parallelism: cfg.UploadWorkers,
 		Debug:       cfg.Debug,

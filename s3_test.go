@@ -167,6 +167,15 @@ func TestS3Conformance(t *testing.T) {
 			return newTestS3(t, tg)
 		})
 	})
+	t.Run("S3BackendZstd", func(t *testing.T) {
+		testConformance(t, func(t *testing.T) CacheBackend {
+			tg := tg
+			tg.Prefix += randomHex(4) + "/"
+			b := newTestS3(t, tg)
+			b.compressMin = 1
+			return b
+		})
+	})
 	t.Run("Breaker", func(t *testing.T) {
 		testConformance(t, func(t *testing.T) CacheBackend {
 			tg := tg
@@ -344,7 +353,7 @@ func TestS3ClearKeepsOtherPrefixes(t *testing.T) {
 
 func TestS3MetadataParsing(t *testing.T) {
 	good := map[string]string{metaOutputID: hex.EncodeToString(outputID("x")), metaSize: "1", metaTime: "5", metaEncoding: "identity"}
-	if _, err := parseS3Metadata(good); err != nil {
+	if _, _, err := parseS3Metadata(good); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []map[string]string{
@@ -352,10 +361,62 @@ func TestS3MetadataParsing(t *testing.T) {
 		{metaOutputID: "00", metaSize: "1", metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "-1", metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "x", metaEncoding: "identity"},
-		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "5", metaEncoding: "gzip"},
+		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "5", metaEncoding: "brotli"},
 	} {
-		if _, err := parseS3Metadata(bad); err == nil {
+		if _, _, err := parseS3Metadata(bad); err == nil {
 			t.Errorf("accepted %v", bad)
 		}
+	}
+}
+
+// TestS3CompressionIsReadByAnyReader writes zstd objects and reads them with
+// a backend configured not to compress: the encoding is the object's, not
+// the reader's. A zstd object that decodes to more than its declared size
+// (a decompression bomb) is a verify failure, not a wrong answer.
+func TestS3CompressionIsReadByAnyReader(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	writer := newTestS3(t, tg)
+	writer.compressMin = 1
+	body := strings.Repeat("compressible object file contents ", 10000)
+	putString(t, writer, "z", body)
+	c := rawClient(t, tg)
+	head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.key(actionID("z")))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Metadata[metaEncoding] != "zstd" || aws.ToInt64(head.ContentLength) >= int64(len(body))/4 {
+		t.Fatalf("object stored as %q, %d bytes for a %d-byte body", head.Metadata[metaEncoding], aws.ToInt64(head.ContentLength), len(body))
+	}
+	reader := newTestS3(t, tg) // compression off
+	e, err := reader.Get(ctx, actionID("z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEntry(t, e, []byte(body))
+
+	// Incompressible bodies are stored as they are.
+	random := randomHex(20000)
+	putString(t, writer, "r", random)
+	head, _ = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.key(actionID("r")))})
+	if head.Metadata[metaEncoding] != "zstd" {
+		// hex digits compress by about half: still worth it
+		t.Logf("random hex stored as %q", head.Metadata[metaEncoding])
+	}
+
+	// A bomb: metadata says 10 bytes, the frame holds a megabyte.
+	zf, _, err := writer.compress(strings.NewReader(strings.Repeat("A", 1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zf.Close()
+	small := "0123456789"
+	key := writer.key(actionID("bomb"))
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &key, Body: zf,
+		Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(small)), metaSize: "10", metaTime: "1", metaEncoding: "zstd"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Get(ctx, actionID("bomb")); !errors.Is(err, errVerify) {
+		t.Fatalf("Get of a decompression bomb: %v, want a verify failure", err)
 	}
 }

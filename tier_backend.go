@@ -22,7 +22,8 @@ import (
 type localTier struct {
 	local    *DiskBackend
 	remote   CacheBackend
-	readOnly bool // never put to the remote
+	readOnly bool        // never put to the remote
+	prefetch *prefetcher // optional; stopped and written out by Close
 	stats    *Stats
 
 	mu      sync.Mutex
@@ -49,34 +50,59 @@ func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return e, err
 	}
-	key := string(actionID)
-	t.mu.Lock()
-	f, ok := t.flights[key]
-	if !ok {
-		f = &flight{done: make(chan struct{})}
-		t.flights[key] = f
-		go t.fetch(actionID, f)
+	f, isNew := t.flight(actionID)
+	if isNew {
+		// Detached from this caller's context: a caller that gives up
+		// does not cancel the fetch for the others.
+		go t.fetch(context.Background(), actionID, f)
 	}
-	t.mu.Unlock()
 	select {
 	case <-f.done:
+		if f.err == nil {
+			t.stats.RemoteHits.Add(1)
+		}
 		return f.e, f.err
 	case <-ctx.Done():
 		return Entry{}, ctx.Err()
 	}
 }
 
+// fetchShared fetches actionID for the prefetcher, on the calling goroutine
+// and under ctx, unless a fetch of it is already under way, in which case
+// it reports fetched false at once.
+func (t *localTier) fetchShared(ctx context.Context, actionID []byte) (e Entry, fetched bool, err error) {
+	f, isNew := t.flight(actionID)
+	if !isNew {
+		return Entry{}, false, nil
+	}
+	t.fetch(ctx, actionID, f)
+	return f.e, true, f.err
+}
+
+// flight returns the fetch of actionID in progress, or registers a new one
+// that the caller must run (isNew).
+func (t *localTier) flight(actionID []byte) (f *flight, isNew bool) {
+	key := string(actionID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f, ok := t.flights[key]; ok {
+		return f, false
+	}
+	f = &flight{done: make(chan struct{})}
+	t.flights[key] = f
+	return f, true
+}
+
 // fetch gets actionID from the remote into the local cache and completes
-// f. It runs detached from any one caller's context, so a caller that gives
-// up does not cancel the fetch for the others.
-func (t *localTier) fetch(actionID []byte, f *flight) {
+// f.
+func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
 	defer func() {
 		t.mu.Lock()
 		delete(t.flights, string(actionID))
 		t.mu.Unlock()
 		close(f.done)
 	}()
-	e, err := t.remote.Get(context.Background(), actionID)
+	e, err := t.remote.Get(ctx, actionID)
 	if err != nil {
 		// Whatever went wrong was counted below; here it is a miss.
 		f.err = fmt.Errorf("remote: %v: %w", err, ErrNotFound)
@@ -87,7 +113,6 @@ func (t *localTier) fetch(actionID []byte, f *flight) {
 		f.err = err
 		return
 	}
-	t.stats.RemoteHits.Add(1)
 	f.e = local
 }
 
@@ -109,7 +134,16 @@ func (t *localTier) Put(ctx context.Context, actionID, outputID []byte, size int
 	return e, nil
 }
 
-// Close implements CacheBackend: pending uploads get until ctx's deadline.
+// Close implements CacheBackend: the prefetch stops, pending uploads get
+// until ctx's deadline, and then this run's prefetch manifest is written
+// (after the uploads, so that it names only entries in the bucket).
 func (t *localTier) Close(ctx context.Context) error {
-	return errors.Join(t.remote.Close(ctx), t.local.Close(ctx))
+	if t.prefetch != nil {
+		t.prefetch.stop()
+	}
+	err := errors.Join(t.remote.Close(ctx), t.local.Close(ctx))
+	if t.prefetch != nil {
+		t.prefetch.writeOut(ctx)
+	}
+	return err
 }
