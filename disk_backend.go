@@ -38,6 +38,12 @@ type DiskBackend struct {
 	// Seams for tests.
 	now        func() time.Time
 	createTemp func(dir, pattern string) (*os.File, error)
+
+	// inUse is the set of body paths this backend has handed out (get
+	// hits, puts, installs); Trim never removes them, since the go command
+	// may read them until Close. See markUsed in trim.go.
+	inUseMu sync.Mutex
+	inUse   map[string]struct{}
 }
 
 var _ CacheBackend = (*DiskBackend)(nil)
@@ -118,10 +124,39 @@ func (d *DiskBackend) getLocal(actionID []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("get %x: %v: %w", actionID, err, ErrNotFound)
 	}
 	e.DiskPath = d.outputPath(e.OutputID)
-	if size, ok := statSize(e.DiskPath); !ok || size != e.Size {
+	// Trimming: mark the body in use before the stat, so that a Trim of
+	// this process either removed it already (a miss here) or keeps it.
+	d.markUsed(e.DiskPath)
+	size, mtime, ok := statBody(e.DiskPath)
+	if !ok || size != e.Size {
 		return Entry{}, fmt.Errorf("get %x: body missing or wrong size: %w", actionID, ErrNotFound)
 	}
+	d.touchIfStale(e.DiskPath, mtime) // a syscall at most once an hour per body
 	return e, nil
+}
+
+// maxBodySize bounds one entry: far above any real build output, far below
+// what would overflow an int64 of bytes anywhere.
+const maxBodySize = 1 << 40
+
+// fitsReserve is disk space left free when judging whether a body fits.
+const fitsReserve = 64 << 20
+
+// fits returns an error if a body of size bytes cannot be stored: larger
+// than maxBodySize, or than the free space of the cache's file system (less
+// a reserve). It is checked before any byte is written.
+func (d *DiskBackend) fits(size int64) error {
+	if size > maxBodySize {
+		return fmt.Errorf("body of %d bytes exceeds the %d-byte limit", size, int64(maxBodySize))
+	}
+	free, err := freeBytes(d.dir)
+	if err != nil {
+		return nil // unknown: let the write decide
+	}
+	if size > free-fitsReserve {
+		return fmt.Errorf("body of %s does not fit: %s free on the file system of %s", formatBytes(size), formatBytes(free), d.root)
+	}
+	return nil
 }
 
 // Put implements CacheBackend.
@@ -145,9 +180,14 @@ func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size i
 // putAt writes body as e's body unless a body of that output is already in
 // place, then e's record under actionID.
 func (d *DiskBackend) putAt(actionID []byte, e Entry, body io.Reader) (Entry, error) {
+	// Trimming: this body is handed out from here on (see getLocal).
+	d.markUsed(e.DiskPath)
 	// Bodies are content-addressed: one already in place need not be
 	// written again (the caller still verifies what it sent).
 	fi, err := os.Stat(e.DiskPath)
+	if err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
+		d.touchIfStale(e.DiskPath, fi.ModTime()) // reused: it is used now
+	}
 	if err == nil && !fi.Mode().IsRegular() {
 		// Damage (nothing of ours is a directory here): clear the way.
 		os.RemoveAll(e.DiskPath)
@@ -192,7 +232,11 @@ func (d *DiskBackend) install(actionID []byte, e Entry) (Entry, error) {
 	src := e.DiskPath
 	defer os.Remove(src) // a no-op once renamed
 	local := Entry{OutputID: e.OutputID, Size: e.Size, Time: e.Time, DiskPath: d.outputPath(e.OutputID)}
-	if size, ok := statSize(local.DiskPath); !ok || size != e.Size {
+	d.markUsed(local.DiskPath) // trimming: handed out from here on
+	size, mtime, ok := statBody(local.DiskPath)
+	if ok && size == e.Size {
+		d.touchIfStale(local.DiskPath, mtime) // reused: it is used now
+	} else {
 		if err := d.rename(src, local.DiskPath); err != nil {
 			// Another file system, say: fall back to a copy.
 			f, oerr := os.Open(src)

@@ -5,11 +5,12 @@ package main
 import (
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
-// On Linux the hit path's file operations (open, read and close of a
-// small cached record, stat of a body) are made as raw system calls. They
+// On Linux the hit path's reading of a small cached record (open, read,
+// close) is made of raw system calls. They
 // do not block for long, and a raw call skips the scheduler's bookkeeping
 // around a syscall, which on an otherwise idle process means waking the
 // runtime's monitor thread once per call: between requests this server is
@@ -40,16 +41,31 @@ func readSmallFile(path string, buf []byte) (int, error) {
 // statSize returns the size of the regular file at path, or ok false if
 // there is none.
 func statSize(path string) (size int64, ok bool) {
-	p, err := syscall.BytePtrFromString(path)
-	if err != nil {
-		return 0, false
-	}
+	size, _, ok = statBody(path)
+	return size, ok
+}
+
+// statBody is statSize that also returns the file's modification time, so
+// that the hit path learns whether a body's "last used" mtime needs a
+// refresh without another system call. (syscall.Stat, not a raw call: the
+// stat system call's number differs between architectures.)
+func statBody(path string) (size int64, mtime time.Time, ok bool) {
 	var st syscall.Stat_t
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_NEWFSTATAT, atFDCWD, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
-	if errno != 0 || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return 0, false
+	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return 0, time.Time{}, false
 	}
-	return st.Size, true
+	sec, nsec := st.Mtim.Unix()
+	return st.Size, time.Unix(sec, nsec), true
 }
 
 var atFDCWD = uintptr(^uintptr(99)) // AT_FDCWD, -100
+
+// freeBytes returns the bytes available to us on the file system holding
+// dir.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

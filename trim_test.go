@@ -1,0 +1,439 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// trimClock is a settable clock, safe for concurrent use.
+type trimClock struct{ ns atomic.Int64 }
+
+func (c *trimClock) now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *trimClock) set(t time.Time)          { c.ns.Store(t.UnixNano()) }
+func (c *trimClock) advance(by time.Duration) { c.ns.Add(int64(by)) }
+
+// newTrimDisks returns two backends on one directory, as two processes
+// would have them (w writes, d trims), sharing one fake clock that starts
+// at the real time, so that freshly written files are "now".
+func newTrimDisks(t *testing.T) (w, d *DiskBackend, clock *trimClock) {
+	t.Helper()
+	dir := t.TempDir()
+	clock = new(trimClock)
+	clock.set(time.Now().Truncate(time.Second))
+	for _, p := range []**DiskBackend{&w, &d} {
+		b, err := NewDiskBackend(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.now = clock.now
+		*p = b
+	}
+	return w, d, clock
+}
+
+// setMtime makes path look last used ago before the clock's now.
+func setMtime(t *testing.T, clock *trimClock, path string, ago time.Duration) {
+	t.Helper()
+	tm := clock.now().Add(-ago)
+	if err := os.Chtimes(path, tm, tm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mtimeOf(t *testing.T, path string) time.Time {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.ModTime()
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func trimOK(t *testing.T, d *DiskBackend, o TrimOptions) TrimResult {
+	t.Helper()
+	res, err := d.Trim(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+const day = 24 * time.Hour
+
+func TestTrimByAge(t *testing.T) {
+	w, d, clock := newTrimDisks(t)
+	old := putString(t, w, "old", "old body")
+	slack := putString(t, w, "slack", "not quite old enough") // within usedInterval of MaxAge
+	recent := putString(t, w, "recent", "recent body")
+	fresh := putString(t, w, "fresh", "fresh body")
+	setMtime(t, clock, old.DiskPath, 5*day+usedInterval+time.Minute)
+	setMtime(t, clock, slack.DiskPath, 5*day+30*time.Minute)
+	setMtime(t, clock, recent.DiskPath, 4*day)
+
+	res := trimOK(t, d, TrimOptions{MaxAge: 5 * day, MinAge: 10 * time.Minute})
+	if exists(old.DiskPath) {
+		t.Error("body unused for over MaxAge survived")
+	}
+	for _, e := range []Entry{slack, recent, fresh} {
+		if !exists(e.DiskPath) {
+			t.Errorf("body %s used within MaxAge was removed", e.DiskPath)
+		}
+	}
+	if res.Bodies != 1 || res.Bytes != old.Size || res.Entries != 1 {
+		t.Errorf("result %+v, want 1 body of %d bytes and 1 entry", res, old.Size)
+	}
+	if want := slack.Size + recent.Size + fresh.Size; res.Kept != want {
+		t.Errorf("kept %d bytes, want %d", res.Kept, want)
+	}
+	if _, err := d.Get(context.Background(), actionID("old")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of a trimmed entry: %v, want a miss", err)
+	}
+}
+
+func TestTrimBySizeLRU(t *testing.T) {
+	w, d, clock := newTrimDisks(t)
+	var es []Entry
+	for i := range 10 {
+		body := fmt.Sprintf("%-100d", i) // 100 bytes each
+		e := putString(t, w, fmt.Sprint(i), body)
+		// Entry 0 is the least recently used.
+		setMtime(t, clock, e.DiskPath, 2*usedInterval+time.Duration(10-i)*time.Hour)
+		es = append(es, e)
+	}
+	// 1000 bytes over a bound of 800: down to 720, so the 3 oldest go.
+	res := trimOK(t, d, TrimOptions{MaxSize: 800, MaxAge: 30 * day, MinAge: 10 * time.Minute})
+	for i, e := range es {
+		if got, want := exists(e.DiskPath), i >= 3; got != want {
+			t.Errorf("body %d exists=%v, want %v", i, got, want)
+		}
+	}
+	if res.Bodies != 3 || res.Bytes != 300 || res.Kept != 700 || res.Entries != 3 {
+		t.Errorf("result %+v, want 3 bodies, 300 bytes, 700 kept, 3 entries", res)
+	}
+	// Under the bound now: nothing more goes.
+	res = trimOK(t, d, TrimOptions{MaxSize: 800, MaxAge: 30 * day, MinAge: 10 * time.Minute})
+	if res.Bodies != 0 || res.Kept != 700 {
+		t.Errorf("second trim %+v, want nothing removed", res)
+	}
+}
+
+func TestTrimMinAgeProtects(t *testing.T) {
+	w, d, clock := newTrimDisks(t)
+	justUsed := putString(t, w, "a", "used five minutes ago")
+	lagging := putString(t, w, "b", "mtime 65m old: may have been used just now")
+	stale := putString(t, w, "c", "used three hours ago")
+	setMtime(t, clock, justUsed.DiskPath, 5*time.Minute)
+	setMtime(t, clock, lagging.DiskPath, 65*time.Minute)
+	setMtime(t, clock, stale.DiskPath, 3*time.Hour)
+
+	res := trimOK(t, d, TrimOptions{MaxSize: 1, MaxAge: 30 * day, MinAge: 10 * time.Minute})
+	if !exists(justUsed.DiskPath) || !exists(lagging.DiskPath) {
+		t.Error("a body used within MinAge (+ usedInterval) was removed")
+	}
+	if exists(stale.DiskPath) {
+		t.Error("a body older than MinAge survived a trim far over MaxSize")
+	}
+	if res.Bodies != 1 || res.Kept != justUsed.Size+lagging.Size {
+		t.Errorf("result %+v", res)
+	}
+	// MinAge wins over MaxAge too.
+	res = trimOK(t, d, TrimOptions{MaxAge: time.Minute, MinAge: 10 * time.Minute})
+	if res.Bodies != 0 || !exists(justUsed.DiskPath) {
+		t.Errorf("MaxAge below MinAge removed a protected body: %+v", res)
+	}
+}
+
+func TestTrimNeverRemovesHandedOut(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	put := putString(t, d, "put", "put by the trimming process")
+	got := putString(t, w, "got", "got by the trimming process")
+	other := putString(t, w, "other", "only another process saw this")
+	if _, err := d.Get(ctx, actionID("got")); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []Entry{put, got, other} {
+		setMtime(t, clock, e.DiskPath, 30*day)
+	}
+	res := trimOK(t, d, TrimOptions{MaxSize: 1, MaxAge: day, MinAge: 10 * time.Minute})
+	if !exists(put.DiskPath) || !exists(got.DiskPath) {
+		t.Error("a body this process handed out was removed")
+	}
+	if exists(other.DiskPath) {
+		t.Error("an old body nobody here handed out survived")
+	}
+	if res.Bodies != 1 {
+		t.Errorf("result %+v, want 1 body removed", res)
+	}
+	// The set is per process: the writer, which handed out "got" but not
+	// "put", keeps the one and removes the other.
+	setMtime(t, clock, got.DiskPath, 30*day)
+	res = trimOK(t, w, TrimOptions{MaxSize: 1, MaxAge: day})
+	if res.Bodies != 1 || !exists(got.DiskPath) || exists(put.DiskPath) {
+		t.Errorf("writer's trim: %+v; got exists=%v (want true), put exists=%v (want false)",
+			res, exists(got.DiskPath), exists(put.DiskPath))
+	}
+}
+
+func TestTrimRecordsAndRepair(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	a := putString(t, w, "a", "shared body")
+	putString(t, w, "a2", "shared body") // same body as a
+	keep := putString(t, w, "keep", "kept body")
+	setMtime(t, clock, a.DiskPath, 10*day)
+	// A damaged record: a miss forever until a put, so trimmed too.
+	damaged := d.actionPath(actionID("damaged"))
+	os.MkdirAll(filepath.Dir(damaged), 0o755)
+	os.WriteFile(damaged, []byte(strings.Repeat("x", 300)), 0o644)
+
+	res := trimOK(t, d, TrimOptions{MaxAge: 5 * day})
+	if res.Bodies != 1 || res.Entries != 3 {
+		t.Errorf("result %+v, want 1 body and 3 records (a, a2, damaged)", res)
+	}
+	for _, k := range []string{"a", "a2"} {
+		if exists(d.actionPath(actionID(k))) {
+			t.Errorf("record %s of a removed body survived", k)
+		}
+		if _, err := d.Get(ctx, actionID(k)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%s) after trim: %v, want a miss", k, err)
+		}
+	}
+	if exists(damaged) {
+		t.Error("damaged record survived")
+	}
+	if e, err := d.Get(ctx, actionID("keep")); err != nil {
+		t.Errorf("Get(keep): %v", err)
+	} else {
+		checkEntry(t, e, []byte("kept body"))
+	}
+
+	// A record left pointing at a removed body (a trim of another process
+	// removed it, say) is a miss too, and a put repairs it.
+	os.Remove(keep.DiskPath)
+	if _, err := d.Get(ctx, actionID("keep")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get with the body gone: %v, want a miss", err)
+	}
+	for _, k := range []string{"a", "keep"} {
+		body := map[string]string{"a": "shared body", "keep": "kept body"}[k]
+		putString(t, d, k, body)
+		e, err := d.Get(ctx, actionID(k))
+		if err != nil {
+			t.Fatalf("Get(%s) after repair: %v", k, err)
+		}
+		checkEntry(t, e, []byte(body))
+	}
+}
+
+func TestTrimRemovesStaleTemps(t *testing.T) {
+	_, d, clock := newTrimDisks(t)
+	stale := filepath.Join(d.tmpDir(), "put-stale")
+	live := filepath.Join(d.tmpDir(), "put-live")
+	os.WriteFile(stale, []byte("x"), 0o644)
+	os.WriteFile(live, []byte("x"), 0o644)
+	setMtime(t, clock, stale, 2*staleTempAge)
+	trimOK(t, d, TrimOptions{MaxAge: 5 * day})
+	if exists(stale) {
+		t.Error("stale temp file survived")
+	}
+	if !exists(live) {
+		t.Error("a live writer's temp file was removed")
+	}
+	if !exists(d.dir) || !exists(d.tmpDir()) {
+		t.Error("trim removed the directory tree")
+	}
+}
+
+func TestMaybeTrim(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	o := TrimOptions{MaxAge: 5 * day}
+	every := trimEveryBounded
+	maybe := func(b *DiskBackend, want bool) TrimResult {
+		t.Helper()
+		res, ran, err := b.MaybeTrim(ctx, o, every)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ran != want {
+			t.Fatalf("MaybeTrim at %v ran=%v, want %v", clock.now(), ran, want)
+		}
+		return res
+	}
+	old := putString(t, w, "old", "old body")
+	setMtime(t, clock, old.DiskPath, 10*day)
+	if res := maybe(d, true); res.Bodies != 1 {
+		t.Errorf("first MaybeTrim removed %d bodies, want 1", res.Bodies)
+	}
+	b, err := os.ReadFile(filepath.Join(d.dir, trimStampName))
+	if err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(clock.now().Unix()) {
+		t.Errorf("stamp %q, %v; want %d", b, err, clock.now().Unix())
+	}
+	maybe(d, false)
+	maybe(w, false) // the stamp is shared by every process
+	clock.advance(every / 2)
+	maybe(d, false)
+	clock.advance(every/2 + time.Second)
+	maybe(w, true)
+	maybe(d, false)
+
+	// A stamp far in the future (a clock gone wrong) does not stop trims
+	// for good; a damaged one neither.
+	os.WriteFile(filepath.Join(d.dir, trimStampName), []byte(fmt.Sprint(clock.now().Add(48*time.Hour).Unix())), 0o644)
+	maybe(d, true)
+	os.WriteFile(filepath.Join(d.dir, trimStampName), []byte("garbage"), 0o644)
+	maybe(d, true)
+	maybe(d, false)
+	// every 0: always.
+	every = 0
+	maybe(d, true)
+	maybe(d, true)
+}
+
+func TestDiskHitTouchesStaleBody(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	e := putString(t, w, "k", "the body")
+	rec := d.actionPath(actionID("k"))
+	setMtime(t, clock, rec, 3*time.Hour)
+	recMtime := mtimeOf(t, rec)
+
+	// Used less than an hour ago: the hit costs no touch.
+	setMtime(t, clock, e.DiskPath, 30*time.Minute)
+	before := mtimeOf(t, e.DiskPath)
+	if _, err := d.Get(ctx, actionID("k")); err != nil {
+		t.Fatal(err)
+	}
+	if got := mtimeOf(t, e.DiskPath); !got.Equal(before) {
+		t.Errorf("hit on a fresh body changed its mtime from %v to %v", before, got)
+	}
+
+	// More than an hour ago: the hit marks it used now.
+	setMtime(t, clock, e.DiskPath, 2*time.Hour)
+	if _, err := d.Get(ctx, actionID("k")); err != nil {
+		t.Fatal(err)
+	}
+	if got := mtimeOf(t, e.DiskPath); !got.Equal(clock.now()) {
+		t.Errorf("hit on a stale body left mtime %v, want now %v", got, clock.now())
+	}
+	if got := mtimeOf(t, rec); !got.Equal(recMtime) {
+		t.Errorf("hit touched the record (%v, was %v); only bodies are tracked", got, recMtime)
+	}
+
+	// A put that finds its body already in place, stale, marks it used.
+	setMtime(t, clock, e.DiskPath, 2*time.Hour)
+	putString(t, w, "k2", "the body")
+	if got := mtimeOf(t, e.DiskPath); !got.Equal(clock.now()) {
+		t.Errorf("put reusing a stale body left mtime %v, want now %v", got, clock.now())
+	}
+}
+
+// TestTrimConcurrent trims, in the process that serves them, while gets
+// and puts run: no get or put may return an entry whose body is missing.
+// MinAge is set so low that mtimes protect nothing: only the set of bodies
+// handed out does. Every key has its own body, and most are old and not
+// yet handed out when the trims start, so trims race with first hand-outs.
+func TestTrimConcurrent(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	const keys = 256
+	body := func(k int) string { return fmt.Sprintf("body of %d", k) }
+	for k := range keys {
+		e := putString(t, w, fmt.Sprint(k), body(k))
+		setMtime(t, clock, e.DiskPath, 3*day)
+	}
+	o := TrimOptions{MaxSize: 1, MaxAge: day, MinAge: -2 * usedInterval}
+
+	var handedOut sync.Map // DiskPath -> true
+	check := func(what string, e Entry) {
+		if _, err := os.Stat(e.DiskPath); err != nil {
+			t.Errorf("%s returned an entry whose body is missing: %v", what, err)
+		}
+		handedOut.Store(e.DiskPath, true)
+	}
+	var wg sync.WaitGroup
+	var removed, hits, misses atomic.Int64
+	var trimming atomic.Int64 // trimmers still running
+	trimming.Store(2)
+	// busy keeps gets and puts going for at least min rounds and while
+	// trims run (bounded), so that the two overlap.
+	// They pause now and then so that first hand-outs spread over the
+	// trims (pacing only: nothing depends on timing).
+	busy := func(i, min int) bool {
+		if i%16 == 15 {
+			time.Sleep(time.Millisecond)
+		}
+		return i < min || i < 10*min && trimming.Load() > 0
+	}
+	for range 2 {
+		wg.Go(func() {
+			defer trimming.Add(-1)
+			for range 10 {
+				res, err := d.Trim(ctx, o)
+				if err != nil {
+					t.Errorf("Trim: %v", err)
+				}
+				removed.Add(res.Bodies)
+			}
+		})
+	}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; busy(i, 400); i++ {
+				k := (i*37 + g*101) % keys
+				e, err := d.Get(ctx, actionID(fmt.Sprint(k)))
+				switch {
+				case err == nil:
+					hits.Add(1)
+					check("Get", e)
+				case errors.Is(err, ErrNotFound):
+					misses.Add(1)
+				default:
+					t.Errorf("Get: %v", err)
+				}
+			}
+		})
+	}
+	for g := range 2 {
+		wg.Go(func() {
+			for i := 0; busy(i, 200); i++ {
+				k := (i*53 + g*7) % (2 * keys) // old keys and new ones
+				b := body(k)
+				e, err := d.Put(ctx, actionID(fmt.Sprint(k)), outputID(b), int64(len(b)), strings.NewReader(b))
+				if err != nil {
+					t.Errorf("Put: %v", err)
+					continue
+				}
+				check("Put", e)
+			}
+		})
+	}
+	wg.Wait()
+
+	// Everything this process handed out is still there.
+	n := 0
+	handedOut.Range(func(p, _ any) bool {
+		n++
+		if _, err := os.Stat(p.(string)); err != nil {
+			t.Errorf("a body handed out earlier is gone: %v", err)
+		}
+		return true
+	})
+	t.Logf("%d bodies handed out (%d get hits, %d misses); the trims removed %d meanwhile", n, hits.Load(), misses.Load(), removed.Load())
+	if n == 0 {
+		t.Error("no get or put succeeded")
+	}
+}
