@@ -46,6 +46,9 @@ type breakerBackend struct {
 	openTill time.Time // zero when closed
 	cooldown time.Duration
 	probing  bool
+	// writesOffTill stops uploads alone: writes were refused (a read-only
+	// role without -read-only) while reads may still work.
+	writesOffTill time.Time
 }
 
 var _ CacheBackend = (*breakerBackend)(nil)
@@ -114,7 +117,7 @@ func (b *breakerBackend) Get(ctx context.Context, actionID []byte) (Entry, error
 
 // Put implements CacheBackend.
 func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
-	if !b.allow(false) {
+	if !b.allow(false) || b.writesOff() {
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
 	}
@@ -122,6 +125,16 @@ func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, siz
 	e, err := b.remote.Put(ctx, actionID, outputID, size, body)
 	b.stats.RemotePutLatency.Observe(b.now().Sub(start))
 	if err != nil {
+		if classifyRemoteError(err) == "auth" && ctx.Err() == nil {
+			// Not allowed to write is not a broken remote: stop writing,
+			// keep reading.
+			b.stats.AddRemoteError("auth")
+			b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
+			b.mu.Lock()
+			b.writesOffTill = b.now().Add(breakerFatalPause)
+			b.mu.Unlock()
+			return e, err
+		}
 		b.failed(ctx, err)
 		return e, err
 	}
@@ -132,6 +145,29 @@ func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, siz
 
 // Close implements CacheBackend.
 func (b *breakerBackend) Close(ctx context.Context) error { return b.remote.Close(ctx) }
+
+func (b *breakerBackend) writesOff() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.now().Before(b.writesOffTill)
+}
+
+// observe accounts for a request made to the remote outside this wrapper
+// (the prefetcher's listings and manifests) as if it had gone through it.
+func (b *breakerBackend) observe(ctx context.Context, err error) {
+	if err == nil || errors.Is(err, ErrNotFound) || isS3NotFound(err) {
+		b.succeeded()
+		return
+	}
+	b.failed(ctx, err)
+}
+
+// healthy reports whether the breaker is closed: the remote is answering.
+func (b *breakerBackend) healthy() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openTill.IsZero()
+}
 
 // allow reports whether a request may go to the remote now. While the
 // breaker is open, after the cooldown, one request that may probe at a time

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/smithy-go"
 )
 
 // scriptedRemote answers every request with err, counting requests.
@@ -163,5 +165,25 @@ func TestClassifyRemoteError(t *testing.T) {
 		if got := classifyRemoteError(err); got != want {
 			t.Errorf("classify(%v) = %s, want %s", err, got, want)
 		}
+	}
+}
+
+func TestBreakerDeniedWriteKeepsReads(t *testing.T) {
+	ctx := context.Background()
+	denied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "denied"}
+	remote := &scriptedRemote{err: denied}
+	b, _, stats := newTestBreaker(remote, "")
+	for range 5 {
+		b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
+	}
+	if remote.calls != 1 {
+		t.Fatalf("%d writes reached a remote that refuses writes, want 1", remote.calls)
+	}
+	remote.err = ErrNotFound
+	for range 5 {
+		b.Get(ctx, actionID("k"))
+	}
+	if remote.calls != 6 || stats.Snapshot().RemoteErrorsByKind["auth"] != 1 {
+		t.Fatalf("reads after a denied write: %d calls, stats %+v", remote.calls, stats.Snapshot())
 	}
 }

@@ -37,6 +37,13 @@ type Server struct {
 
 	inflight sync.WaitGroup
 	warn     *warnings
+
+	// Optional hooks: onStart runs once the capabilities line is out;
+	// onGet and onPut see every answered get (hit or not) and every
+	// stored put.
+	onStart func()
+	onGet   func(actionID []byte, hit bool)
+	onPut   func(actionID []byte)
 }
 
 // NewServer returns a server over backend. log receives warnings (and, with
@@ -62,6 +69,9 @@ func (s *Server) Serve(in io.Reader, out io.Writer) (err error) {
 	// The capabilities line goes first, before anything slow.
 	if err := s.reply(&Response{KnownCommands: []Cmd{CmdGet, CmdPut, CmdClose}}); err != nil {
 		return fmt.Errorf("write capabilities: %w", err)
+	}
+	if s.onStart != nil {
+		s.onStart()
 	}
 
 	ctx := context.Background()
@@ -147,6 +157,9 @@ func (s *Server) handleGet(ctx context.Context, req *Request) {
 // getDone counts and answers a get that started at start.
 func (s *Server) getDone(req *Request, start time.Time, e Entry, err error) {
 	s.stats.Gets.Add(1)
+	if s.onGet != nil {
+		s.onGet(req.ActionID, err == nil)
+	}
 	d := s.now().Sub(start)
 	s.stats.GetLatency.Observe(d)
 	if err != nil {
@@ -190,6 +203,10 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 	if err == nil {
 		err = checkID("OutputID", req.OutputID)
 	}
+	if err == nil && s.local != nil {
+		// Refuse a body the disk cannot hold before writing any of it.
+		err = s.local.fits(req.BodySize)
+	}
 	if err == nil {
 		kind = "put"
 		e, err = s.backend.Put(ctx, req.ActionID, req.OutputID, req.BodySize, vr)
@@ -222,6 +239,9 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		return nil
 	}
 	s.stats.BytesStored.Add(req.BodySize)
+	if s.onPut != nil {
+		s.onPut(req.ActionID)
+	}
 	s.debugRequest(req, "stored", d, nil)
 	s.reply(&Response{ID: req.ID, DiskPath: e.DiskPath})
 	return nil

@@ -225,6 +225,10 @@ func TestProtocol(t *testing.T) {
 			{putLine(4, a2, []byte("short"), body), map[int64]func(*testing.T, Response){4: errReply("invalid OutputID")}},
 			{putLine(5, a2, outputID(body), body), map[int64]func(*testing.T, Response){5: stored(body)}},
 		}},
+		{name: "oversized BodySize refused before writing", steps: []step{
+			{putLineSized(1, a1, outputID(body), 1<<41, body), map[int64]func(*testing.T, Response){1: errReply("exceeds the")}},
+			{getLine(2, a1), map[int64]func(*testing.T, Response){2: miss}},
+		}},
 		{name: "close", steps: []step{
 			{putLine(1, a1, outputID(body), body), map[int64]func(*testing.T, Response){1: stored(body)}},
 			{`{"ID":2,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){2: ok}},
