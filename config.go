@@ -34,6 +34,15 @@ type Config struct {
 	UploadWorkers int
 	UploadQueue   byteSize
 
+	Prefetch            bool
+	PrefetchScope       string
+	PrefetchConcurrency int
+	Compression         string
+	CompressionMinSize  byteSize
+
+	MaxLocalSize byteSize
+	LocalMaxAge  time.Duration
+
 	// clear only.
 	LocalOnly   bool
 	RemoteOnly  bool
@@ -50,6 +59,13 @@ func defaultConfig() Config {
 		UploadTimeout: 30 * time.Second,
 		UploadWorkers: 16,
 		UploadQueue:   1 << 30,
+
+		Prefetch:            true,
+		PrefetchConcurrency: 32,
+		Compression:         "none",
+		CompressionMinSize:  4 << 10,
+
+		LocalMaxAge: 5 * 24 * time.Hour,
 	}
 }
 
@@ -107,6 +123,20 @@ var options = []option{
 		func(c *Config) flag.Value { return (*intValue)(&c.UploadWorkers) }},
 	{"upload-queue-size", "UPLOAD_QUEUE_SIZE", "bytes of uploads that may wait; a put beyond that stays local (counted as dropped)", serveOnly,
 		func(c *Config) flag.Value { return &c.UploadQueue }},
+	{"prefetch", "PREFETCH", "at start, fetch what recent runs of the same scope used, in parallel, while the build runs", serveOnly,
+		func(c *Config) flag.Value { return (*boolValue)(&c.Prefetch) }},
+	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name (default: derived from the working directory)", serveOnly,
+		func(c *Config) flag.Value { return (*stringValue)(&c.PrefetchScope) }},
+	{"prefetch-concurrency", "PREFETCH_CONCURRENCY", "prefetch requests in flight at once", serveOnly,
+		func(c *Config) flag.Value { return (*intValue)(&c.PrefetchConcurrency) }},
+	{"compression", "COMPRESSION", "how uploads are stored: none or zstd (readers decode either, whatever their own setting)", serveOnly,
+		func(c *Config) flag.Value { return (*stringValue)(&c.Compression) }},
+	{"compression-min-size", "COMPRESSION_MIN_SIZE", "smallest body that -compression=zstd compresses", serveOnly,
+		func(c *Config) flag.Value { return &c.CompressionMinSize }},
+	{"max-local-size", "MAX_LOCAL_SIZE", "bound on the local cache's bodies, e.g. 10GiB (0: none); least recently used entries are trimmed to 90%, at most every 10 minutes, never one used in the last hour", serveOnly,
+		func(c *Config) flag.Value { return &c.MaxLocalSize }},
+	{"local-max-age", "LOCAL_MAX_AGE", "local entries unused for this long are trimmed (checked at most daily)", serveOnly,
+		func(c *Config) flag.Value { return (*durationValue)(&c.LocalMaxAge) }},
 	{"local-only", "CLEAR_LOCAL_ONLY", "clear only the local cache directory", clearOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.LocalOnly) }},
 	{"remote-only", "CLEAR_REMOTE_ONLY", "clear only the remote cache", clearOnly,
@@ -201,6 +231,15 @@ func (c *Config) validate(cmd string) error {
 	}
 	if c.UploadWorkers < 1 || c.UploadWorkers > 1024 {
 		return fmt.Errorf("invalid -upload-concurrency (UPLOAD_CONCURRENCY) %d: want 1 to 1024", c.UploadWorkers)
+	}
+	if c.LocalMaxAge < time.Hour {
+		return fmt.Errorf("invalid -local-max-age (LOCAL_MAX_AGE) %v: want at least 1h", c.LocalMaxAge)
+	}
+	if c.PrefetchConcurrency < 1 || c.PrefetchConcurrency > 1024 {
+		return fmt.Errorf("invalid -prefetch-concurrency (PREFETCH_CONCURRENCY) %d: want 1 to 1024", c.PrefetchConcurrency)
+	}
+	if c.Compression != "none" && c.Compression != "zstd" {
+		return fmt.Errorf("invalid -compression (COMPRESSION) %q: want none or zstd", c.Compression)
 	}
 	if err := checkS3Prefix(c.S3Prefix); err != nil {
 		return fmt.Errorf("invalid -s3-prefix (S3_PREFIX) %.80q: %v", c.S3Prefix, err)

@@ -73,11 +73,43 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		return 1
 	}
 	srv.backend, srv.local = backend, local
+	if tier, ok := backend.(*localTier); ok && tier.prefetch != nil {
+		p := tier.prefetch
+		srv.onStart = p.start
+		srv.onGet = func(id []byte, hit bool) {
+			p.requested.add(id)
+			if hit {
+				p.used.add(id)
+			}
+		}
+		srv.onPut = p.used.add
+	}
 	srv.closeTimeout = cfg.UploadTimeout
+	// Trim the local cache in the background, at most once in a while
+	// across all processes sharing it; stopped (safely, midway) at exit.
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		o := defaultTrimOptions(int64(cfg.MaxLocalSize))
+		o.MaxAge = cfg.LocalMaxAge
+		res, ran, err := local.MaybeTrim(trimCtx, o, o.every())
+		switch {
+		case err != nil && trimCtx.Err() == nil:
+			log.Warn("trimming the local cache", "err", err) // deliberately swallowed: trimming is housekeeping
+		case ran:
+			stats.TrimmedEntries.Add(res.Entries)
+			stats.TrimmedBytes.Add(res.Bytes)
+			log.Debug("trimmed the local cache", "result", res.String())
+		}
+	}()
+
 	// The go command owns our lifetime: it closes stdin, or says close.
 	// An interrupt of the build reaches us too; stdin's end will follow.
 	signal.Ignore(os.Interrupt)
 	serveErr := srv.Serve(stdin, stdout)
+	stopTrim()
+	<-trimDone
 
 	status := 0
 	if serveErr != nil {
@@ -107,11 +139,18 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	if err != nil {
 		return nil, nil, err
 	}
-	var remote CacheBackend = newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
+	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
+	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {
 		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
 	}
-	return newLocalTier(disk, remote, cfg.ReadOnly, stats), disk, nil
+	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
+	if cfg.Prefetch {
+		tier.prefetch = newPrefetcher(tier, s3b, prefetchScope(cfg.PrefetchScope), cfg.PrefetchConcurrency, !cfg.ReadOnly, stats, log)
+		tier.prefetch.healthy = breaker.healthy
+		tier.prefetch.observe = breaker.observe
+	}
+	return tier, disk, nil
 }
 
 // reportStats writes the stats wherever cfg asks. Failing to write them is

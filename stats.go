@@ -33,6 +33,10 @@ type Stats struct {
 	VerifyFailures                   atomic.Int64 // remote bodies that did not match their output ID
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
+	PrefetchObjects, PrefetchBytes   atomic.Int64 // fetched ahead of the go command
+	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
+	PrefetchWasted                   atomic.Int64 // prefetched, never asked for
+	TrimmedEntries, TrimmedBytes     atomic.Int64 // removed from the local cache by trimming
 
 	mu           sync.Mutex
 	errors       map[string]int64 // by kind
@@ -88,6 +92,12 @@ type StatsSnapshot struct {
 	UploadsFailed      int64            `json:"uploads_failed"`
 	UploadsDropped     int64            `json:"uploads_dropped"`
 	UploadsAbandoned   int64            `json:"uploads_abandoned"`
+	PrefetchObjects    int64            `json:"prefetch_objects"`
+	PrefetchBytes      int64            `json:"prefetch_bytes"`
+	PrefetchMisses     int64            `json:"prefetch_misses"`
+	PrefetchWasted     int64            `json:"prefetch_wasted"`
+	TrimmedEntries     int64            `json:"trimmed_entries"`
+	TrimmedBytes       int64            `json:"trimmed_bytes"`
 }
 
 // Snapshot returns a consistent-enough copy of the counters.
@@ -119,6 +129,12 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UploadsFailed:      s.UploadsFailed.Load(),
 		UploadsDropped:     s.UploadsDropped.Load(),
 		UploadsAbandoned:   s.UploadsAbandoned.Load(),
+		PrefetchObjects:    s.PrefetchObjects.Load(),
+		PrefetchBytes:      s.PrefetchBytes.Load(),
+		PrefetchMisses:     s.PrefetchMisses.Load(),
+		PrefetchWasted:     s.PrefetchWasted.Load(),
+		TrimmedEntries:     s.TrimmedEntries.Load(),
+		TrimmedBytes:       s.TrimmedBytes.Load(),
 	}
 	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
@@ -173,11 +189,15 @@ func (snap StatsSnapshot) rows() [][2]string {
 		[2]string{"put latency", fmt.Sprintf("p50 %s, p99 %s", us(snap.PutP50Us), us(snap.PutP99Us))},
 		[2]string{"errors", kindSummary(snap.Errors)},
 	)
+	if snap.TrimmedEntries > 0 || snap.TrimmedBytes > 0 {
+		rows = append(rows, [2]string{"trimmed", fmt.Sprintf("%d entries, %s (local cache bound)", snap.TrimmedEntries, formatBytes(snap.TrimmedBytes))})
+	}
 	if snap.Remote {
 		rows = append(rows,
 			[2]string{"remote bytes", fmt.Sprintf("down %s, up %s", formatBytes(snap.RemoteBytesDown), formatBytes(snap.RemoteBytesUp))},
 			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
+			[2]string{"prefetch", fmt.Sprintf("%d objects, %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
 			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.RemoteSkipped, snap.VerifyFailures)},
 		)
