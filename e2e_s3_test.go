@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // TestS3TwoVMs is the product's promise end to end: two CI machines with
@@ -17,7 +24,8 @@ import (
 func TestS3TwoVMs(t *testing.T) {
 	mod, ref := moduleWithReference(t)
 	tg := s3TargetForTest(t)
-	args := tg.args()
+	// Fetch on demand only; TestS3Prefetch covers prefetch.
+	args := append(tg.args(), "-prefetch=false")
 
 	a, err := buildAndTestWith(t, mod, t.TempDir(), "vmA", args...)
 	if err != nil {
@@ -79,7 +87,7 @@ func TestS3TwoVMs(t *testing.T) {
 func TestS3ReadOnly(t *testing.T) {
 	mod, _ := moduleWithReference(t)
 	tg := s3TargetForTest(t)
-	args := tg.args()
+	args := append(tg.args(), "-prefetch=false")
 	if _, err := buildAndTestWith(t, mod, t.TempDir(), "writer", args...); err != nil {
 		t.Fatal(err)
 	}
@@ -92,11 +100,12 @@ func TestS3ReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.stats.RemoteHits == 0 || r.stats.Puts == 0 {
-		t.Fatalf("read-only VM: %+v; want remote hits and local puts", r.stats)
+	rb := r.buildStats(t)
+	if rb.RemoteHits == 0 || rb.Puts+r.stats.Puts == 0 {
+		t.Fatalf("read-only VM: build %+v, test %+v; want remote hits and local puts", rb, r.stats)
 	}
-	if r.stats.RemoteBytesUp != 0 || r.stats.UploadsDone != 0 {
-		t.Fatalf("read-only VM uploaded: %+v", r.stats)
+	if rb.RemoteBytesUp+r.stats.RemoteBytesUp != 0 || rb.UploadsDone+r.stats.UploadsDone != 0 {
+		t.Fatalf("read-only VM uploaded: build %+v, test %+v", rb, r.stats)
 	}
 	if after := len(listKeys(t, c, tg.Bucket, tg.Prefix)); after != before {
 		t.Fatalf("bucket went from %d to %d objects under a read-only VM", before, after)
@@ -151,5 +160,168 @@ func TestClearCommandS3(t *testing.T) {
 	out, err = exec.Command(bin, append([]string{"clear", "-cache-dir=" + dir}, append(tg.args(), "-s3-prefix=")...)...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "-all-prefixes") {
 		t.Fatalf("clear with an empty prefix: %v\n%s", err, out)
+	}
+}
+
+// TestS3Prefetch: VM A's runs leave manifests in the bucket; VM B of the
+// same scope, starting empty, prefetches their entries while it builds, and
+// the build is as right as ever.
+func TestS3Prefetch(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	tg := s3TargetForTest(t)
+	args := append(tg.args(), "-prefetch-scope=ci-job/e2e")
+	if _, err := buildAndTestWith(t, mod, t.TempDir(), "vmA", args...); err != nil {
+		t.Fatal(err)
+	}
+	manifests := listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/")
+	if len(manifests) != 2 {
+		t.Fatalf("want a manifest from go build and one from go test, got %v", manifests)
+	}
+
+	b, err := buildAndTestWith(t, mod, t.TempDir(), "vmB", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := b.buildStats(t)
+	var text bytes.Buffer
+	build.WriteText(&text)
+	t.Logf("VM B, go build, prefetching:\n%s", text.String())
+	if build.PrefetchObjects == 0 || build.PrefetchMisses != 0 {
+		t.Errorf("prefetch: %+v", build)
+	}
+	for name, s := range map[string]StatsSnapshot{"go build": build, "go test": b.stats} {
+		if s.Misses > 2 || s.VerifyFailures != 0 || s.RemoteErrors != 0 || s.Hits+s.Misses != s.Gets {
+			t.Errorf("VM B %s: %+v", name, s)
+		}
+	}
+	if !regexp.MustCompile(`ok\s+example\.com/e2e/b\s+\(cached\)`).MatchString(b.testOut) {
+		t.Errorf("VM B's go test did not report (cached):\n%s", b.testOut)
+	}
+	if !bytes.Equal(b.binary, ref.binary) {
+		t.Error("VM B's binary differs from the plain Go cache's")
+	}
+
+	// With -prefetch=false nothing is prefetched.
+	c, err := buildAndTestWith(t, mod, t.TempDir(), "vmC", append(args, "-prefetch=false")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.buildStats(t).PrefetchObjects != 0 || c.stats.PrefetchObjects != 0 {
+		t.Errorf("-prefetch=false prefetched: %+v", c.stats)
+	}
+}
+
+// readOnlyCredentials returns temporary MinIO credentials whose session
+// policy allows reading the bucket and nothing else, from MinIO's STS
+// AssumeRole.
+func readOnlyCredentials(t *testing.T, tg s3Target) []string {
+	t.Helper()
+	if tg.AccessKey == "" {
+		t.Skip("read-only credentials are made on MinIO only")
+	}
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(tg.AccessKey, tg.SecretKey, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(tg.Endpoint) })
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::%[1]s","arn:aws:s3:::%[1]s/*"]}]}`, tg.Bucket)
+	out, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:minio:iam:::role/gobuildcache-test"), RoleSessionName: aws.String("readonly"), Policy: &policy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := out.Credentials
+	// The prefixed variables win over the AWS_* ones (MinIO root, in the
+	// environment): exactly how CI keeps credentials away from tests.
+	return []string{
+		"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + aws.ToString(cr.AccessKeyId),
+		"GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + aws.ToString(cr.SecretAccessKey),
+		"GOBUILDCACHE_AWS_SESSION_TOKEN=" + aws.ToString(cr.SessionToken),
+	}
+}
+
+// TestS3ReadOnlyCredentials: a role that may only read builds green with
+// remote hits under -read-only; without it, too: its writes are refused,
+// counted, and not retried in a storm.
+func TestS3ReadOnlyCredentials(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	tg := s3TargetForTest(t)
+	args := append(tg.args(), "-prefetch=false")
+	if _, err := buildAndTestWith(t, mod, t.TempDir(), "writer", args...); err != nil {
+		t.Fatal(err)
+	}
+	ro := readOnlyCredentials(t, tg)
+
+	r, err := buildAndTestEnv(t, mod, t.TempDir(), "ro-flag", ro, append(args, "-read-only")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.buildStats(t).RemoteHits == 0 || r.stats.RemoteErrors != 0 || !bytes.Equal(r.binary, ref.binary) {
+		t.Fatalf("read-only role with -read-only: build %+v, test %+v", r.buildStats(t), r.stats)
+	}
+
+	// Without -read-only, and with a change, so that there are puts.
+	os.WriteFile(filepath.Join(mod, "c", "extra.go"), []byte("package c\n\nfunc Extra() int { return 7 }\n"), 0o644)
+	w, err := buildAndTestEnv(t, mod, t.TempDir(), "ro-noflag", ro, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]StatsSnapshot{"go build": w.buildStats(t), "go test": w.stats} {
+		t.Logf("read-only role without -read-only, %s: puts %d, remote hits %d, uploads done %d failed %d, remote errors %v, skipped %d",
+			name, s.Puts, s.RemoteHits, s.UploadsDone, s.UploadsFailed, s.RemoteErrorsByKind, s.RemoteSkipped)
+		if s.UploadsDone != 0 {
+			t.Errorf("%s: %d uploads succeeded with read-only credentials", name, s.UploadsDone)
+		}
+		if s.Puts > 0 && (s.RemoteErrorsByKind["auth"] == 0 || s.RemoteErrorsByKind["auth"] > 2) {
+			t.Errorf("%s: %d puts gave %d refused writes; want the first refusal to stop the rest", name, s.Puts, s.RemoteErrorsByKind["auth"])
+		}
+	}
+	if w.buildStats(t).RemoteHits == 0 {
+		t.Error("a refused write stopped the reads too")
+	}
+}
+
+// TestCredentialsNeverLogged runs the server and check with -debug, with
+// good and with bad credentials, and looks for the credentials in all they
+// print and write.
+func TestCredentialsNeverLogged(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs MinIO's credentials")
+	}
+	bin := gobuildcacheBinary(t)
+	secrets := []string{tg.AccessKey, tg.SecretKey, "WRONG-SECRET-d41d8cd98f"}
+	for _, secret := range []string{tg.SecretKey, secrets[2]} {
+		env := []string{"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + tg.AccessKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + secret, "AWS_EC2_METADATA_DISABLED=true"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "MINIO_") {
+				env = append(env, kv)
+			}
+		}
+		statsFile := filepath.Join(t.TempDir(), "stats.json")
+		var all bytes.Buffer
+		server := exec.Command(bin, append(tg.args(), "-debug", "-stats", "-stats-json="+statsFile, "-cache-dir="+t.TempDir())...)
+		server.Env = env
+		server.Stdin = strings.NewReader(putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("b")) + `{"ID":3,"Command":"close"}` + "\n")
+		server.Stdout, server.Stderr = &all, &all
+		if err := server.Run(); err != nil {
+			t.Fatalf("server: %v\n%s", err, all.String())
+		}
+		check := exec.Command(bin, append([]string{"check", "-debug"}, tg.args()...)...)
+		check.Env = env
+		out, _ := check.CombinedOutput()
+		all.Write(out)
+		js, _ := os.ReadFile(statsFile)
+		all.Write(js)
+		for _, s := range secrets {
+			if strings.Contains(all.String(), s) {
+				t.Fatalf("output contains a credential (%.4s...):\n%s", s, all.String())
+			}
+		}
+		if secret != tg.SecretKey && !strings.Contains(all.String(), "auth") {
+			t.Errorf("bad credentials were not reported:\n%s", all.String())
+		}
 	}
 }

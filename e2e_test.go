@@ -117,9 +117,14 @@ func buildAndTest(t *testing.T, mod, cacheDir, tag string) (goRun, error) {
 
 // buildAndTestWith is buildAndTest with more gobuildcache flags.
 func buildAndTestWith(t *testing.T, mod, cacheDir, tag string, flags ...string) (goRun, error) {
+	return buildAndTestEnv(t, mod, cacheDir, tag, nil, flags...)
+}
+
+// buildAndTestEnv is buildAndTestWith with more environment variables.
+func buildAndTestEnv(t *testing.T, mod, cacheDir, tag string, env []string, flags ...string) (goRun, error) {
 	t.Helper()
 	gocache := t.TempDir()
-	var extra []string
+	extra := env
 	statsFile := filepath.Join(t.TempDir(), "stats.json")
 	prog := func() string {
 		return strings.Join(append([]string{gobuildcacheBinary(t), "-cache-dir=" + cacheDir, "-stats-json=" + statsFile}, flags...), " ")
@@ -127,6 +132,7 @@ func buildAndTestWith(t *testing.T, mod, cacheDir, tag string, flags ...string) 
 	if cacheDir != "" {
 		extra = append(extra, "GOCACHEPROG="+prog())
 	}
+	progVar := len(extra) - 1
 	var r goRun
 	exe := filepath.Join(t.TempDir(), "app-"+tag)
 	build := exec.Command("go", "build", "-o", exe, "./cmd/app")
@@ -144,7 +150,7 @@ func buildAndTestWith(t *testing.T, mod, cacheDir, tag string, flags ...string) 
 		// stats replace the build's, so keep them apart.
 		r.buildStatsFile = statsFile
 		statsFile = filepath.Join(t.TempDir(), "stats.json")
-		extra[0] = "GOCACHEPROG=" + prog()
+		extra[progVar] = "GOCACHEPROG=" + prog()
 	}
 	test := exec.Command("go", "test", "./...")
 	test.Dir, test.Env = mod, goEnv(gocache, extra...)
