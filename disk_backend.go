@@ -23,14 +23,17 @@ import (
 //
 //	v1/a/<aa>/<actionID>   action record: "<outputID> <size> <put time, unix ns>\n"
 //	v1/o/<oo>/<outputID>   body: exactly <size> bytes whose SHA-256 is <outputID>
-//	v1/tmp/                files being written
+//	v1/tmp/                spool files of uploads in progress
 //
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
 // are content-addressed, so actions with equal outputs share one file. Every
-// file is written under v1/tmp and renamed into place, body before record, so
-// a reader sees either a whole entry or none, and a crash mid-put leaves only
-// a temp file behind. A record whose body is missing or of the wrong size is
-// a miss.
+// file is written as a temp file (.tmp-*) in its own directory and renamed
+// into place, body before record, so a reader sees either a whole entry or
+// none, and a crash mid-put leaves only a temp file behind (removed once it
+// is stale). Spreading temp files over the fan-out directories, rather than
+// one directory, keeps parallel writers (prefetch) from contending for one
+// directory's lock. A record whose body is missing or of the wrong size is a
+// miss.
 type DiskBackend struct {
 	dir  string // absolute path of the v1 directory
 	root string // absolute path of Dir
@@ -38,6 +41,8 @@ type DiskBackend struct {
 	// Seams for tests.
 	now        func() time.Time
 	createTemp func(dir, pattern string) (*os.File, error)
+
+	madeDirs sync.Map // fan-out directories known to exist
 
 	// inUse is the set of body paths this backend has handed out (get
 	// hits, puts, installs); Trim never removes them, since the go command
@@ -55,6 +60,10 @@ const diskLayoutVersion = "v1"
 // staleTempAge is how old a temp file must be before it is taken for the
 // leftover of a crashed writer and removed.
 const staleTempAge = time.Hour
+
+// tempPrefix starts the name of every temp file in a fan-out directory; no
+// ID's hex starts so.
+const tempPrefix = ".tmp-"
 
 // NewDiskBackend opens (creating if needed) a disk cache rooted at dir.
 func NewDiskBackend(dir string) (*DiskBackend, error) {
@@ -259,7 +268,7 @@ func (d *DiskBackend) Close(ctx context.Context) error { return nil }
 // writeFile atomically replaces path with what fill writes: it writes a temp
 // file in v1/tmp and renames it into place.
 func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
-	f, err := d.createTemp(d.tmpDir(), "put-*")
+	f, err := d.createTemp(d.fanOutDir(filepath.Dir(path)), tempPrefix+"*")
 	if err != nil {
 		return err
 	}
@@ -275,6 +284,22 @@ func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// fanOutDir returns dir, a fan-out directory, after making sure it exists
+// (once per process).
+func (d *DiskBackend) fanOutDir(dir string) string {
+	if _, ok := d.madeDirs.Load(dir); !ok {
+		os.MkdirAll(dir, 0o755) // an error shows at the create that follows
+		d.madeDirs.Store(dir, true)
+	}
+	return dir
+}
+
+// bodyTempDir is where a file meant to become the body of outputID is best
+// written: its own directory, so that install is a rename within it.
+func (d *DiskBackend) bodyTempDir(outputID []byte) string {
+	return d.fanOutDir(filepath.Dir(d.outputPath(outputID)))
 }
 
 // rename moves a file into place, creating its fan-out directory the first
@@ -331,7 +356,7 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 				return err
 			}
 			bytes += fi.Size()
-			if kind == "a" {
+			if kind == "a" && !strings.HasPrefix(ent.Name(), tempPrefix) {
 				entries++
 			}
 			return nil

@@ -268,20 +268,20 @@ func TestCrashMidPut(t *testing.T) {
 	io.WriteString(stdin, string(req)+"\n\n\"")
 	enc := base64.StdEncoding.EncodeToString(body)
 	io.WriteString(stdin, enc[:len(enc)/2])
-	// Wait until the body is being written, then kill.
+	// Wait until the body is being written (a temp file next to where the
+	// body will go), then kill.
+	bodyDir := filepath.Join(dir, "v1", "o", fmt.Sprintf("%x", sum[:1]))
+	tempFiles := func() []string {
+		m, _ := filepath.Glob(filepath.Join(bodyDir, tempPrefix+"*"))
+		return m
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ents, _ := os.ReadDir(filepath.Join(dir, "v1", "tmp"))
-		if len(ents) > 0 {
-			break
-		}
+	for time.Now().Before(deadline) && len(tempFiles()) == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-
-	ents, _ := os.ReadDir(filepath.Join(dir, "v1", "tmp"))
-	if len(ents) == 0 {
+	if len(tempFiles()) == 0 {
 		t.Log("no temp file was seen; the kill came before the write began")
 	}
 	d, err := NewDiskBackend(dir)

@@ -139,6 +139,7 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	if err != nil {
 		return nil, nil, err
 	}
+	s3b.tempDirFor = disk.bodyTempDir
 	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {

@@ -66,6 +66,10 @@ type S3Backend struct {
 	now        func() time.Time
 	tempDir    string
 	createTemp func(dir, pattern string) (*os.File, error)
+	// tempDirFor, if set, names the directory for the download of a body
+	// with the given output ID (the local tier's, so that installing it is
+	// a rename in place); otherwise tempDir.
+	tempDirFor func(outputID []byte) string
 
 	mu    sync.Mutex
 	temps map[string]bool // Get results not yet removed
@@ -256,7 +260,11 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 		defer zstdDecoders.Put(dec)
 		body = zstdReader{dec}
 	}
-	f, err := b.createTemp(b.tempDir, "s3get-*")
+	dir := b.tempDir
+	if b.tempDirFor != nil {
+		dir = b.tempDirFor(e.OutputID)
+	}
+	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
 	}

@@ -150,7 +150,7 @@ var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 func newTestStack(t *testing.T, remote *S3Backend, stats *Stats) (*localTier, *DiskBackend) {
 	t.Helper()
 	disk := newTestDisk(t)
-	remote.tempDir = disk.tmpDir()
+	remote.tempDir, remote.tempDirFor = disk.tmpDir(), disk.bodyTempDir
 	guarded := newBreakerBackend(remote, stats, newWarnings(quietLog), "")
 	async := newAsyncUploads(guarded, disk.tmpDir(), 4, 1<<30, stats, quietLog)
 	tier := newLocalTier(disk, async, false, stats)
@@ -419,4 +419,22 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	if _, err := reader.Get(ctx, actionID("bomb")); !errors.Is(err, errVerify) {
 		t.Fatalf("Get of a decompression bomb: %v, want a verify failure", err)
 	}
+}
+
+// FuzzS3Metadata: object metadata from the bucket is untrusted; the parser
+// must never panic, and what it accepts is well formed.
+func FuzzS3Metadata(f *testing.F) {
+	f.Add(hex.EncodeToString(outputID("x")), "1", "5", "identity")
+	f.Add(hex.EncodeToString(outputID("x")), "-1", "5", "zstd")
+	f.Add("zz", "1", "5", "identity")
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, out, size, tm, enc string) {
+		e, encoding, err := parseS3Metadata(map[string]string{metaOutputID: out, metaSize: size, metaTime: tm, metaEncoding: enc})
+		if err != nil {
+			return
+		}
+		if len(e.OutputID) != idLen || e.Size < 0 || (encoding != "identity" && encoding != "zstd") {
+			t.Fatalf("accepted %q %q %q %q as %+v %q", out, size, tm, enc, e, encoding)
+		}
+	})
 }

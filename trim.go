@@ -269,7 +269,16 @@ func (d *DiskBackend) walkFanOut(ctx context.Context, kind string, f func(path s
 			continue // removed meanwhile, or unreadable: nothing to trim
 		}
 		for _, ent := range ents {
-			f(dir+string(filepath.Separator)+ent.Name(), ent)
+			path := dir + string(filepath.Separator) + ent.Name()
+			if strings.HasPrefix(ent.Name(), tempPrefix) {
+				// A writer's temp file: not an entry; once stale, a
+				// crashed writer's leftover.
+				if fi, err := ent.Info(); err == nil && d.now().Sub(fi.ModTime()) > staleTempAge {
+					os.Remove(path)
+				}
+				continue
+			}
+			f(path, ent)
 		}
 	}
 	return nil
