@@ -37,7 +37,8 @@ import (
 //
 // Manifests live in the bucket next to the entries:
 //
-//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<random>   "gbcm1\n" + 32-byte action IDs
+//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<random>   "gbcm1\n" + 32-byte action IDs,
+//	                                                      in the order the run first used them
 //
 // The newest manifestsKept of a scope are kept; older ones are deleted by
 // the server that uploads a new one.
@@ -50,10 +51,12 @@ const (
 	prefetchCloseWait = 2 * time.Second
 )
 
-// keySet is a concurrent set of action IDs.
+// keySet is a concurrent set of action IDs that remembers the order in
+// which they were first added.
 type keySet struct {
-	mu   sync.Mutex
-	keys map[[idLen]byte]struct{}
+	mu    sync.Mutex
+	keys  map[[idLen]byte]struct{}
+	order [][idLen]byte
 }
 
 func newKeySet() *keySet { return &keySet{keys: make(map[[idLen]byte]struct{})} }
@@ -62,8 +65,12 @@ func (s *keySet) add(id []byte) {
 	if len(id) != idLen {
 		return
 	}
+	k := [idLen]byte(id)
 	s.mu.Lock()
-	s.keys[[idLen]byte(id)] = struct{}{}
+	if _, ok := s.keys[k]; !ok {
+		s.keys[k] = struct{}{}
+		s.order = append(s.order, k)
+	}
 	s.mu.Unlock()
 }
 
@@ -74,14 +81,11 @@ func (s *keySet) has(id [idLen]byte) bool {
 	return ok
 }
 
+// list returns the IDs in the order they were first added.
 func (s *keySet) list() [][idLen]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([][idLen]byte, 0, len(s.keys))
-	for k := range s.keys {
-		out = append(out, k)
-	}
-	return out
+	return slices.Clone(s.order)
 }
 
 // prefetcher runs the prefetch of one server and records its manifest.
@@ -140,7 +144,9 @@ func (p *prefetcher) run() error {
 	if err != nil {
 		return err
 	}
-	ids := make(map[[idLen]byte]struct{})
+	// Newest manifest first, each in the order its run first used its
+	// entries: what the build will want first is fetched first.
+	ids := newKeySet()
 	for _, k := range keys {
 		b, err := p.s3.getObject(p.ctx, k, 32<<20)
 		p.observed(p.ctx, err)
@@ -148,7 +154,7 @@ func (p *prefetcher) run() error {
 			continue // expired or written meanwhile: the others will do
 		}
 		for _, id := range parseManifest(b) {
-			ids[id] = struct{}{}
+			ids.add(id[:])
 		}
 	}
 	work := make(chan [idLen]byte)
@@ -162,7 +168,7 @@ func (p *prefetcher) run() error {
 			}
 		}()
 	}
-	for id := range ids {
+	for _, id := range ids.list() {
 		select {
 		case work <- id:
 		case <-p.ctx.Done():
@@ -237,7 +243,6 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 // writeManifest uploads ids as a new manifest and deletes the oldest ones
 // beyond manifestsKept.
 func (p *prefetcher) writeManifest(ctx context.Context, ids [][idLen]byte) error {
-	slices.SortFunc(ids, func(a, b [idLen]byte) int { return bytes.Compare(a[:], b[:]) })
 	var buf bytes.Buffer
 	buf.WriteString(manifestMagic)
 	for _, id := range ids {
