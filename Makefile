@@ -20,12 +20,21 @@ lint: ## formatting and vet
 
 FUZZTIME ?= 60s
 fuzz: ## run every fuzz target for FUZZTIME each
-	for t in FuzzParseRequest FuzzRequestStream FuzzActionRecord; do \
+	for t in FuzzParseRequest FuzzRequestStream FuzzBodyDecoder FuzzActionRecord FuzzS3Metadata FuzzManifest; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 
 bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, and put memory
 	$(GO) run ./bench -bin $(BIN)
+
+.PHONY: bench bench-quick
+bench: build ## the S3 benchmark on MinIO behind toxiproxy (see TESTING.md); about 30 min on 2 cores
+	scripts/toxiproxy.sh install >/dev/null
+	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
+
+bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5 min on 2 cores
+	scripts/toxiproxy.sh install >/dev/null
+	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 clean:
 	rm -rf builds

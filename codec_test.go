@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -143,6 +144,45 @@ func FuzzActionRecord(f *testing.F) {
 		}
 		if len(e.OutputID) != idLen || e.Size < 0 {
 			t.Fatalf("%q parsed to invalid entry %+v", b, e)
+		}
+	})
+}
+
+// FuzzBodyDecoder feeds arbitrary body lines (after the opening quote) to
+// the put-body decoder with the verifying reader on top, as handlePut does:
+// it must never panic, never yield more than the declared size, and end in
+// EOF only for a body that matches its size and SHA-256.
+func FuzzBodyDecoder(f *testing.F) {
+	f.Add([]byte(`aGVsbG8="`+"\n"), int64(5), []byte("hello"))
+	f.Add([]byte(`aGVsbG8=`), int64(5), []byte("hello"))
+	f.Add([]byte(`aGVs\bG8="`), int64(5), []byte("hello"))
+	f.Add([]byte(`!!!!"`), int64(3), []byte("abc"))
+	f.Add([]byte(`"`), int64(0), []byte(""))
+	f.Add([]byte("aGVs\nbG8=\""), int64(5), []byte("hello"))
+	f.Fuzz(func(t *testing.T, line []byte, size int64, claimed []byte) {
+		if size < 0 || size > 1<<20 {
+			return
+		}
+		sum := sha256.Sum256(claimed)
+		rr := newRequestReader(bytes.NewReader(append([]byte{'"'}, line...)))
+		req := &Request{ID: 1, Command: CmdPut, BodySize: size, OutputID: sum[:]}
+		br, err := rr.body(req)
+		if err != nil {
+			t.Fatalf("body: %v", err)
+		}
+		var out bytes.Buffer
+		_, err = io.Copy(&out, newVerifyingReader(br, size, sum[:]))
+		if int64(out.Len()) > size+1 {
+			t.Fatalf("decoder yielded %d bytes for a declared %d", out.Len(), size)
+		}
+		if err == nil && (int64(out.Len()) != size || !bytes.Equal(out.Bytes(), claimed)) {
+			t.Fatalf("accepted %q as a body of %d bytes with sha256 of %q", out.Bytes(), size, claimed)
+		}
+		if err != nil && !isProtocolError(err) && !errors.Is(err, errVerify) && !errors.Is(err, errBadBody) {
+			t.Fatalf("error of unexpected kind %T: %v", err, err)
+		}
+		if ferr := br.finish(); ferr != nil && !isProtocolError(ferr) {
+			t.Fatalf("finish: %T %v", ferr, ferr)
 		}
 	})
 }

@@ -42,3 +42,17 @@ func TestPrefetchScope(t *testing.T) {
 		t.Errorf("default scope %q, %q: want a stable dir- name", a, b)
 	}
 }
+
+// FuzzManifest: the manifest parser never panics, and what it accepts is a
+// whole number of IDs after the magic.
+func FuzzManifest(f *testing.F) {
+	f.Add([]byte(manifestMagic + strings.Repeat("a", idLen)))
+	f.Add([]byte(manifestMagic))
+	f.Add([]byte("gbcm1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids := parseManifest(b)
+		if ids != nil && len(manifestMagic)+len(ids)*idLen != len(b) {
+			t.Fatalf("%d bytes parsed as %d ids", len(b), len(ids))
+		}
+	})
+}
