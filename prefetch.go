@@ -144,17 +144,35 @@ func (p *prefetcher) run() error {
 	if err != nil {
 		return err
 	}
-	// Newest manifest first, each in the order its run first used its
-	// entries: what the build will want first is fetched first.
+	// Each manifest lists its entries in the order its run first used
+	// them, and the runs of a scope are different go commands (go build,
+	// go test, ...) of which this one is not known: interleave them, so
+	// that whichever this is, what it wants first is fetched first.
+	lists := make([][][idLen]byte, len(keys))
+	var mwg sync.WaitGroup
+	for i, k := range keys { // at once: each is a round trip
+		mwg.Add(1)
+		go func() {
+			defer mwg.Done()
+			b, err := p.s3.getObject(p.ctx, k, 32<<20)
+			p.observed(p.ctx, err)
+			if err == nil { // else expired or written meanwhile: the others will do
+				lists[i] = parseManifest(b)
+			}
+		}()
+	}
+	mwg.Wait()
 	ids := newKeySet()
-	for _, k := range keys {
-		b, err := p.s3.getObject(p.ctx, k, 32<<20)
-		p.observed(p.ctx, err)
-		if err != nil {
-			continue // expired or written meanwhile: the others will do
+	for i := 0; ; i++ {
+		more := false
+		for _, l := range lists {
+			if i < len(l) {
+				ids.add(l[i][:])
+				more = true
+			}
 		}
-		for _, id := range parseManifest(b) {
-			ids.add(id[:])
+		if !more {
+			break
 		}
 	}
 	work := make(chan [idLen]byte)
