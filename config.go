@@ -62,7 +62,7 @@ func defaultConfig() Config {
 
 		Prefetch:            true,
 		PrefetchConcurrency: 32,
-		Compression:         "none",
+		Compression:         "zstd",
 		CompressionMinSize:  4 << 10,
 
 		LocalMaxAge: 5 * 24 * time.Hour,
