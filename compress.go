@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -36,10 +37,36 @@ func getZstdDecoder(r io.Reader) *zstd.Decoder {
 }
 
 // zstdReader reads a decoder without exposing its WriteTo, so that copies
-// go through the caller's reader chain (and its size limit).
-type zstdReader struct{ d *zstd.Decoder }
+// go through the caller's reader chain (and its size limit). A frame that
+// does not decode is corrupt data (errVerify); an error of the stream under
+// it is passed on as it is.
+type zstdReader struct {
+	d   *zstd.Decoder
+	src *sourceErr
+}
 
-func (z zstdReader) Read(p []byte) (int, error) { return z.d.Read(p) }
+func (z zstdReader) Read(p []byte) (int, error) {
+	n, err := z.d.Read(p)
+	if err != nil && err != io.EOF && z.src.err == nil {
+		err = fmt.Errorf("%w: zstd: %v", errVerify, err)
+	}
+	return n, err
+}
+
+// sourceErr remembers the first error, other than EOF, of the reader under
+// a decoder.
+type sourceErr struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceErr) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
 
 // compress writes a zstd frame of r to a temp file and returns it, rewound,
 // with its size.

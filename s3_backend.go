@@ -253,12 +253,16 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 			return Entry{}, fmt.Errorf("get %x: %w: object has %d bytes, metadata says %d", actionID, errVerify, n, e.Size)
 		}
 	case "zstd":
-		dec := getZstdDecoder(out.Body)
+		src := &sourceErr{r: out.Body}
+		dec := getZstdDecoder(src)
 		if dec == nil {
+			if src.err != nil {
+				return Entry{}, fmt.Errorf("get %x: %w", actionID, src.err)
+			}
 			return Entry{}, fmt.Errorf("get %x: %w: bad zstd stream", actionID, errVerify)
 		}
 		defer zstdDecoders.Put(dec)
-		body = zstdReader{dec}
+		body = zstdReader{dec, src}
 	}
 	dir := b.tempDir
 	if b.tempDirFor != nil {
