@@ -1,10 +1,22 @@
 // Command bench measures gobuildcache against the plain Go build cache on
-// this machine and prints a markdown table. It is a program, not a test:
-// run it with `make bench-local` (see TESTING.md).
+// this machine and prints a markdown table. It is a program, not a test.
+//
+//	go run ./bench            the local scenario (make bench-local): warm
+//	                          `go build std` on the disk backend vs the plain
+//	                          cache, and the memory of a 512 MiB put
+//	go run ./bench -s3        the S3 benchmark (make bench): cold, warm,
+//	                          fresh-VM, tar-and-restore and many-VM scenarios
+//	                          on a local MinIO behind toxiproxy; run it under
+//	                          scripts/minio.sh run, after scripts/toxiproxy.sh
+//	                          install
+//	go run ./bench -s3 -quick the same, shorter (make bench-quick)
+//
+// See TESTING.md.
 package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,6 +27,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -24,15 +37,77 @@ import (
 )
 
 func main() {
-	runs := flag.Int("runs", 7, "timed runs of each scenario (medians are reported)")
+	runs := flag.Int("runs", 7, "timed runs of each scenario (medians are reported); with -s3, of the warm scenarios (3 with -quick)")
 	bin := flag.String("bin", "builds/gobuildcache", "gobuildcache binary to measure")
 	putMiB := flag.Int("put-mib", 512, "size of the put whose peak memory is measured")
+	s3Mode := flag.Bool("s3", false, "run the S3 benchmark (under scripts/minio.sh run) instead of the local one")
+	quick := flag.Bool("quick", false, "with -s3: a smaller workload and fewer runs (under 5 minutes on 2 cores)")
+	coldRuns := flag.Int("cold-runs", 0, "with -s3: runs of the cold scenarios (default 3, 1 with -quick)")
+	freshRuns := flag.Int("fresh-runs", 0, "with -s3: runs of the fresh-VM and tar-and-restore scenarios (default 3, 1 with -quick)")
+	manyRuns := flag.Int("many-runs", 0, "with -s3: runs of the many-VM scenario (default 2, 1 with -quick)")
+	manyVMs := flag.Int("vms", 8, "with -s3: VMs building at once in the many-VM scenario")
+	manyRTT := flag.Duration("many-rtt", 2*time.Millisecond, "with -s3: round-trip time of the many-VM scenario")
+	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
+	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.png")
+	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *s3Mode {
+		set := s3Settings{
+			quick: *quick, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
+			runs: 7, coldRuns: 3, freshRuns: 3, manyRuns: 2, manyVMs: *manyVMs, manyRTT: *manyRTT,
+			compareCompression: true,
+		}
+		if *quick {
+			set.runs, set.coldRuns, set.freshRuns, set.manyRuns = 3, 1, 1, 1
+			set.compareCompression = false
+		}
+		flag.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "runs":
+				set.runs = *runs
+			case "compare-compression":
+				set.compareCompression = *compareCompression
+			}
+		})
+		for _, p := range []struct {
+			dst *int
+			v   int
+		}{{&set.coldRuns, *coldRuns}, {&set.freshRuns, *freshRuns}, {&set.manyRuns, *manyRuns}} {
+			if p.v > 0 {
+				*p.dst = p.v
+			}
+		}
+		if set.runs < 1 || set.manyVMs < 1 || set.manyVMs > 64 || set.manyRTT < 0 || set.manyRTT > time.Second {
+			log.Fatal("-runs and -vms (up to 64) must be positive, -many-rtt between 0 and 1s")
+		}
+		if set.toxiproxy == "" {
+			tools := os.Getenv("GOBUILDCACHE_TOOLS")
+			if tools == "" {
+				tools = ".tools"
+			}
+			set.toxiproxy = filepath.Join(tools, "bin", "toxiproxy-server")
+		}
+		// Stop cleanly on SIGINT/SIGTERM: the go commands, then toxiproxy.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runS3Bench(ctx, set)
+		interrupted := ctx.Err() != nil
+		stop()
+		if err != nil {
+			if interrupted {
+				log.Print("interrupted")
+			}
+			log.Fatal(err)
+		}
+		return
+	}
+	if *quick {
+		log.Fatal("-quick goes with -s3")
 	}
 	work, err := os.MkdirTemp("", "gobuildcache-bench-")
 	if err != nil {

@@ -1,0 +1,638 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The S3 benchmark (-s3): gobuildcache with its S3 backend on a local MinIO,
+// reached through a toxiproxy that adds a chosen round-trip time, against the
+// plain Go cache, its disk backend and the tar-and-restore pattern. It runs
+// under scripts/minio.sh run (see the Makefile's bench targets).
+
+// s3Settings are the knobs of one S3 benchmark run.
+type s3Settings struct {
+	quick     bool
+	bin       string // absolute path of gobuildcache
+	toxiproxy string // toxiproxy-server binary
+	outDir    string // where latest.md and latest.png go
+	runs      int    // warm scenarios (cheap)
+	coldRuns  int    // cold scenarios (each a full compile)
+	freshRuns int    // fresh-VM and tar-and-restore scenarios
+	manyRuns  int    // the eight-VM scenario
+	manyVMs   int
+	manyRTT   time.Duration
+	// compareCompression fills a second bucket with the other -compression
+	// (one more cold build) for the fresh VM at 10 ms.
+	compareCompression bool
+}
+
+// features are what the binary under test supports, from its help.
+type features struct {
+	prefetch, prefetchScope, compression bool
+	compressionDefault                   string
+}
+
+func detectFeatures(bin string) (features, error) {
+	out, err := exec.Command(bin, "help").CombinedOutput()
+	if err != nil {
+		return features{}, fmt.Errorf("%s help: %v\n%s", bin, err, out)
+	}
+	help := string(out)
+	has := func(flag string) bool {
+		return regexp.MustCompile(`(?m)^\s*-` + regexp.QuoteMeta(flag) + `(\s|$)`).MatchString(help)
+	}
+	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression")}
+	if f.compression {
+		f.compressionDefault = "none"
+		if m := regexp.MustCompile(`(?m)^\s*-compression value\n.*\n\s*env COMPRESSION, default "([^"]*)"`).FindStringSubmatch(help); m != nil {
+			f.compressionDefault = m[1]
+		}
+	}
+	return f, nil
+}
+
+// row is one line of the results table.
+type row struct {
+	key   string
+	label string // in the table
+	short string // on the chart
+	group string // colour on the chart
+	na    string // why it was not measured
+	runs  []runResult
+}
+
+type s3Bench struct {
+	ctx   context.Context
+	set   s3Settings
+	work  string
+	wl    *workload
+	feat  features
+	runID string
+	scope string // -prefetch-scope of every S3 run: one "CI job"
+	seq   int
+
+	tox                        *toxiproxy
+	proxyURL                   string
+	bucket, region, akid, skey string
+	proxyS3, directS3          *s3Client
+
+	rows  []*row
+	byKey map[string]*row
+
+	plainWarm   string            // GOCACHE left warm by the last plain cold run
+	diskWarm    vm                // disk backend left warm by the last cold run
+	s3WarmLocal vm                // local dir of the last S3 cold run
+	warmBucket  map[string]string // compression -> prefix of a warm bucket
+	tarKey      string
+	tarSize     int64
+	tarRaw      int64
+
+	planned, done int
+	start         time.Time
+	machine       string
+}
+
+func runS3Bench(ctx context.Context, set s3Settings) error {
+	endpoint := os.Getenv("S3_ENDPOINT")
+	if endpoint == "" {
+		return errors.New("S3_ENDPOINT is not set: run it as `scripts/minio.sh run -- go run ./bench -s3` (or `make bench`)")
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("S3_ENDPOINT %q: want http://127.0.0.1:PORT (a local MinIO)", endpoint)
+	}
+	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" && h != "::1" {
+		return fmt.Errorf("S3_ENDPOINT %q is not on this machine; the benchmark only talks to 127.0.0.1", endpoint)
+	}
+	b := &s3Bench{ctx: ctx, set: set, byKey: map[string]*row{}, warmBucket: map[string]string{}, start: time.Now()}
+	b.bucket = envOr("S3_BUCKET", "gobuildcache")
+	b.region = envOr("AWS_REGION", "us-east-1")
+	b.akid, b.skey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	if b.akid == "" || b.skey == "" {
+		return errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (scripts/minio.sh run sets them)")
+	}
+	if b.feat, err = detectFeatures(set.bin); err != nil {
+		return err
+	}
+	rnd := make([]byte, 4)
+	rand.Read(rnd)
+	b.runID = time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(rnd)
+
+	if b.work, err = os.MkdirTemp("", "gobuildcache-bench-s3-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.work)
+	repoRoot, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if b.wl, err = newWorkload(b.work, repoRoot, set.quick); err != nil {
+		return fmt.Errorf("workload module (run from the repository root): %v", err)
+	}
+	b.scope = "gobuildcache-bench-" + b.wl.name
+	b.machine = machineDescription()
+
+	if b.tox, err = startToxiproxy(set.toxiproxy, filepath.Join(b.work, "toxiproxy.log")); err != nil {
+		return err
+	}
+	defer b.tox.stop()
+	listen, err := b.tox.createProxy("minio", u.Host)
+	if err != nil {
+		return err
+	}
+	b.proxyURL = "http://" + listen
+	b.proxyS3 = newS3Client(b.proxyURL, b.region, b.akid, b.skey)
+	b.directS3 = newS3Client(endpoint, b.region, b.akid, b.skey)
+
+	b.defineRows()
+	logf("%s", b.machine)
+	logf("workload (%s): %s", b.wl.name, b.wl.desc)
+	logf("gobuildcache %s: prefetch %v, compression %v; MinIO %s behind toxiproxy %s; %d timed runs planned",
+		set.bin, b.feat.prefetch, b.feat.compression, endpoint, b.proxyURL, b.planned)
+
+	for _, phase := range []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase} {
+		if err := phase(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return b.report()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// ---------------------------------------------------------------- rows
+
+var freshRTTs = []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond}
+
+func rttName(rtt time.Duration) string {
+	if rtt == 0 {
+		return "loopback"
+	}
+	return fmt.Sprintf("%d ms", rtt.Milliseconds())
+}
+
+// compressions returns the -compression values the cold S3 runs use (each
+// fills its own bucket): the default first. "" means the binary has no such
+// flag.
+func (b *s3Bench) compressions() []string {
+	all := b.allCompressions()
+	if !b.set.compareCompression {
+		return all[:1]
+	}
+	return all
+}
+
+// allCompressions is compressions() with -compare-compression.
+func (b *s3Bench) allCompressions() []string {
+	if !b.feat.compression {
+		return []string{""}
+	}
+	other := "zstd"
+	if b.feat.compressionDefault == "zstd" {
+		other = "none"
+	}
+	return []string{b.feat.compressionDefault, other}
+}
+
+const noCompareCompression = "skipped: -compare-compression=false, the default of -quick"
+
+func compSuffix(comp string) string {
+	if comp == "" {
+		return ""
+	}
+	return ", compression " + comp
+}
+
+// compShort is compSuffix for the chart.
+func compShort(comp string) string {
+	switch comp {
+	case "":
+		return ""
+	case "none":
+		return ", no zstd"
+	}
+	return ", " + comp
+}
+
+func (b *s3Bench) add(r *row, runs int) {
+	b.rows = append(b.rows, r)
+	b.byKey[r.key] = r
+	if r.na == "" {
+		b.planned += runs
+	}
+}
+
+func freshKey(rtt time.Duration, prefetch bool, comp string) string {
+	return fmt.Sprintf("fresh-%d-%v-%s", rtt.Milliseconds(), prefetch, comp)
+}
+
+func (b *s3Bench) tarRTTs() []time.Duration {
+	if b.set.quick {
+		return []time.Duration{10 * time.Millisecond}
+	}
+	return freshRTTs
+}
+
+// freshConfig is one fresh-VM scenario.
+type freshConfig struct {
+	rtt      time.Duration
+	prefetch bool
+	comp     string
+}
+
+func (b *s3Bench) freshConfigs() []freshConfig {
+	comps := b.allCompressions()
+	var cs []freshConfig
+	for _, rtt := range freshRTTs {
+		cs = append(cs, freshConfig{rtt, true, comps[0]}, freshConfig{rtt, false, comps[0]})
+	}
+	if len(comps) > 1 {
+		cs = append(cs, freshConfig{10 * time.Millisecond, true, comps[1]})
+	}
+	return cs
+}
+
+func (b *s3Bench) defineRows() {
+	s := b.set
+	b.add(&row{key: "plain-cold", label: "plain Go cache, cold (empty GOCACHE)", short: "plain Go cache, cold", group: "plain"}, s.coldRuns)
+	b.add(&row{key: "plain-warm", label: "plain Go cache, warm", short: "plain Go cache, warm", group: "plain"}, s.runs)
+	diskCold := &row{key: "disk-cold", label: "gobuildcache disk, cold (empty dir)", short: "disk, cold", group: "disk"}
+	if s.quick {
+		diskCold.na = "skipped by -quick"
+	}
+	b.add(diskCold, s.coldRuns)
+	b.add(&row{key: "disk-warm", label: "gobuildcache disk, warm", short: "disk, warm", group: "disk"}, s.runs)
+	for j, comp := range b.allCompressions() {
+		runs := s.coldRuns
+		if j > 0 {
+			runs = 1
+		}
+		r := &row{key: "s3-cold-" + comp,
+			label: "gobuildcache S3, cold: empty local dir, empty bucket (loopback" + compSuffix(comp) + ")",
+			short: "S3 cold, empty bucket" + compShort(comp), group: "s3"}
+		if j > 0 && !s.compareCompression {
+			r.na = noCompareCompression
+		}
+		b.add(r, runs)
+	}
+	b.add(&row{key: "s3-warm-local", label: "gobuildcache S3, warm local dir (same VM again, loopback)", short: "S3, warm local dir", group: "s3"}, s.runs)
+	for _, c := range b.freshConfigs() {
+		pf := "off"
+		if c.prefetch {
+			pf = "on"
+		}
+		r := &row{key: freshKey(c.rtt, c.prefetch, c.comp),
+			label: fmt.Sprintf("fresh VM: empty local dir, warm bucket, RTT %s, prefetch %s%s", rttName(c.rtt), pf, compSuffix(c.comp)),
+			short: fmt.Sprintf("fresh VM, %s, prefetch %s%s", rttName(c.rtt), pf, compShort(c.comp)),
+			group: "fresh-" + pf}
+		if c.prefetch && !b.feat.prefetch {
+			r.na = "binary has no -prefetch"
+		}
+		if !slices.Contains(b.compressions(), c.comp) {
+			r.na = noCompareCompression
+		}
+		b.add(r, s.freshRuns)
+	}
+	for _, rtt := range b.tarRTTs() {
+		b.add(&row{key: fmt.Sprintf("tar-%d", rtt.Milliseconds()),
+			label: fmt.Sprintf("tar-and-restore: download tar.zst of warm GOCACHE (RTT %s), unpack, build", rttName(rtt)),
+			short: "tar-and-restore, " + rttName(rtt), group: "tar"}, s.freshRuns)
+	}
+	pf := ""
+	if b.feat.prefetch {
+		pf = ", prefetch on"
+	}
+	b.add(&row{key: "many",
+		label: fmt.Sprintf("%d fresh VMs at once, one warm bucket, RTT %s%s (time until the last is done)", s.manyVMs, rttName(s.manyRTT), pf),
+		short: fmt.Sprintf("%d fresh VMs at once, %s", s.manyVMs, rttName(s.manyRTT)), group: "many"}, s.manyRuns)
+}
+
+// ---------------------------------------------------------------- machines
+
+// newDir makes a fresh directory for one run.
+func (b *s3Bench) newDir(label string) (string, error) {
+	b.seq++
+	dir := filepath.Join(b.work, "runs", fmt.Sprintf("%03d-%s", b.seq, label))
+	for _, sub := range []string{"gocache", "local", "stats"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+func (b *s3Bench) newPrefix(label string) string {
+	b.seq++
+	return fmt.Sprintf("gobuildcache-bench/%s/%03d-%s/", b.runID, b.seq, label)
+}
+
+func plainVM(dir string) vm { return vm{gocache: filepath.Join(dir, "gocache")} }
+
+func (b *s3Bench) diskVM(dir string) vm {
+	return vm{
+		gocache: filepath.Join(dir, "gocache"),
+		prog:    quoteArg(b.set.bin) + " -backend=disk -cache-dir=" + quoteArg(filepath.Join(dir, "local")),
+		stats:   filepath.Join(dir, "stats"),
+	}
+}
+
+// s3VM is a machine with its local dir in dir, on the bucket prefix, through
+// the proxy. prefetch is passed only if the binary knows the flag, and comp
+// only if not "".
+func (b *s3Bench) s3VM(dir, prefix string, prefetch bool, comp string) vm {
+	args := []string{quoteArg(b.set.bin), "-backend=s3", "-s3-bucket=" + b.bucket, "-s3-endpoint=" + b.proxyURL,
+		"-s3-path-style", "-s3-region=" + b.region, "-s3-prefix=" + prefix,
+		"-cache-dir=" + quoteArg(filepath.Join(dir, "local"))}
+	if b.feat.prefetchScope {
+		args = append(args, "-prefetch-scope="+b.scope)
+	}
+	if b.feat.prefetch {
+		args = append(args, fmt.Sprintf("-prefetch=%v", prefetch))
+	}
+	if comp != "" {
+		args = append(args, "-compression="+comp)
+	}
+	return vm{gocache: filepath.Join(dir, "gocache"), prog: strings.Join(args, " "), stats: filepath.Join(dir, "stats")}
+}
+
+// record adds a run to its row and prints progress.
+func (b *s3Bench) record(key string, r runResult) {
+	row := b.byKey[key]
+	row.runs = append(row.runs, r)
+	b.done++
+	extra := ""
+	if r.stats != nil && r.stats["gets"] > 0 {
+		extra = fmt.Sprintf(", hit rate %.1f%%, down %s, up %s", 100*float64(r.stats["hits"])/float64(r.stats["gets"]),
+			fmtBytes(r.stats["remote_bytes_down"]), fmtBytes(r.stats["remote_bytes_up"]))
+	}
+	logf("[%d/%d, %s] %s: %.2fs%s", b.done, b.planned, time.Since(b.start).Round(time.Second), row.short, r.total.Seconds(), extra)
+}
+
+// ---------------------------------------------------------------- phases
+
+// coldPhase: the plain cache, the disk backend and S3 (one empty bucket
+// prefix per run and compression), each from nothing, interleaved. The last
+// round's caches stay as the warm ones.
+func (b *s3Bench) coldPhase() error {
+	if err := b.tox.setRTT(0); err != nil {
+		return err
+	}
+	for i := 0; i < b.set.coldRuns; i++ {
+		last := i == b.set.coldRuns-1
+		dir, err := b.newDir("plain-cold")
+		if err != nil {
+			return err
+		}
+		r, err := runWorkload(b.ctx, b.wl, plainVM(dir))
+		if err != nil {
+			return fmt.Errorf("plain cold: %v", err)
+		}
+		b.record("plain-cold", r)
+		if last {
+			b.plainWarm = filepath.Join(dir, "gocache")
+		} else {
+			os.RemoveAll(dir)
+		}
+
+		if !b.set.quick {
+			if dir, err = b.newDir("disk-cold"); err != nil {
+				return err
+			}
+			m := b.diskVM(dir)
+			if r, err = runWorkload(b.ctx, b.wl, m); err != nil {
+				return fmt.Errorf("disk cold: %v", err)
+			}
+			b.record("disk-cold", r)
+			if last {
+				b.diskWarm = m
+			} else {
+				os.RemoveAll(dir)
+			}
+		}
+
+		for j, comp := range b.compressions() {
+			if j > 0 && !last {
+				continue // the other compression's bucket: filled (and timed) once
+			}
+			if dir, err = b.newDir("s3-cold"); err != nil {
+				return err
+			}
+			prefix := b.newPrefix("bucket-" + comp)
+			m := b.s3VM(dir, prefix, true, comp)
+			if r, err = runWorkload(b.ctx, b.wl, m); err != nil {
+				return fmt.Errorf("S3 cold: %v", err)
+			}
+			b.record("s3-cold-"+comp, r)
+			if last {
+				b.warmBucket[comp] = prefix
+			}
+			if last && j == 0 {
+				b.s3WarmLocal = m
+				if b.set.quick {
+					// No disk cold run: the disk backend reads the local
+					// dir this run filled (the same layout).
+					b.diskWarm = b.diskVM(dir)
+				}
+			} else {
+				os.RemoveAll(dir)
+			}
+		}
+	}
+	return nil
+}
+
+// warmPhase: a second build on the same machine, interleaved.
+func (b *s3Bench) warmPhase() error {
+	if err := b.tox.setRTT(0); err != nil {
+		return err
+	}
+	for i := 0; i < b.set.runs; i++ {
+		r, err := runWorkload(b.ctx, b.wl, vm{gocache: b.plainWarm})
+		if err != nil {
+			return fmt.Errorf("plain warm: %v", err)
+		}
+		b.record("plain-warm", r)
+		if r, err = runWorkload(b.ctx, b.wl, b.diskWarm); err != nil {
+			return fmt.Errorf("disk warm: %v", err)
+		}
+		b.record("disk-warm", r)
+		if r, err = runWorkload(b.ctx, b.wl, b.s3WarmLocal); err != nil {
+			return fmt.Errorf("S3 warm local dir: %v", err)
+		}
+		b.record("s3-warm-local", r)
+	}
+	return nil
+}
+
+// packTarball packs the warm plain GOCACHE and uploads it straight to MinIO,
+// once, outside any timing.
+func (b *s3Bench) packTarball() error {
+	path := filepath.Join(b.work, "gocache.tar.zst")
+	size, err := packGocache(b.plainWarm, path)
+	if err != nil {
+		return fmt.Errorf("packing GOCACHE: %v", err)
+	}
+	b.tarSize, b.tarRaw = size, dirSize(b.plainWarm)
+	b.tarKey = fmt.Sprintf("gobuildcache-bench/%s/tarball/gocache.tar.zst", b.runID)
+	if err := b.directS3.upload(b.ctx, b.bucket, b.tarKey, path); err != nil {
+		return fmt.Errorf("uploading the GOCACHE tarball: %v", err)
+	}
+	os.Remove(path)
+	logf("GOCACHE tarball: %s of %s, uploaded", fmtBytes(b.tarSize), fmtBytes(b.tarRaw))
+	return nil
+}
+
+// freshPhase: brand-new machines on a warm bucket at each RTT, with and
+// without prefetch, and the tar-and-restore pattern, interleaved.
+func (b *s3Bench) freshPhase() error {
+	for i := 0; i < b.set.freshRuns; i++ {
+		for _, c := range b.freshConfigs() {
+			key := freshKey(c.rtt, c.prefetch, c.comp)
+			if b.byKey[key].na != "" {
+				continue
+			}
+			if err := b.tox.setRTT(c.rtt); err != nil {
+				return err
+			}
+			dir, err := b.newDir("fresh")
+			if err != nil {
+				return err
+			}
+			r, err := runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp))
+			os.RemoveAll(dir)
+			if err != nil {
+				return fmt.Errorf("%s: %v", b.byKey[key].label, err)
+			}
+			b.record(key, r)
+		}
+		for _, rtt := range b.tarRTTs() {
+			if err := b.tox.setRTT(rtt); err != nil {
+				return err
+			}
+			r, err := b.tarRestore()
+			if err != nil {
+				return fmt.Errorf("tar-and-restore at %s: %v", rttName(rtt), err)
+			}
+			b.record(fmt.Sprintf("tar-%d", rtt.Milliseconds()), r)
+		}
+	}
+	return nil
+}
+
+// tarRestore is one run of the tar-and-restore pattern: download, unpack
+// into an empty GOCACHE, build.
+func (b *s3Bench) tarRestore() (runResult, error) {
+	dir, err := b.newDir("tar")
+	if err != nil {
+		return runResult{}, err
+	}
+	defer os.RemoveAll(dir)
+	archive := filepath.Join(dir, "gocache.tar.zst")
+	start := time.Now()
+	if _, err := b.proxyS3.download(b.ctx, b.bucket, b.tarKey, archive); err != nil {
+		return runResult{}, fmt.Errorf("download: %v", err)
+	}
+	dl := time.Since(start)
+	start = time.Now()
+	if err := unpackGocache(archive, filepath.Join(dir, "gocache")); err != nil {
+		return runResult{}, fmt.Errorf("unpack: %v", err)
+	}
+	unpack := time.Since(start)
+	r, err := runWorkload(b.ctx, b.wl, plainVM(dir))
+	if err != nil {
+		return r, err
+	}
+	r.parts = append([]partResult{{"download", dl}, {"unpack", unpack}}, r.parts...)
+	r.total += dl + unpack
+	return r, nil
+}
+
+// manyPhase: several fresh machines build at once against one warm bucket.
+func (b *s3Bench) manyPhase() error {
+	if err := b.tox.setRTT(b.set.manyRTT); err != nil {
+		return err
+	}
+	comp := b.compressions()[0]
+	for i := 0; i < b.set.manyRuns; i++ {
+		var dirs []string
+		for v := 0; v < b.set.manyVMs; v++ {
+			dir, err := b.newDir(fmt.Sprintf("many-%d", v))
+			if err != nil {
+				return err
+			}
+			dirs = append(dirs, dir)
+		}
+		results := make([]runResult, len(dirs))
+		errs := make([]error, len(dirs))
+		var wg sync.WaitGroup
+		start := time.Now()
+		for v, dir := range dirs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[v], errs[v] = runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[comp], true, comp))
+			}()
+		}
+		wg.Wait()
+		wall := time.Since(start)
+		for _, dir := range dirs {
+			os.RemoveAll(dir)
+		}
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("%d VMs at once: %v", b.set.manyVMs, err)
+		}
+		agg := runResult{total: wall, stats: map[string]int64{}, statsKeys: map[string]bool{}}
+		var slowest, sum time.Duration
+		for _, r := range results {
+			slowest = max(slowest, r.total)
+			sum += r.total
+			for k, v := range r.stats {
+				agg.stats[k] += v
+			}
+			for k := range r.statsKeys {
+				agg.statsKeys[k] = true
+			}
+			agg.testsCached += r.testsCached
+			agg.testsTotal += r.testsTotal
+		}
+		agg.parts = []partResult{{"slowest VM", slowest}, {"mean VM", sum / time.Duration(len(results))}}
+		b.record("many", agg)
+	}
+	return nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
