@@ -22,7 +22,7 @@ import (
 // remote failures are accounted for: each is counted by kind, the first of
 // each kind is logged, and latency and bytes moved are recorded.
 //
-// After breakerThreshold failures in a row, after one timeout, or after one
+// After breakerThreshold failures in a row, after two timeouts, or after one
 // failure that retrying cannot fix (credentials, permissions, a missing
 // bucket), the breaker opens: for a cooldown, requests fail at once without
 // reaching the remote, so a dead or black-holed endpoint costs a build
@@ -55,6 +55,7 @@ var _ CacheBackend = (*breakerBackend)(nil)
 
 const (
 	breakerThreshold   = 3
+	breakerTimeouts    = 2 // in a row: one slow answer on a loaded machine is not an outage
 	breakerCooldown    = 5 * time.Second
 	breakerMaxCooldown = 2 * time.Minute
 	breakerFatalPause  = 10 * time.Minute
@@ -220,7 +221,7 @@ func (b *breakerBackend) failed(ctx context.Context, err error) {
 	case wasProbe:
 		b.cooldown = min(2*b.cooldown, breakerMaxCooldown)
 		pause = b.cooldown
-	case kind == "timeout" || b.failures >= breakerThreshold:
+	case kind == "timeout" && b.failures >= breakerTimeouts, b.failures >= breakerThreshold:
 		pause = b.cooldown
 	default:
 		return

@@ -82,13 +82,14 @@ func TestBreakerOpensAfterThreshold(t *testing.T) {
 	}
 }
 
-func TestBreakerTimeoutOpensAtOnceAndBacksOff(t *testing.T) {
+func TestBreakerTimeoutsOpenItAndItBacksOff(t *testing.T) {
 	ctx := context.Background()
 	remote := &scriptedRemote{err: errTimeout}
 	b, clock, stats := newTestBreaker(remote, "")
 	b.Get(ctx, actionID("k"))
 	b.Get(ctx, actionID("k"))
-	if remote.calls != 1 || stats.Snapshot().RemoteErrorsByKind["timeout"] != 1 {
+	b.Get(ctx, actionID("k"))
+	if remote.calls != breakerTimeouts || stats.Snapshot().RemoteErrorsByKind["timeout"] != breakerTimeouts {
 		t.Fatalf("after one timeout: %d calls, stats %+v", remote.calls, stats.Snapshot())
 	}
 	// A failed probe doubles the cooldown.
@@ -96,12 +97,12 @@ func TestBreakerTimeoutOpensAtOnceAndBacksOff(t *testing.T) {
 	b.Get(ctx, actionID("k"))
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Get(ctx, actionID("k"))
-	if remote.calls != 2 {
+	if remote.calls != breakerTimeouts+1 {
 		t.Fatalf("probed again before twice the cooldown: %d calls", remote.calls)
 	}
 	clock.advance(breakerCooldown)
 	b.Get(ctx, actionID("k"))
-	if remote.calls != 3 {
+	if remote.calls != breakerTimeouts+2 {
 		t.Fatalf("no probe after twice the cooldown: %d calls", remote.calls)
 	}
 }
@@ -132,7 +133,9 @@ func TestBreakerMarkerIsShared(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "remote-down")
 	remote := &scriptedRemote{err: errTimeout}
 	b, clock, _ := newTestBreaker(remote, marker)
-	b.Get(ctx, actionID("k"))
+	for range breakerTimeouts {
+		b.Get(ctx, actionID("k"))
+	}
 
 	// A second server on the same cache dir starts with the remote off.
 	remote2 := &scriptedRemote{err: ErrNotFound}

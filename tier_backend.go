@@ -58,10 +58,13 @@ func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 	select {
 	case <-f.done:
-		if f.err == nil {
-			t.stats.RemoteHits.Add(1)
+		if f.err != nil {
+			// Whatever went wrong remotely was counted below; here it is
+			// a miss.
+			return Entry{}, fmt.Errorf("remote: %v: %w", f.err, ErrNotFound)
 		}
-		return f.e, f.err
+		t.stats.RemoteHits.Add(1)
+		return f.e, nil
 	case <-ctx.Done():
 		return Entry{}, ctx.Err()
 	}
@@ -104,8 +107,7 @@ func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
 	}()
 	e, err := t.remote.Get(ctx, actionID)
 	if err != nil {
-		// Whatever went wrong was counted below; here it is a miss.
-		f.err = fmt.Errorf("remote: %v: %w", err, ErrNotFound)
+		f.err = err // as it is: the prefetcher tells a 404 from a failure
 		return
 	}
 	local, err := t.local.install(actionID, e)
