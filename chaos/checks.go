@@ -71,6 +71,13 @@ func counterProblems(st cacheStats) []string {
 	if !st.Remote {
 		p = append(p, "remote is false with -backend=s3")
 	}
+	// Every put stored locally is handed to the uploader, which does,
+	// fails, drops or abandons it (a put that failed locally is not).
+	ups := st.UploadsDone + st.UploadsFailed + st.UploadsDropped + st.UploadsAbandoned
+	if ups > st.Puts || len(st.Errors) == 0 && ups != st.Puts {
+		p = append(p, fmt.Sprintf("puts %d (server errors %v) but uploads done %d + failed %d + dropped %d + abandoned %d = %d",
+			st.Puts, st.Errors, st.UploadsDone, st.UploadsFailed, st.UploadsDropped, st.UploadsAbandoned, ups))
+	}
 	return p
 }
 

@@ -421,12 +421,16 @@ func (s *suite) phase(round, idx, of int, kind string, group []int) error {
 	s.mu.Unlock()
 
 	// The fault, while the group builds.
+	faultRng := rand.New(rand.NewPCG(s.rng.Uint64(), uint64(round*100+idx)))
+	for _, i := range group {
+		s.vms[i].killSeed = s.rng.Uint64()
+	}
 	faultCtx, stopFault := context.WithCancel(s.ctx)
 	faultDone := make(chan struct{})
 	go func() {
 		defer close(faultDone)
 		if inj := injectors[kind]; inj != nil {
-			inj(faultCtx, s, rand.New(rand.NewPCG(s.rng.Uint64(), uint64(round*100+idx))))
+			inj(faultCtx, s, faultRng)
 		}
 	}()
 	results := make([]buildResult, len(group))
@@ -441,12 +445,7 @@ func (s *suite) phase(round, idx, of int, kind string, group []int) error {
 			}
 		}()
 	}
-	seeds := make([]uint64, len(group))
-	for i := range seeds {
-		seeds[i] = s.rng.Uint64()
-	}
 	for i := range group {
-		s.vms[group[i]].killSeed = seeds[i]
 		work <- i
 	}
 	close(work)

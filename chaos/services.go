@@ -99,28 +99,25 @@ type minio struct {
 func (m *minio) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d", m.port) }
 func (m *minio) hostPort() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
 
-// start starts the server (on new free ports the first time) and waits
-// until it is healthy.
+// start starts the server on free ports and waits until it is healthy.
 func (m *minio) start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if m.port == 0 || attempt > 0 && m.cur == nil {
-			var err error
-			if m.port, err = freePort(); err != nil {
-				return err
-			}
-			if m.consolePort, err = freePort(); err != nil {
-				return err
-			}
+	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
+		var err error
+		if m.port, err = freePort(); err != nil {
+			return err
+		}
+		if m.consolePort, err = freePort(); err != nil {
+			return err
 		}
 		if lastErr = m.startOnce(ctx); lastErr == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return lastErr
-		}
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
 	}
 	return lastErr
 }
