@@ -270,7 +270,9 @@ func classifyRemoteError(err error) string {
 		return "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
-	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(msg, "connection reset"):
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(msg, "connection reset"):
+		// io.EOF: the connection closed before any answer (a server that
+		// went away mid-request).
 		return "reset"
 	}
 	var dns *net.DNSError
