@@ -162,6 +162,7 @@ func TestClassifyRemoteError(t *testing.T) {
 		errTimeout: "timeout",
 		&net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}:      "dns",
 		fmt.Errorf("read: %w", syscall.ECONNRESET):                           "reset",
+		fmt.Errorf("request send failed: %w", io.EOF):                        "reset",
 		errors.New("failed to retrieve credentials: no EC2 IMDS role found"): "credentials",
 		errors.New("something else"):                                         "other",
 	} {
