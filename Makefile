@@ -7,9 +7,11 @@ BIN := builds/gobuildcache
 build: ## build the binary into builds/gobuildcache
 	$(GO) build -o $(BIN) .
 
-test: ## the whole test suite, as CI runs it: installs and starts MinIO for the S3 tests
+test: build ## the whole test suite, as CI runs it: installs and starts MinIO for the S3 tests, then the chaos suite's CI variant
 	$(GO) vet ./...
 	scripts/minio.sh run -- env GOBUILDCACHE_REQUIRE_S3=1 $(GO) test -race -count=1 -v -timeout 45m ./...
+	scripts/toxiproxy.sh install >/dev/null
+	$(GO) run ./chaos -quick -bin $(BIN)
 
 test-short: ## unit tests only: no go command, no 64 MiB objects, no MinIO (S3 tests skip)
 	$(GO) test -race -short ./...
