@@ -223,7 +223,9 @@ func (b *s3Bench) markdown() string {
 	fmt.Fprintf(&s, "- workload (%s): one \"VM\" runs %s\n", b.wl.name, b.wl.desc)
 	fmt.Fprintf(&s, "- setup: MinIO on 127.0.0.1 behind toxiproxy v2.12.0, which adds the RTT (a latency toxic of RTT/2 each way); "+
 		"every bucket scenario has its own fresh S3 prefix; the fresh VMs read the bucket that the last cold S3 run filled; "+
-		"the tarball (%s, of %s) is uploaded once, untimed. GOFLAGS=-buildvcs=false -mod=mod, GOTOOLCHAIN=local, GOPROXY=off\n",
+		"the tarball (%s, of %s) is uploaded once, untimed; run dirs are kept until the end, and the fresh-VM, tar and 8-VM runs start at least 65 s after "+
+		"the last bulk deletion (on ext4 without a journal, as here, creating a file scans the inodes deleted in the last minute: "+
+		"a new machine has none). GOFLAGS=-buildvcs=false -mod=mod, GOTOOLCHAIN=local, GOPROXY=off\n",
 		fmtBytes(b.tarSize), fmtBytes(b.tarRaw))
 	pf := "no -prefetch (prefetch rows n/a)"
 	if b.feat.prefetch {

@@ -75,14 +75,16 @@ type row struct {
 }
 
 type s3Bench struct {
-	ctx   context.Context
-	set   s3Settings
-	work  string
-	wl    *workload
-	feat  features
-	runID string
-	scope string // -prefetch-scope of every S3 run: one "CI job"
-	seq   int
+	ctx  context.Context
+	set  s3Settings
+	work string
+	// lastDelete is when files were last deleted in bulk (see settle).
+	lastDelete time.Time
+	wl         *workload
+	feat       features
+	runID      string
+	scope      string // -prefetch-scope of every S3 run: one "CI job"
+	seq        int
 
 	tox                        *toxiproxy
 	proxyURL                   string
@@ -334,8 +336,57 @@ func (b *s3Bench) defineRows() {
 
 // ---------------------------------------------------------------- machines
 
-// newDir makes a fresh directory for one run.
+// Run directories are not deleted between runs but moved to a trash
+// directory, emptied at the end, and the fresh-VM phases start at least
+// settleTime after anything was deleted in bulk. The reason is the file
+// system of the machines this runs on: ext4 without a journal, where
+// creating a file skips (and reads) every inode of its group deleted in the
+// last minute (five while that inode's block is unwritten). Deleting the
+// last run's 250 MiB of cache right before a fresh VM made each file it
+// created cost up to a millisecond, charging the scenarios that create files
+// (fresh VMs, tar-and-restore) for the harness's cleanup; a new CI machine
+// has no such backlog.
+const (
+	settleTime    = 65 * time.Second
+	minFreeForRun = 8 << 30 // below this, the trash is emptied (and settled)
+)
+
+// discard moves a finished run's directory to the trash.
+func (b *s3Bench) discard(dir string) {
+	trash := filepath.Join(b.work, "trash")
+	os.MkdirAll(trash, 0o755)
+	if err := os.Rename(dir, filepath.Join(trash, filepath.Base(dir))); err != nil {
+		os.RemoveAll(dir)
+		b.lastDelete = time.Now()
+	}
+}
+
+// settle waits until settleTime has passed since the last bulk deletion,
+// after writing out dirty metadata (ext4's window is a minute for inodes
+// already written).
+func (b *s3Bench) settle() {
+	if b.lastDelete.IsZero() {
+		return
+	}
+	syncDisks()
+	if wait := time.Until(b.lastDelete.Add(settleTime)); wait > 0 {
+		logf("waiting %s for the file system to settle after deletions (see settle in bench/s3bench.go)", wait.Round(time.Second))
+		select {
+		case <-time.After(wait):
+		case <-b.ctx.Done():
+		}
+	}
+	b.lastDelete = time.Time{}
+}
+
+// newDir makes a fresh directory for one run, emptying the trash first if
+// the disk is getting full.
 func (b *s3Bench) newDir(label string) (string, error) {
+	if free := freeBytes(b.work); free >= 0 && free < minFreeForRun {
+		logf("%s free: emptying the trash of earlier runs", fmtBytes(free))
+		os.RemoveAll(filepath.Join(b.work, "trash"))
+		b.lastDelete = time.Now()
+	}
 	b.seq++
 	dir := filepath.Join(b.work, "runs", fmt.Sprintf("%03d-%s", b.seq, label))
 	for _, sub := range []string{"gocache", "local", "stats"} {
@@ -416,7 +467,7 @@ func (b *s3Bench) coldPhase() error {
 		if last {
 			b.plainWarm = filepath.Join(dir, "gocache")
 		} else {
-			os.RemoveAll(dir)
+			b.discard(dir)
 		}
 
 		if !b.set.quick {
@@ -431,7 +482,7 @@ func (b *s3Bench) coldPhase() error {
 			if last {
 				b.diskWarm = m
 			} else {
-				os.RemoveAll(dir)
+				b.discard(dir)
 			}
 		}
 
@@ -459,10 +510,13 @@ func (b *s3Bench) coldPhase() error {
 					b.diskWarm = b.diskVM(dir)
 				}
 			} else {
-				os.RemoveAll(dir)
+				b.discard(dir)
 			}
 		}
 	}
+	// Cold builds delete thousands of temp files (the go command's work
+	// dirs, MinIO's part files): let that settle before the fresh VMs.
+	b.lastDelete = time.Now()
 	return nil
 }
 
@@ -523,8 +577,9 @@ func (b *s3Bench) freshPhase() error {
 			if err != nil {
 				return err
 			}
+			b.settle()
 			r, err := runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp))
-			os.RemoveAll(dir)
+			b.discard(dir)
 			if err != nil {
 				return fmt.Errorf("%s: %v", b.byKey[key].label, err)
 			}
@@ -551,7 +606,8 @@ func (b *s3Bench) tarRestore() (runResult, error) {
 	if err != nil {
 		return runResult{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer b.discard(dir)
+	b.settle()
 	archive := filepath.Join(dir, "gocache.tar.zst")
 	start := time.Now()
 	if _, err := b.proxyS3.download(b.ctx, b.bucket, b.tarKey, archive); err != nil {
@@ -590,6 +646,7 @@ func (b *s3Bench) manyPhase() error {
 		results := make([]runResult, len(dirs))
 		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
+		b.settle()
 		start := time.Now()
 		for v, dir := range dirs {
 			wg.Add(1)
@@ -601,7 +658,7 @@ func (b *s3Bench) manyPhase() error {
 		wg.Wait()
 		wall := time.Since(start)
 		for _, dir := range dirs {
-			os.RemoveAll(dir)
+			b.discard(dir)
 		}
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("%d VMs at once: %v", b.set.manyVMs, err)
