@@ -50,9 +50,16 @@ func main() {
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
 	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.png")
 	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
+	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
+	if *floorDir != "" {
+		if err := serveFloor(*floorDir, os.Stdin, os.Stdout); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	absBin, err := filepath.Abs(*bin)
 	if err != nil {
 		log.Fatal(err)

@@ -197,6 +197,12 @@ func (b *s3Bench) targets() []target {
 	off := func(d time.Duration) string { return freshKey(d, false, comp) }
 	ms2, ms10 := 2*time.Millisecond, 10*time.Millisecond
 	check("warm local tier: gobuildcache disk warm within 1.30x of plain warm", "disk-warm", "plain-warm", 1.30, true, "", "")
+	if v, ok := b.ratio("floor", "plain-warm"); ok {
+		ts = append(ts, target{name: "(context for the line above) the protocol floor, a minimal GOCACHEPROG, against plain warm", measured: fmt.Sprintf("%.2fx", v), result: "-"})
+	}
+	if v, ok := b.ratio("disk-warm", "floor"); ok {
+		ts = append(ts, target{name: "(context) gobuildcache disk warm against the protocol floor", measured: fmt.Sprintf("%.2fx", v), result: "-"})
+	}
 	check("S3 cold (empty bucket, loopback) within 1.15x of plain cold", "s3-cold-"+comp, "plain-cold", 1.15, true, "", "")
 	check("fresh VM at 2 ms (prefetch on) within 5x of plain warm", on(ms2), "plain-warm", 5, true, off(ms2), "plain-warm")
 	check("fresh VM at 10 ms (prefetch on) within 6x of plain warm", on(ms10), "plain-warm", 6, true, off(ms10), "plain-warm")

@@ -283,6 +283,8 @@ func (b *s3Bench) defineRows() {
 	s := b.set
 	b.add(&row{key: "plain-cold", label: "plain Go cache, cold (empty GOCACHE)", short: "plain Go cache, cold", group: "plain"}, s.coldRuns)
 	b.add(&row{key: "plain-warm", label: "plain Go cache, warm", short: "plain Go cache, warm", group: "plain"}, s.runs)
+	b.add(&row{key: "floor", label: "protocol floor: a minimal GOCACHEPROG answering from the plain warm GOCACHE (`bench -floor-server`, see bench/floor.go)",
+		short: "protocol floor", group: "plain"}, s.runs)
 	diskCold := &row{key: "disk-cold", label: "gobuildcache disk, cold (empty dir)", short: "disk, cold", group: "disk"}
 	if s.quick {
 		diskCold.na = "skipped by -quick"
@@ -403,6 +405,17 @@ func (b *s3Bench) newPrefix(label string) string {
 }
 
 func plainVM(dir string) vm { return vm{gocache: filepath.Join(dir, "gocache")} }
+
+// floorVM runs the go command with this program as a minimal GOCACHEPROG
+// over the plain warm GOCACHE (read only; the go command's own GOCACHE is
+// elsewhere).
+func (b *s3Bench) floorVM() vm {
+	self, err := os.Executable()
+	if err != nil {
+		self = os.Args[0]
+	}
+	return vm{gocache: filepath.Join(b.work, "floor-gocache"), prog: quoteArg(self) + " -floor-server " + quoteArg(b.plainWarm)}
+}
 
 func (b *s3Bench) diskVM(dir string) vm {
 	return vm{
@@ -531,6 +544,10 @@ func (b *s3Bench) warmPhase() error {
 			return fmt.Errorf("plain warm: %v", err)
 		}
 		b.record("plain-warm", r)
+		if r, err = runWorkload(b.ctx, b.wl, b.floorVM()); err != nil {
+			return fmt.Errorf("protocol floor: %v", err)
+		}
+		b.record("floor", r)
 		if r, err = runWorkload(b.ctx, b.wl, b.diskWarm); err != nil {
 			return fmt.Errorf("disk warm: %v", err)
 		}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The protocol floor: the least any GOCACHEPROG costs the go command.
+//
+// `bench -floor-server DIR` is a minimal GOCACHEPROG that answers gets from
+// a warm plain GOCACHE at DIR (read-only: it offers no put) with
+// encoding/json and nothing else. Timed beside the plain cache, it shows what
+// the protocol itself costs: a process to start before the first lookup,
+// and a round trip through two pipes, with JSON both ways, for every get.
+// No cache program can go below it; the disk backend is compared with it.
+
+type floorRequest struct {
+	ID       int64
+	Command  string
+	ActionID []byte `json:",omitempty"`
+}
+
+type floorResponse struct {
+	ID            int64
+	KnownCommands []string   `json:",omitempty"`
+	Miss          bool       `json:",omitempty"`
+	OutputID      []byte     `json:",omitempty"`
+	Size          int64      `json:",omitempty"`
+	Time          *time.Time `json:",omitempty"`
+	DiskPath      string     `json:",omitempty"`
+}
+
+// serveFloor speaks the protocol on stdin and stdout until close or EOF.
+func serveFloor(dir string, in io.Reader, out io.Writer) error {
+	bw := bufio.NewWriter(out)
+	enc := json.NewEncoder(bw)
+	send := func(r floorResponse) error {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	if err := send(floorResponse{KnownCommands: []string{"get", "close"}}); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bufio.NewReader(in))
+	for {
+		var req floorRequest
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch req.Command {
+		case "close":
+			return send(floorResponse{ID: req.ID})
+		case "get":
+			if err := send(floorGet(dir, req)); err != nil {
+				return err
+			}
+		default:
+			return errors.New("unexpected command " + strconv.Quote(req.Command))
+		}
+	}
+}
+
+// floorGet looks req's action up in the GOCACHE at dir, whose action
+// entries are <dir>/<xx>/<action hex>-a holding
+// "v1 <action hex> <output hex> <size> <time>\n" and whose outputs are
+// <dir>/<xx>/<output hex>-d.
+func floorGet(dir string, req floorRequest) floorResponse {
+	miss := floorResponse{ID: req.ID, Miss: true}
+	a := hex.EncodeToString(req.ActionID)
+	if len(a) < 2 {
+		return miss
+	}
+	b, err := os.ReadFile(filepath.Join(dir, a[:2], a+"-a"))
+	if err != nil {
+		return miss
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 5 || f[0] != "v1" || f[1] != a || len(f[2]) < 2 {
+		return miss
+	}
+	outputID, err1 := hex.DecodeString(f[2])
+	size, err2 := strconv.ParseInt(f[3], 10, 64)
+	nanos, err3 := strconv.ParseInt(f[4], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return miss
+	}
+	path := filepath.Join(dir, f[2][:2], f[2]+"-d")
+	if fi, err := os.Stat(path); err != nil || fi.Size() != size {
+		return miss
+	}
+	t := time.Unix(0, nanos)
+	return floorResponse{ID: req.ID, OutputID: outputID, Size: size, Time: &t, DiskPath: path}
+}
