@@ -85,7 +85,7 @@ func newWorkload(work, repoRoot string, quick bool) (*workload, error) {
 type vm struct {
 	gocache string // GOCACHE
 	prog    string // GOCACHEPROG, "" for the plain Go cache
-	stats   string // directory for the -stats-json files of prog, one per go command
+	stats   string // directory for the -stats-json files of prog, one per go command ("" if prog is not gobuildcache)
 }
 
 // partResult is the wall time of one step of a run.
@@ -170,10 +170,12 @@ func runWorkload(ctx context.Context, w *workload, m vm) (runResult, error) {
 	env := goEnv(m.gocache, "")
 	for i, p := range w.parts {
 		statsFile := ""
-		if m.prog != "" {
+		if m.prog != "" && m.stats != "" {
 			statsFile = filepath.Join(m.stats, fmt.Sprintf("%d.json", i))
 			os.Remove(statsFile)
 			env = goEnv(m.gocache, m.prog+" -stats-json="+quoteArg(statsFile))
+		} else if m.prog != "" {
+			env = goEnv(m.gocache, m.prog) // not gobuildcache: no statistics
 		}
 		d, out, err := runGo(ctx, w.dir, env, p.args...)
 		if err != nil {
