@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -512,7 +513,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 				}
 				if err != nil {
 					mu.Lock()
-					firstErr = cmpOr(firstErr, err)
+					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
 				}
 			}
@@ -538,19 +539,10 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 	}
 	close(batches)
 	wg.Wait()
-	if err := cmpOr(listErr, firstErr); err != nil {
+	if err := cmp.Or(listErr, firstErr); err != nil {
 		return objects, bytes, fmt.Errorf("clear s3://%s/%s: %w", b.bucket, b.prefix, err)
 	}
 	return objects, bytes, nil
-}
-
-func cmpOr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // compressMin is the S3Options.CompressMin that cfg asks for.
