@@ -363,14 +363,16 @@ func (b *s3Bench) discard(dir string) {
 	}
 }
 
-// settle waits until settleTime has passed since the last bulk deletion,
-// after writing out dirty metadata (ext4's window is a minute for inodes
-// already written).
+// settle writes out dirty data and metadata, and waits until settleTime
+// has passed since the last bulk deletion. It runs before every fresh-VM,
+// tar and 8-VM run: ext4's window is a minute for a deleted inode whose
+// block is written, five for one whose block is dirty, and the previous
+// run's own files dirty the blocks they share with older deletions.
 func (b *s3Bench) settle() {
+	syncDisks()
 	if b.lastDelete.IsZero() {
 		return
 	}
-	syncDisks()
 	if wait := time.Until(b.lastDelete.Add(settleTime)); wait > 0 {
 		logf("waiting %s for the file system to settle after deletions (see settle in bench/s3bench.go)", wait.Round(time.Second))
 		select {
