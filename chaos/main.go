@@ -636,7 +636,7 @@ func (s *suite) report(setupErr, runErr error) int {
 			reasons = append(reasons, fmt.Sprintf("%d %s", c.n, c.what))
 		}
 	}
-	s.logf("finished in %.1fs (seed %d)", time.Since(s.start).Seconds(), s.opts.seed)
+	s.logf("finished (seed %d)", s.opts.seed)
 	if len(reasons) > 0 {
 		fmt.Printf("chaos: FAIL (%s)\n", strings.Join(reasons, "; "))
 		return 1
