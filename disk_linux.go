@@ -10,11 +10,11 @@ import (
 )
 
 // On Linux the hit path's reading of a small cached record (open, read,
-// close) is made of raw system calls. They
-// do not block for long, and a raw call skips the scheduler's bookkeeping
-// around a syscall, which on an otherwise idle process means waking the
-// runtime's monitor thread once per call: between requests this server is
-// idle, so that was most of the cost of a hit.
+// close) is made of raw system calls. They do not block for long, and a raw
+// call skips the scheduler's bookkeeping around a syscall, which on an
+// otherwise idle process means waking the runtime's monitor thread once per
+// call: between requests this server is idle, so that was most of the cost
+// of a hit.
 
 // readSmallFile reads a file of fewer than len(buf) bytes into buf with one
 // open, one read and one close.
@@ -38,17 +38,11 @@ func readSmallFile(path string, buf []byte) (int, error) {
 	return int(n), nil
 }
 
-// statSize returns the size of the regular file at path, or ok false if
-// there is none.
-func statSize(path string) (size int64, ok bool) {
-	size, _, ok = statBody(path)
-	return size, ok
-}
-
-// statBody is statSize that also returns the file's modification time, so
-// that the hit path learns whether a body's "last used" mtime needs a
-// refresh without another system call. (syscall.Stat, not a raw call: the
-// stat system call's number differs between architectures.)
+// statBody returns the size and modification time of the regular file at
+// path, or ok false if there is none: the hit path learns from the one
+// stat whether a body's "last used" mtime needs a refresh. (syscall.Stat,
+// not a raw call: the stat system call's number differs between
+// architectures.)
 func statBody(path string) (size int64, mtime time.Time, ok bool) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {

@@ -27,18 +27,8 @@ func readSmallFile(path string, buf []byte) (int, error) {
 	}
 }
 
-// statSize returns the size of the regular file at path, or ok false if
-// there is none.
-func statSize(path string) (size int64, ok bool) {
-	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		return 0, false
-	}
-	return fi.Size(), true
-}
-
-// statBody is statSize that also returns the file's modification time (see
-// DiskBackend.markUsed in trim.go). (Added for local trimming, trim.go.)
+// statBody returns the size and modification time of the regular file at
+// path, or ok false if there is none.
 func statBody(path string) (size int64, mtime time.Time, ok bool) {
 	fi, err := os.Stat(path)
 	if err != nil || !fi.Mode().IsRegular() {

@@ -329,7 +329,7 @@ func (d *DiskBackend) trimRecords(ctx context.Context, present map[string]int64,
 					return
 				}
 				// Perhaps written after the walk: look again.
-				if size, ok := statSize(body); ok && size == e.Size {
+				if size, _, ok := statBody(body); ok && size == e.Size {
 					return
 				}
 			}
