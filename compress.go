@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -68,31 +69,59 @@ func (s *sourceErr) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// compress writes a zstd frame of r to a temp file and returns it, rewound,
-// with its size.
-func (b *S3Backend) compress(r io.Reader) (*os.File, int64, error) {
+// compressInMemory is the largest body compressed into memory; a larger
+// one is compressed into a temp file. Most bodies of a build are small, and
+// a temp file costs a create and a delete each: on some file systems (ext4
+// without a journal) every recent deletion slows each later file creation,
+// the compiler's included. At most one buffer per upload worker is in use.
+const compressInMemory = 4 << 20
+
+var compressBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// compress returns a zstd frame of r, a body of size bytes, ready to read
+// from its start, with the frame's size. release frees it; call it when
+// done with the frame, and only then.
+func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n int64, release func(), err error) {
+	if size <= compressInMemory {
+		buf := compressBuffers.Get().(*bytes.Buffer)
+		buf.Reset()
+		release := func() { compressBuffers.Put(buf) }
+		if err := zstdTo(buf, r); err != nil {
+			release()
+			return nil, 0, nil, err
+		}
+		return bytes.NewReader(buf.Bytes()), int64(buf.Len()), release, nil
+	}
 	f, err := b.createTemp(b.tempDir, "s3zst-*")
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	enc := zstdEncoders.Get().(*zstd.Encoder)
-	defer zstdEncoders.Put(enc)
-	enc.Reset(f)
-	_, err = copyBuffered(enc, r)
-	if cerr := enc.Close(); err == nil {
-		err = cerr
+	release = func() {
+		f.Close()
+		os.Remove(f.Name())
 	}
-	var size int64
+	err = zstdTo(f, r)
 	if err == nil {
-		size, err = f.Seek(0, io.SeekCurrent)
+		n, err = f.Seek(0, io.SeekCurrent)
 	}
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, 0, err
+		release()
+		return nil, 0, nil, err
 	}
-	return f, size, nil
+	return f, n, release, nil
+}
+
+// zstdTo writes a zstd frame of r to w, with a pooled encoder.
+func zstdTo(w io.Writer, r io.Reader) error {
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
+	enc.Reset(w)
+	_, err := copyBuffered(enc, r)
+	if cerr := enc.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

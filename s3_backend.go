@@ -323,14 +323,13 @@ func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int
 	}
 	encoding, stored, storedSize := "identity", rs, size
 	if b.compressMin > 0 && size >= b.compressMin {
-		zf, zsize, err := b.compress(rs)
+		frame, zsize, release, err := b.compress(rs, size)
 		if err != nil {
 			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 		}
-		defer os.Remove(zf.Name())
-		defer zf.Close()
+		defer release()
 		if zsize < size-size/10 { // worth it: at least 10% smaller
-			encoding, stored, storedSize = "zstd", zf, zsize
+			encoding, stored, storedSize = "zstd", frame, zsize
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
 			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 		}

@@ -395,6 +395,14 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	}
 	checkEntry(t, e, []byte(body))
 
+	// A body above compressInMemory is compressed through a temp file.
+	big := strings.Repeat("a larger compressible object file ", compressInMemory/30)
+	putString(t, writer, "big", big)
+	if e, err = reader.Get(ctx, actionID("big")); err != nil {
+		t.Fatal(err)
+	}
+	checkEntry(t, e, []byte(big))
+
 	// Incompressible bodies are stored as they are.
 	random := randomHex(20000)
 	putString(t, writer, "r", random)
@@ -405,11 +413,11 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	}
 
 	// A bomb: metadata says 10 bytes, the frame holds a megabyte.
-	zf, _, err := writer.compress(strings.NewReader(strings.Repeat("A", 1<<20)))
+	zf, _, release, err := writer.compress(strings.NewReader(strings.Repeat("A", 1<<20)), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zf.Close()
+	defer release()
 	small := "0123456789"
 	key := writer.key(actionID("bomb"))
 	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &key, Body: zf,
