@@ -1,18 +1,6 @@
 package main
 
-import (
-	"os/exec"
-	"syscall"
-)
-
-// setDeathSignal makes the kernel kill cmd when this program dies, so that
-// a helper server never outlives the benchmark.
-func setDeathSignal(cmd *exec.Cmd) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-}
+import "syscall"
 
 // freeBytes returns the space free to unprivileged users on the file system
 // of dir, or -1 if unknown.

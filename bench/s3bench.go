@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/toxiproxy"
 )
 
 // The S3 benchmark (-s3): gobuildcache with its S3 backend on a local MinIO,
@@ -86,7 +88,7 @@ type s3Bench struct {
 	scope      string // -prefetch-scope of every S3 run: one "CI job"
 	seq        int
 
-	tox                        *toxiproxy
+	tox                        *rttProxy
 	proxyURL                   string
 	bucket, region, akid, skey string
 	proxyS3, directS3          *s3Client
@@ -147,15 +149,17 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	b.scope = "gobuildcache-bench-" + b.wl.name
 	b.machine = machineDescription()
 
-	if b.tox, err = startToxiproxy(set.toxiproxy, filepath.Join(b.work, "toxiproxy.log")); err != nil {
-		return err
-	}
-	defer b.tox.stop()
-	listen, err := b.tox.createProxy("minio", u.Host)
+	tox, err := toxiproxy.Start(ctx, set.toxiproxy, filepath.Join(b.work, "toxiproxy.log"))
 	if err != nil {
 		return err
 	}
-	b.proxyURL = "http://" + listen
+	defer tox.Stop()
+	proxy, err := tox.CreateProxy("minio", u.Host)
+	if err != nil {
+		return err
+	}
+	b.tox = &rttProxy{Proxy: proxy}
+	b.proxyURL = "http://" + proxy.Listen
 	b.proxyS3 = newS3Client(b.proxyURL, b.region, b.akid, b.skey)
 	b.directS3 = newS3Client(endpoint, b.region, b.akid, b.skey)
 

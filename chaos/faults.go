@@ -59,7 +59,7 @@ func toggle(ctx context.Context, s *suite, rng *rand.Rand, label string, maxCycl
 		s.count("toxic_on")
 		held := sleepCtx(ctx, between(rng, onFor[0], onFor[1]))
 		for _, n := range names {
-			if err := s.toxi.removeToxic(n); err != nil {
+			if err := s.proxy.RemoveToxic(n); err != nil {
 				s.logf("%s: removing toxic %s: %v", label, n, err)
 			}
 		}
@@ -82,7 +82,7 @@ func injectLatency(ctx context.Context, s *suite, rng *rand.Rand) {
 			var names []string
 			for _, stream := range []string{"upstream", "downstream"} {
 				name := "latency_" + stream
-				if err := s.toxi.addToxic(name, "latency", stream, 1, map[string]any{"latency": lat, "jitter": lat / 4}); err != nil {
+				if err := s.proxy.AddToxic(name, "latency", stream, 1, map[string]any{"latency": lat, "jitter": lat / 4}); err != nil {
 					return names, err
 				}
 				names = append(names, name)
@@ -103,15 +103,15 @@ func injectReset(ctx context.Context, s *suite, rng *rand.Rand) {
 			switch rng.IntN(3) {
 			case 0:
 				s.vlogf("fault reset: on, reset_peer at the first byte, toxicity 0.5")
-				return []string{"reset_peer"}, s.toxi.addToxic("reset_peer", "reset_peer", "downstream", 0.5, map[string]any{"timeout": 0})
+				return []string{"reset_peer"}, s.proxy.AddToxic("reset_peer", "reset_peer", "downstream", 0.5, map[string]any{"timeout": 0})
 			case 1:
 				n := 2048 + rng.IntN(62*1024)
 				s.vlogf("fault reset: on, limit_data %d bytes, toxicity 0.5", n)
-				return []string{"limit_data"}, s.toxi.addToxic("limit_data", "limit_data", "downstream", 0.5, map[string]any{"bytes": n})
+				return []string{"limit_data"}, s.proxy.AddToxic("limit_data", "limit_data", "downstream", 0.5, map[string]any{"bytes": n})
 			default:
 				ms := 100 + rng.IntN(401)
 				s.vlogf("fault reset: on, timeout toxic closing after %d ms, toxicity 0.5", ms)
-				return []string{"close_timeout"}, s.toxi.addToxic("close_timeout", "timeout", "upstream", 0.5, map[string]any{"timeout": ms})
+				return []string{"close_timeout"}, s.proxy.AddToxic("close_timeout", "timeout", "upstream", 0.5, map[string]any{"timeout": ms})
 			}
 		})
 }
@@ -121,7 +121,7 @@ func injectReset(ctx context.Context, s *suite, rng *rand.Rand) {
 func injectBandwidth(ctx context.Context, s *suite, rng *rand.Rand) {
 	s.vlogf("fault bandwidth: on, 256 KB/s per connection each way")
 	for _, stream := range []string{"upstream", "downstream"} {
-		if err := s.toxi.addToxic("bandwidth_"+stream, "bandwidth", stream, 1, map[string]any{"rate": 256}); err != nil {
+		if err := s.proxy.AddToxic("bandwidth_"+stream, "bandwidth", stream, 1, map[string]any{"rate": 256}); err != nil {
 			s.logf("bandwidth: adding toxic: %v", err)
 		}
 	}
@@ -134,7 +134,7 @@ func injectBandwidth(ctx context.Context, s *suite, rng *rand.Rand) {
 func injectBlackhole(ctx context.Context, s *suite, rng *rand.Rand) {
 	s.vlogf("fault blackhole: on, timeout toxic with timeout 0 each way")
 	for _, stream := range []string{"upstream", "downstream"} {
-		if err := s.toxi.addToxic("blackhole_"+stream, "timeout", stream, 1, map[string]any{"timeout": 0}); err != nil {
+		if err := s.proxy.AddToxic("blackhole_"+stream, "timeout", stream, 1, map[string]any{"timeout": 0}); err != nil {
 			s.logf("blackhole: adding toxic: %v", err)
 		}
 	}

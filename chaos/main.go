@@ -35,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/toxiproxy"
 )
 
 type options struct {
@@ -129,7 +131,8 @@ type suite struct {
 
 	wl    *workload
 	minio *minio
-	toxi  *toxi
+	toxi  *toxiproxy.Server
+	proxy *toxiproxy.Proxy // the proxy in front of MinIO, on which faults are injected
 	vms   []*vm
 
 	curKind string // the phase's fault kind, for counting events
@@ -275,7 +278,10 @@ func (s *suite) setup(plan [][]string) error {
 	if err := createBucket(s.ctx, s.minio.endpoint()); err != nil {
 		return err
 	}
-	if s.toxi, err = startToxi(s.ctx, toxiBin, filepath.Join(s.logDir, "toxiproxy.log"), s.minio.hostPort()); err != nil {
+	if s.toxi, err = toxiproxy.Start(s.ctx, toxiBin, filepath.Join(s.logDir, "toxiproxy.log")); err != nil {
+		return err
+	}
+	if s.proxy, err = s.toxi.CreateProxy("s3", s.minio.hostPort()); err != nil {
 		return err
 	}
 	var kinds []string
@@ -283,13 +289,13 @@ func (s *suite) setup(plan [][]string) error {
 		kinds = append(kinds, strings.Join(r, "+"))
 	}
 	s.logf("seed %d; %d rounds [%s]; %d VMs, %d at once; MinIO %s behind toxiproxy %s; work dir %s",
-		s.opts.seed, len(plan), strings.Join(kinds, " "), s.opts.vms, s.opts.parallel, s.minio.endpoint(), s.toxi.listen, s.root)
+		s.opts.seed, len(plan), strings.Join(kinds, " "), s.opts.vms, s.opts.parallel, s.minio.endpoint(), s.proxy.Listen, s.root)
 	return nil
 }
 
 // cleanup stops everything this run started and removes its temp dir.
 func (s *suite) cleanup() {
-	s.toxi.stop()
+	s.toxi.Stop()
 	if s.minio != nil {
 		s.minio.kill(syscall.SIGKILL)
 	}
@@ -452,7 +458,7 @@ func (s *suite) phase(round, idx, of int, kind string, group []int) error {
 	wg.Wait()
 	stopFault()
 	<-faultDone
-	if err := s.toxi.reset(); err != nil {
+	if err := s.toxi.Reset(); err != nil {
 		s.logf("toxiproxy reset: %v", err)
 	}
 	if !s.minio.running() {

@@ -3,17 +3,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/richardartoul/gobuildcache/internal/toxiproxy"
 )
 
 const (
@@ -29,16 +24,6 @@ const (
 	bucketName    = "chaos-cache"
 	serviceReady  = 60 * time.Second // bound on a server's start
 )
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // child is a server process this program started.
 type child struct {
@@ -106,10 +91,10 @@ func (m *minio) start(ctx context.Context) error {
 	var lastErr error
 	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
 		var err error
-		if m.port, err = freePort(); err != nil {
+		if m.port, err = toxiproxy.FreePort(); err != nil {
 			return err
 		}
-		if m.consolePort, err = freePort(); err != nil {
+		if m.consolePort, err = toxiproxy.FreePort(); err != nil {
 			return err
 		}
 		if lastErr = m.startOnce(ctx); lastErr == nil {
@@ -207,122 +192,3 @@ func createBucket(ctx context.Context, endpoint string) error {
 	_, err = client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucketName)})
 	return err
 }
-
-// toxi is a toxiproxy-server on 127.0.0.1 with one proxy, driven through
-// its HTTP API.
-type toxi struct {
-	proc   *child
-	api    string
-	listen string // host:port of the proxy
-	hc     *http.Client
-}
-
-const proxyName = "s3"
-
-func startToxi(ctx context.Context, bin, logPath, upstream string) (*toxi, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	var lastErr error
-	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		env := append(os.Environ(), "LOG_LEVEL=warn")
-		c, err := startChild(bin, []string{"-host", "127.0.0.1", "-port", strconv.Itoa(port)}, env, logf)
-		if err != nil {
-			return nil, fmt.Errorf("starting toxiproxy: %v", err)
-		}
-		t := &toxi{proc: c, api: fmt.Sprintf("http://127.0.0.1:%d", port),
-			hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}}
-		if lastErr = t.waitReady(ctx, c); lastErr == nil {
-			if lastErr = t.createProxy(upstream); lastErr == nil {
-				return t, nil
-			}
-		}
-		c.stop(syscall.SIGKILL, time.Second)
-	}
-	return nil, fmt.Errorf("toxiproxy did not start: %v (see %s)", lastErr, logPath)
-}
-
-func (t *toxi) waitReady(ctx context.Context, c *child) error {
-	deadline := time.Now().Add(serviceReady)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if c.exited() {
-			return errors.New("toxiproxy-server exited during startup")
-		}
-		if err := t.call("GET", "/version", nil); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return errors.New("toxiproxy API not ready")
-}
-
-func (t *toxi) stop() {
-	if t != nil {
-		t.proc.stop(syscall.SIGKILL, time.Second)
-	}
-}
-
-// call sends one API request, body (if not nil) as JSON.
-func (t *toxi) call(method, path string, body any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, t.api+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("toxiproxy %s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(msg))
-	}
-	return nil
-}
-
-func (t *toxi) createProxy(upstream string) error {
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		listen := fmt.Sprintf("127.0.0.1:%d", port)
-		lastErr = t.call("POST", "/proxies", map[string]any{
-			"name": proxyName, "listen": listen, "upstream": upstream, "enabled": true})
-		if lastErr == nil {
-			t.listen = listen
-			return nil
-		}
-		t.call("DELETE", "/proxies/"+proxyName, nil)
-	}
-	return lastErr
-}
-
-// addToxic adds a toxic to the proxy.
-func (t *toxi) addToxic(name, typ, stream string, toxicity float64, attrs map[string]any) error {
-	return t.call("POST", "/proxies/"+proxyName+"/toxics", map[string]any{
-		"name": name, "type": typ, "stream": stream, "toxicity": toxicity, "attributes": attrs})
-}
-
-func (t *toxi) removeToxic(name string) error {
-	return t.call("DELETE", "/proxies/"+proxyName+"/toxics/"+name, nil)
-}
-
-// reset removes every toxic and enables the proxy.
-func (t *toxi) reset() error { return t.call("POST", "/reset", nil) }

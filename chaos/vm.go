@@ -121,7 +121,7 @@ func (s *suite) goCmd(ctx context.Context, env []string, logPath string, args ..
 
 // gocacheprog is the GOCACHEPROG of a VM's go command.
 func (s *suite) gocacheprog(v *vm, statsFile string) string {
-	args := []string{s.bin, "-backend=s3", "-s3-bucket=" + bucketName, "-s3-endpoint=http://" + s.toxi.listen,
+	args := []string{s.bin, "-backend=s3", "-s3-bucket=" + bucketName, "-s3-endpoint=http://" + s.proxy.Listen,
 		"-s3-path-style", "-s3-region=us-east-1", "-cache-dir=" + v.cacheDir, "-stats-json=" + statsFile}
 	for i, a := range args {
 		if strings.ContainsAny(a, " \t'\"") {
