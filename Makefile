@@ -30,7 +30,7 @@ bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, a
 	$(GO) run ./bench -bin $(BIN)
 
 .PHONY: bench bench-quick
-bench: build ## the S3 benchmark on MinIO behind toxiproxy (see TESTING.md); about 30 min on 2 cores
+bench: build ## the S3 benchmark on MinIO behind toxiproxy (see TESTING.md); about 12 min on an idle 2-core machine
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
 

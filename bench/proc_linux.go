@@ -1,6 +1,12 @@
 package main
 
-import "syscall"
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
 
 // freeBytes returns the space free to unprivileged users on the file system
 // of dir, or -1 if unknown.
@@ -14,3 +20,26 @@ func freeBytes(dir string) int64 {
 
 // syncDisks asks the kernel to write out dirty data and metadata.
 func syncDisks() { syscall.Sync() }
+
+// cpuTime returns the user and system CPU time the processes pids have used
+// (0 for one that is gone), from /proc/<pid>/stat in clock ticks of 10 ms.
+func cpuTime(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name, in parentheses, may hold spaces: fields count
+		// from the last ')'. utime and stime are fields 14 and 15.
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b)[i+1:])
+		if i < 0 || len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}

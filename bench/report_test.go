@@ -29,6 +29,7 @@ func fakeBench(t *testing.T, feat features, quick bool) *s3Bench {
 			if r.group != "plain" && r.group != "tar" {
 				run.stats = map[string]int64{"gets": 100, "hits": 99, "remote_bytes_down": 1 << 20, "remote_errors": 1, "remote_errors_by_kind.timeout": 1}
 				run.statsKeys = map[string]bool{"gets": true, "prefetch_objects": feat.prefetch}
+				run.serverCPU = 300 * time.Millisecond
 			}
 			r.runs = append(r.runs, run)
 		}
@@ -48,7 +49,7 @@ func TestReport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fakeBench(t, tc.feat, tc.quick)
 			md := b.markdown()
-			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)"} {
+			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)", "s3 0.61s; MinIO and toxiproxy CPU 0.30s |"} {
 				if !strings.Contains(md, want) {
 					t.Errorf("report lacks %q:\n%s", want, md)
 				}

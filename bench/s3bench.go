@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -89,6 +90,7 @@ type s3Bench struct {
 	seq        int
 
 	tox                        *rttProxy
+	serverPIDs                 []int // MinIO and toxiproxy
 	proxyURL                   string
 	bucket, region, akid, skey string
 	proxyS3, directS3          *s3Client
@@ -159,6 +161,10 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 		return err
 	}
 	b.tox = &rttProxy{Proxy: proxy}
+	b.serverPIDs = []int{tox.Pid()}
+	if pid, err := strconv.Atoi(os.Getenv("MINIO_PID")); err == nil { // from scripts/minio.sh run
+		b.serverPIDs = append(b.serverPIDs, pid)
+	}
 	b.proxyURL = "http://" + proxy.Listen
 	b.proxyS3 = newS3Client(b.proxyURL, b.region, b.akid, b.skey)
 	b.directS3 = newS3Client(endpoint, b.region, b.akid, b.skey)
@@ -478,7 +484,7 @@ func (b *s3Bench) coldPhase() error {
 		if err != nil {
 			return err
 		}
-		r, err := runWorkload(b.ctx, b.wl, plainVM(dir))
+		r, err := b.run(plainVM(dir))
 		if err != nil {
 			return fmt.Errorf("plain cold: %v", err)
 		}
@@ -494,7 +500,7 @@ func (b *s3Bench) coldPhase() error {
 				return err
 			}
 			m := b.diskVM(dir)
-			if r, err = runWorkload(b.ctx, b.wl, m); err != nil {
+			if r, err = b.run(m); err != nil {
 				return fmt.Errorf("disk cold: %v", err)
 			}
 			b.record("disk-cold", r)
@@ -514,7 +520,7 @@ func (b *s3Bench) coldPhase() error {
 			}
 			prefix := b.newPrefix("bucket-" + comp)
 			m := b.s3VM(dir, prefix, true, comp)
-			if r, err = runWorkload(b.ctx, b.wl, m); err != nil {
+			if r, err = b.run(m); err != nil {
 				return fmt.Errorf("S3 cold: %v", err)
 			}
 			b.record("s3-cold-"+comp, r)
@@ -545,20 +551,20 @@ func (b *s3Bench) warmPhase() error {
 		return err
 	}
 	for i := 0; i < b.set.runs; i++ {
-		r, err := runWorkload(b.ctx, b.wl, vm{gocache: b.plainWarm})
+		r, err := b.run(vm{gocache: b.plainWarm})
 		if err != nil {
 			return fmt.Errorf("plain warm: %v", err)
 		}
 		b.record("plain-warm", r)
-		if r, err = runWorkload(b.ctx, b.wl, b.floorVM()); err != nil {
+		if r, err = b.run(b.floorVM()); err != nil {
 			return fmt.Errorf("protocol floor: %v", err)
 		}
 		b.record("floor", r)
-		if r, err = runWorkload(b.ctx, b.wl, b.diskWarm); err != nil {
+		if r, err = b.run(b.diskWarm); err != nil {
 			return fmt.Errorf("disk warm: %v", err)
 		}
 		b.record("disk-warm", r)
-		if r, err = runWorkload(b.ctx, b.wl, b.s3WarmLocal); err != nil {
+		if r, err = b.run(b.s3WarmLocal); err != nil {
 			return fmt.Errorf("S3 warm local dir: %v", err)
 		}
 		b.record("s3-warm-local", r)
@@ -601,7 +607,7 @@ func (b *s3Bench) freshPhase() error {
 				return err
 			}
 			b.settle()
-			r, err := runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp))
+			r, err := b.run(b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp))
 			b.discard(dir)
 			if err != nil {
 				return fmt.Errorf("%s: %v", b.byKey[key].label, err)
@@ -622,6 +628,19 @@ func (b *s3Bench) freshPhase() error {
 	return nil
 }
 
+// run runs the workload on m, and notes the CPU time MinIO and toxiproxy
+// used meanwhile.
+func (b *s3Bench) run(m vm) (runResult, error) {
+	cpu := b.serverCPU()
+	r, err := runWorkload(b.ctx, b.wl, m)
+	r.serverCPU = b.serverCPU() - cpu
+	return r, err
+}
+
+// serverCPU returns the CPU time MinIO and toxiproxy have used so far: the
+// stand-ins for a remote service share this machine's cores with the build.
+func (b *s3Bench) serverCPU() time.Duration { return cpuTime(b.serverPIDs) }
+
 // tarRestore is one run of the tar-and-restore pattern: download, unpack
 // into an empty GOCACHE, build.
 func (b *s3Bench) tarRestore() (runResult, error) {
@@ -632,6 +651,7 @@ func (b *s3Bench) tarRestore() (runResult, error) {
 	defer b.discard(dir)
 	b.settle()
 	archive := filepath.Join(dir, "gocache.tar.zst")
+	cpu := b.serverCPU()
 	start := time.Now()
 	if _, err := b.proxyS3.download(b.ctx, b.bucket, b.tarKey, archive); err != nil {
 		return runResult{}, fmt.Errorf("download: %v", err)
@@ -648,6 +668,7 @@ func (b *s3Bench) tarRestore() (runResult, error) {
 	}
 	r.parts = append([]partResult{{"download", dl}, {"unpack", unpack}}, r.parts...)
 	r.total += dl + unpack
+	r.serverCPU = b.serverCPU() - cpu
 	return r, nil
 }
 
@@ -670,6 +691,7 @@ func (b *s3Bench) manyPhase() error {
 		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
 		b.settle()
+		cpu := b.serverCPU()
 		start := time.Now()
 		for v, dir := range dirs {
 			wg.Add(1)
@@ -686,7 +708,7 @@ func (b *s3Bench) manyPhase() error {
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("%d VMs at once: %v", b.set.manyVMs, err)
 		}
-		agg := runResult{total: wall, stats: map[string]int64{}, statsKeys: map[string]bool{}}
+		agg := runResult{total: wall, serverCPU: b.serverCPU() - cpu, stats: map[string]int64{}, statsKeys: map[string]bool{}}
 		var slowest, sum time.Duration
 		for _, r := range results {
 			slowest = max(slowest, r.total)

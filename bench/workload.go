@@ -100,6 +100,7 @@ type runResult struct {
 	parts       []partResult
 	stats       map[string]int64 // summed over the run's go commands; nil without gobuildcache
 	statsKeys   map[string]bool  // fields present in the stats JSON
+	serverCPU   time.Duration    // CPU time of MinIO and toxiproxy during the run
 	testsCached int              // packages `go test` printed as (cached)
 	testsTotal  int
 }

@@ -105,6 +105,9 @@ func (s *Server) Stop() {
 	}
 }
 
+// Pid returns the server's process ID.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Reset removes every toxic of every proxy and enables the proxies.
 func (s *Server) Reset() error { return s.call("POST", "/reset", nil, nil) }
 
