@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 )
@@ -107,24 +109,29 @@ func (a *asyncUploads) Put(ctx context.Context, actionID, outputID []byte, size 
 	}
 }
 
-// spool makes a private copy of body in the spool directory.
+// spool makes a private copy of body in the spool directory: a hard link
+// to it if it is a file, else a copy. The link is made straight under a
+// random name: a temp file made only to reserve the name would cost a
+// create and a delete per put (and on ext4 without a journal each recent
+// deletion slows every later file creation, the compiler's too).
 func (a *asyncUploads) spool(body io.Reader) (string, error) {
+	if src, ok := body.(*os.File); ok {
+		for range 3 { // a name taken already is next to impossible
+			path := filepath.Join(a.spoolDir, "upload-"+randomSuffix())
+			err := os.Link(src.Name(), path)
+			if err == nil {
+				return path, nil
+			}
+			if !errors.Is(err, fs.ErrExist) {
+				break // no hard links here: copy
+			}
+		}
+	}
 	f, err := os.CreateTemp(a.spoolDir, "upload-*")
 	if err != nil {
 		return "", err
 	}
 	path := f.Name()
-	if src, ok := body.(*os.File); ok {
-		f.Close()
-		os.Remove(path)
-		if err := os.Link(src.Name(), path); err == nil {
-			return path, nil
-		}
-		// No hard links here: copy.
-		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
-			return "", err
-		}
-	}
 	_, err = copyBuffered(f, body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
