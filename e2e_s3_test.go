@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -173,9 +175,33 @@ func TestS3Prefetch(t *testing.T) {
 	if _, err := buildAndTestWith(t, mod, t.TempDir(), "vmA", args...); err != nil {
 		t.Fatal(err)
 	}
-	manifests := listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/")
+	rc := rawClient(t, tg)
+	manifests := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/")
 	if len(manifests) != 2 {
 		t.Fatalf("want a manifest from go build and one from go test, got %v", manifests)
+	}
+	// The manifests carry the small entries whole.
+	for _, k := range manifests {
+		out, err := rc.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &tg.Bucket, Key: &k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys, whole int
+		for _, m := range decodeManifest(obj) {
+			keys++
+			if m.inline {
+				whole++
+			}
+		}
+		t.Logf("manifest %s: %d bytes, %d entries, %d of them whole", k, len(obj), keys, whole)
+		if keys == 0 || whole == 0 || whole == keys {
+			t.Errorf("manifest %s: %d entries, %d whole: want some small entries whole and some large ones not", k, keys, whole)
+		}
 	}
 
 	b, err := buildAndTestWith(t, mod, t.TempDir(), "vmB", args...)
@@ -196,6 +222,10 @@ func TestS3Prefetch(t *testing.T) {
 	}
 	if !regexp.MustCompile(`ok\s+example\.com/e2e/b\s+\(cached\)`).MatchString(b.testOut) {
 		t.Errorf("VM B's go test did not report (cached):\n%s", b.testOut)
+	}
+	// VM B used nothing A's manifests do not name: it wrote none.
+	if after := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/"); len(after) != len(manifests) {
+		t.Errorf("VM B wrote a manifest that adds nothing: %v", after)
 	}
 	if !bytes.Equal(b.binary, ref.binary) {
 		t.Error("VM B's binary differs from the plain Go cache's")

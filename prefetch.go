@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,8 +14,10 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,19 +40,55 @@ import (
 //
 // Manifests live in the bucket next to the entries:
 //
-//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<random>   "gbcm1\n" + 32-byte action IDs,
-//	                                                      in the order the run first used them
+//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<random>   a zstd frame of a manifest
+//
+// A manifest lists the run's action IDs in the order the run first used
+// them, and carries the small entries whole, so that a fresh machine gets
+// most entries (by count) in one request instead of one request each:
+//
+//	"gbcm2\n", then per action ID one record:
+//	  'k' <action ID>                                  fetch it from the bucket
+//	  'e' <action ID> <output ID> <size, 4 bytes BE> <body>   the entry itself (size <= inlineMax)
+//
+// Bodies from a manifest are verified against their output ID like any
+// other. Manifests of older versions, "gbcm1\n" + 32-byte action IDs, not
+// compressed, are read too.
 //
 // The newest manifestsKept of a scope are kept; older ones are deleted by
 // the server that uploads a new one.
 
 const (
-	manifestMagic     = "gbcm1\n"
-	manifestsRead     = 4 // newest manifests a prefetch reads
+	manifestMagicV1   = "gbcm1\n"
+	manifestMagic     = "gbcm2\n"
+	manifestsToRead   = 4 // newest manifests a prefetch reads
 	manifestsKept     = 8 // newest manifests kept per scope
 	maxManifestIDs    = 1 << 20
+	maxManifestSize   = 64 << 20 // decoded
+	inlineMax         = 64 << 10 // largest body a manifest carries
+	inlineBudget      = 8 << 20  // body bytes one manifest carries at most
 	prefetchCloseWait = 2 * time.Second
+	// manifestRefresh: a run whose entries the manifests it read already
+	// name writes none, unless the newest of them is older than this, so
+	// that a scope's manifests are renewed daily (a lifecycle rule that
+	// expires old objects never leaves a busy scope without one).
+	manifestRefresh = 24 * time.Hour
 )
+
+// manifestsRead is what a prefetch read: the keys of every manifest it
+// listed, and when the newest of them was written.
+type manifestsRead struct {
+	keys   map[[idLen]byte]struct{}
+	newest time.Time
+}
+
+// manifestEntry is one action ID of a manifest, with its entry if the
+// manifest carries it.
+type manifestEntry struct {
+	id       [idLen]byte
+	inline   bool
+	outputID [idLen]byte
+	body     []byte
+}
 
 // keySet is a concurrent set of action IDs that remembers the order in
 // which they were first added.
@@ -100,9 +139,10 @@ type prefetcher struct {
 	stats       *Stats
 	log         *slog.Logger
 
-	used       *keySet // looked up and found, or stored: the next manifest
-	requested  *keySet // every key a get asked for
-	prefetched *keySet // fetched by the prefetch
+	used       *keySet                       // looked up and found, or stored: the next manifest
+	requested  *keySet                       // every key a get asked for
+	prefetched *keySet                       // fetched by the prefetch
+	read       atomic.Pointer[manifestsRead] // set once every manifest listed is read
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,7 +179,7 @@ func (p *prefetcher) run() error {
 	if p.healthy != nil && !p.healthy() {
 		return nil
 	}
-	keys, err := p.manifestKeys(p.ctx, manifestsRead)
+	keys, err := p.manifestKeys(p.ctx, manifestsToRead)
 	p.observed(p.ctx, err)
 	if err != nil {
 		return err
@@ -148,7 +188,7 @@ func (p *prefetcher) run() error {
 	// them, and the runs of a scope are different go commands (go build,
 	// go test, ...) of which this one is not known: interleave them, so
 	// that whichever this is, what it wants first is fetched first.
-	lists := make([][][idLen]byte, len(keys))
+	lists := make([][]manifestEntry, len(keys))
 	var mwg sync.WaitGroup
 	for i, k := range keys { // at once: each is a round trip
 		mwg.Add(1)
@@ -157,38 +197,51 @@ func (p *prefetcher) run() error {
 			b, err := p.s3.getObject(p.ctx, k, 32<<20)
 			p.observed(p.ctx, err)
 			if err == nil { // else expired or written meanwhile: the others will do
-				lists[i] = parseManifest(b)
+				lists[i] = decodeManifest(b)
 			}
 		}()
 	}
 	mwg.Wait()
-	ids := newKeySet()
+	p.noteRead(keys, lists)
+	var order []*manifestEntry
+	seen := make(map[[idLen]byte]*manifestEntry)
 	for i := 0; ; i++ {
 		more := false
 		for _, l := range lists {
-			if i < len(l) {
-				ids.add(l[i][:])
-				more = true
+			if i >= len(l) {
+				continue
+			}
+			more = true
+			m := &l[i]
+			if prev, ok := seen[m.id]; !ok {
+				seen[m.id] = m
+				order = append(order, m)
+			} else if m.inline && !prev.inline {
+				*prev = *m // the same key, carried whole
 			}
 		}
 		if !more {
 			break
 		}
 	}
-	work := make(chan [idLen]byte)
+	work := make(chan *manifestEntry)
 	var wg sync.WaitGroup
 	for range p.parallelism {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for id := range work {
-				p.fetch(id)
+			for m := range work {
+				if m.inline {
+					p.install(m)
+				} else {
+					p.fetch(m.id)
+				}
 			}
 		}()
 	}
-	for _, id := range ids.list() {
+	for _, m := range order {
 		select {
-		case work <- id:
+		case work <- m:
 		case <-p.ctx.Done():
 		}
 		if p.ctx.Err() != nil {
@@ -198,6 +251,52 @@ func (p *prefetcher) run() error {
 	close(work)
 	wg.Wait()
 	return nil
+}
+
+// noteRead records what the manifests at keys (newest first) named, if
+// every one of them was read.
+func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
+	r := &manifestsRead{keys: make(map[[idLen]byte]struct{})}
+	for i, l := range lists {
+		if l == nil {
+			return // unreadable: this run's manifest is written
+		}
+		for _, m := range l {
+			r.keys[m.id] = struct{}{}
+		}
+		if i == 0 {
+			name := strings.TrimPrefix(keys[0], p.manifestDir())
+			if len(name) < 19 {
+				return
+			}
+			ns, err := strconv.ParseInt(name[:19], 10, 64)
+			if err != nil {
+				return
+			}
+			r.newest = time.Unix(0, ns)
+		}
+	}
+	p.read.Store(r)
+}
+
+// install stores an entry a manifest carries, unless it is local or being
+// fetched already.
+func (p *prefetcher) install(m *manifestEntry) {
+	if _, err := p.tier.local.getLocal(m.id[:]); err == nil {
+		return
+	}
+	e, stored, err := p.tier.putShared(p.ctx, m.id[:], m.outputID[:], m.body)
+	switch {
+	case !stored:
+		// A get got there first.
+	case err == nil:
+		p.prefetched.add(m.id[:])
+		p.stats.PrefetchObjects.Add(1)
+		p.stats.PrefetchWhole.Add(1)
+		p.stats.PrefetchBytes.Add(e.Size)
+	case errors.Is(err, errVerify):
+		p.stats.VerifyFailures.Add(1)
+	}
 }
 
 // fetch prefetches one entry unless it is local or already being fetched.
@@ -245,12 +344,12 @@ func (p *prefetcher) stop() {
 // nothing was used, or the remote is failing.
 func (p *prefetcher) writeOut(ctx context.Context) {
 	ids := p.used.list()
-	if !p.upload || len(ids) == 0 || (p.healthy != nil && !p.healthy()) {
+	if !p.upload || len(ids) == 0 || (p.healthy != nil && !p.healthy()) || p.named(ids) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.s3.timeout)
 	defer cancel()
-	err := p.writeManifest(ctx, ids)
+	err := p.writeManifest(ctx, p.manifestEntries(ids))
 	p.observed(ctx, err)
 	if err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
@@ -258,16 +357,52 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	}
 }
 
-// writeManifest uploads ids as a new manifest and deletes the oldest ones
-// beyond manifestsKept.
-func (p *prefetcher) writeManifest(ctx context.Context, ids [][idLen]byte) error {
-	var buf bytes.Buffer
-	buf.WriteString(manifestMagic)
+// named reports whether the recent manifests this run read name every one
+// of ids: then a manifest of this run would add nothing.
+func (p *prefetcher) named(ids [][idLen]byte) bool {
+	r := p.read.Load()
+	if r == nil || time.Since(r.newest) > manifestRefresh {
+		return false
+	}
 	for _, id := range ids {
-		buf.Write(id[:])
+		if _, ok := r.keys[id]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// manifestEntries returns the manifest of ids: the small entries that are
+// in the local cache whole (up to inlineBudget bytes of them), the others
+// as keys.
+func (p *prefetcher) manifestEntries(ids [][idLen]byte) []manifestEntry {
+	entries := make([]manifestEntry, len(ids))
+	budget := int64(inlineBudget)
+	for i, id := range ids {
+		entries[i].id = id
+		e, err := p.tier.local.getLocal(id[:])
+		if err != nil || e.Size > inlineMax || e.Size > budget {
+			continue
+		}
+		body, err := os.ReadFile(e.DiskPath)
+		if err != nil || int64(len(body)) != e.Size {
+			continue // trimmed or replaced meanwhile: fetched on its own
+		}
+		entries[i].inline, entries[i].outputID, entries[i].body = true, [idLen]byte(e.OutputID), body
+		budget -= e.Size
+	}
+	return entries
+}
+
+// writeManifest uploads entries as a new manifest and deletes the oldest
+// ones beyond manifestsKept.
+func (p *prefetcher) writeManifest(ctx context.Context, entries []manifestEntry) error {
+	var frame bytes.Buffer
+	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
+		return err
 	}
 	key := fmt.Sprintf("%s%019d-%s", p.manifestDir(), time.Now().UnixNano(), randomSuffix())
-	if err := p.s3.putObject(ctx, key, buf.Bytes()); err != nil {
+	if err := p.s3.putObject(ctx, key, frame.Bytes()); err != nil {
 		return err
 	}
 	old, err := p.manifestKeys(ctx, -1)
@@ -306,18 +441,88 @@ func (p *prefetcher) manifestKeys(ctx context.Context, n int) ([]string, error) 
 	return keys, nil
 }
 
-// parseManifest returns the action IDs of a manifest, none if it is not
-// one.
-func parseManifest(b []byte) [][idLen]byte {
-	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
-	if !ok || len(rest)%idLen != 0 || len(rest)/idLen > maxManifestIDs {
+// encodeManifest returns the manifest of entries, before compression.
+func encodeManifest(entries []manifestEntry) []byte {
+	var b bytes.Buffer
+	b.WriteString(manifestMagic)
+	for _, m := range entries {
+		if !m.inline {
+			b.WriteByte('k')
+			b.Write(m.id[:])
+			continue
+		}
+		b.WriteByte('e')
+		b.Write(m.id[:])
+		b.Write(m.outputID[:])
+		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(m.body))))
+		b.Write(m.body)
+	}
+	return b.Bytes()
+}
+
+// decodeManifest returns the entries of a manifest object as stored in the
+// bucket, none if it is not one.
+func decodeManifest(obj []byte) []manifestEntry {
+	if bytes.HasPrefix(obj, []byte(manifestMagicV1)) {
+		return parseManifest(obj)
+	}
+	d := getZstdDecoder(bytes.NewReader(obj))
+	if d == nil {
 		return nil
 	}
-	ids := make([][idLen]byte, 0, len(rest)/idLen)
-	for ; len(rest) > 0; rest = rest[idLen:] {
-		ids = append(ids, [idLen]byte(rest[:idLen]))
+	defer zstdDecoders.Put(d)
+	b, err := io.ReadAll(io.LimitReader(d, maxManifestSize+1))
+	if err != nil || len(b) > maxManifestSize {
+		return nil
 	}
-	return ids
+	return parseManifest(b)
+}
+
+// parseManifest returns the entries of a decoded manifest (either version),
+// none if it is not one. Nothing in it is trusted: a record that does not
+// fit rejects the whole manifest.
+func parseManifest(b []byte) []manifestEntry {
+	if rest, ok := bytes.CutPrefix(b, []byte(manifestMagicV1)); ok {
+		if len(rest)%idLen != 0 || len(rest)/idLen > maxManifestIDs {
+			return nil
+		}
+		entries := make([]manifestEntry, 0, len(rest)/idLen)
+		for ; len(rest) > 0; rest = rest[idLen:] {
+			entries = append(entries, manifestEntry{id: [idLen]byte(rest[:idLen])})
+		}
+		return entries
+	}
+	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
+	if !ok {
+		return nil
+	}
+	var entries []manifestEntry
+	for len(rest) > 0 {
+		if len(entries) == maxManifestIDs || len(rest) < 1+idLen {
+			return nil
+		}
+		tag := rest[0]
+		m := manifestEntry{id: [idLen]byte(rest[1 : 1+idLen])}
+		rest = rest[1+idLen:]
+		switch tag {
+		case 'k':
+		case 'e':
+			if len(rest) < idLen+4 {
+				return nil
+			}
+			m.inline, m.outputID = true, [idLen]byte(rest[:idLen])
+			size := binary.BigEndian.Uint32(rest[idLen:])
+			rest = rest[idLen+4:]
+			if size > inlineMax || uint64(size) > uint64(len(rest)) {
+				return nil
+			}
+			m.body, rest = rest[:size:size], rest[size:]
+		default:
+			return nil
+		}
+		entries = append(entries, m)
+	}
+	return entries
 }
 
 var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

@@ -2,24 +2,49 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestManifestFormat(t *testing.T) {
-	ids := [][idLen]byte{[idLen]byte(actionID("a")), [idLen]byte(actionID("b"))}
-	var buf bytes.Buffer
-	buf.WriteString(manifestMagic)
-	for _, id := range ids {
-		buf.Write(id[:])
+	small := []byte("a small object file")
+	entries := []manifestEntry{
+		{id: [idLen]byte(actionID("a"))},
+		{id: [idLen]byte(actionID("b")), inline: true, outputID: [idLen]byte(outputID(string(small))), body: small},
+		{id: [idLen]byte(actionID("c")), inline: true, outputID: [idLen]byte(outputID("")), body: []byte{}},
 	}
-	got := parseManifest(buf.Bytes())
-	if len(got) != 2 || got[0] != ids[0] || got[1] != ids[1] {
-		t.Fatalf("parse: %x", got)
+	var frame bytes.Buffer
+	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []string{"", "gbcm2\n", manifestMagic + "short", strings.Repeat("x", 70)} {
+	got := decodeManifest(frame.Bytes())
+	if len(got) != len(entries) {
+		t.Fatalf("decoded %d entries, want %d", len(got), len(entries))
+	}
+	for i, m := range got {
+		w := entries[i]
+		if m.id != w.id || m.inline != w.inline || m.outputID != w.outputID || !bytes.Equal(m.body, w.body) {
+			t.Errorf("entry %d: %+v, want %+v", i, m, w)
+		}
+	}
+
+	// Manifests of the first version (keys only, not compressed) are read.
+	v1 := manifestMagicV1 + string(entries[0].id[:]) + string(entries[1].id[:])
+	if got := decodeManifest([]byte(v1)); len(got) != 2 || got[1].id != entries[1].id || got[1].inline {
+		t.Fatalf("v1 manifest: %+v", got)
+	}
+
+	long := append([]byte(manifestMagic+"e"), make([]byte, 2*idLen)...)
+	long = binary.BigEndian.AppendUint32(long, inlineMax+1)
+	long = append(long, make([]byte, inlineMax+1)...)
+	for _, bad := range []string{"", "gbcm3\n", manifestMagicV1 + "short", manifestMagic + "k short",
+		manifestMagic + "x" + strings.Repeat("a", idLen), manifestMagic + "e" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x09short",
+		string(long), strings.Repeat("x", 70)} {
 		if got := parseManifest([]byte(bad)); got != nil {
-			t.Errorf("parseManifest(%q) = %d ids, want none", bad, len(got))
+			t.Errorf("parseManifest(%q) = %d entries, want none", bad, len(got))
 		}
 	}
 }
@@ -43,16 +68,61 @@ func TestPrefetchScope(t *testing.T) {
 	}
 }
 
-// FuzzManifest: the manifest parser never panics, and what it accepts is a
-// whole number of IDs after the magic.
+// FuzzManifest: the manifest parser never panics, and what it accepts
+// respects the format's bounds and encodes back to the same bytes.
 func FuzzManifest(f *testing.F) {
-	f.Add([]byte(manifestMagic + strings.Repeat("a", idLen)))
-	f.Add([]byte(manifestMagic))
+	f.Add([]byte(manifestMagicV1 + strings.Repeat("a", idLen)))
+	f.Add([]byte(manifestMagic + "k" + strings.Repeat("a", idLen)))
+	f.Add([]byte(manifestMagic + "e" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02hi"))
 	f.Add([]byte("gbcm1"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ids := parseManifest(b)
-		if ids != nil && len(manifestMagic)+len(ids)*idLen != len(b) {
-			t.Fatalf("%d bytes parsed as %d ids", len(b), len(ids))
+		entries := parseManifest(b)
+		if entries == nil {
+			return
+		}
+		for _, m := range entries {
+			if len(m.body) > inlineMax || (!m.inline && m.body != nil) {
+				t.Fatalf("accepted %+v", m)
+			}
+		}
+		if bytes.HasPrefix(b, []byte(manifestMagic)) && !bytes.Equal(encodeManifest(entries), b) {
+			t.Fatalf("%q parsed and encoded again differs", b)
+		}
+		if bytes.HasPrefix(b, []byte(manifestMagicV1)) && len(manifestMagicV1)+len(entries)*idLen != len(b) {
+			t.Fatalf("%d bytes parsed as %d ids", len(b), len(entries))
 		}
 	})
+}
+
+// TestManifestNotRewritten: a run whose entries the manifests it read
+// already name writes no manifest, unless one of them could not be read or
+// the newest is more than a day old.
+func TestManifestNotRewritten(t *testing.T) {
+	p := &prefetcher{s3: &S3Backend{prefix: "ci/"}, scope: "job"}
+	a, b, c := [idLen]byte(actionID("a")), [idLen]byte(actionID("b")), [idLen]byte(actionID("c"))
+	name := func(age time.Duration) string {
+		return fmt.Sprintf("%s%019d-abc", p.manifestDir(), time.Now().Add(-age).UnixNano())
+	}
+	lists := [][]manifestEntry{{{id: a}}, {{id: b}}}
+	if p.named([][idLen]byte{a}) {
+		t.Fatal("named before any manifest was read")
+	}
+	p.noteRead([]string{name(time.Hour), name(2 * time.Hour)}, lists)
+	if !p.named([][idLen]byte{b, a}) {
+		t.Error("entries of the manifests read: not named")
+	}
+	if p.named([][idLen]byte{a, c}) {
+		t.Error("a new entry: named")
+	}
+
+	p = &prefetcher{s3: p.s3, scope: "job"}
+	p.noteRead([]string{name(25 * time.Hour)}, lists[:1])
+	if p.named([][idLen]byte{a}) {
+		t.Error("newest manifest a day old: named (not renewed)")
+	}
+	p = &prefetcher{s3: p.s3, scope: "job"}
+	p.noteRead([]string{name(time.Hour), name(2 * time.Hour)}, [][]manifestEntry{{{id: a}}, nil})
+	if p.named([][idLen]byte{a}) {
+		t.Error("a manifest unreadable: named")
+	}
 }

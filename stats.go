@@ -34,6 +34,7 @@ type Stats struct {
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
 	PrefetchObjects, PrefetchBytes   atomic.Int64 // fetched ahead of the go command
+	PrefetchWhole                    atomic.Int64 // of PrefetchObjects: carried whole by a manifest, no request of their own
 	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
 	PrefetchWasted                   atomic.Int64 // prefetched, never asked for
 	TrimmedEntries, TrimmedBytes     atomic.Int64 // removed from the local cache by trimming
@@ -94,6 +95,7 @@ type StatsSnapshot struct {
 	UploadsAbandoned   int64            `json:"uploads_abandoned"`
 	PrefetchObjects    int64            `json:"prefetch_objects"`
 	PrefetchBytes      int64            `json:"prefetch_bytes"`
+	PrefetchWhole      int64            `json:"prefetch_whole"`
 	PrefetchMisses     int64            `json:"prefetch_misses"`
 	PrefetchWasted     int64            `json:"prefetch_wasted"`
 	TrimmedEntries     int64            `json:"trimmed_entries"`
@@ -131,6 +133,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UploadsAbandoned:   s.UploadsAbandoned.Load(),
 		PrefetchObjects:    s.PrefetchObjects.Load(),
 		PrefetchBytes:      s.PrefetchBytes.Load(),
+		PrefetchWhole:      s.PrefetchWhole.Load(),
 		PrefetchMisses:     s.PrefetchMisses.Load(),
 		PrefetchWasted:     s.PrefetchWasted.Load(),
 		TrimmedEntries:     s.TrimmedEntries.Load(),
@@ -197,7 +200,7 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"remote bytes", fmt.Sprintf("down %s, up %s", formatBytes(snap.RemoteBytesDown), formatBytes(snap.RemoteBytesUp))},
 			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
-			[2]string{"prefetch", fmt.Sprintf("%d objects, %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
+			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
 			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.RemoteSkipped, snap.VerifyFailures)},
 		)

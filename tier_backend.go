@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ type flight struct {
 	done chan struct{}
 	e    Entry
 	err  error
+	// whole: the entry came whole in a prefetch manifest, no request of
+	// its own: a get that waited for it is a local hit, not a remote one.
+	whole bool
 }
 
 func newLocalTier(local *DiskBackend, remote CacheBackend, readOnly bool, stats *Stats) *localTier {
@@ -63,7 +67,9 @@ func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
 			// a miss.
 			return Entry{}, fmt.Errorf("remote: %v: %w", f.err, ErrNotFound)
 		}
-		t.stats.RemoteHits.Add(1)
+		if !f.whole {
+			t.stats.RemoteHits.Add(1)
+		}
 		return f.e, nil
 	case <-ctx.Done():
 		return Entry{}, ctx.Err()
@@ -79,6 +85,22 @@ func (t *localTier) fetchShared(ctx context.Context, actionID []byte) (e Entry, 
 		return Entry{}, false, nil
 	}
 	t.fetch(ctx, actionID, f)
+	return f.e, true, f.err
+}
+
+// putShared stores a whole entry the prefetcher holds (a small one, from
+// a manifest) in the local cache, unless a fetch of actionID is already
+// under way, in which case it reports stored false at once. A body that is
+// not the output ID's is refused (errVerify).
+func (t *localTier) putShared(ctx context.Context, actionID, outputID, body []byte) (e Entry, stored bool, err error) {
+	f, isNew := t.flight(actionID)
+	if !isNew {
+		return Entry{}, false, nil
+	}
+	defer t.land(actionID, f)
+	f.whole = true
+	size := int64(len(body))
+	f.e, f.err = t.local.Put(ctx, actionID, outputID, size, newVerifyingReader(bytes.NewReader(body), size, outputID))
 	return f.e, true, f.err
 }
 
@@ -99,12 +121,7 @@ func (t *localTier) flight(actionID []byte) (f *flight, isNew bool) {
 // fetch gets actionID from the remote into the local cache and completes
 // f.
 func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
-	defer func() {
-		t.mu.Lock()
-		delete(t.flights, string(actionID))
-		t.mu.Unlock()
-		close(f.done)
-	}()
+	defer t.land(actionID, f)
 	e, err := t.remote.Get(ctx, actionID)
 	if err != nil {
 		f.err = err // as it is: the prefetcher tells a 404 from a failure
@@ -116,6 +133,14 @@ func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
 		return
 	}
 	f.e = local
+}
+
+// land ends flight f of actionID: the gets waiting for it see its result.
+func (t *localTier) land(actionID []byte, f *flight) {
+	t.mu.Lock()
+	delete(t.flights, string(actionID))
+	t.mu.Unlock()
+	close(f.done)
 }
 
 // Put implements CacheBackend: the local write is the put; the remote copy
