@@ -74,10 +74,10 @@ const (
 	manifestRefresh = 24 * time.Hour
 )
 
-// manifestsRead is what a prefetch read: the keys of every manifest it
+// manifestsRead is what a prefetch read: the keys of each manifest it
 // listed, and when the newest of them was written.
 type manifestsRead struct {
-	keys   map[[idLen]byte]struct{}
+	keys   []map[[idLen]byte]struct{}
 	newest time.Time
 }
 
@@ -256,14 +256,16 @@ func (p *prefetcher) run() error {
 // noteRead records what the manifests at keys (newest first) named, if
 // every one of them was read.
 func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
-	r := &manifestsRead{keys: make(map[[idLen]byte]struct{})}
+	r := &manifestsRead{}
 	for i, l := range lists {
 		if l == nil {
 			return // unreadable: this run's manifest is written
 		}
+		set := make(map[[idLen]byte]struct{}, len(l))
 		for _, m := range l {
-			r.keys[m.id] = struct{}{}
+			set[m.id] = struct{}{}
 		}
+		r.keys = append(r.keys, set)
 		if i == 0 {
 			name := strings.TrimPrefix(keys[0], p.manifestDir())
 			if len(name) < 19 {
@@ -357,19 +359,33 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	}
 }
 
-// named reports whether the recent manifests this run read name every one
-// of ids: then a manifest of this run would add nothing.
+// named reports whether one of the recent manifests this run read already
+// describes it: it names every one of ids, and at most a tenth more. Then a
+// manifest of this run would add nothing. (A manifest naming many more, say
+// of a cold build that also linked what this run found cached, is replaced
+// by this run's, so that the next prefetch fetches less in vain.)
 func (p *prefetcher) named(ids [][idLen]byte) bool {
 	r := p.read.Load()
 	if r == nil || time.Since(r.newest) > manifestRefresh {
 		return false
 	}
+	distinct := make(map[[idLen]byte]struct{}, len(ids))
 	for _, id := range ids {
-		if _, ok := r.keys[id]; !ok {
-			return false
-		}
+		distinct[id] = struct{}{}
 	}
-	return true
+next:
+	for _, keys := range r.keys {
+		if len(keys) > len(distinct)+len(distinct)/10 {
+			continue
+		}
+		for id := range distinct {
+			if _, ok := keys[id]; !ok {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // manifestEntries returns the manifest of ids: the small entries that are

@@ -94,9 +94,10 @@ func FuzzManifest(f *testing.F) {
 	})
 }
 
-// TestManifestNotRewritten: a run whose entries the manifests it read
-// already name writes no manifest, unless one of them could not be read or
-// the newest is more than a day old.
+// TestManifestNotRewritten: a run that one of the manifests it read
+// already describes (all its entries, and at most a tenth more) writes no
+// manifest, unless a manifest could not be read or the newest is more than
+// a day old.
 func TestManifestNotRewritten(t *testing.T) {
 	p := &prefetcher{s3: &S3Backend{prefix: "ci/"}, scope: "job"}
 	a, b, c := [idLen]byte(actionID("a")), [idLen]byte(actionID("b")), [idLen]byte(actionID("c"))
@@ -107,12 +108,16 @@ func TestManifestNotRewritten(t *testing.T) {
 	if p.named([][idLen]byte{a}) {
 		t.Fatal("named before any manifest was read")
 	}
+	lists = [][]manifestEntry{{{id: a}, {id: b}}, {{id: c}}}
 	p.noteRead([]string{name(time.Hour), name(2 * time.Hour)}, lists)
-	if !p.named([][idLen]byte{b, a}) {
-		t.Error("entries of the manifests read: not named")
+	if !p.named([][idLen]byte{b, a, b}) || !p.named([][idLen]byte{c}) {
+		t.Error("the entries of a manifest read: not named")
+	}
+	if p.named([][idLen]byte{a}) {
+		t.Error("a manifest naming twice what the run used: named")
 	}
 	if p.named([][idLen]byte{a, c}) {
-		t.Error("a new entry: named")
+		t.Error("entries of two manifests: named")
 	}
 
 	p = &prefetcher{s3: p.s3, scope: "job"}
