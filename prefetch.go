@@ -31,10 +31,12 @@ import (
 // requests in flight as the machine has cores, so a machine with an empty
 // local cache pays roughly (entries × round trip) / cores. Instead, each
 // server records which action IDs its go command looked up and found, or
-// stored (a manifest), and uploads it at exit. The next server of the same
-// scope, right after its capabilities line, downloads the newest manifests
-// and fetches their entries into the local tier with many requests in
-// flight, while the build is already running. A get for an entry being
+// stored (a manifest), and uploads it at exit, unless a manifest it read
+// already describes the run (see named). The next server of the same
+// scope, right after its capabilities line, downloads the newest manifests,
+// installs the small entries they carry whole, and fetches the others into
+// the local tier with many requests in flight, while the build is already
+// running. A get for an entry being
 // prefetched waits for that fetch (the local tier's one-fetch-per-key
 // rule); a get for an entry not reached yet is fetched at once.
 //
