@@ -61,7 +61,7 @@ func defaultConfig() Config {
 		UploadQueue:   1 << 30,
 
 		Prefetch:            true,
-		PrefetchConcurrency: 32,
+		PrefetchConcurrency: 16,
 		Compression:         "zstd",
 		CompressionMinSize:  4 << 10,
 
