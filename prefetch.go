@@ -76,9 +76,9 @@ const (
 	manifestRefresh = 24 * time.Hour
 )
 
-// manifestsRead is what a prefetch read: the keys of each manifest it
+// manifestsSeen is what a prefetch read: the keys of each manifest it
 // listed, and when the newest of them was written.
-type manifestsRead struct {
+type manifestsSeen struct {
 	keys   []map[[idLen]byte]struct{}
 	newest time.Time
 }
@@ -144,7 +144,7 @@ type prefetcher struct {
 	used       *keySet                       // looked up and found, or stored: the next manifest
 	requested  *keySet                       // every key a get asked for
 	prefetched *keySet                       // fetched by the prefetch
-	read       atomic.Pointer[manifestsRead] // set once every manifest listed is read
+	seen       atomic.Pointer[manifestsSeen] // set once every manifest listed is read
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -206,7 +206,7 @@ func (p *prefetcher) run() error {
 	mwg.Wait()
 	p.noteRead(keys, lists)
 	var order []*manifestEntry
-	seen := make(map[[idLen]byte]*manifestEntry)
+	byID := make(map[[idLen]byte]*manifestEntry)
 	for i := 0; ; i++ {
 		more := false
 		for _, l := range lists {
@@ -215,8 +215,8 @@ func (p *prefetcher) run() error {
 			}
 			more = true
 			m := &l[i]
-			if prev, ok := seen[m.id]; !ok {
-				seen[m.id] = m
+			if prev, ok := byID[m.id]; !ok {
+				byID[m.id] = m
 				order = append(order, m)
 			} else if m.inline && !prev.inline {
 				*prev = *m // the same key, carried whole
@@ -258,8 +258,19 @@ func (p *prefetcher) run() error {
 // noteRead records what the manifests at keys (newest first) named, if
 // every one of them was read.
 func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
-	r := &manifestsRead{}
-	for i, l := range lists {
+	r := &manifestsSeen{}
+	if len(keys) > 0 {
+		name := strings.TrimPrefix(keys[0], p.manifestDir())
+		if len(name) < 19 {
+			return
+		}
+		ns, err := strconv.ParseInt(name[:19], 10, 64)
+		if err != nil {
+			return
+		}
+		r.newest = time.Unix(0, ns)
+	}
+	for _, l := range lists {
 		if l == nil {
 			return // unreadable: this run's manifest is written
 		}
@@ -268,19 +279,8 @@ func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
 			set[m.id] = struct{}{}
 		}
 		r.keys = append(r.keys, set)
-		if i == 0 {
-			name := strings.TrimPrefix(keys[0], p.manifestDir())
-			if len(name) < 19 {
-				return
-			}
-			ns, err := strconv.ParseInt(name[:19], 10, 64)
-			if err != nil {
-				return
-			}
-			r.newest = time.Unix(0, ns)
-		}
 	}
-	p.read.Store(r)
+	p.seen.Store(r)
 }
 
 // install stores an entry a manifest carries, unless it is local or being
@@ -367,7 +367,7 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 // of a cold build that also linked what this run found cached, is replaced
 // by this run's, so that the next prefetch fetches less in vain.)
 func (p *prefetcher) named(ids [][idLen]byte) bool {
-	r := p.read.Load()
+	r := p.seen.Load()
 	if r == nil || time.Since(r.newest) > manifestRefresh {
 		return false
 	}

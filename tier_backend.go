@@ -90,8 +90,10 @@ func (t *localTier) fetchShared(ctx context.Context, actionID []byte) (e Entry, 
 
 // putShared stores a whole entry the prefetcher holds (a small one, from
 // a manifest) in the local cache, unless a fetch of actionID is already
-// under way, in which case it reports stored false at once. A body that is
-// not the output ID's is refused (errVerify).
+// under way, in which case it reports stored false at once. A body it
+// writes is verified against the output ID (errVerify if it does not
+// match); if that output's body is in the cache already, body is not
+// needed and not read.
 func (t *localTier) putShared(ctx context.Context, actionID, outputID, body []byte) (e Entry, stored bool, err error) {
 	f, isNew := t.flight(actionID)
 	if !isNew {
