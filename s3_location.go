@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// s3Location is one place in a bucket that holds a cache: a bucket and a
+// key prefix, "" or ending in "/". A server writes one location (-s3-bucket
+// and -s3-prefix) and may read further ones (-s3-read-from), which it never
+// writes: a pull request's job writes its own location and reads the one
+// that only trusted jobs write.
+type s3Location struct {
+	Bucket string
+	Prefix string
+}
+
+// String is the location as -s3-read-from takes it: s3://BUCKET/PREFIX.
+func (l s3Location) String() string { return "s3://" + l.Bucket + "/" + l.Prefix }
+
+// contains reports whether every key of o lies under l (l's prefix is a
+// prefix of o's, in the same bucket), so that clearing l would clear o.
+func (l s3Location) contains(o s3Location) bool {
+	return l.Bucket == o.Bucket && strings.HasPrefix(o.Prefix, l.Prefix)
+}
+
+// bucketName is what a location may name as its bucket: the characters S3
+// and S3-compatible servers allow (legacy names included), so that the URL
+// cannot smuggle in a path, a host or a query.
+var bucketName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$`)
+
+// parseS3Location parses s3://BUCKET/PREFIX. The prefix is checked as
+// -s3-prefix is and gets a trailing "/" if it has none.
+func parseS3Location(s string) (s3Location, error) {
+	rest, ok := strings.CutPrefix(s, "s3://")
+	if !ok {
+		return s3Location{}, fmt.Errorf("%.80q: want s3://BUCKET/PREFIX/", s)
+	}
+	bucket, prefix, _ := strings.Cut(rest, "/")
+	if !bucketName.MatchString(bucket) {
+		return s3Location{}, fmt.Errorf("%.80q: bucket %.80q is not a bucket name", s, bucket)
+	}
+	if err := checkS3Prefix(prefix); err != nil {
+		return s3Location{}, fmt.Errorf("%.80q: prefix %v", s, err)
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return s3Location{Bucket: bucket, Prefix: prefix}, nil
+}
+
+// s3Locations is the value of -s3-read-from: a comma-separated list of
+// locations, in the order they are read.
+type s3Locations []s3Location
+
+func (v *s3Locations) Set(s string) error {
+	var locs s3Locations
+	if strings.TrimSpace(s) != "" {
+		for _, item := range strings.Split(s, ",") {
+			item = strings.TrimSpace(item)
+			if item == "" {
+				return errors.New("an empty item in the list: want s3://BUCKET/PREFIX/,s3://...")
+			}
+			l, err := parseS3Location(item)
+			if err != nil {
+				return err
+			}
+			locs = append(locs, l)
+		}
+	}
+	*v = locs
+	return nil
+}
+
+func (v *s3Locations) String() string {
+	s := make([]string, len(*v))
+	for i, l := range *v {
+		s[i] = l.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// checkReadLocations returns an error if the read locations cannot be read
+// beside write: one that is the write location or lies inside it (clear and
+// the server's writes would reach it), or one named twice.
+func checkReadLocations(write s3Location, reads []s3Location) error {
+	for i, r := range reads {
+		if write.contains(r) {
+			return fmt.Errorf("%s lies inside the write location %s (-s3-bucket, -s3-prefix): a read location is never written, so it must be elsewhere", r, write)
+		}
+		for _, o := range reads[:i] {
+			if o == r {
+				return fmt.Errorf("%s is named twice", r)
+			}
+		}
+	}
+	return nil
+}
+
+// getFirst asks n locations for one entry at once, get(ctx, i) for location
+// i, and returns the answer of the first location in order that has it:
+// location i's hit is taken once every location before it has answered
+// without one, and the requests to the locations after it are then
+// canceled. So a key that the first location lacks costs one round trip,
+// not one per location. Hits that arrive but are not taken are handed to
+// discard (which may be called after getFirst returns).
+//
+// If no location has the entry, the error wraps ErrNotFound, unless a
+// location failed (an error other than ErrNotFound): then it is the first
+// such failure, for the caller to account for.
+func getFirst[T any](ctx context.Context, n int, get func(ctx context.Context, i int) (T, error), discard func(T)) (T, error) {
+	var zero T
+	if n == 0 {
+		return zero, ErrNotFound
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	results := make([]chan result, n)
+	cancels := make([]context.CancelFunc, n)
+	for i := range n {
+		results[i] = make(chan result, 1)
+		var ictx context.Context
+		ictx, cancels[i] = context.WithCancel(ctx)
+		go func() {
+			v, err := get(ictx, i)
+			results[i] <- result{v, err}
+		}()
+	}
+	var failed, missed error
+	for i := range n {
+		r := <-results[i]
+		cancels[i]()
+		if r.err == nil {
+			for j := i + 1; j < n; j++ {
+				cancels[j]()
+				go func() {
+					if r := <-results[j]; r.err == nil {
+						discard(r.v)
+					}
+				}()
+			}
+			return r.v, nil
+		}
+		switch {
+		case errors.Is(r.err, ErrNotFound):
+			if missed == nil {
+				missed = r.err
+			}
+		case failed == nil:
+			failed = r.err
+		}
+	}
+	if failed != nil {
+		return zero, failed
+	}
+	return zero, missed
+}

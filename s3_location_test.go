@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestParseS3Locations(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []s3Location
+		err  string // substring of the error; "" for none
+	}{
+		{"", nil, ""},
+		{"s3://bk1/root/main/", []s3Location{{"bk1", "root/main/"}}, ""},
+		{"s3://bk1/root/main", []s3Location{{"bk1", "root/main/"}}, ""},
+		{"s3://bk1", []s3Location{{"bk1", ""}}, ""},
+		{"s3://bk1/", []s3Location{{"bk1", ""}}, ""},
+		{" s3://bk1/x/ , s3://main--usw2-az1--x-s3/gobuildcache/ ", []s3Location{{"bk1", "x/"}, {"main--usw2-az1--x-s3", "gobuildcache/"}}, ""},
+		{"b1/root/", nil, "want s3://BUCKET/PREFIX/"},
+		{"https://b1/root/", nil, "want s3://BUCKET/PREFIX/"},
+		{"s3:///root/", nil, "not a bucket name"},
+		{"s3://ab/root/", nil, "not a bucket name"},
+		{"s3://bk1:9000/root/", nil, "not a bucket name"},
+		{"s3://user@b1/root/", nil, "not a bucket name"},
+		{"s3://bk1?x=1/root/", nil, "not a bucket name"},
+		{"s3://bk1/root/../other/", nil, "segment"},
+		{"s3://bk1//root/", nil, "starts with /"},
+		{"s3://bk1/a\x00b/", nil, "NUL"},
+		{"s3://bk1/a/,", nil, "empty item"},
+		{"s3://bk1/a/,,s3://bk2/", nil, "empty item"},
+	} {
+		var got s3Locations
+		err := got.Set(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want one saying %q", tc.in, err, tc.err)
+		case tc.err == "" && fmt.Sprint([]s3Location(got)) != fmt.Sprint(tc.want):
+			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	l := s3Locations{{"bk1", "root/main/"}, {"bk2", ""}}
+	if s := l.String(); s != "s3://bk1/root/main/,s3://bk2/" {
+		t.Errorf("String: %q", s)
+	}
+	var back s3Locations
+	if err := back.Set(l.String()); err != nil || fmt.Sprint(back) != fmt.Sprint(l) {
+		t.Errorf("String does not parse back: %v %v", back, err)
+	}
+}
+
+func TestCheckReadLocations(t *testing.T) {
+	write := s3Location{"bk1", "root/pr-7/"}
+	for _, tc := range []struct {
+		reads []s3Location
+		err   string
+	}{
+		{[]s3Location{{"bk1", "root/main/"}}, ""},
+		{[]s3Location{{"bk2", "root/pr-7/"}}, ""},                          // same prefix, another bucket
+		{[]s3Location{{"bk1", "root/"}}, ""},                               // contains the write location: its keys are not under it
+		{[]s3Location{{"bk1", "root/pr-7/"}}, "inside the write location"}, // the write location itself
+		{[]s3Location{{"bk1", "root/pr-7/old/"}}, "inside the write location"},
+		{[]s3Location{{"bk1", "root/main/"}, {"bk1", "root/main/"}}, "named twice"},
+	} {
+		err := checkReadLocations(write, tc.reads)
+		if (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%v: error %v, want %q", tc.reads, err, tc.err)
+		}
+	}
+	if err := checkReadLocations(s3Location{"bk1", ""}, []s3Location{{"bk1", "x/"}}); err == nil {
+		t.Error("a write location of the whole bucket contains every read location in it")
+	}
+}
+
+// TestGetFirst: every location is asked at once; the first in order that
+// has the entry wins, whatever order the answers come in; the later ones
+// are canceled and their hits discarded; a failure is reported only when
+// nothing hit.
+func TestGetFirst(t *testing.T) {
+	type answer struct {
+		delay time.Duration
+		v     string
+		err   error
+	}
+	miss := fmt.Errorf("get: %w", ErrNotFound)
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name    string
+		answers []answer
+		want    string
+		err     error
+	}{
+		{"first hits", []answer{{0, "w", nil}, {0, "r", nil}}, "w", nil},
+		{"first misses", []answer{{0, "", miss}, {0, "r", nil}}, "r", nil},
+		{"slow first hit beats a fast second", []answer{{30 * time.Millisecond, "w", nil}, {0, "r", nil}}, "w", nil},
+		{"slow first miss, fast second hit", []answer{{30 * time.Millisecond, "", miss}, {0, "r", nil}}, "r", nil},
+		{"all miss", []answer{{0, "", miss}, {0, "", miss}, {0, "", miss}}, "", ErrNotFound},
+		{"a failure is the answer when nothing hits", []answer{{0, "", miss}, {0, "", boom}}, "", boom},
+		{"a failure before a hit", []answer{{0, "", boom}, {10 * time.Millisecond, "r", nil}}, "r", nil},
+		{"third of three", []answer{{0, "", miss}, {5 * time.Millisecond, "", miss}, {0, "t", nil}}, "t", nil},
+		{"none", nil, "", ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked, canceled atomic.Int32
+			var mu sync.Mutex
+			var discarded []string
+			var wg sync.WaitGroup
+			wg.Add(len(tc.answers))
+			got, err := getFirst(context.Background(), len(tc.answers), func(ctx context.Context, i int) (string, error) {
+				defer wg.Done()
+				asked.Add(1)
+				a := tc.answers[i]
+				select {
+				case <-time.After(a.delay):
+					return a.v, a.err
+				case <-ctx.Done():
+					canceled.Add(1)
+					return "", ctx.Err()
+				}
+			}, func(v string) {
+				mu.Lock()
+				discarded = append(discarded, v)
+				mu.Unlock()
+			})
+			if got != tc.want || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Fatalf("got %q, %v; want %q, %v", got, err, tc.want, tc.err)
+			}
+			if int(asked.Load()) != len(tc.answers) {
+				t.Errorf("asked %d of %d locations", asked.Load(), len(tc.answers))
+			}
+			wg.Wait()
+			time.Sleep(time.Millisecond) // discards run after the answers
+			mu.Lock()
+			defer mu.Unlock()
+			for _, d := range discarded {
+				if d == got {
+					t.Errorf("discarded the answer taken")
+				}
+			}
+		})
+	}
+}
+
+// TestGetFirstAtOnce: n locations each a round trip away cost one round
+// trip, not n.
+func TestGetFirstAtOnce(t *testing.T) {
+	const rtt = 50 * time.Millisecond
+	start := time.Now()
+	v, err := getFirst(context.Background(), 4, func(ctx context.Context, i int) (int, error) {
+		time.Sleep(rtt)
+		if i < 3 {
+			return 0, ErrNotFound
+		}
+		return i, nil
+	}, func(int) {})
+	if d := time.Since(start); err != nil || v != 3 || d >= 3*rtt {
+		t.Fatalf("got %d, %v after %v; want 3 after about %v", v, err, d, rtt)
+	}
+}
+
+// TestGetFirstCancelsTheRest: once the first location hits, the requests
+// to the others are canceled and their hits, should they come, discarded.
+func TestGetFirstCancelsTheRest(t *testing.T) {
+	released := make(chan struct{})
+	var discarded atomic.Int32
+	v, err := getFirst(context.Background(), 3, func(ctx context.Context, i int) (int, error) {
+		if i == 0 {
+			return 0, nil
+		}
+		if i == 2 {
+			<-released // finishes as a hit after the answer
+			return 2, nil
+		}
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}, func(int) { discarded.Add(1) })
+	if err != nil || v != 0 {
+		t.Fatalf("got %d, %v", v, err)
+	}
+	close(released)
+	for deadline := time.Now().Add(5 * time.Second); discarded.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if discarded.Load() != 1 {
+		t.Fatalf("discarded %d late hits, want 1", discarded.Load())
+	}
+}
