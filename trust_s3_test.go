@@ -1,0 +1,477 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+)
+
+// Trust boundaries, on MinIO, which enforces IAM policies: a pull
+// request's job writes its own location and reads the trusted one, and its
+// credentials cannot change the trusted one, whatever it tries.
+//
+// The layout of these tests, in one bucket:
+//
+//	root/main/    written by "main" (pushes to the protected branch)
+//	root/pr-7/    written by "pr" (a pull request), which reads all of root/
+//
+// and "ro", which may read root/ and write nothing.
+
+// trustPolicy is the session policy of a role that may read everything
+// under root/ and, if writes is not "", write under root/<writes>/: the
+// policy the README recommends for a standard bucket.
+func trustPolicy(bucket, writes string) string {
+	statements := []string{
+		fmt.Sprintf(`{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::%s/root/*"]}`, bucket),
+		fmt.Sprintf(`{"Effect":"Allow","Action":["s3:ListBucket"],"Resource":["arn:aws:s3:::%s"],"Condition":{"StringLike":{"s3:prefix":["root/","root/*"]}}}`, bucket),
+	}
+	if writes != "" {
+		statements = append(statements, fmt.Sprintf(`{"Effect":"Allow","Action":["s3:PutObject","s3:DeleteObject"],"Resource":["arn:aws:s3:::%s/root/%s/*"]}`, bucket, writes))
+	}
+	return `{"Version":"2012-10-17","Statement":[` + strings.Join(statements, ",") + `]}`
+}
+
+// minioRole is a set of temporary MinIO credentials.
+type minioRole struct {
+	name  string
+	env   []string // GOBUILDCACHE_AWS_* variables for the binary
+	tg    s3Target // the target, but with these credentials in its client
+	creds aws.Credentials
+}
+
+// client is a raw SDK client signed with the role's credentials.
+func (r minioRole) client(t *testing.T) *s3.Client {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(credentials.StaticCredentialsProvider{Value: r.creds}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.BaseEndpoint = aws.String(r.tg.Endpoint)
+		o.UsePathStyle = true
+	})
+}
+
+// minioCredentials makes temporary credentials with MinIO's STS
+// AssumeRole and an inline session policy: they may do what the root user
+// and policy both allow, so exactly what policy allows.
+func minioCredentials(t *testing.T, tg s3Target, name, policy string) minioRole {
+	t.Helper()
+	if tg.AccessKey == "" {
+		t.Skip("roles with policies are made on MinIO only")
+	}
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(tg.AccessKey, tg.SecretKey, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(tg.Endpoint) })
+	out, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:minio:iam:::role/gobuildcache-test"), RoleSessionName: aws.String(name),
+		Policy: &policy, DurationSeconds: aws.Int32(3600),
+	})
+	if err != nil {
+		t.Fatalf("assume role %s: %v", name, err)
+	}
+	cr := out.Credentials
+	r := minioRole{name: name, tg: tg, creds: aws.Credentials{
+		AccessKeyID: aws.ToString(cr.AccessKeyId), SecretAccessKey: aws.ToString(cr.SecretAccessKey), SessionToken: aws.ToString(cr.SessionToken),
+	}}
+	// The prefixed variables win over the AWS_* ones (MinIO root, in the
+	// environment): exactly how CI keeps credentials away from tests.
+	r.env = []string{
+		"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + r.creds.AccessKeyID,
+		"GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + r.creds.SecretAccessKey,
+		"GOBUILDCACHE_AWS_SESSION_TOKEN=" + r.creds.SessionToken,
+	}
+	return r
+}
+
+// trustFixture is the bucket and the three roles.
+type trustFixture struct {
+	tg           s3Target
+	main, pr, ro minioRole
+	root         *s3.Client // MinIO's root user, to look behind everyone's back
+}
+
+func newTrustFixture(t *testing.T) trustFixture {
+	t.Helper()
+	t.Skip("issue 13: -s3-read-from is implemented on top of issue 11's redesign")
+	tg := s3TargetForTest(t)
+	return trustFixture{
+		tg:   tg,
+		main: minioCredentials(t, tg, "main", trustPolicy(tg.Bucket, "main")),
+		pr:   minioCredentials(t, tg, "pr", trustPolicy(tg.Bucket, "pr-7")),
+		ro:   minioCredentials(t, tg, "ro", trustPolicy(tg.Bucket, "")),
+		root: rawClient(t, tg),
+	}
+}
+
+// mainArgs are the flags of a job on the protected branch; prArgs those of
+// pull request 7's job.
+func (f trustFixture) mainArgs() []string {
+	return append(f.tg.args(), "-s3-prefix=root/main/", "-prefetch-scope=ci/e2e")
+}
+
+func (f trustFixture) prArgs() []string {
+	return append(f.tg.args(), "-s3-prefix=root/pr-7/", "-s3-read-from=s3://"+f.tg.Bucket+"/root/main/", "-prefetch-scope=ci/e2e")
+}
+
+// objectState is every object under a prefix: key -> ETag and time.
+func objectState(t *testing.T, c *s3.Client, bucket, prefix string) map[string]string {
+	t.Helper()
+	state := make(map[string]string)
+	pages := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			state[aws.ToString(o.Key)] = aws.ToString(o.ETag) + " " + aws.ToTime(o.LastModified).Format(time.RFC3339Nano) + " " + strconv.FormatInt(aws.ToInt64(o.Size), 10)
+		}
+	}
+	return state
+}
+
+// diffState lists what changed between two objectStates.
+func diffState(before, after map[string]string) []string {
+	var d []string
+	for k, v := range before {
+		if w, ok := after[k]; !ok {
+			d = append(d, "removed "+k)
+		} else if w != v {
+			d = append(d, fmt.Sprintf("changed %s: %s -> %s", k, v, w))
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			d = append(d, "added "+k)
+		}
+	}
+	slices.Sort(d)
+	return d
+}
+
+// hitRate sums the gets and hits of a VM's go build and go test.
+func hitRate(t *testing.T, r goRun) (gets, hits int64) {
+	b := r.buildStats(t)
+	return b.Gets + r.stats.Gets, b.Hits + r.stats.Hits
+}
+
+// TestTrustPullRequest is the layout the README recommends: main fills its
+// location; a fresh pull-request VM builds the same bytes from it with
+// almost only hits and writes only its own location; a hostile program
+// with the pull request's credentials cannot change a single object of
+// main's; and main's next build is byte-identical to a clean one.
+func TestTrustPullRequest(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	f := newTrustFixture(t)
+
+	m, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb := m.buildStats(t); mb.UploadsDone == 0 || mb.UploadsFailed+m.stats.UploadsFailed != 0 {
+		t.Fatalf("main VM: build %+v, test %+v", mb, m.stats)
+	}
+	before := objectState(t, f.root, f.tg.Bucket, "root/main/")
+	everything := objectState(t, f.root, f.tg.Bucket, "")
+	t.Logf("main VM wrote %d objects under root/main/", len(before))
+
+	// A fresh PR VM, the same code: main's entries, byte for byte.
+	p, err := buildAndTestEnv(t, mod, t.TempDir(), "pr", f.pr.env, f.prArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gets, hits := hitRate(t, p)
+	pb := p.buildStats(t)
+	t.Logf("fresh PR VM: %d gets, %d hits (%.1f%%); go build: %d remote hits, %d prefetched (%d whole); go test: %d remote hits, %d prefetched",
+		gets, hits, 100*float64(hits)/float64(gets), pb.RemoteHits, pb.PrefetchObjects, pb.PrefetchWhole, p.stats.RemoteHits, p.stats.PrefetchObjects)
+	if float64(hits) < 0.95*float64(gets) {
+		t.Errorf("fresh PR VM: %d hits of %d gets, want at least 95%%", hits, gets)
+	}
+	if pb.PrefetchObjects == 0 {
+		t.Error("the PR VM's first run prefetched nothing of what main used")
+	}
+	for name, s := range map[string]StatsSnapshot{"go build": pb, "go test": p.stats} {
+		if s.RemoteErrors != 0 || s.RemoteSkipped != 0 || s.VerifyFailures != 0 {
+			t.Errorf("PR VM %s: %+v", name, s)
+		}
+	}
+	if !bytes.Equal(p.binary, ref.binary) {
+		t.Error("the PR VM's binary differs from a clean build's")
+	}
+	if !regexp.MustCompile(`ok\s+example\.com/e2e/b\s+\(cached\)`).MatchString(p.testOut) {
+		t.Errorf("the PR VM's go test did not report (cached):\n%s", p.testOut)
+	}
+
+	// A PR VM with a change: it uploads, and only under root/pr-7/.
+	extra := filepath.Join(mod, "c", "extra.go")
+	os.WriteFile(extra, []byte("package c\n\nfunc Extra() int { return 7 }\n"), 0o644)
+	p2, err := buildAndTestEnv(t, mod, t.TempDir(), "pr-change", f.pr.env, f.prArgs()...)
+	os.Remove(extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up := p2.buildStats(t).UploadsDone + p2.stats.UploadsDone; up == 0 || p2.buildStats(t).UploadsFailed+p2.stats.UploadsFailed != 0 {
+		t.Errorf("PR VM with a change: build %+v, test %+v; want uploads, none failed", p2.buildStats(t), p2.stats)
+	}
+	var prKeys int
+	for _, d := range diffState(everything, objectState(t, f.root, f.tg.Bucket, "")) {
+		if !strings.HasPrefix(d, "added root/pr-7/") {
+			t.Errorf("a PR VM changed the bucket outside root/pr-7/: %s", d)
+		}
+		prKeys++
+	}
+	t.Logf("the PR VMs added %d objects, all under root/pr-7/", prKeys)
+	if prKeys == 0 {
+		t.Error("the PR VMs wrote nothing under root/pr-7/")
+	}
+
+	// The hostile program.
+	report := hostileOverwrite(t, f)
+	for _, line := range report {
+		t.Log(line)
+	}
+
+	after := objectState(t, f.root, f.tg.Bucket, "root/main/")
+	if d := diffState(before, after); len(d) != 0 {
+		t.Errorf("root/main/ changed:\n%s", strings.Join(d, "\n"))
+	} else {
+		t.Logf("nothing under root/main/ changed: %d keys, each with the ETag, time and size it had before the PR VMs and the hostile program ran", len(after))
+	}
+
+	// Main's next build, on a fresh VM, is a clean build's.
+	m2, err := buildAndTestEnv(t, mod, t.TempDir(), "main-after", f.main.env, f.mainArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m2.binary, ref.binary) {
+		t.Error("main's build after the hostile program differs from a clean build")
+	}
+	if g, h := hitRate(t, m2); float64(h) < 0.95*float64(g) {
+		t.Errorf("main's build after the hostile program: %d hits of %d gets", h, g)
+	}
+	t.Log("main's next build on a fresh VM is byte-identical to a clean build")
+}
+
+// hostileOverwrite is a program with the pull request's credentials that
+// tries every way it has to replace main's entries with bodies of its own,
+// each with a matching OutputID (so that no SHA-256 check could tell), and
+// to plant a manifest in main's location. Every attempt must be refused;
+// the same writes under the PR's own location must succeed (so that the
+// refusals are the policy's, not broken credentials). It returns its
+// report.
+func hostileOverwrite(t *testing.T, f trustFixture) []string {
+	t.Helper()
+	ctx := context.Background()
+	c := f.pr.client(t)
+	bucket := f.tg.Bucket
+	entries := objectState(t, f.root, bucket, "root/main/"+s3LayoutVersion+"/a/")
+	if len(entries) == 0 {
+		t.Fatal("no entries under root/main/ to attack")
+	}
+	refused := make(map[string]int) // attempt -> refusals
+	tried := make(map[string]int)
+	try := func(what string, err error) {
+		tried[what]++
+		var api smithy.APIError
+		if errors.As(err, &api) && api.ErrorCode() == "AccessDenied" {
+			refused[what]++
+			return
+		}
+		t.Errorf("hostile %s: want AccessDenied, got %v", what, err)
+	}
+	for key := range entries {
+		// What a poisoned entry looks like: another body, its true SHA-256
+		// as the output ID, metadata just like gobuildcache writes.
+		evil := []byte("package evil // planted by a pull request for " + key)
+		sum := sha256.Sum256(evil)
+		meta := map[string]string{
+			metaOutputID: hex.EncodeToString(sum[:]),
+			metaSize:     strconv.Itoa(len(evil)),
+			metaTime:     strconv.FormatInt(time.Now().UnixNano(), 10),
+			metaEncoding: "identity",
+		}
+		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: bytes.NewReader(evil), Metadata: meta})
+		try("PutObject", err)
+		// The same body under the PR's own location is allowed...
+		own := strings.Replace(key, "root/main/", "root/pr-7/", 1)
+		if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(own), Body: bytes.NewReader(evil), Metadata: meta}); err != nil {
+			t.Fatalf("the PR's credentials cannot write their own location: %v", err)
+		}
+		// ...and copying it over main's is not.
+		_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &bucket, Key: aws.String(key), CopySource: aws.String(bucket + "/" + own)})
+		try("CopyObject", err)
+		_, err = c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: aws.String(key)})
+		try("CreateMultipartUpload", err)
+		_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: aws.String(key)})
+		try("DeleteObject", err)
+	}
+	// A manifest that would make main's next VMs prefetch the planted
+	// entries.
+	manifest := fmt.Sprintf("root/main/%s/m/ci_e2e/%019d-hostile", s3LayoutVersion, time.Now().UnixNano())
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(manifest), Body: strings.NewReader("gbcm2\n")})
+	try("PutObject manifest", err)
+
+	var report []string
+	report = append(report, fmt.Sprintf("hostile program with the pr credentials, against %d entries under root/main/ (each with a body of its own and a matching OutputID):", len(entries)))
+	for _, what := range []string{"PutObject", "CopyObject", "CreateMultipartUpload", "DeleteObject", "PutObject manifest"} {
+		report = append(report, fmt.Sprintf("  %-22s refused %d of %d (AccessDenied)", what, refused[what], tried[what]))
+	}
+	report = append(report, fmt.Sprintf("  the same %d bodies under root/pr-7/: written", len(entries)))
+	return report
+}
+
+// TestTrustReadOnlyRoleWithoutFlag: credentials that may only read, used
+// without -read-only. The first refused write stops uploads and nothing
+// else: no breaker, no marker, no manifest; the next go command on the same
+// cache dir starts with the remote on and gets hits from it.
+func TestTrustReadOnlyRoleWithoutFlag(t *testing.T) {
+	mod, _ := moduleWithReference(t)
+	f := newTrustFixture(t)
+	if _, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...); err != nil {
+		t.Fatal(err)
+	}
+	before := objectState(t, f.root, f.tg.Bucket, "")
+
+	// A change, so that the go command puts, and the uploads are refused.
+	extra := filepath.Join(mod, "c", "extra.go")
+	os.WriteFile(extra, []byte("package c\n\nfunc Extra() int { return 7 }\n"), 0o644)
+	defer os.Remove(extra)
+	cacheDir := t.TempDir()
+	r, err := buildAndTestEnv(t, mod, cacheDir, "ro", f.ro.env, f.prArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build, test := r.buildStats(t), r.stats
+	for name, s := range map[string]StatsSnapshot{"go build": build, "go test": test} {
+		t.Logf("read-only role without -read-only, %s: gets %d, hits %d (remote %d, prefetched %d), puts %d, uploads done %d failed %d, remote errors %v, skipped %d",
+			name, s.Gets, s.Hits, s.RemoteHits, s.PrefetchObjects, s.Puts, s.UploadsDone, s.UploadsFailed, s.RemoteErrorsByKind, s.RemoteSkipped)
+		if s.UploadsDone != 0 {
+			t.Errorf("%s: %d uploads succeeded with read-only credentials", name, s.UploadsDone)
+		}
+		if s.Puts > 0 && (s.RemoteErrorsByKind["auth"] == 0 || s.RemoteErrorsByKind["auth"] > 2) {
+			t.Errorf("%s: %d puts gave %d refused writes; want the first refusal to stop the rest", name, s.Puts, s.RemoteErrorsByKind["auth"])
+		}
+	}
+	if build.Puts == 0 || build.RemoteHits+build.PrefetchObjects == 0 {
+		t.Errorf("go build: %+v; want puts, and hits from main's location", build)
+	}
+	// The next go command, on the same cache dir: the remote is on.
+	if test.RemoteSkipped != 0 || test.RemoteHits+test.PrefetchObjects == 0 {
+		t.Errorf("go test after a refused write: remote_skipped %d, remote hits %d, prefetched %d; want 0 skipped and hits",
+			test.RemoteSkipped, test.RemoteHits, test.PrefetchObjects)
+	}
+	if markers, _ := filepath.Glob(filepath.Join(cacheDir, "*breaker*")); len(markers) != 0 {
+		t.Errorf("a refused write left a breaker marker: %v", markers)
+	}
+	if d := diffState(before, objectState(t, f.root, f.tg.Bucket, "")); len(d) != 0 {
+		t.Errorf("the bucket changed under read-only credentials: %v", d)
+	}
+	if !regexp.MustCompile(`ok\s+example\.com/e2e/b\s+\(cached\)`).MatchString(r.testOut) {
+		t.Errorf("go test did not report b as (cached):\n%s", r.testOut)
+	}
+}
+
+// TestTrustReadFromDeniedLocation: a read location the credentials may
+// not read answers 403 to every request; each is that key's miss, the
+// breaker stays closed, and the next location serves the build.
+func TestTrustReadFromDeniedLocation(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	f := newTrustFixture(t)
+	if _, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...); err != nil {
+		t.Fatal(err)
+	}
+	args := append(f.tg.args(), "-s3-prefix=root/pr-7/", "-prefetch-scope=ci/e2e",
+		"-s3-read-from=s3://"+f.tg.Bucket+"/secret/,s3://"+f.tg.Bucket+"/root/main/")
+	p, err := buildAndTestEnv(t, mod, t.TempDir(), "pr-denied", f.pr.env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gets, hits := hitRate(t, p)
+	t.Logf("PR VM reading a denied location before main's: %d gets, %d hits; build %+v", gets, hits, p.buildStats(t))
+	if float64(hits) < 0.95*float64(gets) {
+		t.Errorf("%d hits of %d gets, want at least 95%%", hits, gets)
+	}
+	for name, s := range map[string]StatsSnapshot{"go build": p.buildStats(t), "go test": p.stats} {
+		if s.RemoteSkipped != 0 || s.RemoteErrorsByKind["auth"] != 0 {
+			t.Errorf("%s: a denied read location turned the remote off or counted as auth failures: %+v", name, s)
+		}
+	}
+	if !bytes.Equal(p.binary, ref.binary) {
+		t.Error("binary differs from a clean build's")
+	}
+}
+
+// runCheckAs runs `gobuildcache check` with a role's credentials.
+func runCheckAs(t *testing.T, r minioRole, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(gobuildcacheBinary(t), append([]string{"check"}, args...)...)
+	cmd.Env = append(os.Environ(), r.env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestTrustCheck: check tells a correct pull-request setup from a
+// dangerous one, and a read-only job's check writes nothing and passes.
+func TestTrustCheck(t *testing.T) {
+	f := newTrustFixture(t)
+	mainLoc := "s3://" + f.tg.Bucket + "/root/main/"
+
+	// The PR's credentials: main's location refuses them, as it should.
+	out, err := runCheckAs(t, f.pr, f.prArgs()...)
+	t.Logf("check, pr credentials:\n%s", out)
+	if err != nil || !strings.Contains(out, "as expected") || !strings.Contains(out, mainLoc) || strings.Contains(out, "DANGER") {
+		t.Errorf("check with the pr credentials: %v\n%s", err, out)
+	}
+
+	// Read-only credentials in a read-only job: reads work, nothing is
+	// written, exit 0.
+	out, err = runCheckAs(t, f.ro, append(f.prArgs(), "-read-only")...)
+	t.Logf("check, ro credentials, -read-only:\n%s", out)
+	if err != nil || !strings.Contains(out, "as expected") || strings.Contains(out, "DANGER") {
+		t.Errorf("check of a read-only job: %v\n%s", err, out)
+	}
+	// The same without -read-only: the refused write is reported, and is
+	// no failure.
+	out, err = runCheckAs(t, f.ro, f.prArgs()...)
+	t.Logf("check, ro credentials, without -read-only:\n%s", out)
+	if err != nil || !strings.Contains(out, "refused") {
+		t.Errorf("check with read-only credentials: %v\n%s", err, out)
+	}
+
+	// Credentials that can write main's location while it is a read
+	// location: DANGER, and a non-zero exit.
+	out, err = runCheckAs(t, f.main, f.prArgs()...)
+	t.Logf("check, main credentials with root/main/ as a read location:\n%s", out)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(out, "DANGER: these credentials can write "+mainLoc) {
+		t.Errorf("check with credentials that can write a read location: %v\n%s", err, out)
+	}
+
+	if left := objectState(t, f.root, f.tg.Bucket, ""); len(left) != 0 {
+		t.Errorf("check left objects behind: %v", left)
+	}
+}
