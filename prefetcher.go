@@ -1,28 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // Prefetch hides the remote's latency from a fresh machine.
@@ -31,43 +18,21 @@ import (
 // requests in flight as the machine has cores, so a machine with an empty
 // local cache pays roughly (entries × round trip) / cores. Instead, each
 // server records which action IDs its go command looked up and found, or
-// stored (a manifest), and uploads it at exit, unless a manifest it read
-// already describes the run (see named). The next server of the same
-// scope, right after its capabilities line, downloads the newest manifests,
-// installs the small entries they carry whole, and fetches the others into
-// the local tier with many requests in flight, while the build is already
-// running. A get for an entry being
-// prefetched waits for that fetch (the local tier's one-fetch-per-key
-// rule); a get for an entry not reached yet is fetched at once.
-//
-// Manifests live in the bucket next to the entries:
-//
-//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<random>   a zstd frame of a manifest
-//
-// A manifest lists the run's action IDs in the order the run first used
-// them, and carries the small entries whole, so that a fresh machine gets
-// most entries (by count) in one request instead of one request each:
-//
-//	"gbcm2\n", then per action ID one record:
-//	  'k' <action ID>                                  fetch it from the bucket
-//	  'e' <action ID> <output ID> <size, 4 bytes BE> <body>   the entry itself (size <= inlineMax)
-//
-// Bodies from a manifest are verified against their output ID like any
-// other. Manifests of older versions, "gbcm1\n" + 32-byte action IDs, not
-// compressed, are read too.
+// stored, and at exit stores them as a manifest (manifest.go) of its scope,
+// unless a manifest it read already describes the run (see named). The next
+// server of the same scope, right after its capabilities line, reads the
+// newest manifests, installs the small entries they carry whole, and
+// fetches the others into the local tier with many requests in flight,
+// while the build is already running. A get for an entry being prefetched
+// waits for that fetch (the local tier's one-fetch-per-key rule); a get for
+// an entry not reached yet is fetched at once.
 //
 // The newest manifestsKept of a scope are kept; older ones are deleted by
-// the server that uploads a new one.
+// the server that stores a new one.
 
 const (
-	manifestMagicV1   = "gbcm1\n"
-	manifestMagic     = "gbcm2\n"
 	manifestsToRead   = 4 // newest manifests a prefetch reads
 	manifestsKept     = 8 // newest manifests kept per scope
-	maxManifestIDs    = 1 << 20
-	maxManifestSize   = 64 << 20 // decoded
-	inlineMax         = 64 << 10 // largest body a manifest carries
-	inlineBudget      = 8 << 20  // body bytes one manifest carries at most
 	prefetchCloseWait = 2 * time.Second
 	// manifestRefresh: a run whose entries the manifests it read already
 	// name writes none, unless the newest of them is older than this, so
@@ -76,68 +41,37 @@ const (
 	manifestRefresh = 24 * time.Hour
 )
 
-// manifestsSeen is what a prefetch read: the keys of each manifest it
-// listed, and when the newest of them was written.
-type manifestsSeen struct {
-	keys   []map[[idLen]byte]struct{}
-	newest time.Time
+// prefetchTarget is what the prefetcher needs of the local tier.
+type prefetchTarget interface {
+	// localEntry returns the entry of actionID in the local cache alone
+	// (an error wrapping ErrNotFound if it is not there).
+	localEntry(actionID ActionID) (Entry, error)
+	// fetchShared fetches actionID from the remote into the local cache
+	// under ctx, unless a fetch of it is under way already (fetched false).
+	fetchShared(ctx context.Context, actionID ActionID) (e Entry, fetched bool, err error)
+	// putShared stores a whole entry, verified against outputID, in the
+	// local cache, unless a fetch of it is under way already (stored false).
+	putShared(ctx context.Context, actionID ActionID, outputID OutputID, body []byte) (e Entry, stored bool, err error)
 }
 
-// manifestEntry is one action ID of a manifest, with its entry if the
-// manifest carries it.
-type manifestEntry struct {
-	id       [idLen]byte
-	inline   bool
-	outputID [idLen]byte
-	body     []byte
+// prefetchTier is the local tier as the prefetcher wraps it.
+type prefetchTier interface {
+	CacheBackend
+	prefetchTarget
 }
 
-// keySet is a concurrent set of action IDs that remembers the order in
-// which they were first added.
-type keySet struct {
-	mu    sync.Mutex
-	keys  map[[idLen]byte]struct{}
-	order [][idLen]byte
-}
-
-func newKeySet() *keySet { return &keySet{keys: make(map[[idLen]byte]struct{})} }
-
-func (s *keySet) add(id []byte) {
-	if len(id) != idLen {
-		return
-	}
-	k := [idLen]byte(id)
-	s.mu.Lock()
-	if _, ok := s.keys[k]; !ok {
-		s.keys[k] = struct{}{}
-		s.order = append(s.order, k)
-	}
-	s.mu.Unlock()
-}
-
-func (s *keySet) has(id [idLen]byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.keys[id]
-	return ok
-}
-
-// list returns the IDs in the order they were first added.
-func (s *keySet) list() [][idLen]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.order)
-}
-
-// prefetcher runs the prefetch of one server and records its manifest.
+// prefetcher adds prefetch to the local tier. Gets and puts pass through to
+// the tier; the server tells it which entries its go command used (it is
+// the server's Observer); Close stops the prefetch, closes the tier (which
+// waits for the uploads) and then stores this run's manifest, so that it
+// names only entries in the remote. Manifests are read and stored through
+// manifests, the remote's manifestStore below the breaker.
 type prefetcher struct {
-	tier        *localTier
-	s3          *S3Backend // manifests are S3 objects
+	tier        prefetchTier
+	manifests   manifestStore
 	scope       string
 	parallelism int
-	upload      bool                                 // write a manifest at exit (not with -read-only)
-	healthy     func() bool                          // whether the remote is usable (the breaker is closed)
-	observe     func(ctx context.Context, err error) // accounts for a remote request made here
+	upload      bool // store a manifest at exit (not with -read-only)
 	stats       *Stats
 	log         *slog.Logger
 
@@ -151,21 +85,42 @@ type prefetcher struct {
 	done   chan struct{}
 }
 
-func newPrefetcher(tier *localTier, s3b *S3Backend, scope string, parallelism int, upload bool, stats *Stats, log *slog.Logger) *prefetcher {
+var (
+	_ CacheBackend = (*prefetcher)(nil)
+	_ Observer     = (*prefetcher)(nil)
+)
+
+func newPrefetcher(tier prefetchTier, manifests manifestStore, scope string, parallelism int, upload bool, stats *Stats, log *slog.Logger) *prefetcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &prefetcher{
-		tier: tier, s3: s3b, scope: scope, parallelism: max(parallelism, 1), upload: upload, stats: stats, log: log,
+		tier: tier, manifests: manifests, scope: scope, parallelism: max(parallelism, 1), upload: upload, stats: stats, log: log,
 		used: newKeySet(), requested: newKeySet(), prefetched: newKeySet(),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
 }
 
-func (p *prefetcher) manifestDir() string {
-	return p.s3.prefix + s3LayoutVersion + "/m/" + p.scope + "/"
+// Get implements CacheBackend.
+func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	return p.tier.Get(ctx, actionID)
 }
 
-// start begins the prefetch in the background.
-func (p *prefetcher) start() {
+// Put implements CacheBackend.
+func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return p.tier.Put(ctx, actionID, outputID, size, body)
+}
+
+// Close implements CacheBackend: the prefetch stops, the tier closes
+// (pending uploads get until ctx's deadline), and then this run's manifest
+// is stored.
+func (p *prefetcher) Close(ctx context.Context) error {
+	p.stop()
+	err := p.tier.Close(ctx)
+	p.writeOut(ctx)
+	return err
+}
+
+// Started implements Observer: the prefetch begins, in the background.
+func (p *prefetcher) Started() {
 	go func() {
 		defer close(p.done)
 		if err := p.run(); err != nil && p.ctx.Err() == nil {
@@ -176,13 +131,20 @@ func (p *prefetcher) start() {
 	}()
 }
 
+// Got implements Observer.
+func (p *prefetcher) Got(actionID ActionID, hit bool) {
+	p.requested.add(actionID)
+	if hit {
+		p.used.add(actionID)
+	}
+}
+
+// Stored implements Observer.
+func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
+
 // run reads the newest manifests and fetches their entries.
 func (p *prefetcher) run() error {
-	if p.healthy != nil && !p.healthy() {
-		return nil
-	}
-	keys, err := p.manifestKeys(p.ctx, manifestsToRead)
-	p.observed(p.ctx, err)
+	infos, err := p.manifests.ListManifests(p.ctx, p.scope, manifestsToRead)
 	if err != nil {
 		return err
 	}
@@ -190,23 +152,22 @@ func (p *prefetcher) run() error {
 	// them, and the runs of a scope are different go commands (go build,
 	// go test, ...) of which this one is not known: interleave them, so
 	// that whichever this is, what it wants first is fetched first.
-	lists := make([][]manifestEntry, len(keys))
+	lists := make([][]manifestEntry, len(infos))
 	var mwg sync.WaitGroup
-	for i, k := range keys { // at once: each is a round trip
+	for i, m := range infos { // at once: each is a round trip
 		mwg.Add(1)
 		go func() {
 			defer mwg.Done()
-			b, err := p.s3.getObject(p.ctx, k, 32<<20)
-			p.observed(p.ctx, err)
+			b, err := p.manifests.GetManifest(p.ctx, m.name)
 			if err == nil { // else expired or written meanwhile: the others will do
 				lists[i] = decodeManifest(b)
 			}
 		}()
 	}
 	mwg.Wait()
-	p.noteRead(keys, lists)
+	p.noteRead(infos, lists)
 	var order []*manifestEntry
-	byID := make(map[[idLen]byte]*manifestEntry)
+	byID := make(map[ActionID]*manifestEntry)
 	for i := 0; ; i++ {
 		more := false
 		for _, l := range lists {
@@ -255,26 +216,28 @@ func (p *prefetcher) run() error {
 	return nil
 }
 
-// noteRead records what the manifests at keys (newest first) named, if
-// every one of them was read.
-func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
+// manifestsSeen is what a prefetch read: the keys of each manifest it
+// listed, and when the newest of them was written.
+type manifestsSeen struct {
+	keys   []map[ActionID]struct{}
+	newest time.Time
+}
+
+// noteRead records what the manifests infos (newest first) named, if every
+// one of them was read.
+func (p *prefetcher) noteRead(infos []manifestInfo, lists [][]manifestEntry) {
 	r := &manifestsSeen{}
-	if len(keys) > 0 {
-		name := strings.TrimPrefix(keys[0], p.manifestDir())
-		if len(name) < 19 {
+	if len(infos) > 0 {
+		if infos[0].time.IsZero() {
 			return
 		}
-		ns, err := strconv.ParseInt(name[:19], 10, 64)
-		if err != nil {
-			return
-		}
-		r.newest = time.Unix(0, ns)
+		r.newest = infos[0].time
 	}
 	for _, l := range lists {
 		if l == nil {
 			return // unreadable: this run's manifest is written
 		}
-		set := make(map[[idLen]byte]struct{}, len(l))
+		set := make(map[ActionID]struct{}, len(l))
 		for _, m := range l {
 			set[m.id] = struct{}{}
 		}
@@ -286,15 +249,15 @@ func (p *prefetcher) noteRead(keys []string, lists [][]manifestEntry) {
 // install stores an entry a manifest carries, unless it is local or being
 // fetched already.
 func (p *prefetcher) install(m *manifestEntry) {
-	if _, err := p.tier.local.getLocal(m.id[:]); err == nil {
+	if _, err := p.tier.localEntry(m.id); err == nil {
 		return
 	}
-	e, stored, err := p.tier.putShared(p.ctx, m.id[:], m.outputID[:], m.body)
+	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, m.body)
 	switch {
 	case !stored:
 		// A get got there first.
 	case err == nil:
-		p.prefetched.add(m.id[:])
+		p.prefetched.add(m.id)
 		p.stats.PrefetchObjects.Add(1)
 		p.stats.PrefetchWhole.Add(1)
 		p.stats.PrefetchBytes.Add(e.Size)
@@ -304,16 +267,16 @@ func (p *prefetcher) install(m *manifestEntry) {
 }
 
 // fetch prefetches one entry unless it is local or already being fetched.
-func (p *prefetcher) fetch(id [idLen]byte) {
-	if _, err := p.tier.local.getLocal(id[:]); err == nil {
+func (p *prefetcher) fetch(id ActionID) {
+	if _, err := p.tier.localEntry(id); err == nil {
 		return
 	}
-	e, fetched, err := p.tier.fetchShared(p.ctx, id[:])
+	e, fetched, err := p.tier.fetchShared(p.ctx, id)
 	switch {
 	case !fetched:
 		// A get got there first.
 	case err == nil:
-		p.prefetched.add(id[:])
+		p.prefetched.add(id)
 		p.stats.PrefetchObjects.Add(1)
 		p.stats.PrefetchBytes.Add(e.Size)
 	case errors.Is(err, ErrNotFound) && p.ctx.Err() == nil:
@@ -321,14 +284,9 @@ func (p *prefetcher) fetch(id [idLen]byte) {
 	}
 }
 
-func (p *prefetcher) observed(ctx context.Context, err error) {
-	if p.observe != nil {
-		p.observe(ctx, err)
-	}
-}
-
 // stop ends the prefetch (waiting at most prefetchCloseWait for fetches in
-// flight) and counts what it fetched in vain.
+// flight) and counts what it fetched in vain. The prefetch must have
+// started, or never will.
 func (p *prefetcher) stop() {
 	p.cancel()
 	select {
@@ -344,18 +302,15 @@ func (p *prefetcher) stop() {
 	p.stats.PrefetchWasted.Store(wasted)
 }
 
-// writeOut uploads this run's manifest, unless the server is read-only,
-// nothing was used, or the remote is failing.
+// writeOut stores this run's manifest, unless the server is read-only,
+// nothing was used, the remote is failing (the breaker refuses), or a
+// manifest read describes the run already.
 func (p *prefetcher) writeOut(ctx context.Context) {
 	ids := p.used.list()
-	if !p.upload || len(ids) == 0 || (p.healthy != nil && !p.healthy()) || p.named(ids) {
+	if !p.upload || len(ids) == 0 || p.named(ids) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.s3.timeout)
-	defer cancel()
-	err := p.writeManifest(ctx, p.manifestEntries(ids))
-	p.observed(ctx, err)
-	if err != nil {
+	if err := p.writeManifest(ctx, p.manifestEntries(ids)); err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
 		p.log.Debug("writing prefetch manifest", "err", err)
 	}
@@ -366,12 +321,12 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 // manifest of this run would add nothing. (A manifest naming many more, say
 // of a cold build that also linked what this run found cached, is replaced
 // by this run's, so that the next prefetch fetches less in vain.)
-func (p *prefetcher) named(ids [][idLen]byte) bool {
+func (p *prefetcher) named(ids []ActionID) bool {
 	r := p.seen.Load()
 	if r == nil || time.Since(r.newest) > manifestRefresh {
 		return false
 	}
-	distinct := make(map[[idLen]byte]struct{}, len(ids))
+	distinct := make(map[ActionID]struct{}, len(ids))
 	for _, id := range ids {
 		distinct[id] = struct{}{}
 	}
@@ -393,12 +348,12 @@ next:
 // manifestEntries returns the manifest of ids: the small entries that are
 // in the local cache whole (up to inlineBudget bytes of them), the others
 // as keys.
-func (p *prefetcher) manifestEntries(ids [][idLen]byte) []manifestEntry {
+func (p *prefetcher) manifestEntries(ids []ActionID) []manifestEntry {
 	entries := make([]manifestEntry, len(ids))
 	budget := int64(inlineBudget)
 	for i, id := range ids {
 		entries[i].id = id
-		e, err := p.tier.local.getLocal(id[:])
+		e, err := p.tier.localEntry(id)
 		if err != nil || e.Size > inlineMax || e.Size > budget {
 			continue
 		}
@@ -406,170 +361,62 @@ func (p *prefetcher) manifestEntries(ids [][idLen]byte) []manifestEntry {
 		if err != nil || int64(len(body)) != e.Size {
 			continue // trimmed or replaced meanwhile: fetched on its own
 		}
-		entries[i].inline, entries[i].outputID, entries[i].body = true, [idLen]byte(e.OutputID), body
+		entries[i].inline, entries[i].outputID, entries[i].body = true, e.OutputID, body
 		budget -= e.Size
 	}
 	return entries
 }
 
-// writeManifest uploads entries as a new manifest and deletes the oldest
+// writeManifest stores entries as a new manifest and deletes the oldest
 // ones beyond manifestsKept.
 func (p *prefetcher) writeManifest(ctx context.Context, entries []manifestEntry) error {
-	var frame bytes.Buffer
-	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
+	obj, err := encodeManifestObject(entries)
+	if err != nil {
 		return err
 	}
-	key := fmt.Sprintf("%s%019d-%s", p.manifestDir(), time.Now().UnixNano(), randomSuffix())
-	if err := p.s3.putObject(ctx, key, frame.Bytes()); err != nil {
+	if err := p.manifests.PutManifest(ctx, p.scope, obj); err != nil {
 		return err
 	}
-	old, err := p.manifestKeys(ctx, -1)
-	if err != nil || len(old) <= manifestsKept {
+	all, err := p.manifests.ListManifests(ctx, p.scope, -1)
+	if err != nil || len(all) <= manifestsKept {
 		return err
 	}
-	var objs []types.ObjectIdentifier
-	for _, k := range old[manifestsKept:] {
-		objs = append(objs, types.ObjectIdentifier{Key: aws.String(k)})
+	var old []string
+	for _, m := range all[manifestsKept:] {
+		old = append(old, m.name)
 	}
-	_, err = p.s3.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &p.s3.bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
-	return err
+	return p.manifests.DeleteManifests(ctx, old)
 }
 
-// manifestKeys lists the scope's manifests, newest first, at most n (all if
-// n < 0). Listings of directory buckets are unordered: sort by name, which
-// starts with the time.
-func (p *prefetcher) manifestKeys(ctx context.Context, n int) ([]string, error) {
-	var keys []string
-	dir := p.manifestDir()
-	pages := s3.NewListObjectsV2Paginator(p.s3.client, &s3.ListObjectsV2Input{Bucket: &p.s3.bucket, Prefix: &dir})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
-		}
-	}
-	slices.Sort(keys)
-	slices.Reverse(keys)
-	if n >= 0 && len(keys) > n {
-		keys = keys[:n]
-	}
-	return keys, nil
+// keySet is a concurrent set of action IDs that remembers the order in
+// which they were first added.
+type keySet struct {
+	mu    sync.Mutex
+	keys  map[ActionID]struct{}
+	order []ActionID
 }
 
-// encodeManifest returns the manifest of entries, before compression.
-func encodeManifest(entries []manifestEntry) []byte {
-	var b bytes.Buffer
-	b.WriteString(manifestMagic)
-	for _, m := range entries {
-		if !m.inline {
-			b.WriteByte('k')
-			b.Write(m.id[:])
-			continue
-		}
-		b.WriteByte('e')
-		b.Write(m.id[:])
-		b.Write(m.outputID[:])
-		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(m.body))))
-		b.Write(m.body)
+func newKeySet() *keySet { return &keySet{keys: make(map[ActionID]struct{})} }
+
+func (s *keySet) add(id ActionID) {
+	s.mu.Lock()
+	if _, ok := s.keys[id]; !ok {
+		s.keys[id] = struct{}{}
+		s.order = append(s.order, id)
 	}
-	return b.Bytes()
+	s.mu.Unlock()
 }
 
-// decodeManifest returns the entries of a manifest object as stored in the
-// bucket, none if it is not one.
-func decodeManifest(obj []byte) []manifestEntry {
-	if bytes.HasPrefix(obj, []byte(manifestMagicV1)) {
-		return parseManifest(obj)
-	}
-	d := getZstdDecoder(bytes.NewReader(obj))
-	if d == nil {
-		return nil
-	}
-	defer zstdDecoders.Put(d)
-	b, err := io.ReadAll(io.LimitReader(d, maxManifestSize+1))
-	if err != nil || len(b) > maxManifestSize {
-		return nil
-	}
-	return parseManifest(b)
+func (s *keySet) has(id ActionID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.keys[id]
+	return ok
 }
 
-// parseManifest returns the entries of a decoded manifest (either version),
-// none if it is not one. Nothing in it is trusted: a record that does not
-// fit rejects the whole manifest.
-func parseManifest(b []byte) []manifestEntry {
-	if rest, ok := bytes.CutPrefix(b, []byte(manifestMagicV1)); ok {
-		if len(rest)%idLen != 0 || len(rest)/idLen > maxManifestIDs {
-			return nil
-		}
-		entries := make([]manifestEntry, 0, len(rest)/idLen)
-		for ; len(rest) > 0; rest = rest[idLen:] {
-			entries = append(entries, manifestEntry{id: [idLen]byte(rest[:idLen])})
-		}
-		return entries
-	}
-	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
-	if !ok {
-		return nil
-	}
-	var entries []manifestEntry
-	for len(rest) > 0 {
-		if len(entries) == maxManifestIDs || len(rest) < 1+idLen {
-			return nil
-		}
-		tag := rest[0]
-		m := manifestEntry{id: [idLen]byte(rest[1 : 1+idLen])}
-		rest = rest[1+idLen:]
-		switch tag {
-		case 'k':
-		case 'e':
-			if len(rest) < idLen+4 {
-				return nil
-			}
-			m.inline, m.outputID = true, [idLen]byte(rest[:idLen])
-			size := binary.BigEndian.Uint32(rest[idLen:])
-			rest = rest[idLen+4:]
-			if size > inlineMax || uint64(size) > uint64(len(rest)) {
-				return nil
-			}
-			m.body, rest = rest[:size:size], rest[size:]
-		default:
-			return nil
-		}
-		entries = append(entries, m)
-	}
-	return entries
-}
-
-var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// prefetchScope returns the manifest scope: the flag's value made safe for
-// a key, or by default one derived from the working directory (the go
-// command's, usually the checkout, which CI machines of one job share).
-func prefetchScope(flag string) string {
-	if flag != "" {
-		s := strings.Trim(scopeUnsafe.ReplaceAllString(flag, "_"), "._")
-		if len(s) > 100 {
-			h := sha256.Sum256([]byte(flag))
-			s = s[:80] + "-" + hex.EncodeToString(h[:8])
-		}
-		if s != "" {
-			return s
-		}
-	}
-	wd, _ := os.Getwd()
-	h := sha256.Sum256([]byte(wd))
-	return "dir-" + hex.EncodeToString(h[:8])
-}
-
-var randReader = rand.Reader
-
-func randomSuffix() string {
-	var b [6]byte
-	if _, err := io.ReadFull(randReader, b[:]); err != nil {
-		return "0"
-	}
-	return hex.EncodeToString(b[:])
+// list returns the IDs in the order they were first added.
+func (s *keySet) list() []ActionID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.order)
 }

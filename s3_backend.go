@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,38 +18,24 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 )
 
 // S3Backend stores entries in an S3 bucket: AWS S3, an S3 Express One Zone
 // directory bucket (name--azid--x-s3), or an S3-compatible server such as
-// MinIO, R2 or Ceph.
+// MinIO, R2 or Ceph. Its keys and object metadata are laid out as
+// s3Location says. Besides entries it keeps the prefetch manifests
+// (manifestStore).
 //
-// Bucket layout, under the configured prefix (which ends in "/"):
+// Every SDK error is classified here (s3Error): what leaves this type is
+// ErrNotFound, errVerify, or a *kindError.
 //
-//	<prefix>v1/a/<actionID hex>   one object per action: the body itself
-//
-// with the entry's metadata in the object's user metadata, so that a hit is
-// a single GetObject and a miss a single 404:
-//
-//	x-amz-meta-gbc-output-id   hex SHA-256 of the body
-//	x-amz-meta-gbc-size        body length in bytes
-//	x-amz-meta-gbc-time        put time, Unix nanoseconds
-//	x-amz-meta-gbc-encoding    how the object's bytes encode the body: "identity"
-//	                           (the body itself) or "zstd" (a zstd frame of it)
-//
-// "v1" versions the layout: a reader never interprets objects of another
-// version. The encoding is recorded in each object, never assumed from the
-// reader's flags; an unknown encoding is a miss.
-//
-// Get downloads into a temp file (in tempDir) and verifies it against the
-// output ID and size in the metadata: a body that does not match is never
-// returned. The file is the caller's to move; what is left is removed by
-// Close.
+// Get downloads into a new file (in the directory TempDirFor names, else
+// TempDir) and verifies it against the output ID and size in the metadata:
+// a body that does not match is never returned. The file is the caller's
+// (see CacheBackend.Get).
 type S3Backend struct {
 	client  *s3.Client
-	bucket  string
-	prefix  string
+	loc     s3Location
 	timeout time.Duration // per request, retries included
 	// compressMin is the smallest body uploaded zstd-compressed; 0 means
 	// never compress. Reads decode whatever an object says it holds.
@@ -61,23 +48,12 @@ type S3Backend struct {
 	// tempDirFor, if set, names the directory for the download of a body
 	// with the given output ID (the local tier's, so that installing it is
 	// a rename in place); otherwise tempDir.
-	tempDirFor func(outputID []byte) string
-
-	mu    sync.Mutex
-	temps map[string]bool // Get results not yet removed
+	tempDirFor func(outputID OutputID) string
 }
 
-var _ CacheBackend = (*S3Backend)(nil)
-
-// s3LayoutVersion is the layout version segment of every key.
-const s3LayoutVersion = "v1"
-
-// Object metadata keys (lowercase: S3 returns them lowercased).
-const (
-	metaOutputID = "gbc-output-id"
-	metaSize     = "gbc-size"
-	metaTime     = "gbc-time"
-	metaEncoding = "gbc-encoding"
+var (
+	_ CacheBackend = (*S3Backend)(nil)
+	_ Remote       = (*S3Backend)(nil)
 )
 
 // NewS3Backend builds a client. It makes no network call: credentials are
@@ -89,54 +65,44 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	}
 	return &S3Backend{
 		client:      client,
-		bucket:      o.Bucket,
-		prefix:      o.Prefix,
+		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		now:         time.Now,
 		tempDir:     o.TempDir,
 		createTemp:  os.CreateTemp,
-		temps:       make(map[string]bool),
+		tempDirFor:  o.TempDirFor,
 	}, nil
 }
 
-func (b *S3Backend) key(actionID []byte) string {
-	return b.prefix + s3LayoutVersion + "/a/" + hex.EncodeToString(actionID)
-}
-
 // Get implements CacheBackend with one GetObject.
-func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
+func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: aws.String(b.key(actionID))})
+	key := b.loc.actionKey(actionID)
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &key})
 	if err != nil {
-		if isS3NotFound(err) {
-			return Entry{}, fmt.Errorf("get %x: %w", actionID, ErrNotFound)
-		}
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, s3Error("get", key, err, false)
 	}
 	defer out.Body.Close()
 	e, encoding, err := parseS3Metadata(out.Metadata)
 	if err != nil {
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	var body io.Reader = out.Body
 	switch encoding {
 	case "identity":
 		if n := aws.ToInt64(out.ContentLength); n != e.Size {
-			return Entry{}, fmt.Errorf("get %x: %w: object has %d bytes, metadata says %d", actionID, errVerify, n, e.Size)
+			return Entry{}, fmt.Errorf("get %s: %w: object has %d bytes, metadata says %d", key, errVerify, n, e.Size)
 		}
 	case "zstd":
 		src := &sourceErr{r: out.Body}
 		dec := getZstdDecoder(src)
 		if dec == nil {
 			if src.err != nil {
-				return Entry{}, fmt.Errorf("get %x: %w", actionID, src.err)
+				return Entry{}, s3Error("get", key, src.err, false)
 			}
-			return Entry{}, fmt.Errorf("get %x: %w: bad zstd stream", actionID, errVerify)
+			return Entry{}, fmt.Errorf("get %s: %w: bad zstd stream", key, errVerify)
 		}
 		defer zstdDecoders.Put(dec)
 		body = zstdReader{dec, src}
@@ -147,7 +113,7 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
 	if err != nil {
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	// The verifying reader stops one byte past the declared size, so a
 	// decompression bomb costs nothing.
@@ -157,11 +123,11 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		if errors.Is(err, errVerify) {
+			return Entry{}, fmt.Errorf("get %s: %w", key, err)
+		}
+		return Entry{}, s3Error("get", key, err, false) // the download broke off
 	}
-	b.mu.Lock()
-	b.temps[f.Name()] = true
-	b.mu.Unlock()
 	e.DiskPath = f.Name()
 	return e, nil
 }
@@ -169,13 +135,8 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 // Put implements CacheBackend with one PutObject. A body that can seek (a
 // file) is checked against outputID first and then sent; any other body is
 // spooled to a temp file while it is checked.
-func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
-	if err := checkID("output ID", outputID); err != nil {
-		return Entry{}, err
-	}
+func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	key := b.loc.actionKey(actionID)
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
@@ -183,84 +144,135 @@ func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int
 	if !ok {
 		f, err := b.createTemp(b.tempDir, "s3put-*")
 		if err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
 		if _, err := copyBuffered(f, newVerifyingReader(body, size, outputID)); err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		rs = f
 	} else if _, err := copyBuffered(io.Discard, newVerifyingReader(rs, size, outputID)); err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	if _, err := rs.Seek(0, io.SeekStart); err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	encoding, stored, storedSize := "identity", rs, size
 	if b.compressMin > 0 && size >= b.compressMin {
 		frame, zsize, release, err := b.compress(rs, size)
 		if err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		defer release()
 		if zsize < size-size/10 { // worth it: at least 10% smaller
 			encoding, stored, storedSize = "zstd", frame, zsize
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 	}
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
 	defer cancel()
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.bucket,
-		Key:           aws.String(b.key(actionID)),
+		Bucket:        &b.loc.bucket,
+		Key:           &key,
 		Body:          io.NewSectionReader(readerAt{stored}, 0, storedSize),
 		ContentLength: aws.Int64(storedSize),
 		ContentType:   aws.String("application/octet-stream"),
 		Metadata: map[string]string{
-			metaOutputID: hex.EncodeToString(outputID),
+			metaOutputID: hex.EncodeToString(outputID[:]),
 			metaSize:     strconv.FormatInt(size, 10),
 			metaTime:     strconv.FormatInt(now.UnixNano(), 10),
 			metaEncoding: encoding,
 		},
 	})
 	if err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, s3Error("put", key, err, true)
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
 }
 
-// getObject reads a whole small object (a manifest) of at most max bytes.
-func (b *S3Backend) getObject(ctx context.Context, key string, max int64) ([]byte, error) {
+// ListManifests implements manifestStore. Listings of directory buckets
+// are unordered: the keys are sorted by name, which starts with the time.
+func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
+	var keys []string
+	dir := b.loc.manifestDir(scope)
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, s3Error("list", dir, err, false)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	slices.Sort(keys)
+	slices.Reverse(keys)
+	if n >= 0 && len(keys) > n {
+		keys = keys[:n]
+	}
+	infos := make([]manifestInfo, len(keys))
+	for i, k := range keys {
+		infos[i].name = k
+		infos[i].time, _ = b.loc.manifestTime(scope, k)
+	}
+	return infos, nil
+}
+
+// GetManifest implements manifestStore.
+func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &name})
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return nil, s3Error("get", name, err, false)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, max+1))
+	data, err := io.ReadAll(io.LimitReader(out.Body, maxManifestObject+1))
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return nil, s3Error("get", name, err, false)
 	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("get %s: larger than %d bytes", key, max)
+	if int64(len(data)) > maxManifestObject {
+		return nil, fmt.Errorf("get %s: %w: larger than %d bytes", name, errVerify, maxManifestObject)
 	}
 	return data, nil
 }
 
-// putObject writes a small object (a manifest).
-func (b *S3Backend) putObject(ctx context.Context, key string, data []byte) error {
+// PutManifest implements manifestStore.
+func (b *S3Backend) PutManifest(ctx context.Context, scope string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	key := b.loc.manifestKey(scope, b.now())
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.bucket,
+		Bucket:        &b.loc.bucket,
 		Key:           &key,
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 	})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return s3Error("put", key, err, true)
+	}
+	return nil
+}
+
+// DeleteManifests implements manifestStore.
+func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	objs := make([]types.ObjectIdentifier, len(names))
+	for i, k := range names {
+		objs[i] = types.ObjectIdentifier{Key: aws.String(k)}
+	}
+	_, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+	if err != nil {
+		return s3Error("delete", names[0], err, true)
 	}
 	return nil
 }
@@ -271,23 +283,9 @@ func (b *S3Backend) putTimeout(size int64) time.Duration {
 	return b.timeout + time.Duration(size/(8<<20))*time.Second
 }
 
-// Close implements CacheBackend: it removes downloaded files nobody took.
-func (b *S3Backend) Close(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for p := range b.temps {
-		os.Remove(p)
-	}
-	b.temps = map[string]bool{}
-	return nil
-}
-
-// release tells the backend a file returned by Get has been moved away.
-func (b *S3Backend) release(path string) {
-	b.mu.Lock()
-	delete(b.temps, path)
-	b.mu.Unlock()
-}
+// Close implements CacheBackend. Files returned by Get are the callers'
+// and stay.
+func (b *S3Backend) Close(ctx context.Context) error { return nil }
 
 // parseS3Metadata reads an entry and its encoding from object metadata. It
 // is strict: a reader never guesses at an object it does not understand.
@@ -312,17 +310,7 @@ func parseS3Metadata(md map[string]string) (e Entry, encoding string, err error)
 	if err != nil {
 		return Entry{}, "", fmt.Errorf("%w: metadata %s %.40q", errVerify, metaTime, md[metaTime])
 	}
-	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, encoding, nil
-}
-
-func isS3NotFound(err error) bool {
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return true
-	}
-	var api smithy.APIError
-	return errors.As(err, &api) && api.ErrorCode() == "NotFound"
+	return Entry{OutputID: OutputID(out), Size: size, Time: time.Unix(0, ns)}, encoding, nil
 }
 
 // readerAt adapts a ReadSeeker for io.SectionReader (the SDK wants a body
@@ -379,7 +367,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 			defer wg.Done()
 			for batch := range batches {
 				out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
-					Bucket: &b.bucket,
+					Bucket: &b.loc.bucket,
 					Delete: &types.Delete{Objects: batch, Quiet: aws.Bool(true)},
 				})
 				if err == nil && len(out.Errors) > 0 {
@@ -395,7 +383,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 		}()
 	}
 	var listErr error
-	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: aws.String(b.prefix)})
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: aws.String(b.loc.prefix)})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
@@ -415,7 +403,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 	close(batches)
 	wg.Wait()
 	if err := cmp.Or(listErr, firstErr); err != nil {
-		return objects, bytes, fmt.Errorf("clear s3://%s/%s: %w", b.bucket, b.prefix, err)
+		return objects, bytes, fmt.Errorf("clear %s: %w", b.loc, err)
 	}
 	return objects, bytes, nil
 }

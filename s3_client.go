@@ -31,6 +31,9 @@ type S3Options struct {
 	// CompressMin > 0 uploads bodies of at least that size zstd-compressed.
 	CompressMin int64
 	TempDir     string
+	// TempDirFor, if set, names the directory for the download of a body
+	// with the given output ID (see S3Backend.Get); else TempDir.
+	TempDirFor func(OutputID) string
 	// Parallelism is how many requests may be in flight at once; the
 	// connection pool keeps that many connections.
 	Parallelism int
@@ -144,7 +147,7 @@ func compressMin(cfg *Config) int64 {
 }
 
 // newS3FromConfig builds the S3 backend that cfg describes.
-func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
+func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFor func(OutputID) string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
 	return NewS3Backend(ctx, S3Options{
 		Bucket:      cfg.S3Bucket,
 		Prefix:      cfg.S3Prefix,
@@ -154,6 +157,7 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, log *slog
 		Timeout:     cfg.S3Timeout,
 		CompressMin: compressMin(cfg),
 		TempDir:     tempDir,
+		TempDirFor:  tempDirFor,
 		Parallelism: cfg.UploadWorkers,
 		Debug:       cfg.Debug,
 		Log:         log,
