@@ -2,29 +2,85 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
-// s3Location is one place in a bucket that holds a cache: a bucket and a
-// key prefix, "" or ending in "/". A server writes one location (-s3-bucket
-// and -s3-prefix) and may read further ones (-s3-read-from), which it never
-// writes: a pull request's job writes its own location and reads the one
-// that only trusted jobs write.
+// s3Location is one place in a bucket that the cache uses,
+// s3://<bucket>/<prefix>, and its methods are the whole key layout of it.
+// Under the prefix (empty, or ending in "/"):
+//
+//	<prefix>v1/a/<actionID hex>                      one object per action: the body itself
+//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<rand>  a prefetch manifest of a scope (manifest.go)
+//
+// An action's object carries the entry's metadata in its user metadata, so
+// that a hit is a single GetObject and a miss a single 404:
+//
+//	x-amz-meta-gbc-output-id   hex SHA-256 of the body
+//	x-amz-meta-gbc-size        body length in bytes
+//	x-amz-meta-gbc-time        put time, Unix nanoseconds
+//	x-amz-meta-gbc-encoding    how the object's bytes encode the body: "identity"
+//	                           (the body itself) or "zstd" (a zstd frame of it)
+//
+// "v1" versions the layout: a reader never interprets objects of another
+// version. The encoding is recorded in each object, never assumed from the
+// reader's flags; an unknown encoding is a miss.
 type s3Location struct {
-	Bucket string
-	Prefix string
+	bucket string
+	prefix string
 }
 
-// String is the location as -s3-read-from takes it: s3://BUCKET/PREFIX.
-func (l s3Location) String() string { return "s3://" + l.Bucket + "/" + l.Prefix }
+// s3LayoutVersion is the layout version segment of every key.
+const s3LayoutVersion = "v1"
+
+// Object metadata keys (lowercase: S3 returns them lowercased).
+const (
+	metaOutputID = "gbc-output-id"
+	metaSize     = "gbc-size"
+	metaTime     = "gbc-time"
+	metaEncoding = "gbc-encoding"
+)
+
+func (l s3Location) String() string { return "s3://" + l.bucket + "/" + l.prefix }
+
+// actionKey is the key of an action's object.
+func (l s3Location) actionKey(id ActionID) string {
+	return l.prefix + s3LayoutVersion + "/a/" + hex.EncodeToString(id[:])
+}
+
+// manifestDir is the key prefix of a scope's manifests.
+func (l s3Location) manifestDir(scope string) string {
+	return l.prefix + s3LayoutVersion + "/m/" + scope + "/"
+}
+
+// manifestKey is the key of a new manifest of scope written at t. Keys of
+// one scope sort by time.
+func (l s3Location) manifestKey(scope string, t time.Time) string {
+	return fmt.Sprintf("%s%019d-%s", l.manifestDir(scope), t.UnixNano(), randomSuffix())
+}
+
+// manifestTime returns the time a manifest key was written, from its name.
+func (l s3Location) manifestTime(scope, key string) (time.Time, bool) {
+	name := strings.TrimPrefix(key, l.manifestDir(scope))
+	if len(name) < 19 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(name[:19], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
 
 // contains reports whether every key of o lies under l (l's prefix is a
 // prefix of o's, in the same bucket), so that clearing l would clear o.
 func (l s3Location) contains(o s3Location) bool {
-	return l.Bucket == o.Bucket && strings.HasPrefix(o.Prefix, l.Prefix)
+	return l.bucket == o.bucket && strings.HasPrefix(o.prefix, l.prefix)
 }
 
 // bucketName is what a location may name as its bucket: the characters S3
@@ -49,7 +105,7 @@ func parseS3Location(s string) (s3Location, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	return s3Location{Bucket: bucket, Prefix: prefix}, nil
+	return s3Location{bucket: bucket, prefix: prefix}, nil
 }
 
 // s3Locations is the value of -s3-read-from: a comma-separated list of

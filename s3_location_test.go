@@ -18,11 +18,11 @@ func TestParseS3Locations(t *testing.T) {
 		err  string // substring of the error; "" for none
 	}{
 		{"", nil, ""},
-		{"s3://bk1/root/main/", []s3Location{{"bk1", "root/main/"}}, ""},
-		{"s3://bk1/root/main", []s3Location{{"bk1", "root/main/"}}, ""},
-		{"s3://bk1", []s3Location{{"bk1", ""}}, ""},
-		{"s3://bk1/", []s3Location{{"bk1", ""}}, ""},
-		{" s3://bk1/x/ , s3://main--usw2-az1--x-s3/gobuildcache/ ", []s3Location{{"bk1", "x/"}, {"main--usw2-az1--x-s3", "gobuildcache/"}}, ""},
+		{"s3://bk1/root/main/", []s3Location{{bucket: "bk1", prefix: "root/main/"}}, ""},
+		{"s3://bk1/root/main", []s3Location{{bucket: "bk1", prefix: "root/main/"}}, ""},
+		{"s3://bk1", []s3Location{{bucket: "bk1", prefix: ""}}, ""},
+		{"s3://bk1/", []s3Location{{bucket: "bk1", prefix: ""}}, ""},
+		{" s3://bk1/x/ , s3://main--usw2-az1--x-s3/gobuildcache/ ", []s3Location{{bucket: "bk1", prefix: "x/"}, {bucket: "main--usw2-az1--x-s3", prefix: "gobuildcache/"}}, ""},
 		{"b1/root/", nil, "want s3://BUCKET/PREFIX/"},
 		{"https://b1/root/", nil, "want s3://BUCKET/PREFIX/"},
 		{"s3:///root/", nil, "not a bucket name"},
@@ -47,7 +47,7 @@ func TestParseS3Locations(t *testing.T) {
 			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
 		}
 	}
-	l := s3Locations{{"bk1", "root/main/"}, {"bk2", ""}}
+	l := s3Locations{{bucket: "bk1", prefix: "root/main/"}, {bucket: "bk2", prefix: ""}}
 	if s := l.String(); s != "s3://bk1/root/main/,s3://bk2/" {
 		t.Errorf("String: %q", s)
 	}
@@ -58,24 +58,24 @@ func TestParseS3Locations(t *testing.T) {
 }
 
 func TestCheckReadLocations(t *testing.T) {
-	write := s3Location{"bk1", "root/pr-7/"}
+	write := s3Location{bucket: "bk1", prefix: "root/pr-7/"}
 	for _, tc := range []struct {
 		reads []s3Location
 		err   string
 	}{
-		{[]s3Location{{"bk1", "root/main/"}}, ""},
-		{[]s3Location{{"bk2", "root/pr-7/"}}, ""},                          // same prefix, another bucket
-		{[]s3Location{{"bk1", "root/"}}, ""},                               // contains the write location: its keys are not under it
-		{[]s3Location{{"bk1", "root/pr-7/"}}, "inside the write location"}, // the write location itself
-		{[]s3Location{{"bk1", "root/pr-7/old/"}}, "inside the write location"},
-		{[]s3Location{{"bk1", "root/main/"}, {"bk1", "root/main/"}}, "named twice"},
+		{[]s3Location{{bucket: "bk1", prefix: "root/main/"}}, ""},
+		{[]s3Location{{bucket: "bk2", prefix: "root/pr-7/"}}, ""},                          // same prefix, another bucket
+		{[]s3Location{{bucket: "bk1", prefix: "root/"}}, ""},                               // contains the write location: its keys are not under it
+		{[]s3Location{{bucket: "bk1", prefix: "root/pr-7/"}}, "inside the write location"}, // the write location itself
+		{[]s3Location{{bucket: "bk1", prefix: "root/pr-7/old/"}}, "inside the write location"},
+		{[]s3Location{{bucket: "bk1", prefix: "root/main/"}, {bucket: "bk1", prefix: "root/main/"}}, "named twice"},
 	} {
 		err := checkReadLocations(write, tc.reads)
 		if (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%v: error %v, want %q", tc.reads, err, tc.err)
 		}
 	}
-	if err := checkReadLocations(s3Location{"bk1", ""}, []s3Location{{"bk1", "x/"}}); err == nil {
+	if err := checkReadLocations(s3Location{bucket: "bk1", prefix: ""}, []s3Location{{bucket: "bk1", prefix: "x/"}}); err == nil {
 		t.Error("a write location of the whole bucket contains every read location in it")
 	}
 }
