@@ -62,6 +62,10 @@ const (
 // errBreakerOpen is returned while the breaker keeps requests away.
 var errBreakerOpen = errors.New("remote cache disabled after errors")
 
+// errWritesOff is returned for a write after the remote refused one: reads
+// go on.
+var errWritesOff = errors.New("remote cache writes off: the remote refused a write")
+
 func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker string) *breakerBackend {
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
 	if till, kind, ok := readBreakerMarker(marker); ok && b.now().Before(till) {
@@ -109,6 +113,11 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 	switch kind := errKind(err); {
 	case err == nil, kind == KindNotFound:
 		b.succeeded() // the remote answered
+	case kind == KindDenied:
+		// Not allowed to read that key (or that read location): a miss,
+		// and an answer; the remote works.
+		b.stats.RemoteDenied.Add(1)
+		b.succeeded()
 	case kind == KindVerify:
 		b.stats.VerifyFailures.Add(1)
 		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
@@ -120,7 +129,10 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 
 // Put implements CacheBackend.
 func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
-	if !b.allow(false) || b.writesOff() {
+	if b.writesOff() {
+		return Entry{}, errWritesOff // counted once, as the refusal
+	}
+	if !b.allow(false) {
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
 	}
@@ -171,7 +183,10 @@ func (b *breakerBackend) GetManifest(ctx context.Context, name string) ([]byte, 
 
 // PutManifest implements manifestStore.
 func (b *breakerBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
-	if !b.allow(false) || b.writesOff() {
+	if b.writesOff() {
+		return errWritesOff
+	}
+	if !b.allow(false) {
 		return errBreakerOpen
 	}
 	err := b.remote.PutManifest(ctx, scope, data)
@@ -181,7 +196,10 @@ func (b *breakerBackend) PutManifest(ctx context.Context, scope string, data []b
 
 // DeleteManifests implements manifestStore.
 func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) error {
-	if !b.allow(false) || b.writesOff() {
+	if b.writesOff() {
+		return errWritesOff
+	}
+	if !b.allow(false) {
 		return errBreakerOpen
 	}
 	err := b.remote.DeleteManifests(ctx, names)

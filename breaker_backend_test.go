@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/smithy-go"
 )
 
 // scriptedRemote is a mock whose every request fails with r.err (or
@@ -149,22 +151,58 @@ func TestBreakerMarkerIsShared(t *testing.T) {
 	}
 }
 
+// TestBreakerDeniedWriteKeepsReads: a refused write (a read-only role
+// without -read-only) stops writes, and nothing else: no breaker, no
+// marker for the next server, no manifest; reads go on.
 func TestBreakerDeniedWriteKeepsReads(t *testing.T) {
 	ctx := context.Background()
 	denied := withKind(KindWriteRefused, errors.New("AccessDenied: denied"))
 	remote := newScriptedRemote(denied)
-	b, _, stats := newTestBreaker(remote, "")
+	marker := filepath.Join(t.TempDir(), "breaker")
+	b, _, stats := newTestBreaker(remote, marker)
 	for range 5 {
 		b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
 	}
+	if err := b.PutManifest(ctx, "scope", []byte("m")); !errors.Is(err, errWritesOff) {
+		t.Errorf("manifest put after a refused write: %v, want errWritesOff", err)
+	}
 	if remote.count() != 1 {
 		t.Fatalf("%d writes reached a remote that refuses writes, want 1", remote.count())
+	}
+	if _, _, ok := readBreakerMarker(marker); ok {
+		t.Fatal("a refused write left a breaker marker: the next server would start with reads off")
 	}
 	remote.err = ErrNotFound
 	for range 5 {
 		b.Get(ctx, actionID("k"))
 	}
-	if remote.count() != 6 || stats.Snapshot().RemoteErrorsByKind["auth"] != 1 {
-		t.Fatalf("reads after a denied write: %d calls, stats %+v", remote.count(), stats.Snapshot())
+	if _, err := b.ListManifests(ctx, "scope", 4); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Errorf("listing manifests after a refused write: %v", err)
+	}
+	s := stats.Snapshot()
+	if remote.count() != 7 || s.RemoteErrorsByKind["auth"] != 1 || s.RemoteSkipped != 0 {
+		t.Fatalf("reads after a denied write: %d calls, stats %+v", remote.count(), s)
+	}
+}
+
+// TestBreakerDeniedReadIsAMiss: a read refused with 403 (a read location
+// the credentials may not read) is that key's miss; however many there
+// are, the breaker stays closed.
+func TestBreakerDeniedReadIsAMiss(t *testing.T) {
+	ctx := context.Background()
+	remote := newScriptedRemote(s3Error("get", "k", &smithy.GenericAPIError{Code: "AccessDenied"}, false))
+	marker := filepath.Join(t.TempDir(), "breaker")
+	b, _, stats := newTestBreaker(remote, marker)
+	for range 3 * breakerThreshold {
+		if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("denied get: %v, want a miss", err)
+		}
+	}
+	s := stats.Snapshot()
+	if !b.allow(false) || remote.count() != 3*breakerThreshold || s.RemoteDenied != 3*breakerThreshold || s.RemoteErrors != 0 {
+		t.Fatalf("denied reads: %d calls, stats %+v", remote.count(), s)
+	}
+	if _, _, ok := readBreakerMarker(marker); ok {
+		t.Fatal("denied reads left a breaker marker")
 	}
 }

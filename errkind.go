@@ -26,6 +26,7 @@ const (
 	KindAuth                        // credentials rejected or not allowed (401, 403)
 	KindCredentials                 // no credentials found to sign with
 	KindWriteRefused                // a write was refused (403 on a put) while reads may work
+	KindDenied                      // a read was refused (403 on a get): that key's miss, not a failure
 	KindSession                     // an S3 Express session expired or is invalid
 	KindNoBucket                    // the bucket does not exist
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
@@ -59,6 +60,8 @@ func (k ErrKind) String() string {
 		return "auth"
 	case KindCredentials:
 		return "credentials"
+	case KindDenied:
+		return "denied"
 	case KindSession:
 		return "session"
 	case KindNoBucket:

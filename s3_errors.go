@@ -17,13 +17,19 @@ import (
 // s3Error returns the error of a failed SDK request for op on key,
 // classified: a missing object wraps ErrNotFound, anything else is a
 // *kindError (see ErrKind). write says whether the request stores
-// something, where a 403 means a refused write rather than no access.
+// something, where a 403 means a refused write rather than no access. A
+// read refused with 403 (KindDenied) is a miss of that key and wraps
+// ErrNotFound too: a location the credentials may not read, or a missing
+// key where s3:ListBucket is not allowed, which S3 answers with 403.
 func s3Error(op, key string, err error, write bool) error {
-	kind := classifyS3Error(err, write)
-	if kind == KindNotFound {
+	switch kind := classifyS3Error(err, write); kind {
+	case KindNotFound:
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
+	case KindDenied:
+		return fmt.Errorf("%s %s: %w", op, key, withKind(kind, fmt.Errorf("%w: %w", ErrNotFound, err)))
+	default:
+		return fmt.Errorf("%s %s: %w", op, key, withKind(kind, err))
 	}
-	return fmt.Errorf("%s %s: %w", op, key, withKind(kind, err))
 }
 
 // classifyS3Error names the kind of an error returned by the SDK.
@@ -33,9 +39,11 @@ func classifyS3Error(err error, write bool) ErrKind {
 	if errors.As(err, &nsk) || errors.As(err, &nf) {
 		return KindNotFound
 	}
-	auth := KindAuth
+	// Not allowed: for a write, writing is refused; for a read, that key
+	// may not be read. Either way the credentials work.
+	denied := KindDenied
 	if write {
-		auth = KindWriteRefused
+		denied = KindWriteRefused
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
@@ -46,8 +54,10 @@ func classifyS3Error(err error, write bool) ErrKind {
 			return KindNoBucket
 		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
 			return KindConfig // the bucket is in another region
-		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
-			return auth
+		case "AccessDenied", "Forbidden":
+			return denied
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
+			return KindAuth // the credentials themselves
 		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException":
 			return KindThrottled
 		}
@@ -55,8 +65,10 @@ func classifyS3Error(err error, write bool) ErrKind {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
 		switch code := re.HTTPStatusCode(); {
-		case code == 403 || code == 401:
-			return auth
+		case code == 403:
+			return denied
+		case code == 401:
+			return KindAuth
 		case code == 429:
 			return KindThrottled
 		case code >= 500:

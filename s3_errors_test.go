@@ -30,8 +30,10 @@ func TestClassifyS3Error(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "NoSuchBucket"}, false, KindNoBucket},
 		{&smithy.GenericAPIError{Code: "PermanentRedirect"}, false, KindConfig},
 		{&smithy.GenericAPIError{Code: "NoSuchKey"}, false, KindNotFound},
-		{denied, false, KindAuth},
+		{denied, false, KindDenied},
 		{denied, true, KindWriteRefused},
+		{&smithy.GenericAPIError{Code: "InvalidAccessKeyId"}, false, KindAuth},
+		{&smithy.GenericAPIError{Code: "SignatureDoesNotMatch"}, true, KindAuth},
 		{context.Canceled, false, KindCanceled},
 		{errors.New("something else"), false, KindOther},
 	} {
@@ -46,5 +48,9 @@ func TestClassifyS3Error(t *testing.T) {
 	}
 	if err := s3Error("get", "k", &smithy.GenericAPIError{Code: "NotFound"}, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("s3Error of a 404: %v, want ErrNotFound", err)
+	}
+	// A refused read is that key's miss, and says why.
+	if err := s3Error("get", "k", denied, false); !errors.Is(err, ErrNotFound) || errKind(err) != KindDenied || KindDenied.fatal() {
+		t.Errorf("s3Error of a denied get: %v, kind %v; want a miss of kind denied", err, errKind(err))
 	}
 }

@@ -30,6 +30,7 @@ type Stats struct {
 	RemoteGetLatency                 latencyHistogram
 	RemotePutLatency                 latencyHistogram
 	RemoteSkipped                    atomic.Int64 // requests not sent: circuit breaker open
+	RemoteDenied                     atomic.Int64 // reads refused with 403: misses of those keys
 	VerifyFailures                   atomic.Int64 // remote bodies that did not match their output ID
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
@@ -82,6 +83,7 @@ type StatsSnapshot struct {
 	RemoteErrors       int64            `json:"remote_errors"`
 	RemoteErrorsByKind map[string]int64 `json:"remote_errors_by_kind"`
 	RemoteSkipped      int64            `json:"remote_skipped"`
+	RemoteDenied       int64            `json:"remote_denied"`
 	VerifyFailures     int64            `json:"verify_failures"`
 	RemoteBytesDown    int64            `json:"remote_bytes_down"`
 	RemoteBytesUp      int64            `json:"remote_bytes_up"`
@@ -120,6 +122,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Remote:             s.Remote.Load(),
 		RemoteErrorsByKind: map[string]int64{},
 		RemoteSkipped:      s.RemoteSkipped.Load(),
+		RemoteDenied:       s.RemoteDenied.Load(),
 		VerifyFailures:     s.VerifyFailures.Load(),
 		RemoteBytesDown:    s.RemoteBytesDown.Load(),
 		RemoteBytesUp:      s.RemoteBytesUp.Load(),
@@ -204,6 +207,9 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.RemoteSkipped, snap.VerifyFailures)},
 		)
+		if snap.RemoteDenied > 0 {
+			rows = append(rows, [2]string{"reads denied", fmt.Sprintf("%d (403: misses of those keys; see gobuildcache check)", snap.RemoteDenied)})
+		}
 	}
 	return rows
 }
