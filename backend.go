@@ -87,7 +87,8 @@ type CacheBackend interface {
 // scope. A manifest is an opaque blob to it.
 type manifestStore interface {
 	// ListManifests returns the scope's manifests, newest first, at most n
-	// of them (all if n < 0).
+	// of them (all if n < 0); a remote that reads several locations
+	// returns each location's so, its own (the one it writes) first.
 	ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error)
 	// GetManifest returns the stored bytes of the named manifest (at most
 	// maxManifestObject of them); ErrNotFound if it is gone.
@@ -103,6 +104,9 @@ type manifestStore interface {
 type manifestInfo struct {
 	name string    // as ListManifests returns it, for GetManifest and DeleteManifests
 	time time.Time // when it was written; zero if unknown
+	// readOnly: in a location this server reads and never writes
+	// (-s3-read-from), so never deleted.
+	readOnly bool
 }
 
 // Remote is a remote cache: entries and the manifests that describe

@@ -25,6 +25,7 @@ type Config struct {
 
 	S3Bucket      string
 	S3Prefix      string
+	S3ReadFrom    s3Locations
 	S3Region      string
 	S3Endpoint    string
 	S3PathStyle   bool
@@ -107,6 +108,8 @@ var options = []option{
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Bucket) }},
 	{"s3-prefix", "S3_PREFIX", "key prefix for every object in the bucket", allCmds,
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Prefix) }},
+	{"s3-read-from", "S3_READ_FROM", "further locations to read, in order, after -s3-bucket and -s3-prefix, and never write: s3://BUCKET/PREFIX/ separated by commas (a pull request's job reads the trusted cache)", allCmds,
+		func(c *Config) flag.Value { return &c.S3ReadFrom }},
 	{"s3-region", "AWS_REGION", "AWS region of the bucket", allCmds,
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Region) }},
 	{"s3-endpoint", "S3_ENDPOINT", "S3 endpoint URL for S3-compatible servers (MinIO, R2, Ceph); AWS_ENDPOINT_URL_S3 is honoured too", allCmds,
@@ -246,6 +249,9 @@ func (c *Config) validate(cmd string) error {
 	}
 	if c.S3Prefix != "" && !strings.HasSuffix(c.S3Prefix, "/") {
 		c.S3Prefix += "/" // keys live in a "directory"; S3 Express requires it
+	}
+	if err := checkReadLocations(s3Location{bucket: c.S3Bucket, prefix: c.S3Prefix}, c.S3ReadFrom); err != nil {
+		return fmt.Errorf("invalid -s3-read-from (S3_READ_FROM): %v", err)
 	}
 	if c.S3Endpoint != "" {
 		u, err := url.Parse(c.S3Endpoint)

@@ -223,15 +223,17 @@ type manifestsSeen struct {
 	newest time.Time
 }
 
-// noteRead records what the manifests infos (newest first) named, if every
-// one of them was read.
+// noteRead records what the manifests infos named, if every one of them was
+// read.
 func (p *prefetcher) noteRead(infos []manifestInfo, lists [][]manifestEntry) {
 	r := &manifestsSeen{}
-	if len(infos) > 0 {
-		if infos[0].time.IsZero() {
+	for _, m := range infos { // each location's newest first
+		if m.time.IsZero() {
 			return
 		}
-		r.newest = infos[0].time
+		if m.time.After(r.newest) {
+			r.newest = m.time
+		}
 	}
 	for _, l := range lists {
 		if l == nil {
@@ -378,8 +380,13 @@ func (p *prefetcher) writeManifest(ctx context.Context, entries []manifestEntry)
 		return err
 	}
 	all, err := p.manifests.ListManifests(ctx, p.scope, -1)
-	if err != nil || len(all) <= manifestsKept {
+	if err != nil {
 		return err
+	}
+	// Only this server's own (the write location's), newest first.
+	all = slices.DeleteFunc(all, func(m manifestInfo) bool { return m.readOnly })
+	if len(all) <= manifestsKept {
+		return nil
 	}
 	var old []string
 	for _, m := range all[manifestsKept:] {

@@ -33,9 +33,19 @@ import (
 // TempDir) and verifies it against the output ID and size in the metadata:
 // a body that does not match is never returned. The file is the caller's
 // (see CacheBackend.Get).
+//
+// It writes one location, loc, and may read further ones after it, in
+// order (-s3-read-from), which it never writes: a get is answered by the
+// first location that has the entry, all of them asked at once (getFirst),
+// so that a key the write location lacks costs one round trip, not one per
+// location. Manifests are listed and read in every location, loc's first,
+// and stored and deleted in loc alone. Read locations share the client:
+// the same endpoint, region and credentials (on S3 Express, the SDK keeps
+// one session per bucket).
 type S3Backend struct {
 	client  *s3.Client
-	loc     s3Location
+	loc     s3Location   // the write location
+	reads   []s3Location // read after loc, in order; never written
 	timeout time.Duration // per request, retries included
 	// compressMin is the smallest body uploaded zstd-compressed; 0 means
 	// never compress. Reads decode whatever an object says it holds.
@@ -66,6 +76,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	return &S3Backend{
 		client:      client,
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
+		reads:       o.ReadFrom,
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		now:         time.Now,
@@ -75,12 +86,32 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	}, nil
 }
 
-// Get implements CacheBackend with one GetObject.
+// Get implements CacheBackend with one GetObject per location, all at
+// once: the first location, in order, that has the entry answers.
 func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	if len(b.reads) == 0 {
+		return b.getFrom(ctx, b.loc, actionID)
+	}
+	return getFirst(ctx, 1+len(b.reads), func(ctx context.Context, i int) (Entry, error) {
+		return b.getFrom(ctx, b.location(i), actionID)
+	}, func(e Entry) { os.Remove(e.DiskPath) })
+}
+
+// location returns location i: 0 is the write location, i > 0 the i-th
+// read location.
+func (b *S3Backend) location(i int) s3Location {
+	if i == 0 {
+		return b.loc
+	}
+	return b.reads[i-1]
+}
+
+// getFrom gets actionID's entry from one location with one GetObject.
+func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID ActionID) (Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	key := b.loc.actionKey(actionID)
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &key})
+	key := loc.actionKey(actionID)
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &loc.bucket, Key: &key})
 	if err != nil {
 		return Entry{}, s3Error("get", key, err, false)
 	}
@@ -193,18 +224,47 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
 }
 
-// ListManifests implements manifestStore. Listings of directory buckets
-// are unordered: the keys are sorted by name, which starts with the time.
+// ListManifests implements manifestStore: the newest n manifests of each
+// location, the write location's first. Listings of directory buckets are
+// unordered: the keys are sorted by name, which starts with the time. A
+// location that refuses the listing (403) has none; any other failure is
+// the answer. Manifests of read locations are named s3://BUCKET/KEY.
 func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
+	lists := make([][]manifestInfo, 1+len(b.reads))
+	errs := make([]error, len(lists))
+	var wg sync.WaitGroup
+	for i := range lists { // at once: each is a round trip
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lists[i], errs[i] = b.listManifests(ctx, i, scope, n)
+		}()
+	}
+	wg.Wait()
+	var infos []manifestInfo
+	for i, l := range lists {
+		switch err := errs[i]; {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return nil, err
+		}
+		infos = append(infos, l...)
+	}
+	return infos, nil
+}
+
+// listManifests lists the newest n manifests of scope in location i.
+func (b *S3Backend) listManifests(ctx context.Context, i int, scope string, n int) ([]manifestInfo, error) {
+	loc := b.location(i)
 	var keys []string
-	dir := b.loc.manifestDir(scope)
-	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
+	dir := loc.manifestDir(scope)
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &loc.bucket, Prefix: &dir})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, s3Error("list", dir, err, false)
+			return nil, s3Error("list", loc.bucket+"/"+dir, err, false)
 		}
 		for _, o := range page.Contents {
 			keys = append(keys, aws.ToString(o.Key))
@@ -216,18 +276,28 @@ func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]m
 		keys = keys[:n]
 	}
 	infos := make([]manifestInfo, len(keys))
-	for i, k := range keys {
-		infos[i].name = k
-		infos[i].time, _ = b.loc.manifestTime(scope, k)
+	for j, k := range keys {
+		infos[j].name = k
+		if i > 0 {
+			infos[j].name, infos[j].readOnly = "s3://"+loc.bucket+"/"+k, true
+		}
+		infos[j].time, _ = loc.manifestTime(scope, k)
 	}
 	return infos, nil
 }
 
 // GetManifest implements manifestStore.
 func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	bucket, key := b.loc.bucket, name
+	if rest, ok := strings.CutPrefix(name, "s3://"); ok {
+		bucket, key, _ = strings.Cut(rest, "/")
+		if !slices.ContainsFunc(b.reads, func(l s3Location) bool { return l.bucket == bucket && strings.HasPrefix(key, l.prefix) }) {
+			return nil, fmt.Errorf("get %.200s: not in a read location", name)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &name})
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		return nil, s3Error("get", name, err, false)
 	}
@@ -259,10 +329,16 @@ func (b *S3Backend) PutManifest(ctx context.Context, scope string, data []byte) 
 	return nil
 }
 
-// DeleteManifests implements manifestStore.
+// DeleteManifests implements manifestStore. Only manifests of the write
+// location can be deleted.
 func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
+	}
+	for _, k := range names {
+		if strings.HasPrefix(k, "s3://") {
+			return fmt.Errorf("delete %.200s: a read location is never written", k)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()

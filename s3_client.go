@@ -22,8 +22,11 @@ import (
 
 // S3Options are the settings of an S3Backend.
 type S3Options struct {
-	Bucket    string
-	Prefix    string
+	Bucket string
+	Prefix string
+	// ReadFrom are locations read after Bucket and Prefix, in order, and
+	// never written.
+	ReadFrom  []s3Location
 	Region    string
 	Endpoint  string // "" for AWS (or AWS_ENDPOINT_URL_S3)
 	PathStyle bool
@@ -151,6 +154,7 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFo
 	return NewS3Backend(ctx, S3Options{
 		Bucket:      cfg.S3Bucket,
 		Prefix:      cfg.S3Prefix,
+		ReadFrom:    cfg.S3ReadFrom,
 		Region:      cfg.S3Region,
 		Endpoint:    cfg.S3Endpoint,
 		PathStyle:   cfg.S3PathStyle,

@@ -116,7 +116,6 @@ type trustFixture struct {
 
 func newTrustFixture(t *testing.T) trustFixture {
 	t.Helper()
-	t.Skip("issue 13: -s3-read-from is implemented on top of issue 11's redesign")
 	tg := s3TargetForTest(t)
 	return trustFixture{
 		tg:   tg,
