@@ -44,8 +44,8 @@ import (
 // one session per bucket).
 type S3Backend struct {
 	client  *s3.Client
-	loc     s3Location   // the write location
-	reads   []s3Location // read after loc, in order; never written
+	loc     s3Location    // the write location
+	reads   []s3Location  // read after loc, in order; never written
 	timeout time.Duration // per request, retries included
 	// compressMin is the smallest body uploaded zstd-compressed; 0 means
 	// never compress. Reads decode whatever an object says it holds.
