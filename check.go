@@ -17,10 +17,15 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// runCheck verifies that the remote cache cfg describes works: credentials,
-// bucket access, and a put/get/delete round trip of a probe object under
-// the prefix. It prints each step on out and returns a one-line error for
-// the first that fails.
+// runCheck verifies that the remote cache cfg describes works, and that it
+// is as safe as it should be: credentials; that the write location can be
+// listed and read; a put/get/delete round trip of a probe object in it
+// (with -read-only, a read alone: check then writes nothing there); and
+// for each read location, that it can be read and that a write to it is
+// refused. It prints each step on out and returns a one-line error for the
+// first that fails, or if a read location could be written (DANGER). A
+// refused write to the write location is reported, and is no failure: the
+// server reads and does not write then.
 func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
 	if cfg.Backend != "s3" {
 		return errors.New("check tests a remote cache: give -backend=s3 (BACKEND_TYPE=s3) and -s3-bucket")
@@ -40,9 +45,12 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	if o.BaseEndpoint != nil {
 		where = *o.BaseEndpoint
 	}
-	fmt.Fprintf(out, "bucket:      s3://%s/%s (region %s, endpoint %s, path style %v)\n", cfg.S3Bucket, cfg.S3Prefix, o.Region, where, o.UsePathStyle)
+	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")
+	}
+	for _, l := range b.reads {
+		fmt.Fprintf(out, "read from:   %s (read, never written)\n", l)
 	}
 
 	var detail string // printed after a step's result
@@ -68,8 +76,12 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	}); err != nil {
 		return err
 	}
+	// A listing, not HeadBucket: it needs exactly what the server needs
+	// (s3:ListBucket on the prefix), where HeadBucket needs it on the whole
+	// bucket, which a role limited to its prefixes does not have.
 	if _, err := step("bucket", func(ctx context.Context) error {
-		_, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &cfg.S3Bucket})
+		d, err := checkRead(ctx, b, b.loc)
+		detail = d
 		return err
 	}); err != nil {
 		return err
@@ -78,37 +90,137 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	rand.Read(body)
 	sum := OutputID(sha256.Sum256(body))
 	probe := ActionID(sha256.Sum256(append([]byte("gobuildcache check "), body...)))
-	var rtts []time.Duration
-	for _, s := range []struct {
-		name string
-		f    func(ctx context.Context) error
-	}{
-		{"put probe", func(ctx context.Context) error {
-			_, err := b.Put(ctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
-			return err
-		}},
-		{"get probe", func(ctx context.Context) error {
-			_, err := b.Get(ctx, probe)
-			return err
-		}},
-		{"delete probe", func(ctx context.Context) error {
-			_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &cfg.S3Bucket, Key: aws.String(b.loc.actionKey(probe))})
-			return err
-		}},
-	} {
-		d, err := step(s.name, s.f)
-		if err != nil {
-			return err
-		}
-		rtts = append(rtts, d)
-	}
-	fmt.Fprintf(out, "round trip:  put %v, get %v, delete %v\n", rtts[0], rtts[1], rtts[2])
 	if cfg.ReadOnly {
-		fmt.Fprintln(out, "note:        -read-only: the server will never write, but check just did")
+		fmt.Fprintf(out, "%-12s off (-read-only): nothing written to %s\n", "writes:", b.loc)
+	} else {
+		// A refused put is no failure: the server then reads alone.
+		sctx, cancel := context.WithTimeout(ctx, cfg.S3Timeout)
+		start := time.Now()
+		_, err := b.Put(sctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
+		cancel()
+		put := time.Since(start).Round(time.Microsecond)
+		switch {
+		case errKind(err) == KindWriteRefused:
+			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)\n", "put probe:", put, b.loc)
+		case err != nil:
+			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
+			return fmt.Errorf("put probe: %v%s", oneLine(err), hint("put probe", err))
+		default:
+			fmt.Fprintf(out, "%-12s ok (%v)\n", "put probe:", put)
+			get, err := step("get probe", func(ctx context.Context) error {
+				e, err := b.getFrom(ctx, b.loc, probe)
+				if err == nil {
+					os.Remove(e.DiskPath)
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			del, err := step("delete probe", func(ctx context.Context) error {
+				_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.loc.bucket, Key: aws.String(b.loc.actionKey(probe))})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "round trip:  put %v, get %v, delete %v\n", put, get, del)
+		}
 	}
-	fmt.Fprint(out, "\n"+iamPolicy(cfg.S3Bucket))
+
+	var dangers []string
+	for _, l := range b.reads {
+		if _, err := step("read from", func(ctx context.Context) error {
+			d, err := checkRead(ctx, b, l)
+			detail = ": " + l.String() + d
+			return err
+		}); err != nil {
+			return fmt.Errorf("%s: %w", l, err)
+		}
+		wrote, err := checkWriteRefused(ctx, cfg, l, probe, sum, body, tmp, log, getenv)
+		switch {
+		case wrote:
+			fmt.Fprintf(out, "DANGER: these credentials can write %s, a read location: a job with them can plant entries that builds reading it will trust. Allow them reads alone there (see \"Trust and pull requests\" in README.md).\n", l)
+			if err != nil {
+				fmt.Fprintf(out, "DANGER: %v\n", oneLine(err))
+			}
+			dangers = append(dangers, l.String())
+		case err != nil:
+			return fmt.Errorf("read location %s: could not tell whether these credentials can write it: %v", l, oneLine(err))
+		default:
+			fmt.Fprintf(out, "%-12s %s: as expected: these credentials cannot write it (the write was refused)\n", "read from:", l)
+		}
+	}
+	if len(b.reads) > 0 || cfg.ReadOnly {
+		fmt.Fprintln(out, "\nIAM: a job that reads a location must not be able to write it; the policies of a trusted")
+		fmt.Fprintln(out, "and of a pull-request role are in README.md, \"Trust and pull requests\".")
+	} else {
+		fmt.Fprint(out, "\n"+iamPolicy(cfg.S3Bucket))
+	}
+	if len(dangers) > 0 {
+		return fmt.Errorf("DANGER: these credentials can write %s, which this job only reads: fix the IAM policy", strings.Join(dangers, ", "))
+	}
 	fmt.Fprintln(out, "\nremote cache OK")
 	return nil
+}
+
+// checkRead lists location l and reads one of its entries if it has any
+// (else a key it has not, which must be a miss). It returns what it found,
+// for the report.
+func checkRead(ctx context.Context, b *S3Backend, l s3Location) (string, error) {
+	dir := l.actionDir()
+	list, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &l.bucket, Prefix: &dir, MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return "", s3Error("list", l.bucket+"/"+dir, err, false)
+	}
+	id := ActionID(sha256.Sum256([]byte("gobuildcache check: no such entry")))
+	found := len(list.Contents) > 0
+	if found {
+		if id, err = parseHexID(strings.TrimPrefix(aws.ToString(list.Contents[0].Key), dir)); err != nil {
+			return "", fmt.Errorf("list %s: %w", dir, err)
+		}
+	}
+	e, err := b.getFrom(ctx, l, id)
+	switch {
+	case err == nil:
+		os.Remove(e.DiskPath)
+		return ", listed and read an entry", nil
+	case errKind(err) == KindDenied:
+		if found {
+			return "", err
+		}
+		return ", listed; a missing key reads as 403, which is a miss", nil
+	case errors.Is(err, ErrNotFound) && !found:
+		return ", listed (no entries yet)", nil
+	}
+	return "", err
+}
+
+// checkWriteRefused tries to write (and then deletes) a probe object in the
+// read location l, with a client that treats l as its write location, and
+// reports whether the write succeeded.
+func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe ActionID, sum OutputID, body []byte, tmp string, log *slog.Logger, getenv func(string) string) (wrote bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.S3Timeout)
+	defer cancel()
+	lc := *cfg
+	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom = l.bucket, l.prefix, nil
+	w, err := newS3FromConfig(ctx, &lc, tmp, nil, log, getenv)
+	if err != nil {
+		return false, err
+	}
+	defer w.Close(ctx)
+	_, err = w.Put(ctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
+	switch {
+	case errKind(err) == KindWriteRefused:
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	// It was written: take it away again at once.
+	if _, err := w.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &l.bucket, Key: aws.String(l.actionKey(probe))}); err != nil {
+		return true, fmt.Errorf("the probe object %s is left there: %v", l.actionKey(probe), err)
+	}
+	return true, nil
 }
 
 // isDirectoryBucket reports whether bucket names an S3 Express One Zone
@@ -143,7 +255,9 @@ func hint(step string, err error) string {
 	case KindCredentials:
 		return " (no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or GOBUILDCACHE_AWS_ACCESS_KEY_ID/GOBUILDCACHE_AWS_SECRET_ACCESS_KEY)"
 	case KindAuth:
-		return " (credentials rejected or not allowed: see the IAM policy in README.md)"
+		return " (credentials rejected: see the IAM policy in README.md)"
+	case KindDenied, KindWriteRefused:
+		return " (not allowed: see the IAM policy in README.md)"
 	case KindNoBucket, KindConfig:
 		return " (no such bucket: check -s3-bucket and -s3-region)"
 	case KindRefused, KindDNS, KindTimeout, KindNetwork:

@@ -50,8 +50,11 @@ func (l s3Location) String() string { return "s3://" + l.bucket + "/" + l.prefix
 
 // actionKey is the key of an action's object.
 func (l s3Location) actionKey(id ActionID) string {
-	return l.prefix + s3LayoutVersion + "/a/" + hex.EncodeToString(id[:])
+	return l.actionDir() + hex.EncodeToString(id[:])
 }
+
+// actionDir is the key prefix of every action's object.
+func (l s3Location) actionDir() string { return l.prefix + s3LayoutVersion + "/a/" }
 
 // manifestDir is the key prefix of a scope's manifests.
 func (l s3Location) manifestDir(scope string) string {
