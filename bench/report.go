@@ -206,6 +206,7 @@ func (b *s3Bench) targets() []target {
 	check("S3 cold (empty bucket, loopback) within 1.15x of plain cold", "s3-cold-"+comp, "plain-cold", 1.15, true, "", "")
 	check("fresh VM at 2 ms (prefetch on) within 5x of plain warm", on(ms2), "plain-warm", 5, true, off(ms2), "plain-warm")
 	check("fresh VM at 10 ms (prefetch on) within 6x of plain warm", on(ms10), "plain-warm", 6, true, off(ms10), "plain-warm")
+	check("fresh PR VM at 2 ms reading through one read location within 1.15x of a fresh VM reading its own warm location", prKey, on(ms2), 1.15, true, "", "")
 	check("fresh VM at 10 ms (prefetch on) at least 3x faster than tar-and-restore at 10 ms (measured: tar-and-restore time / fresh VM time)", "tar-10", on(ms10), 3, false, "tar-10", off(ms10))
 	return ts
 }

@@ -45,6 +45,7 @@ type s3Settings struct {
 // features are what the binary under test supports, from its help.
 type features struct {
 	prefetch, prefetchScope, compression bool
+	readFrom                             bool // -s3-read-from: the PR-VM row
 	compressionDefault                   string
 }
 
@@ -57,7 +58,7 @@ func detectFeatures(bin string) (features, error) {
 	has := func(flag string) bool {
 		return regexp.MustCompile(`(?m)^\s*-` + regexp.QuoteMeta(flag) + `(\s|$)`).MatchString(help)
 	}
-	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression")}
+	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression"), readFrom: has("s3-read-from")}
 	if f.compression {
 		f.compressionDefault = "none"
 		if m := regexp.MustCompile(`(?m)^\s*-compression value\n.*\n\s*env COMPRESSION, default "([^"]*)"`).FindStringSubmatch(help); m != nil {
@@ -259,6 +260,14 @@ func (b *s3Bench) add(r *row, runs int) {
 	}
 }
 
+// The PR-VM row: a pull request's first run, which writes a location of its
+// own (empty) and reads the warm one through -s3-read-from, against a fresh
+// VM reading the warm location as its own, at the same RTT.
+const (
+	prKey = "fresh-pr"
+	prRTT = 2 * time.Millisecond
+)
+
 func freshKey(rtt time.Duration, prefetch bool, comp string) string {
 	return fmt.Sprintf("fresh-%d-%v-%s", rtt.Milliseconds(), prefetch, comp)
 }
@@ -332,6 +341,13 @@ func (b *s3Bench) defineRows() {
 		}
 		b.add(r, s.freshRuns)
 	}
+	pr := &row{key: prKey,
+		label: fmt.Sprintf("fresh PR VM: empty local dir, its own location empty, reading the warm bucket as -s3-read-from, RTT %s, prefetch on", rttName(prRTT)),
+		short: "fresh PR VM, " + rttName(prRTT) + ", read location", group: "fresh-on"}
+	if !b.feat.readFrom || !b.feat.prefetch {
+		pr.na = "binary has no -s3-read-from"
+	}
+	b.add(pr, s.freshRuns)
 	for _, rtt := range b.tarRTTs() {
 		b.add(&row{key: fmt.Sprintf("tar-%d", rtt.Milliseconds()),
 			label: fmt.Sprintf("tar-and-restore: download tar.zst of warm GOCACHE (RTT %s), unpack, build", rttName(rtt)),
@@ -614,6 +630,11 @@ func (b *s3Bench) freshPhase() error {
 			}
 			b.record(key, r)
 		}
+		if b.byKey[prKey].na == "" {
+			if err := b.prVM(); err != nil {
+				return err
+			}
+		}
 		for _, rtt := range b.tarRTTs() {
 			if err := b.tox.setRTT(rtt); err != nil {
 				return err
@@ -625,6 +646,29 @@ func (b *s3Bench) freshPhase() error {
 			b.record(fmt.Sprintf("tar-%d", rtt.Milliseconds()), r)
 		}
 	}
+	return nil
+}
+
+// prVM runs one fresh PR VM: an empty prefix of its own to write, the warm
+// bucket to read.
+func (b *s3Bench) prVM() error {
+	if err := b.tox.setRTT(prRTT); err != nil {
+		return err
+	}
+	dir, err := b.newDir("fresh-pr")
+	if err != nil {
+		return err
+	}
+	b.settle()
+	comp := b.compressions()[0]
+	m := b.s3VM(dir, b.newPrefix("pr"), true, comp)
+	m.prog += " -s3-read-from=s3://" + b.bucket + "/" + b.warmBucket[comp]
+	r, err := b.run(m)
+	b.discard(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %v", b.byKey[prKey].label, err)
+	}
+	b.record(prKey, r)
 	return nil
 }
 
