@@ -480,3 +480,104 @@ func TestTrustCheck(t *testing.T) {
 		t.Errorf("check left objects behind: %v", left)
 	}
 }
+
+// TestS3ReadLocations is S3Backend with read locations, on MinIO without
+// the go command: the first location in order that has an entry answers;
+// a location that refuses reads is a miss; manifests are listed in every
+// location, the write location's first, and only the write location's can
+// be deleted; clear empties the write location alone.
+func TestS3ReadLocations(t *testing.T) {
+	f := newTrustFixture(t)
+	ctx := context.Background()
+	loc := func(p string) s3Location { return s3Location{bucket: f.tg.Bucket, prefix: p} }
+	backend := func(t *testing.T, r minioRole, write string, reads ...s3Location) *S3Backend {
+		t.Helper()
+		o := f.tg.options(t.TempDir())
+		o.Prefix, o.ReadFrom = write, reads
+		o.Getenv = func(k string) string {
+			for _, kv := range r.env {
+				if v, ok := strings.CutPrefix(kv, k+"="); ok {
+					return v
+				}
+			}
+			return ""
+		}
+		b, err := NewS3Backend(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	put := func(b *S3Backend, key, body string) {
+		t.Helper()
+		if _, err := b.Put(ctx, actionID(key), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mainB := backend(t, f.main, "root/main/")
+	put(mainB, "both", "main's body of both")
+	put(mainB, "main-only", "main's body")
+	prB := backend(t, f.pr, "root/pr-7/", loc("secret/"), loc("root/main/"))
+	put(prB, "both", "pr's body of both")
+	put(prB, "pr-only", "pr's body")
+	f.root.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.tg.Bucket, Key: aws.String(loc("secret/").actionKey(actionID("main-only"))), Body: strings.NewReader("x")})
+
+	for key, want := range map[string]string{"both": "pr's body of both", "main-only": "main's body", "pr-only": "pr's body"} {
+		e, err := prB.Get(ctx, actionID(key))
+		if err != nil {
+			t.Fatalf("get %s: %v", key, err)
+		}
+		if got, _ := os.ReadFile(e.DiskPath); string(got) != want {
+			t.Errorf("get %s: %q, want %q (the first location in order that has it)", key, got, want)
+		}
+	}
+	if _, err := prB.Get(ctx, actionID("nowhere")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get of a key no location has: %v, want a miss", err)
+	}
+	// A location that refuses the pr credentials: a miss, and says so.
+	onlySecret := backend(t, f.pr, "secret/")
+	if _, err := onlySecret.Get(ctx, actionID("main-only")); !errors.Is(err, ErrNotFound) || errKind(err) != KindDenied {
+		t.Errorf("get from a location the credentials may not read: %v (kind %v), want a miss of kind denied", err, errKind(err))
+	}
+
+	// Manifests: every location's, the write location's first.
+	if err := mainB.PutManifest(ctx, "scope", []byte("main manifest")); err != nil {
+		t.Fatal(err)
+	}
+	if err := prB.PutManifest(ctx, "scope", []byte("pr manifest")); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := prB.ListManifests(ctx, "scope", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 2 || infos[0].readOnly || !infos[1].readOnly || !strings.HasPrefix(infos[1].name, "s3://"+f.tg.Bucket+"/root/main/") {
+		t.Fatalf("manifests: %+v; want pr-7's, then main's", infos)
+	}
+	for i, want := range []string{"pr manifest", "main manifest"} {
+		if data, err := prB.GetManifest(ctx, infos[i].name); err != nil || string(data) != want {
+			t.Errorf("manifest %s: %q, %v", infos[i].name, data, err)
+		}
+	}
+	if err := prB.DeleteManifests(ctx, []string{infos[1].name}); err == nil {
+		t.Error("deleted a manifest of a read location")
+	}
+	if _, err := prB.GetManifest(ctx, "s3://"+f.tg.Bucket+"/elsewhere/v1/m/scope/x"); err == nil {
+		t.Error("read a manifest outside every location")
+	}
+
+	// clear, with main's location as a read location, clears pr-7 alone
+	// (with the root user's credentials, which could clear anything).
+	mainBefore := objectState(t, f.root, f.tg.Bucket, "root/main/")
+	out, err := exec.Command(gobuildcacheBinary(t), append([]string{"clear", "-remote-only"},
+		append(f.tg.args(), "-s3-prefix=root/pr-7/", "-s3-read-from=s3://"+f.tg.Bucket+"/root/main/")...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("clear: %v\n%s", err, out)
+	}
+	if left := objectState(t, f.root, f.tg.Bucket, "root/pr-7/"); len(left) != 0 {
+		t.Errorf("clear left %d objects in the write location", len(left))
+	}
+	if d := diffState(mainBefore, objectState(t, f.root, f.tg.Bucket, "root/main/")); len(d) != 0 {
+		t.Errorf("clear changed a read location: %v", d)
+	}
+}
