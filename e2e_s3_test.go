@@ -12,11 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // TestS3TwoVMs is the product's promise end to end: two CI machines with
@@ -252,34 +248,13 @@ func TestS3Prefetch(t *testing.T) {
 }
 
 // readOnlyCredentials returns temporary MinIO credentials whose session
-// policy allows reading the bucket and nothing else, from MinIO's STS
-// AssumeRole.
+// policy allows reading the bucket and nothing else, as GOBUILDCACHE_AWS_*
+// variables: they win over the AWS_* ones (MinIO root, in the
+// environment), exactly how CI keeps credentials away from tests.
 func readOnlyCredentials(t *testing.T, tg s3Target) []string {
 	t.Helper()
-	if tg.AccessKey == "" {
-		t.Skip("read-only credentials are made on MinIO only")
-	}
-	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(tg.AccessKey, tg.SecretKey, "")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(tg.Endpoint) })
 	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::%[1]s","arn:aws:s3:::%[1]s/*"]}]}`, tg.Bucket)
-	out, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
-		RoleArn: aws.String("arn:minio:iam:::role/gobuildcache-test"), RoleSessionName: aws.String("readonly"), Policy: &policy,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := out.Credentials
-	// The prefixed variables win over the AWS_* ones (MinIO root, in the
-	// environment): exactly how CI keeps credentials away from tests.
-	return []string{
-		"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + aws.ToString(cr.AccessKeyId),
-		"GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + aws.ToString(cr.SecretAccessKey),
-		"GOBUILDCACHE_AWS_SESSION_TOKEN=" + aws.ToString(cr.SessionToken),
-	}
+	return minioCredentials(t, tg, "readonly", policy).env
 }
 
 // TestS3ReadOnlyCredentials: a role that may only read builds green with
