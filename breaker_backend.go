@@ -208,6 +208,9 @@ func (b *breakerBackend) failed(ctx context.Context, err error) {
 	kind := classifyRemoteError(err)
 	b.stats.AddRemoteError(kind)
 	b.warn.once("remote "+kind, "remote cache request failed ("+kind+"); the build goes on without it", err)
+	if kind == "session" {
+		return // an S3 Express session refused even when fresh: counted, never a reason to stop
+	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -240,6 +243,9 @@ func (b *breakerBackend) failed(ctx context.Context, err error) {
 // classifyRemoteError names the kind of a failed remote request, for the
 // stats and the breaker.
 func classifyRemoteError(err error) string {
+	if refusedSessionToken(err) != "" {
+		return "session" // retried with a new session already; not the remote's failure
+	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		switch code := api.ErrorCode(); code {

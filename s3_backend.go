@@ -185,8 +185,11 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 			t.ResponseHeaderTimeout = attempt
 			t.IdleConnTimeout = 90 * time.Second
 		})
-	return s3.NewFromConfig(cfg, func(so *s3.Options) {
+	sessions := newExpressSessions(timeout)
+	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
 		so.HTTPClient = httpClient
+		so.ExpressCredentials = sessions
+		so.APIOptions = append(so.APIOptions, sessions.preflight)
 		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
 			ro.MaxAttempts = 3
 			ro.MaxBackoff = 500 * time.Millisecond
@@ -194,7 +197,7 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 			// Throttling, 5xx, refused and reset connections are retried;
 			// a timeout is not: a remote that took a second to say nothing
 			// will not do better, and the build is waiting.
-			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(noRetryOnTimeout)}, ro.Retryables...)
+			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(noRetryOnTimeout), retry.IsErrorRetryableFunc(sessions.retryExpired)}, ro.Retryables...)
 		})
 		so.DisableLogOutputChecksumValidationSkipped = true
 		so.ContinueHeaderThresholdBytes = -1
@@ -202,7 +205,9 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
-	}), nil
+	})
+	sessions.create = createSessionWith(client)
+	return client, nil
 }
 
 func noRetryOnTimeout(err error) aws.Ternary {
