@@ -111,12 +111,6 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	return nil
 }
 
-// isDirectoryBucket reports whether bucket names an S3 Express One Zone
-// directory bucket.
-func isDirectoryBucket(bucket string) bool {
-	return strings.HasSuffix(bucket, "--x-s3") || strings.HasSuffix(bucket, "--xa-s3")
-}
-
 // iamPolicy is what the credentials must be allowed, for the bucket kind.
 func iamPolicy(bucket string) string {
 	if isDirectoryBucket(bucket) {

@@ -161,43 +161,41 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load AWS config: %w", err)
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1" // S3-compatible servers rarely care
-	}
+	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL")))
 	parallel := max(o.Parallelism, 16)
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	// A cache lookup is worth little after a second: connecting and the
-	// first byte of an answer each get at most that (a retry follows), and
-	// the whole request, body included, gets timeout. So a black-holed
-	// endpoint costs a few seconds before the breaker stops asking it.
-	attempt := min(timeout, time.Second)
+	// Each attempt of a request gets a bounded wait for its answer
+	// (attemptLimiter), and a timed-out attempt is retried; connecting and
+	// a TLS handshake get a second or two. The whole request, retries
+	// included, gets timeout. So a black-holed endpoint costs a few seconds
+	// before the breaker stops asking it.
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) {
-			d.Timeout = attempt
+			d.Timeout = time.Second
 			d.KeepAlive = 30 * time.Second
 		}).
 		WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConns = 2 * parallel
 			t.MaxIdleConnsPerHost = 2 * parallel
-			t.ResponseHeaderTimeout = attempt
+			t.TLSHandshakeTimeout = attemptCeiling
 			t.IdleConnTimeout = 90 * time.Second
 		})
 	sessions := newExpressSessions(timeout)
 	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
-		so.HTTPClient = httpClient
+		so.HTTPClient = newAttemptLimiter(httpClient)
 		so.ExpressCredentials = sessions
 		so.APIOptions = append(so.APIOptions, sessions.preflight)
 		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
 			ro.MaxAttempts = 3
 			ro.MaxBackoff = 500 * time.Millisecond
 			ro.RateLimiter = ratelimit.None
-			// Throttling, 5xx, refused and reset connections are retried;
-			// a timeout is not: a remote that took a second to say nothing
-			// will not do better, and the build is waiting.
-			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(noRetryOnTimeout), retry.IsErrorRetryableFunc(sessions.retryExpired)}, ro.Retryables...)
+			// Throttling, 5xx, refused and reset connections are retried,
+			// an attempt that timed out once, and a request refused for an
+			// expired S3 Express session with a new session.
+			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(retryOnce), retry.IsErrorRetryableFunc(sessions.retryExpired)}, ro.Retryables...)
 		})
 		so.DisableLogOutputChecksumValidationSkipped = true
 		so.ContinueHeaderThresholdBytes = -1
@@ -208,14 +206,6 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	})
 	sessions.create = createSessionWith(client)
 	return client, nil
-}
-
-func noRetryOnTimeout(err error) aws.Ternary {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return aws.FalseTernary
-	}
-	return aws.UnknownTernary
 }
 
 // prefixedCredentials returns static credentials from GOBUILDCACHE_AWS_*

@@ -236,3 +236,30 @@ func TestS3ExpressGoBuild(t *testing.T) {
 		t.Errorf("%d violations:\n%s", v, strings.Join(shim.problemList(), "\n"))
 	}
 }
+
+// TestS3ExpressRegionFromZone: with no region set, a directory bucket's
+// requests are signed for the region of its zone.
+func TestS3ExpressRegionFromZone(t *testing.T) {
+	shim, _, _ := strictShim(t)
+	bucket := "gbc" + randomHex(5) + "--usw2-az1--x-s3"
+	shim.addBucket(t, bucket, modeReadWrite, modeReadOnly)
+	shim.setBucketRegion(bucket, "us-west-2")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: bucket, Prefix: "gobuildcache/", Endpoint: shim.URL(), PathStyle: true,
+		Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	body := "in us-west-2"
+	if _, err := b.Put(t.Context(), actionID("west"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatalf("put: %v\nshim: %s", err, strings.Join(shim.problemList(), "\n"))
+	}
+	if _, err := b.Get(t.Context(), actionID("west")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -250,3 +250,32 @@ func TestExpressSessionsWaitEnds(t *testing.T) {
 		t.Fatalf("after the slow CreateSession: %v, %d calls", err, f.calls.Load())
 	}
 }
+
+func TestClientRegion(t *testing.T) {
+	for _, c := range []struct {
+		bucket, configured, endpoint, want string
+	}{
+		{"cache--usw2-az1--x-s3", "", "", "us-west-2"},
+		{"cache--usw2-az1--x-s3", "us-east-1", "", "us-west-2"}, // the zone decides on AWS
+		{"cache--cnn1-pkx1-az1--x-s3", "", "", "cn-north-1"},    // a Local Zone
+		{"cache--usw2-az1--x-s3", "us-east-1", "http://127.0.0.1:9000", "us-east-1"},
+		{"cache--usw2-az1--x-s3", "", "http://127.0.0.1:9000", "us-west-2"},
+		{"cache--zzz9-az1--x-s3", "eu-west-1", "", "eu-west-1"}, // a zone this table does not know
+		{"cache--zzz9-az1--x-s3", "", "", "us-east-1"},
+		{"plain-bucket", "eu-west-1", "", "eu-west-1"},
+		{"plain-bucket", "", "", "us-east-1"},
+	} {
+		if got := clientRegion(c.bucket, c.configured, c.endpoint); got != c.want {
+			t.Errorf("clientRegion(%q, %q, %q) = %q, want %q", c.bucket, c.configured, c.endpoint, got, c.want)
+		}
+	}
+	// The client is built for it (no network: credentials resolve on use).
+	t.Setenv("AWS_REGION", "us-east-1")
+	c, err := newS3Client(t.Context(), S3Options{Bucket: "cache--usw2-az1--x-s3", Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Options().Region; r != "us-west-2" {
+		t.Errorf("client for a usw2 directory bucket with AWS_REGION=us-east-1 signs for %s", r)
+	}
+}
