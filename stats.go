@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
 // Stats counts what the server and its backends did. All methods are safe
@@ -61,50 +63,15 @@ func (s *Stats) add(m *map[string]int64, kind string) {
 	(*m)[kind]++
 }
 
-// StatsSnapshot is the stats as written by -stats-json.
+// StatsSnapshot is the stats as written by -stats-json: the schema is
+// cachefmt.Stats, which bench/ and chaos/ read.
 type StatsSnapshot struct {
-	Gets        int64            `json:"gets"`
-	Hits        int64            `json:"hits"`
-	Misses      int64            `json:"misses"`
-	HitRate     float64          `json:"hit_rate"`
-	LocalHits   int64            `json:"local_hits"`
-	RemoteHits  int64            `json:"remote_hits"`
-	Puts        int64            `json:"puts"`
-	BytesServed int64            `json:"bytes_served"`
-	BytesStored int64            `json:"bytes_stored"`
-	Errors      map[string]int64 `json:"errors"`
-	GetP50Us    int64            `json:"get_p50_us"`
-	GetP99Us    int64            `json:"get_p99_us"`
-	PutP50Us    int64            `json:"put_p50_us"`
-	PutP99Us    int64            `json:"put_p99_us"`
-
-	Remote             bool             `json:"remote"`
-	RemoteErrors       int64            `json:"remote_errors"`
-	RemoteErrorsByKind map[string]int64 `json:"remote_errors_by_kind"`
-	RemoteSkipped      int64            `json:"remote_skipped"`
-	VerifyFailures     int64            `json:"verify_failures"`
-	RemoteBytesDown    int64            `json:"remote_bytes_down"`
-	RemoteBytesUp      int64            `json:"remote_bytes_up"`
-	RemoteGetP50Us     int64            `json:"remote_get_p50_us"`
-	RemoteGetP99Us     int64            `json:"remote_get_p99_us"`
-	RemotePutP50Us     int64            `json:"remote_put_p50_us"`
-	RemotePutP99Us     int64            `json:"remote_put_p99_us"`
-	UploadsDone        int64            `json:"uploads_done"`
-	UploadsFailed      int64            `json:"uploads_failed"`
-	UploadsDropped     int64            `json:"uploads_dropped"`
-	UploadsAbandoned   int64            `json:"uploads_abandoned"`
-	PrefetchObjects    int64            `json:"prefetch_objects"`
-	PrefetchBytes      int64            `json:"prefetch_bytes"`
-	PrefetchWhole      int64            `json:"prefetch_whole"`
-	PrefetchMisses     int64            `json:"prefetch_misses"`
-	PrefetchWasted     int64            `json:"prefetch_wasted"`
-	TrimmedEntries     int64            `json:"trimmed_entries"`
-	TrimmedBytes       int64            `json:"trimmed_bytes"`
+	cachefmt.Stats
 }
 
 // Snapshot returns a consistent-enough copy of the counters.
 func (s *Stats) Snapshot() StatsSnapshot {
-	snap := StatsSnapshot{
+	snap := StatsSnapshot{cachefmt.Stats{
 		Gets:               s.Gets.Load(),
 		Hits:               s.Hits.Load(),
 		Misses:             s.Misses.Load(),
@@ -138,7 +105,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		PrefetchWasted:     s.PrefetchWasted.Load(),
 		TrimmedEntries:     s.TrimmedEntries.Load(),
 		TrimmedBytes:       s.TrimmedBytes.Load(),
-	}
+	}}
 	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
 		snap.HitRate = float64(snap.Hits) / float64(snap.Gets)
