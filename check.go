@@ -144,8 +144,10 @@ func hint(step string, err error) string {
 		return " (no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or GOBUILDCACHE_AWS_ACCESS_KEY_ID/GOBUILDCACHE_AWS_SECRET_ACCESS_KEY)"
 	case KindAuth:
 		return " (credentials rejected or not allowed: see the IAM policy in README.md)"
-	case KindNoBucket, KindConfig:
+	case KindNoBucket:
 		return " (no such bucket: check -s3-bucket and -s3-region)"
+	case KindConfig:
+		return " (the bucket is in another region, or the request is malformed: check -s3-region and -s3-endpoint)"
 	case KindRefused, KindDNS, KindTimeout, KindNetwork:
 		return " (endpoint unreachable: check -s3-endpoint / AWS_ENDPOINT_URL_S3 and the network)"
 	}
