@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,11 +209,7 @@ func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]m
 			keys = append(keys, aws.ToString(o.Key))
 		}
 	}
-	slices.Sort(keys)
-	slices.Reverse(keys)
-	if n >= 0 && len(keys) > n {
-		keys = keys[:n]
-	}
+	keys = newestFirst(keys, n)
 	infos := make([]manifestInfo, len(keys))
 	for i, k := range keys {
 		infos[i].name = k
