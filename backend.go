@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -25,13 +25,22 @@ var errVerify = errors.New("body does not match its output ID")
 // sums in the go command.
 const idLen = sha256.Size
 
+// ActionID is the key of a cache entry: the go command's hash of an action.
+// The server parses it once from the request; below it, IDs are always
+// well-formed.
+type ActionID [idLen]byte
+
+// OutputID is the SHA-256 of an entry's body.
+type OutputID [idLen]byte
+
 // Entry is what a backend knows about one cached action.
 type Entry struct {
-	OutputID []byte    // SHA-256 of the body, idLen bytes
+	OutputID OutputID  // SHA-256 of the body
 	Size     int64     // length of the body in bytes
 	Time     time.Time // when the entry was put
 	// DiskPath is the absolute path of a local file holding exactly the
-	// body. It is set on every entry a backend returns.
+	// body. It is set on every entry a backend's Get returns; who owns the
+	// file is said there.
 	DiskPath string
 }
 
@@ -45,9 +54,17 @@ type CacheBackend interface {
 	// On a miss the error wraps ErrNotFound. Any other error means the
 	// backend could not answer (I/O, network); callers treat it as a miss
 	// but may count it. On success, Entry.DiskPath names a local file
-	// holding exactly Entry.Size bytes whose SHA-256 is Entry.OutputID,
-	// and that file exists at least until Close.
-	Get(ctx context.Context, actionID []byte) (Entry, error)
+	// holding exactly Entry.Size bytes whose SHA-256 is Entry.OutputID.
+	//
+	// Who owns that file depends on where the backend keeps its entries.
+	// A local backend (DiskBackend, localTier) returns its own file: the
+	// caller reads it and neither moves nor changes it, and it exists at
+	// least until Close. A remote backend (S3Backend, memBackend, and the
+	// wrappers breakerBackend and asyncUploads over one) downloads the body
+	// into a new file that is the caller's: the caller moves it into place
+	// (DiskBackend.install) or removes it; the backend never touches it
+	// again, Close included.
+	Get(ctx context.Context, actionID ActionID) (Entry, error)
 
 	// Put stores the body read from body under actionID.
 	//
@@ -59,32 +76,65 @@ type CacheBackend interface {
 	// at least until Close; the server's backend always does (it is the
 	// disk backend or the local tier). Put reads body only before it
 	// returns.
-	Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error)
+	Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error)
 
 	// Close waits for or cancels work still pending (bounded by ctx) and
 	// releases resources. No other method may be called after Close.
 	Close(ctx context.Context) error
 }
 
-// checkID returns an error unless id is a well-formed action or output ID.
-func checkID(what string, id []byte) error {
-	if len(id) != idLen {
-		return fmt.Errorf("invalid %s: %d bytes, want %d", what, len(id), idLen)
-	}
-	return nil
+// manifestStore keeps a remote's prefetch manifests (see manifest.go), by
+// scope. A manifest is an opaque blob to it.
+type manifestStore interface {
+	// ListManifests returns the scope's manifests, newest first, at most n
+	// of them (all if n < 0).
+	ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error)
+	// GetManifest returns the stored bytes of the named manifest (at most
+	// maxManifestObject of them); ErrNotFound if it is gone.
+	GetManifest(ctx context.Context, name string) ([]byte, error)
+	// PutManifest stores data as a new manifest of scope, newer than every
+	// one listed before.
+	PutManifest(ctx context.Context, scope string, data []byte) error
+	// DeleteManifests removes the named manifests.
+	DeleteManifests(ctx context.Context, names []string) error
+}
+
+// manifestInfo names one stored manifest.
+type manifestInfo struct {
+	name string    // as ListManifests returns it, for GetManifest and DeleteManifests
+	time time.Time // when it was written; zero if unknown
+}
+
+// Remote is a remote cache: entries and the manifests that describe
+// them. S3Backend is one; breakerBackend wraps one.
+type Remote interface {
+	CacheBackend
+	manifestStore
 }
 
 // parseHexID decodes a hex action or output ID as stored on disk or in a
 // bucket.
-func parseHexID(s string) ([]byte, error) {
+func parseHexID(s string) ([idLen]byte, error) {
+	var id [idLen]byte
 	if len(s) != 2*idLen {
-		return nil, fmt.Errorf("invalid id %.80q: length %d, want %d", s, len(s), 2*idLen)
+		return id, fmt.Errorf("invalid id %.80q: length %d, want %d", s, len(s), 2*idLen)
 	}
-	id, err := hex.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("invalid id %.80q: not hex", s)
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("invalid id %.80q: not hex", s)
 	}
 	return id, nil
+}
+
+var randReader = rand.Reader
+
+// randomSuffix returns a short random name part, for temp and manifest
+// names.
+func randomSuffix() string {
+	var b [6]byte
+	if _, err := io.ReadFull(randReader, b[:]); err != nil {
+		return "0"
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // verifyingReader passes through exactly the bytes of a body and, in place
@@ -97,10 +147,10 @@ type verifyingReader struct {
 	h        hash.Hash
 	n        int64
 	size     int64
-	outputID []byte
+	outputID OutputID
 }
 
-func newVerifyingReader(r io.Reader, size int64, outputID []byte) *verifyingReader {
+func newVerifyingReader(r io.Reader, size int64, outputID OutputID) *verifyingReader {
 	return &verifyingReader{r: r, h: sha256.New(), size: size, outputID: outputID}
 }
 
@@ -120,7 +170,8 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		if v.n != v.size {
 			return n, fmt.Errorf("%w: got %d bytes, want %d", errVerify, v.n, v.size)
 		}
-		if sum := v.h.Sum(nil); !bytes.Equal(sum, v.outputID) {
+		var sum OutputID
+		if v.h.Sum(sum[:0]); sum != v.outputID {
 			return n, fmt.Errorf("%w: sha256 %x, want %x", errVerify, sum, v.outputID)
 		}
 	}

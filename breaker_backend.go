@@ -6,21 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// breakerBackend adds a circuit breaker to a remote backend, and is where
-// remote failures are accounted for: each is counted by kind, the first of
-// each kind is logged, and latency and bytes moved are recorded.
+// breakerBackend adds a circuit breaker to a remote, and is where remote
+// failures are accounted for: each is counted by kind (ErrKind, as the
+// remote classified it), the first of each kind is logged, and latency and
+// bytes moved are recorded. Manifest traffic goes through it too, counted
+// the same way; it never probes, and is refused while the breaker is open.
 //
 // After breakerThreshold failures in a row, after two timeouts, or after one
 // failure that retrying cannot fix (credentials, permissions, a missing
@@ -35,7 +32,7 @@ import (
 // next server on this machine starts with the remote disabled until then (at
 // most breakerMarkerMax) instead of paying for the same failure again.
 type breakerBackend struct {
-	remote CacheBackend
+	remote Remote
 	stats  *Stats
 	warn   *warnings
 	now    func() time.Time
@@ -51,21 +48,25 @@ type breakerBackend struct {
 	writesOffTill time.Time
 }
 
-var _ CacheBackend = (*breakerBackend)(nil)
+var _ Remote = (*breakerBackend)(nil)
 
 const (
 	breakerThreshold   = 3
 	breakerTimeouts    = 2 // in a row: one slow answer on a loaded machine is not an outage
 	breakerCooldown    = 5 * time.Second
 	breakerMaxCooldown = 2 * time.Minute
-	breakerFatalPause  = 10 * time.Minute
-	breakerMarkerMax   = time.Minute
+	// breakerBusyMaxCooldown bounds the pauses for a remote that answers
+	// 503 (throttling, or a directory bucket waking up after 90 days
+	// unused, which takes minutes): it is asked again this often.
+	breakerBusyMaxCooldown = 15 * time.Second
+	breakerFatalPause      = 10 * time.Minute
+	breakerMarkerMax       = time.Minute
 )
 
 // errBreakerOpen is returned while the breaker keeps requests away.
 var errBreakerOpen = errors.New("remote cache disabled after errors")
 
-func newBreakerBackend(remote CacheBackend, stats *Stats, warn *warnings, marker string) *breakerBackend {
+func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker string) *breakerBackend {
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
 	if till, kind, ok := readBreakerMarker(marker); ok && b.now().Before(till) {
 		b.openTill = till
@@ -92,7 +93,7 @@ func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
 }
 
 // Get implements CacheBackend.
-func (b *breakerBackend) Get(ctx context.Context, actionID []byte) (Entry, error) {
+func (b *breakerBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if !b.allow(true) {
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
@@ -100,24 +101,29 @@ func (b *breakerBackend) Get(ctx context.Context, actionID []byte) (Entry, error
 	start := b.now()
 	e, err := b.remote.Get(ctx, actionID)
 	b.stats.RemoteGetLatency.Observe(b.now().Sub(start))
-	switch {
-	case err == nil:
+	if err == nil {
 		b.stats.RemoteBytesDown.Add(e.Size)
-		b.succeeded()
-	case errors.Is(err, ErrNotFound):
+	}
+	b.record(ctx, err)
+	return e, err
+}
+
+// record accounts for the outcome of one request that reached the remote.
+func (b *breakerBackend) record(ctx context.Context, err error) {
+	switch kind := errKind(err); {
+	case err == nil, kind == KindNotFound:
 		b.succeeded() // the remote answered
-	case errors.Is(err, errVerify):
+	case kind == KindVerify:
 		b.stats.VerifyFailures.Add(1)
 		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
 		b.succeeded()
 	default:
-		b.failed(ctx, err)
+		b.failed(ctx, err, kind)
 	}
-	return e, err
 }
 
 // Put implements CacheBackend.
-func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
 	if !b.allow(false) || b.writesOff() {
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
@@ -125,23 +131,66 @@ func (b *breakerBackend) Put(ctx context.Context, actionID, outputID []byte, siz
 	start := b.now()
 	e, err := b.remote.Put(ctx, actionID, outputID, size, body)
 	b.stats.RemotePutLatency.Observe(b.now().Sub(start))
-	if err != nil {
-		if classifyRemoteError(err) == "auth" && ctx.Err() == nil {
-			// Not allowed to write is not a broken remote: stop writing,
-			// keep reading.
-			b.stats.AddRemoteError("auth")
-			b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
-			b.mu.Lock()
-			b.writesOffTill = b.now().Add(breakerFatalPause)
-			b.mu.Unlock()
-			return e, err
-		}
-		b.failed(ctx, err)
-		return e, err
+	if err == nil {
+		b.stats.RemoteBytesUp.Add(size)
 	}
-	b.stats.RemoteBytesUp.Add(size)
-	b.succeeded()
-	return e, nil
+	b.recordWrite(ctx, err)
+	return e, err
+}
+
+// recordWrite is record for a request that stores something.
+func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
+	if errKind(err) != KindWriteRefused || ctx.Err() != nil {
+		b.record(ctx, err)
+		return
+	}
+	// Not allowed to write is not a broken remote: stop writing, keep
+	// reading.
+	b.stats.AddRemoteError(KindWriteRefused.String())
+	b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
+	b.mu.Lock()
+	b.writesOffTill = b.now().Add(breakerFatalPause)
+	b.mu.Unlock()
+}
+
+// ListManifests implements manifestStore.
+func (b *breakerBackend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
+	if !b.allow(false) {
+		return nil, errBreakerOpen
+	}
+	infos, err := b.remote.ListManifests(ctx, scope, n)
+	b.record(ctx, err)
+	return infos, err
+}
+
+// GetManifest implements manifestStore.
+func (b *breakerBackend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	if !b.allow(false) {
+		return nil, errBreakerOpen
+	}
+	data, err := b.remote.GetManifest(ctx, name)
+	b.record(ctx, err)
+	return data, err
+}
+
+// PutManifest implements manifestStore.
+func (b *breakerBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+	if !b.allow(false) || b.writesOff() {
+		return errBreakerOpen
+	}
+	err := b.remote.PutManifest(ctx, scope, data)
+	b.recordWrite(ctx, err)
+	return err
+}
+
+// DeleteManifests implements manifestStore.
+func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) error {
+	if !b.allow(false) || b.writesOff() {
+		return errBreakerOpen
+	}
+	err := b.remote.DeleteManifests(ctx, names)
+	b.recordWrite(ctx, err)
+	return err
 }
 
 // Close implements CacheBackend.
@@ -151,23 +200,6 @@ func (b *breakerBackend) writesOff() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.now().Before(b.writesOffTill)
-}
-
-// observe accounts for a request made to the remote outside this wrapper
-// (the prefetcher's listings and manifests) as if it had gone through it.
-func (b *breakerBackend) observe(ctx context.Context, err error) {
-	if err == nil || errors.Is(err, ErrNotFound) || isS3NotFound(err) {
-		b.succeeded()
-		return
-	}
-	b.failed(ctx, err)
-}
-
-// healthy reports whether the breaker is closed: the remote is answering.
-func (b *breakerBackend) healthy() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.openTill.IsZero()
 }
 
 // allow reports whether a request may go to the remote now. While the
@@ -201,15 +233,22 @@ func (b *breakerBackend) succeeded() {
 	}
 }
 
-func (b *breakerBackend) failed(ctx context.Context, err error) {
-	if ctx.Err() != nil {
+func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
+	if ctx.Err() != nil || kind == KindCanceled {
 		return // the caller gave up (close timed out): not the remote's fault
 	}
-	kind := classifyRemoteError(err)
-	b.stats.AddRemoteError(kind)
-	b.warn.once("remote "+kind, "remote cache request failed ("+kind+"); the build goes on without it", err)
-	if kind == "session" {
-		return // an S3 Express session refused even when fresh: counted, never a reason to stop
+	name := kind.String()
+	b.stats.AddRemoteError(name)
+	switch kind {
+	case KindSession:
+		// An S3 Express session refused even though it was new: counted,
+		// and the next request makes another; never a reason to stop.
+		b.warn.once("remote "+name, "remote cache refused a new S3 Express session (is this machine's clock right?)", err)
+		return
+	case KindThrottled:
+		b.warn.once("remote "+name, "remote cache is busy (503: slow down, or a directory bucket waking up); backing off for seconds, the build goes on", err)
+	default:
+		b.warn.once("remote "+name, "remote cache request failed ("+name+"); the build goes on without it", err)
 	}
 
 	b.mu.Lock()
@@ -219,81 +258,31 @@ func (b *breakerBackend) failed(ctx context.Context, err error) {
 	b.probing = false
 	var pause time.Duration
 	switch {
-	case kind == "auth" || kind == "credentials" || kind == "no_bucket":
+	case kind.fatal():
 		pause = breakerFatalPause
 	case wasProbe:
-		b.cooldown = min(2*b.cooldown, breakerMaxCooldown)
+		// A busy remote is asked again within seconds: it is coming back.
+		longest := breakerMaxCooldown
+		if kind == KindThrottled {
+			longest = breakerBusyMaxCooldown
+		}
+		b.cooldown = min(2*b.cooldown, longest)
 		pause = b.cooldown
-	case kind == "timeout" && b.failures >= breakerTimeouts, b.failures >= breakerThreshold:
+	case kind == KindTimeout && b.failures >= breakerTimeouts, b.failures >= breakerThreshold:
 		pause = b.cooldown
 	default:
 		return
 	}
 	if b.openTill.IsZero() {
+		b.stats.BreakerOpenings.Add(1)
 		b.warn.once("breaker", fmt.Sprintf("remote cache disabled for %v after %d failed requests; gets are misses and puts stay local meanwhile", pause, b.failures), err)
 	}
 	b.openTill = b.now().Add(pause)
 	if b.marker != "" {
 		till := b.now().Add(min(pause, breakerMarkerMax))
 		// Best effort: without it the next server just finds out itself.
-		os.WriteFile(b.marker, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), kind)), 0o644)
+		os.WriteFile(b.marker, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), name)), 0o644)
 	}
-}
-
-// classifyRemoteError names the kind of a failed remote request, for the
-// stats and the breaker.
-func classifyRemoteError(err error) string {
-	if refusedSessionToken(err) != "" {
-		return "session" // retried with a new session already; not the remote's failure
-	}
-	var api smithy.APIError
-	if errors.As(err, &api) {
-		switch code := api.ErrorCode(); code {
-		case "NoSuchBucket":
-			return "no_bucket"
-		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
-			return "auth"
-		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException":
-			return "throttle"
-		}
-	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) {
-		switch code := re.HTTPStatusCode(); {
-		case code == 403 || code == 401:
-			return "auth"
-		case code == 429:
-			return "throttle"
-		case code >= 500:
-			return "server"
-		}
-	}
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "failed to retrieve credentials") || strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty"):
-		return "credentials"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(msg, "connection reset"):
-		// io.EOF: the connection closed before any answer (a server that
-		// went away mid-request).
-		return "reset"
-	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) {
-		return "dns"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return "network"
-	}
-	return "other"
 }
 
 // warnings logs the first occurrence of each kind of swallowed error at

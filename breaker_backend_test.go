@@ -11,34 +11,27 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/aws/smithy-go"
 )
 
-// scriptedRemote answers every request with err, counting requests.
+// scriptedRemote is a mock whose every request fails with r.err (or
+// succeeds if it is nil), counting requests.
 type scriptedRemote struct {
-	err   error
-	calls int
+	mockBackend
+	err error
 }
 
-func (r *scriptedRemote) Get(ctx context.Context, id []byte) (Entry, error) {
-	r.calls++
-	return Entry{}, r.err
+func newScriptedRemote(err error) *scriptedRemote {
+	r := &scriptedRemote{err: err}
+	r.GetFn = func(context.Context, ActionID) (Entry, error) { return Entry{}, r.err }
+	r.PutFn = func(context.Context, ActionID, OutputID, int64, io.Reader) (Entry, error) { return Entry{}, r.err }
+	r.ListManifestsFn = func(context.Context, string, int) ([]manifestInfo, error) { return nil, r.err }
+	r.PutManifestFn = func(context.Context, string, []byte) error { return r.err }
+	return r
 }
 
-func (r *scriptedRemote) Put(ctx context.Context, a, o []byte, size int64, body io.Reader) (Entry, error) {
-	r.calls++
-	return Entry{}, r.err
-}
+func (r *scriptedRemote) count() int { return int(r.calls.Load()) }
 
-func (r *scriptedRemote) Close(ctx context.Context) error { return nil }
-
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func newTestBreaker(remote CacheBackend, marker string) (*breakerBackend, *fakeClock, *Stats) {
+func newTestBreaker(remote Remote, marker string) (*breakerBackend, *fakeClock, *Stats) {
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
 	stats := new(Stats)
 	b := newBreakerBackend(remote, stats, newWarnings(quietLog), marker)
@@ -47,19 +40,19 @@ func newTestBreaker(remote CacheBackend, marker string) (*breakerBackend, *fakeC
 }
 
 var (
-	errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-	errTimeout = fmt.Errorf("operation error S3: GetObject: %w", context.DeadlineExceeded)
+	errRefused = withKind(KindRefused, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	errTimeout = withKind(KindTimeout, fmt.Errorf("operation error S3: GetObject: %w", context.DeadlineExceeded))
 )
 
 func TestBreakerOpensAfterThreshold(t *testing.T) {
 	ctx := context.Background()
-	remote := &scriptedRemote{err: errRefused}
+	remote := newScriptedRemote(errRefused)
 	b, clock, stats := newTestBreaker(remote, "")
 	for i := 0; i < 10; i++ {
 		b.Get(ctx, actionID("k"))
 	}
-	if remote.calls != breakerThreshold {
-		t.Fatalf("%d requests reached a failing remote, want %d before the breaker opens", remote.calls, breakerThreshold)
+	if remote.count() != breakerThreshold {
+		t.Fatalf("%d requests reached a failing remote, want %d before the breaker opens", remote.count(), breakerThreshold)
 	}
 	snap := stats.Snapshot()
 	if snap.RemoteErrorsByKind["refused"] != breakerThreshold || snap.RemoteSkipped != 10-breakerThreshold {
@@ -68,7 +61,7 @@ func TestBreakerOpensAfterThreshold(t *testing.T) {
 	// Uploads never probe; after the cooldown one get does.
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
-	if remote.calls != breakerThreshold {
+	if remote.count() != breakerThreshold {
 		t.Fatal("an upload probed the remote")
 	}
 	remote.err = ErrNotFound
@@ -77,38 +70,38 @@ func TestBreakerOpensAfterThreshold(t *testing.T) {
 	}
 	// Closed again.
 	b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
-	if remote.calls != breakerThreshold+2 {
-		t.Fatalf("breaker did not close after a successful probe: %d calls", remote.calls)
+	if remote.count() != breakerThreshold+2 {
+		t.Fatalf("breaker did not close after a successful probe: %d calls", remote.count())
 	}
 }
 
 func TestBreakerTimeoutsOpenItAndItBacksOff(t *testing.T) {
 	ctx := context.Background()
-	remote := &scriptedRemote{err: errTimeout}
+	remote := newScriptedRemote(errTimeout)
 	b, clock, stats := newTestBreaker(remote, "")
 	b.Get(ctx, actionID("k"))
 	b.Get(ctx, actionID("k"))
 	b.Get(ctx, actionID("k"))
-	if remote.calls != breakerTimeouts || stats.Snapshot().RemoteErrorsByKind["timeout"] != breakerTimeouts {
-		t.Fatalf("after one timeout: %d calls, stats %+v", remote.calls, stats.Snapshot())
+	if remote.count() != breakerTimeouts || stats.Snapshot().RemoteErrorsByKind["timeout"] != breakerTimeouts {
+		t.Fatalf("after one timeout: %d calls, stats %+v", remote.count(), stats.Snapshot())
 	}
 	// A failed probe doubles the cooldown.
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Get(ctx, actionID("k"))
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Get(ctx, actionID("k"))
-	if remote.calls != breakerTimeouts+1 {
-		t.Fatalf("probed again before twice the cooldown: %d calls", remote.calls)
+	if remote.count() != breakerTimeouts+1 {
+		t.Fatalf("probed again before twice the cooldown: %d calls", remote.count())
 	}
 	clock.advance(breakerCooldown)
 	b.Get(ctx, actionID("k"))
-	if remote.calls != breakerTimeouts+2 {
-		t.Fatalf("no probe after twice the cooldown: %d calls", remote.calls)
+	if remote.count() != breakerTimeouts+2 {
+		t.Fatalf("no probe after twice the cooldown: %d calls", remote.count())
 	}
 }
 
 func TestBreakerIgnoresMissesVerifyAndCallerCancel(t *testing.T) {
-	remote := &scriptedRemote{}
+	remote := newScriptedRemote(nil)
 	b, _, stats := newTestBreaker(remote, "")
 	for _, err := range []error{ErrNotFound, fmt.Errorf("x: %w", errVerify)} {
 		remote.err = err
@@ -123,71 +116,55 @@ func TestBreakerIgnoresMissesVerifyAndCallerCancel(t *testing.T) {
 		b.Put(cctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
 	}
 	snap := stats.Snapshot()
-	if remote.calls != 15 || snap.RemoteErrors != 0 || snap.VerifyFailures != 5 {
-		t.Fatalf("%d calls, stats %+v", remote.calls, snap)
+	if remote.count() != 15 || snap.RemoteErrors != 0 || snap.VerifyFailures != 5 {
+		t.Fatalf("%d calls, stats %+v", remote.count(), snap)
 	}
 }
 
 func TestBreakerMarkerIsShared(t *testing.T) {
 	ctx := context.Background()
 	marker := filepath.Join(t.TempDir(), "remote-down")
-	remote := &scriptedRemote{err: errTimeout}
+	remote := newScriptedRemote(errTimeout)
 	b, clock, _ := newTestBreaker(remote, marker)
 	for range breakerTimeouts {
 		b.Get(ctx, actionID("k"))
 	}
 
 	// A second server on the same cache dir starts with the remote off.
-	remote2 := &scriptedRemote{err: ErrNotFound}
+	remote2 := newScriptedRemote(ErrNotFound)
 	b2 := newBreakerBackend(remote2, new(Stats), newWarnings(quietLog), marker)
 	b2.now = clock.now
 	b2.Get(ctx, actionID("k"))
-	if remote2.calls != 0 {
+	if remote2.count() != 0 {
 		t.Fatal("second server called a remote the marker says is down")
 	}
 	// After the marker's time, it probes, succeeds and removes the marker.
 	clock.advance(breakerMarkerMax)
 	b2.Get(ctx, actionID("k"))
-	if remote2.calls != 1 {
-		t.Fatalf("no probe after the marker expired: %d calls", remote2.calls)
+	if remote2.count() != 1 {
+		t.Fatalf("no probe after the marker expired: %d calls", remote2.count())
 	}
 	if _, _, ok := readBreakerMarker(marker); ok {
 		t.Fatal("marker survived a successful request")
 	}
 }
 
-func TestClassifyRemoteError(t *testing.T) {
-	for err, want := range map[error]string{
-		errRefused: "refused",
-		errTimeout: "timeout",
-		&net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}:      "dns",
-		fmt.Errorf("read: %w", syscall.ECONNRESET):                           "reset",
-		fmt.Errorf("request send failed: %w", io.EOF):                        "reset",
-		errors.New("failed to retrieve credentials: no EC2 IMDS role found"): "credentials",
-		errors.New("something else"):                                         "other",
-	} {
-		if got := classifyRemoteError(err); got != want {
-			t.Errorf("classify(%v) = %s, want %s", err, got, want)
-		}
-	}
-}
-
 func TestBreakerDeniedWriteKeepsReads(t *testing.T) {
 	ctx := context.Background()
-	denied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "denied"}
-	remote := &scriptedRemote{err: denied}
+	denied := withKind(KindWriteRefused, errors.New("AccessDenied: denied"))
+	remote := newScriptedRemote(denied)
 	b, _, stats := newTestBreaker(remote, "")
 	for range 5 {
 		b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
 	}
-	if remote.calls != 1 {
-		t.Fatalf("%d writes reached a remote that refuses writes, want 1", remote.calls)
+	if remote.count() != 1 {
+		t.Fatalf("%d writes reached a remote that refuses writes, want 1", remote.count())
 	}
 	remote.err = ErrNotFound
 	for range 5 {
 		b.Get(ctx, actionID("k"))
 	}
-	if remote.calls != 6 || stats.Snapshot().RemoteErrorsByKind["auth"] != 1 {
-		t.Fatalf("reads after a denied write: %d calls, stats %+v", remote.calls, stats.Snapshot())
+	if remote.count() != 6 || stats.Snapshot().RemoteErrorsByKind["auth"] != 1 {
+		t.Fatalf("reads after a denied write: %d calls, stats %+v", remote.count(), stats.Snapshot())
 	}
 }

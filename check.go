@@ -30,7 +30,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	b, err := newS3FromConfig(ctx, cfg, tmp, log, getenv)
+	b, err := newS3FromConfig(ctx, cfg, tmp, nil, log, getenv)
 	if err != nil {
 		return err
 	}
@@ -76,23 +76,23 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	}
 	body := make([]byte, 4096)
 	rand.Read(body)
-	sum := sha256.Sum256(body)
-	probe := sha256.Sum256(append([]byte("gobuildcache check "), body...))
+	sum := OutputID(sha256.Sum256(body))
+	probe := ActionID(sha256.Sum256(append([]byte("gobuildcache check "), body...)))
 	var rtts []time.Duration
 	for _, s := range []struct {
 		name string
 		f    func(ctx context.Context) error
 	}{
 		{"put probe", func(ctx context.Context) error {
-			_, err := b.Put(ctx, probe[:], sum[:], int64(len(body)), strings.NewReader(string(body)))
+			_, err := b.Put(ctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
 			return err
 		}},
 		{"get probe", func(ctx context.Context) error {
-			_, err := b.Get(ctx, probe[:])
+			_, err := b.Get(ctx, probe)
 			return err
 		}},
 		{"delete probe", func(ctx context.Context) error {
-			_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &cfg.S3Bucket, Key: aws.String(b.key(probe[:]))})
+			_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &cfg.S3Bucket, Key: aws.String(b.loc.actionKey(probe))})
 			return err
 		}},
 	} {
@@ -133,14 +133,16 @@ func hint(step string, err error) string {
 	if step == "bucket" && errors.As(err, &re) && re.HTTPStatusCode() == 404 {
 		return " (no such bucket: check -s3-bucket and -s3-region)"
 	}
-	switch classifyRemoteError(err) {
-	case "credentials":
+	switch classifyS3Error(err, false) {
+	case KindCredentials:
 		return " (no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or GOBUILDCACHE_AWS_ACCESS_KEY_ID/GOBUILDCACHE_AWS_SECRET_ACCESS_KEY)"
-	case "auth":
+	case KindAuth:
 		return " (credentials rejected or not allowed: see the IAM policy in README.md)"
-	case "no_bucket":
+	case KindNoBucket:
 		return " (no such bucket: check -s3-bucket and -s3-region)"
-	case "refused", "dns", "timeout", "network":
+	case KindConfig:
+		return " (the bucket is in another region, or the request is malformed: check -s3-region and -s3-endpoint)"
+	case KindRefused, KindDNS, KindTimeout, KindNetwork:
 		return " (endpoint unreachable: check -s3-endpoint / AWS_ENDPOINT_URL_S3 and the network)"
 	}
 	return ""

@@ -31,7 +31,7 @@ func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 		fmt.Fprintf(out, "cleared local cache %s: %d entries, %s\n", d.Dir(), n, formatBytes(size))
 	}
 	if remote {
-		b, err := newS3FromConfig(ctx, cfg, d.tmpDir(), log, getenv)
+		b, err := newS3FromConfig(ctx, cfg, d.tmpDir(), nil, log, getenv)
 		if err != nil {
 			return err
 		}

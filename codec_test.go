@@ -18,7 +18,7 @@ func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
 	for _, res := range []*Response{
 		{ID: 0, KnownCommands: []Cmd{CmdGet, CmdPut, CmdClose}},
 		{ID: 1, Miss: true},
-		{ID: 2, OutputID: outputID("x"), Size: 10, Time: &now, DiskPath: "/tmp/a b/c"},
+		{ID: 2, OutputID: idBytes(outputID("x")), Size: 10, Time: &now, DiskPath: "/tmp/a b/c"},
 		{ID: 3, Err: `bad "quote" \ <tag> & é` + "\x01"},
 		{ID: 4, DiskPath: `C:\cache\o\ab`},
 		{ID: 5, Time: &zero},
@@ -107,7 +107,7 @@ func FuzzRequestStream(f *testing.F) {
 					}
 					return
 				}
-				vr := newVerifyingReader(br, req.BodySize, req.OutputID)
+				vr := newVerifyingReader(br, req.BodySize, OutputID(append(req.OutputID, make([]byte, idLen)...)))
 				_, verr := io.Copy(io.Discard, io.LimitReader(vr, 1<<20))
 				if verr != nil && !isProtocolError(verr) && !errors.Is(verr, errVerify) && !errors.Is(verr, errBadBody) {
 					t.Fatalf("body read: %T %v", verr, verr)
@@ -171,7 +171,7 @@ func FuzzBodyDecoder(f *testing.F) {
 			t.Fatalf("body: %v", err)
 		}
 		var out bytes.Buffer
-		_, err = io.Copy(&out, newVerifyingReader(br, size, sum[:]))
+		_, err = io.Copy(&out, newVerifyingReader(br, size, sum))
 		if int64(out.Len()) > size+1 {
 			t.Fatalf("decoder yielded %d bytes for a declared %d", out.Len(), size)
 		}

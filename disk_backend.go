@@ -10,10 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
 // DiskBackend stores entries in a local directory that any number of
@@ -23,13 +24,14 @@ import (
 //
 //	v1/a/<aa>/<actionID>   action record: "<outputID> <size> <put time, unix ns>\n"
 //	v1/o/<oo>/<outputID>   body: exactly <size> bytes whose SHA-256 is <outputID>
-//	v1/tmp/                spool files of uploads in progress
+//	v1/tmp/                spool files of queued uploads (asyncUploads)
 //
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
 // are content-addressed, so actions with equal outputs share one file. Every
-// file is written as a temp file (.tmp-*) in its own directory and renamed
-// into place, body before record, so a reader sees either a whole entry or
-// none, and a crash mid-put leaves only a temp file behind (removed once it
+// file is written as a temp file (.tmp-*) in the fan-out directory it goes
+// to (remote downloads too: see bodyTempDir) and renamed into place, body
+// before record, so a reader sees either a whole entry or none, and a crash
+// mid-put leaves only a temp file behind (removed once it
 // is stale). Spreading temp files over the fan-out directories, rather than
 // one directory, keeps parallel writers (prefetch) from contending for one
 // directory's lock. A record whose body is missing or of the wrong size is a
@@ -46,7 +48,7 @@ type DiskBackend struct {
 
 	// inUse is the set of body paths this backend has handed out (get
 	// hits, puts, installs); Trim never removes them, since the go command
-	// may read them until Close. See markUsed in trim.go.
+	// may read them until Close. See markHandedOut in trim.go.
 	inUseMu sync.Mutex
 	inUse   map[string]struct{}
 }
@@ -55,7 +57,7 @@ var _ CacheBackend = (*DiskBackend)(nil)
 
 // diskLayoutVersion names the directory holding the current layout; a
 // future incompatible layout gets a new name instead of misreading this one.
-const diskLayoutVersion = "v1"
+const diskLayoutVersion = cachefmt.LayoutVersion
 
 // staleTempAge is how old a temp file must be before it is taken for the
 // leftover of a crashed writer and removed.
@@ -63,7 +65,7 @@ const staleTempAge = time.Hour
 
 // tempPrefix starts the name of every temp file in a fan-out directory; no
 // ID's hex starts so.
-const tempPrefix = ".tmp-"
+const tempPrefix = cachefmt.TempPrefix
 
 // NewDiskBackend opens (creating if needed) a disk cache rooted at dir.
 func NewDiskBackend(dir string) (*DiskBackend, error) {
@@ -89,34 +91,31 @@ func (d *DiskBackend) Dir() string { return d.root }
 
 func (d *DiskBackend) tmpDir() string { return filepath.Join(d.dir, "tmp") }
 
-func (d *DiskBackend) actionPath(actionID []byte) string {
+func (d *DiskBackend) actionPath(actionID ActionID) string {
 	return d.path("a", actionID)
 }
 
-func (d *DiskBackend) outputPath(outputID []byte) string {
+func (d *DiskBackend) outputPath(outputID OutputID) string {
 	return d.path("o", outputID)
 }
 
-func (d *DiskBackend) path(kind string, id []byte) string {
-	h := hex.EncodeToString(id)
+func (d *DiskBackend) path(kind string, id [idLen]byte) string {
+	h := hex.EncodeToString(id[:])
 	return d.dir + string(filepath.Separator) + kind + string(filepath.Separator) + h[:2] + string(filepath.Separator) + h
 }
 
 // Get implements CacheBackend.
-func (d *DiskBackend) Get(ctx context.Context, actionID []byte) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
+func (d *DiskBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
 	return d.getLocal(actionID)
 }
 
-// getLocal is Get for a valid actionID, without a context: it never blocks
+// getLocal is Get without a context: it never blocks
 // on anything but the local file system. It costs one small read and one
 // stat.
-func (d *DiskBackend) getLocal(actionID []byte) (Entry, error) {
+func (d *DiskBackend) getLocal(actionID ActionID) (Entry, error) {
 	var buf [128]byte
 	n, err := readSmallFile(d.actionPath(actionID), buf[:])
 	switch {
@@ -135,7 +134,7 @@ func (d *DiskBackend) getLocal(actionID []byte) (Entry, error) {
 	e.DiskPath = d.outputPath(e.OutputID)
 	// Trimming: mark the body in use before the stat, so that a Trim of
 	// this process either removed it already (a miss here) or keeps it.
-	d.markUsed(e.DiskPath)
+	d.markHandedOut(e.DiskPath)
 	size, mtime, ok := statBody(e.DiskPath)
 	if !ok || size != e.Size {
 		return Entry{}, fmt.Errorf("get %x: body missing or wrong size: %w", actionID, ErrNotFound)
@@ -169,13 +168,7 @@ func (d *DiskBackend) fits(size int64) error {
 }
 
 // Put implements CacheBackend.
-func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
-	if err := checkID("output ID", outputID); err != nil {
-		return Entry{}, err
-	}
+func (d *DiskBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
 	if size < 0 {
 		return Entry{}, fmt.Errorf("put %x: negative size %d", actionID, size)
 	}
@@ -188,9 +181,9 @@ func (d *DiskBackend) Put(ctx context.Context, actionID, outputID []byte, size i
 
 // putAt writes body as e's body unless a body of that output is already in
 // place, then e's record under actionID.
-func (d *DiskBackend) putAt(actionID []byte, e Entry, body io.Reader) (Entry, error) {
+func (d *DiskBackend) putAt(actionID ActionID, e Entry, body io.Reader) (Entry, error) {
 	// Trimming: this body is handed out from here on (see getLocal).
-	d.markUsed(e.DiskPath)
+	d.markHandedOut(e.DiskPath)
 	// Bodies are content-addressed: one already in place need not be
 	// written again (the caller still verifies what it sent).
 	fi, err := os.Stat(e.DiskPath)
@@ -216,7 +209,7 @@ func (d *DiskBackend) putAt(actionID []byte, e Entry, body io.Reader) (Entry, er
 }
 
 // writeRecord atomically writes the action record of e.
-func (d *DiskBackend) writeRecord(actionID []byte, e Entry) error {
+func (d *DiskBackend) writeRecord(actionID ActionID, e Entry) error {
 	record := formatActionRecord(e)
 	return d.writeFile(d.actionPath(actionID), func(w io.Writer) error {
 		_, err := io.WriteString(w, record)
@@ -237,11 +230,11 @@ func (d *DiskBackend) remoteMarker(remote ...string) string {
 // put time, and returns the local entry. The file at e.DiskPath is consumed.
 // It is how the local tier keeps what it fetched from a remote without
 // copying it again.
-func (d *DiskBackend) install(actionID []byte, e Entry) (Entry, error) {
+func (d *DiskBackend) install(actionID ActionID, e Entry) (Entry, error) {
 	src := e.DiskPath
 	defer os.Remove(src) // a no-op once renamed
 	local := Entry{OutputID: e.OutputID, Size: e.Size, Time: e.Time, DiskPath: d.outputPath(e.OutputID)}
-	d.markUsed(local.DiskPath) // trimming: handed out from here on
+	d.markHandedOut(local.DiskPath) // trimming: handed out from here on
 	size, mtime, ok := statBody(local.DiskPath)
 	if ok && size == e.Size {
 		d.touchIfStale(local.DiskPath, mtime) // reused: it is used now
@@ -266,7 +259,7 @@ func (d *DiskBackend) install(actionID []byte, e Entry) (Entry, error) {
 func (d *DiskBackend) Close(ctx context.Context) error { return nil }
 
 // writeFile atomically replaces path with what fill writes: it writes a temp
-// file in v1/tmp and renames it into place.
+// file (.tmp-*) in path's own fan-out directory and renames it into place.
 func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
 	f, err := d.createTemp(d.fanOutDir(filepath.Dir(path)), tempPrefix+"*")
 	if err != nil {
@@ -298,7 +291,7 @@ func (d *DiskBackend) fanOutDir(dir string) string {
 
 // bodyTempDir is where a file meant to become the body of outputID is best
 // written: its own directory, so that install is a rename within it.
-func (d *DiskBackend) bodyTempDir(outputID []byte) string {
+func (d *DiskBackend) bodyTempDir(outputID OutputID) string {
 	return d.fanOutDir(filepath.Dir(d.outputPath(outputID)))
 }
 
@@ -368,35 +361,19 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 	return entries, bytes, nil
 }
 
+// formatActionRecord returns e's action record (the format is
+// cachefmt.Record's, which chaos/ reads too).
 func formatActionRecord(e Entry) string {
-	return fmt.Sprintf("%x %d %d\n", e.OutputID, e.Size, e.Time.UnixNano())
+	return cachefmt.Record{OutputID: e.OutputID, Size: e.Size, Time: e.Time}.Format()
 }
 
-// parseActionRecord parses what formatActionRecord wrote. It is strict: any
-// deviation is an error, so a damaged record is never taken for a hit.
+// parseActionRecord parses what formatActionRecord wrote, strictly.
 func parseActionRecord(b []byte) (Entry, error) {
-	s := string(b)
-	line, ok := strings.CutSuffix(s, "\n")
-	if !ok {
-		return Entry{}, errors.New("action record: no newline")
-	}
-	f := strings.Split(line, " ")
-	if len(f) != 3 {
-		return Entry{}, errors.New("action record: want 3 fields")
-	}
-	out, err := parseHexID(f[0])
+	r, err := cachefmt.ParseRecord(b)
 	if err != nil {
-		return Entry{}, fmt.Errorf("action record: %w", err)
+		return Entry{}, err
 	}
-	size, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || size < 0 {
-		return Entry{}, fmt.Errorf("action record: bad size %q", f[1])
-	}
-	ns, err := strconv.ParseInt(f[2], 10, 64)
-	if err != nil {
-		return Entry{}, fmt.Errorf("action record: bad time %q", f[2])
-	}
-	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, nil
+	return Entry{OutputID: r.OutputID, Size: r.Size, Time: r.Time}, nil
 }
 
 // errTooLarge is returned by readSmallFile for a file that does not fit.

@@ -264,7 +264,7 @@ func TestCrashMidPut(t *testing.T) {
 	if _, err := out.ReadBytes('\n'); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := json.Marshal(Request{ID: 1, Command: CmdPut, ActionID: key, OutputID: sum, BodySize: int64(len(body))})
+	req, _ := json.Marshal(Request{ID: 1, Command: CmdPut, ActionID: key[:], OutputID: sum[:], BodySize: int64(len(body))})
 	io.WriteString(stdin, string(req)+"\n\n\"")
 	enc := base64.StdEncoding.EncodeToString(body)
 	io.WriteString(stdin, enc[:len(enc)/2])

@@ -66,25 +66,26 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 // serve runs the GOCACHEPROG server until the go command closes it.
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
 	stats := new(Stats)
-	srv := NewServer(nil, stats, log, cfg.Debug)
-	backend, local, err := openBackend(context.Background(), cfg, stats, srv.warn, log, getenv)
+	warn := newWarnings(log)
+	st, err := openBackend(context.Background(), cfg, stats, warn, log, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 1
 	}
-	srv.backend, srv.local = backend, local
-	if tier, ok := backend.(*localTier); ok && tier.prefetch != nil {
-		p := tier.prefetch
-		srv.onStart = p.start
-		srv.onGet = func(id []byte, hit bool) {
-			p.requested.add(id)
-			if hit {
-				p.used.add(id)
-			}
-		}
-		srv.onPut = p.used.add
+	local := st.local
+	backend := st.backend
+	var observer Observer
+	if st.tier != nil && cfg.Prefetch {
+		p := newPrefetcher(st.tier, st.remote, prefetchScope(cfg.PrefetchScope), cfg.PrefetchConcurrency, !cfg.ReadOnly, stats, log)
+		backend, observer = p, p
 	}
-	srv.closeTimeout = cfg.UploadTimeout
+	srv := NewServer(backend, stats, log, ServerOptions{
+		Local:        local,
+		Observer:     observer,
+		Warn:         warn,
+		CloseTimeout: cfg.UploadTimeout,
+		Debug:        cfg.Debug,
+	})
 	// Trim the local cache in the background, at most once in a while
 	// across all processes sharing it; stopped (safely, midway) at exit.
 	trimCtx, stopTrim := context.WithCancel(context.Background())
@@ -120,38 +121,41 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	return status
 }
 
-// openBackend builds the backend stack that cfg describes, and returns it
-// with the local disk cache the server answers local hits from. With
-// -backend=s3 the stack is
+// stack is the backend stack that openBackend builds.
+type stack struct {
+	backend CacheBackend // what the server uses: local or tier
+	local   *DiskBackend // the local disk cache
+	tier    *localTier   // with a remote: the tier over local and remote
+	remote  Remote       // with a remote: the breaker over it, for manifests
+}
+
+// openBackend builds the backend stack that cfg describes. With
+// -backend=s3 it is
 //
 //	localTier{disk, asyncUploads{breakerBackend{S3Backend}}}
 //
-// (without asyncUploads when -read-only). It makes no network call.
-func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger, getenv func(string) string) (CacheBackend, *DiskBackend, error) {
+// (without asyncUploads when -read-only); the prefetcher, which serve adds
+// over the tier, gets the breaker for its manifests. It makes no network
+// call.
+func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger, getenv func(string) string) (stack, error) {
 	disk, err := NewDiskBackend(cfg.CacheDir)
 	if err != nil {
-		return nil, nil, err
+		return stack{}, err
 	}
 	if cfg.Backend == "disk" {
-		return disk, disk, nil
+		return stack{backend: disk, local: disk}, nil
 	}
-	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), log, getenv)
+	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), disk.bodyTempDir, log, getenv)
 	if err != nil {
-		return nil, nil, err
+		return stack{}, err
 	}
-	s3b.tempDirFor = disk.bodyTempDir
 	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {
 		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
-	if cfg.Prefetch {
-		tier.prefetch = newPrefetcher(tier, s3b, prefetchScope(cfg.PrefetchScope), cfg.PrefetchConcurrency, !cfg.ReadOnly, stats, log)
-		tier.prefetch.healthy = breaker.healthy
-		tier.prefetch.observe = breaker.observe
-	}
-	return tier, disk, nil
+	return stack{backend: tier, local: disk, tier: tier, remote: breaker}, nil
 }
 
 // reportStats writes the stats wherever cfg asks. Failing to write them is
@@ -173,8 +177,12 @@ func reportStats(cfg *Config, snap StatsSnapshot, stderr io.Writer, getenv func(
 }
 
 // newLogger returns the logger for stderr: warnings only, or everything
-// with debug. Lines start with "gobuildcache:" so they stand out in a
-// build log.
+// with debug. Lines are in slog's text format and carry app=gobuildcache,
+// so they stand out in a build log:
+//
+//	level=WARN msg="remote cache request failed (timeout); ..." app=gobuildcache err=...
+//
+// The time leads each line only with debug.
 func newLogger(w io.Writer, debug bool) *slog.Logger {
 	level := slog.LevelWarn
 	if debug {

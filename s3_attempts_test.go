@@ -130,7 +130,39 @@ func TestAttemptTimeoutOnce(t *testing.T) {
 	if !errors.As(err, &te) || d < 2*attemptStart || d > 2*attemptStart+time.Second {
 		t.Errorf("GetObject from a black hole: %v after %v; want a timeout after two attempts of %v", err, d, attemptStart)
 	}
-	if kind := classifyRemoteError(err); kind != "timeout" {
+	if kind := classifyS3Error(err, false).String(); kind != "timeout" {
 		t.Errorf("classified %q", kind)
+	}
+}
+
+// TestGetBodyStall: a get whose body stops coming fails as a timeout within
+// seconds, not at the end of the request's deadline.
+func TestGetBodyStall(t *testing.T) {
+	body := strings.Repeat("x", 1000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Length", fmt.Sprint(len(body)))
+		h.Set("x-amz-meta-"+metaOutputID, fmt.Sprintf("%x", outputID(body)))
+		h.Set("x-amz-meta-"+metaSize, fmt.Sprint(len(body)))
+		h.Set("x-amz-meta-"+metaTime, "1")
+		h.Set("x-amz-meta-"+metaEncoding, "identity")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, body[:100])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 30 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = b.Get(t.Context(), ActionID(actionID("stall")))
+	if d := time.Since(start); errKind(err) != KindTimeout || d > attemptCeiling+2*time.Second {
+		t.Errorf("Get of a stalled body: %v (kind %v) after %v; want a timeout after about %v", err, errKind(err), d, attemptCeiling)
 	}
 }

@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -18,46 +15,26 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
-	"github.com/aws/smithy-go/logging"
 )
 
 // S3Backend stores entries in an S3 bucket: AWS S3, an S3 Express One Zone
 // directory bucket (name--azid--x-s3), or an S3-compatible server such as
-// MinIO, R2 or Ceph.
+// MinIO, R2 or Ceph. Its keys and object metadata are laid out as
+// s3Location says. Besides entries it keeps the prefetch manifests
+// (manifestStore).
 //
-// Bucket layout, under the configured prefix (which ends in "/"):
+// Every SDK error is classified here (s3Error): what leaves this type is
+// ErrNotFound, errVerify, or a *kindError.
 //
-//	<prefix>v1/a/<actionID hex>   one object per action: the body itself
-//
-// with the entry's metadata in the object's user metadata, so that a hit is
-// a single GetObject and a miss a single 404:
-//
-//	x-amz-meta-gbc-output-id   hex SHA-256 of the body
-//	x-amz-meta-gbc-size        body length in bytes
-//	x-amz-meta-gbc-time        put time, Unix nanoseconds
-//	x-amz-meta-gbc-encoding    how the object's bytes encode the body: "identity"
-//	                           (the body itself) or "zstd" (a zstd frame of it)
-//
-// "v1" versions the layout: a reader never interprets objects of another
-// version. The encoding is recorded in each object, never assumed from the
-// reader's flags; an unknown encoding is a miss.
-//
-// Get downloads into a temp file (in tempDir) and verifies it against the
-// output ID and size in the metadata: a body that does not match is never
-// returned. The file is the caller's to move; what is left is removed by
-// Close.
+// Get downloads into a new file (in the directory TempDirFor names, else
+// TempDir) and verifies it against the output ID and size in the metadata:
+// a body that does not match is never returned. The file is the caller's
+// (see CacheBackend.Get).
 type S3Backend struct {
 	client  *s3.Client
-	bucket  string
-	prefix  string
+	loc     s3Location
 	timeout time.Duration // per request, retries included
 	// compressMin is the smallest body uploaded zstd-compressed; 0 means
 	// never compress. Reads decode whatever an object says it holds.
@@ -70,43 +47,13 @@ type S3Backend struct {
 	// tempDirFor, if set, names the directory for the download of a body
 	// with the given output ID (the local tier's, so that installing it is
 	// a rename in place); otherwise tempDir.
-	tempDirFor func(outputID []byte) string
-
-	mu    sync.Mutex
-	temps map[string]bool // Get results not yet removed
+	tempDirFor func(outputID OutputID) string
 }
 
-var _ CacheBackend = (*S3Backend)(nil)
-
-// s3LayoutVersion is the layout version segment of every key.
-const s3LayoutVersion = "v1"
-
-// Object metadata keys (lowercase: S3 returns them lowercased).
-const (
-	metaOutputID = "gbc-output-id"
-	metaSize     = "gbc-size"
-	metaTime     = "gbc-time"
-	metaEncoding = "gbc-encoding"
+var (
+	_ CacheBackend = (*S3Backend)(nil)
+	_ Remote       = (*S3Backend)(nil)
 )
-
-// S3Options are the settings of an S3Backend.
-type S3Options struct {
-	Bucket    string
-	Prefix    string
-	Region    string
-	Endpoint  string // "" for AWS (or AWS_ENDPOINT_URL_S3)
-	PathStyle bool
-	Timeout   time.Duration
-	// CompressMin > 0 uploads bodies of at least that size zstd-compressed.
-	CompressMin int64
-	TempDir     string
-	// Parallelism is how many requests may be in flight at once; the
-	// connection pool keeps that many connections.
-	Parallelism int
-	Debug       bool
-	Log         *slog.Logger
-	Getenv      func(string) string
-}
 
 // NewS3Backend builds a client. It makes no network call: credentials are
 // resolved on first use.
@@ -117,145 +64,54 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	}
 	return &S3Backend{
 		client:      client,
-		bucket:      o.Bucket,
-		prefix:      o.Prefix,
+		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		now:         time.Now,
 		tempDir:     o.TempDir,
 		createTemp:  os.CreateTemp,
-		temps:       make(map[string]bool),
+		tempDirFor:  o.TempDirFor,
 	}, nil
 }
 
-// newS3Client configures the SDK for a cache: quiet, short timeouts, brief
-// retries without a client-side retry quota, and no checksums of its own
-// (every body is verified against its SHA-256 output ID, end to end).
-func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
-	getenv := o.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
-	var logger logging.Logger = logging.Nop{}
-	var logMode aws.ClientLogMode
-	if o.Debug && o.Log != nil {
-		// Retries only: request dumps would carry signatures and tokens.
-		logger = logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
-			o.Log.Debug("s3 sdk: "+fmt.Sprintf(format, v...), "class", string(c))
-		})
-		logMode = aws.LogRetries
-	}
-	opts := []func(*config.LoadOptions) error{
-		config.WithLogger(logger),
-		config.WithClientLogMode(logMode),
-		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
-		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
-	}
-	if o.Region != "" {
-		opts = append(opts, config.WithRegion(o.Region))
-	}
-	if creds := prefixedCredentials(getenv); creds != nil {
-		opts = append(opts, config.WithCredentialsProvider(creds))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("load AWS config: %w", err)
-	}
-	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL")))
-	parallel := max(o.Parallelism, 16)
-	timeout := o.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	// Each attempt of a request gets a bounded wait for its answer
-	// (attemptLimiter), and a timed-out attempt is retried; connecting and
-	// a TLS handshake get a second or two. The whole request, retries
-	// included, gets timeout. So a black-holed endpoint costs a few seconds
-	// before the breaker stops asking it.
-	httpClient := awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) {
-			d.Timeout = time.Second
-			d.KeepAlive = 30 * time.Second
-		}).
-		WithTransportOptions(func(t *http.Transport) {
-			t.MaxIdleConns = 2 * parallel
-			t.MaxIdleConnsPerHost = 2 * parallel
-			t.TLSHandshakeTimeout = attemptCeiling
-			t.IdleConnTimeout = 90 * time.Second
-		})
-	sessions := newExpressSessions(timeout)
-	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
-		so.HTTPClient = newAttemptLimiter(httpClient)
-		so.ExpressCredentials = sessions
-		so.APIOptions = append(so.APIOptions, sessions.preflight)
-		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
-			ro.MaxAttempts = 3
-			ro.MaxBackoff = 500 * time.Millisecond
-			ro.RateLimiter = ratelimit.None
-			// Throttling, 5xx, refused and reset connections are retried,
-			// an attempt that timed out once, and a request refused for an
-			// expired S3 Express session with a new session.
-			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(retryOnce), retry.IsErrorRetryableFunc(sessions.retryExpired)}, ro.Retryables...)
-		})
-		so.DisableLogOutputChecksumValidationSkipped = true
-		so.ContinueHeaderThresholdBytes = -1
-		if o.Endpoint != "" {
-			so.BaseEndpoint = aws.String(o.Endpoint)
-		}
-		so.UsePathStyle = o.PathStyle
-	})
-	sessions.create = createSessionWith(client)
-	return client, nil
-}
-
-// prefixedCredentials returns static credentials from GOBUILDCACHE_AWS_*
-// variables, or nil if they are not set. They let CI hand credentials to the
-// cache without exporting them to every test binary the build runs.
-func prefixedCredentials(getenv func(string) string) aws.CredentialsProvider {
-	id, secret := getenv("GOBUILDCACHE_AWS_ACCESS_KEY_ID"), getenv("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY")
-	if id == "" || secret == "" {
-		return nil
-	}
-	return credentials.NewStaticCredentialsProvider(id, secret, getenv("GOBUILDCACHE_AWS_SESSION_TOKEN"))
-}
-
-func (b *S3Backend) key(actionID []byte) string {
-	return b.prefix + s3LayoutVersion + "/a/" + hex.EncodeToString(actionID)
-}
-
 // Get implements CacheBackend with one GetObject.
-func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: aws.String(b.key(actionID))})
+//
+// Its deadline (see newS3Client): b.timeout until the answer begins; then
+// the body gets b.timeout plus a second per 8 MiB, and fails as soon as it
+// stalls for attemptCeiling.
+func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
+	defer deadline.Stop()
+	key := b.loc.actionKey(actionID)
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &key})
 	if err != nil {
-		if isS3NotFound(err) {
-			return Entry{}, fmt.Errorf("get %x: %w", actionID, ErrNotFound)
-		}
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, s3Error("get", key, getCause(ctx, err), false)
 	}
 	defer out.Body.Close()
+	deadline.Reset(b.timeout + time.Duration(aws.ToInt64(out.ContentLength)/(8<<20))*time.Second)
+	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
+	defer stall.Stop()
+	out.Body = stallReader{out.Body, stall}
 	e, encoding, err := parseS3Metadata(out.Metadata)
 	if err != nil {
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	var body io.Reader = out.Body
 	switch encoding {
 	case "identity":
 		if n := aws.ToInt64(out.ContentLength); n != e.Size {
-			return Entry{}, fmt.Errorf("get %x: %w: object has %d bytes, metadata says %d", actionID, errVerify, n, e.Size)
+			return Entry{}, fmt.Errorf("get %s: %w: object has %d bytes, metadata says %d", key, errVerify, n, e.Size)
 		}
 	case "zstd":
 		src := &sourceErr{r: out.Body}
 		dec := getZstdDecoder(src)
 		if dec == nil {
 			if src.err != nil {
-				return Entry{}, fmt.Errorf("get %x: %w", actionID, src.err)
+				return Entry{}, s3Error("get", key, getCause(ctx, src.err), false)
 			}
-			return Entry{}, fmt.Errorf("get %x: %w: bad zstd stream", actionID, errVerify)
+			return Entry{}, fmt.Errorf("get %s: %w: bad zstd stream", key, errVerify)
 		}
 		defer zstdDecoders.Put(dec)
 		body = zstdReader{dec, src}
@@ -266,7 +122,7 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
 	if err != nil {
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	// The verifying reader stops one byte past the declared size, so a
 	// decompression bomb costs nothing.
@@ -276,25 +132,48 @@ func (b *S3Backend) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return Entry{}, fmt.Errorf("get %x: %w", actionID, err)
+		if errors.Is(err, errVerify) {
+			return Entry{}, fmt.Errorf("get %s: %w", key, err)
+		}
+		return Entry{}, s3Error("get", key, getCause(ctx, err), false) // the download broke off
 	}
-	b.mu.Lock()
-	b.temps[f.Name()] = true
-	b.mu.Unlock()
 	e.DiskPath = f.Name()
 	return e, nil
+}
+
+var (
+	errGetDeadline = fmt.Errorf("no complete answer in time: %w", context.DeadlineExceeded)
+	errGetStalled  = fmt.Errorf("the answer stalled for %v: %w", attemptCeiling, context.DeadlineExceeded)
+)
+
+// getCause returns what ended a get: err, or the deadline or stall that
+// cancelled ctx (a timeout, not the caller giving up).
+func getCause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled) {
+		return fmt.Errorf("%w (%v)", c, err)
+	}
+	return err
+}
+
+// stallReader re-arms a stall timer with every read that makes progress.
+type stallReader struct {
+	io.ReadCloser
+	stall *time.Timer
+}
+
+func (r stallReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 {
+		r.stall.Reset(attemptCeiling)
+	}
+	return n, err
 }
 
 // Put implements CacheBackend with one PutObject. A body that can seek (a
 // file) is checked against outputID first and then sent; any other body is
 // spooled to a temp file while it is checked.
-func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
-	if err := checkID("output ID", outputID); err != nil {
-		return Entry{}, err
-	}
+func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	key := b.loc.actionKey(actionID)
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
@@ -302,84 +181,131 @@ func (b *S3Backend) Put(ctx context.Context, actionID, outputID []byte, size int
 	if !ok {
 		f, err := b.createTemp(b.tempDir, "s3put-*")
 		if err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
 		if _, err := copyBuffered(f, newVerifyingReader(body, size, outputID)); err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		rs = f
 	} else if _, err := copyBuffered(io.Discard, newVerifyingReader(rs, size, outputID)); err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	if _, err := rs.Seek(0, io.SeekStart); err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	encoding, stored, storedSize := "identity", rs, size
 	if b.compressMin > 0 && size >= b.compressMin {
 		frame, zsize, release, err := b.compress(rs, size)
 		if err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		defer release()
 		if zsize < size-size/10 { // worth it: at least 10% smaller
 			encoding, stored, storedSize = "zstd", frame, zsize
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
-			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 	}
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
 	defer cancel()
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.bucket,
-		Key:           aws.String(b.key(actionID)),
+		Bucket:        &b.loc.bucket,
+		Key:           &key,
 		Body:          io.NewSectionReader(readerAt{stored}, 0, storedSize),
 		ContentLength: aws.Int64(storedSize),
 		ContentType:   aws.String("application/octet-stream"),
 		Metadata: map[string]string{
-			metaOutputID: hex.EncodeToString(outputID),
+			metaOutputID: hex.EncodeToString(outputID[:]),
 			metaSize:     strconv.FormatInt(size, 10),
 			metaTime:     strconv.FormatInt(now.UnixNano(), 10),
 			metaEncoding: encoding,
 		},
 	})
 	if err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return Entry{}, s3Error("put", key, err, true)
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
 }
 
-// getObject reads a whole small object (a manifest) of at most max bytes.
-func (b *S3Backend) getObject(ctx context.Context, key string, max int64) ([]byte, error) {
+// ListManifests implements manifestStore. Listings of directory buckets
+// are unordered: the keys are sorted by name, which starts with the time.
+func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
+	var keys []string
+	dir := b.loc.manifestDir(scope)
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, s3Error("list", dir, err, false)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	keys = newestFirst(keys, n)
+	infos := make([]manifestInfo, len(keys))
+	for i, k := range keys {
+		infos[i].name = k
+		infos[i].time, _ = b.loc.manifestTime(scope, k)
+	}
+	return infos, nil
+}
+
+// GetManifest implements manifestStore.
+func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.bucket, Key: &name})
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return nil, s3Error("get", name, err, false)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, max+1))
+	data, err := io.ReadAll(io.LimitReader(out.Body, maxManifestObject+1))
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return nil, s3Error("get", name, err, false)
 	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("get %s: larger than %d bytes", key, max)
+	if int64(len(data)) > maxManifestObject {
+		return nil, fmt.Errorf("get %s: %w: larger than %d bytes", name, errVerify, maxManifestObject)
 	}
 	return data, nil
 }
 
-// putObject writes a small object (a manifest).
-func (b *S3Backend) putObject(ctx context.Context, key string, data []byte) error {
+// PutManifest implements manifestStore.
+func (b *S3Backend) PutManifest(ctx context.Context, scope string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	key := b.loc.manifestKey(scope, b.now())
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.bucket,
+		Bucket:        &b.loc.bucket,
 		Key:           &key,
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 	})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return s3Error("put", key, err, true)
+	}
+	return nil
+}
+
+// DeleteManifests implements manifestStore.
+func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	objs := make([]types.ObjectIdentifier, len(names))
+	for i, k := range names {
+		objs[i] = types.ObjectIdentifier{Key: aws.String(k)}
+	}
+	_, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+	if err != nil {
+		return s3Error("delete", names[0], err, true)
 	}
 	return nil
 }
@@ -390,22 +316,13 @@ func (b *S3Backend) putTimeout(size int64) time.Duration {
 	return b.timeout + time.Duration(size/(8<<20))*time.Second
 }
 
-// Close implements CacheBackend: it removes downloaded files nobody took.
+// Close implements CacheBackend: it ends the S3 Express CreateSessions in
+// flight. Files returned by Get are the callers' and stay.
 func (b *S3Backend) Close(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for p := range b.temps {
-		os.Remove(p)
+	if p, ok := b.client.Options().ExpressCredentials.(*expressSessions); ok {
+		p.close()
 	}
-	b.temps = map[string]bool{}
 	return nil
-}
-
-// release tells the backend a file returned by Get has been moved away.
-func (b *S3Backend) release(path string) {
-	b.mu.Lock()
-	delete(b.temps, path)
-	b.mu.Unlock()
 }
 
 // parseS3Metadata reads an entry and its encoding from object metadata. It
@@ -431,17 +348,7 @@ func parseS3Metadata(md map[string]string) (e Entry, encoding string, err error)
 	if err != nil {
 		return Entry{}, "", fmt.Errorf("%w: metadata %s %.40q", errVerify, metaTime, md[metaTime])
 	}
-	return Entry{OutputID: out, Size: size, Time: time.Unix(0, ns)}, encoding, nil
-}
-
-func isS3NotFound(err error) bool {
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return true
-	}
-	var api smithy.APIError
-	return errors.As(err, &api) && api.ErrorCode() == "NotFound"
+	return Entry{OutputID: OutputID(out), Size: size, Time: time.Unix(0, ns)}, encoding, nil
 }
 
 // readerAt adapts a ReadSeeker for io.SectionReader (the SDK wants a body
@@ -498,7 +405,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 			defer wg.Done()
 			for batch := range batches {
 				out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
-					Bucket: &b.bucket,
+					Bucket: &b.loc.bucket,
 					Delete: &types.Delete{Objects: batch, Quiet: aws.Bool(true)},
 				})
 				if err == nil && len(out.Errors) > 0 {
@@ -514,7 +421,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 		}()
 	}
 	var listErr error
-	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: aws.String(b.prefix)})
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: aws.String(b.loc.prefix)})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
@@ -534,33 +441,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 	close(batches)
 	wg.Wait()
 	if err := cmp.Or(listErr, firstErr); err != nil {
-		return objects, bytes, fmt.Errorf("clear s3://%s/%s: %w", b.bucket, b.prefix, err)
+		return objects, bytes, fmt.Errorf("clear %s: %w", b.loc, err)
 	}
 	return objects, bytes, nil
-}
-
-// compressMin is the S3Options.CompressMin that cfg asks for.
-func compressMin(cfg *Config) int64 {
-	if cfg.Compression != "zstd" {
-		return 0
-	}
-	return max(int64(cfg.CompressionMinSize), 1)
-}
-
-// newS3FromConfig builds the S3 backend that cfg describes.
-func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
-	return NewS3Backend(ctx, S3Options{
-		Bucket:      cfg.S3Bucket,
-		Prefix:      cfg.S3Prefix,
-		Region:      cfg.S3Region,
-		Endpoint:    cfg.S3Endpoint,
-		PathStyle:   cfg.S3PathStyle,
-		Timeout:     cfg.S3Timeout,
-		CompressMin: compressMin(cfg),
-		TempDir:     tempDir,
-		Parallelism: cfg.UploadWorkers,
-		Debug:       cfg.Debug,
-		Log:         log,
-		Getenv:      getenv,
-	})
 }

@@ -6,11 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,8 +140,6 @@ func listKeys(t *testing.T, c *s3.Client, bucket, prefix string) []string {
 	return keys
 }
 
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // newTestStack builds the production stack over an S3 backend:
 // localTier{disk, asyncUploads{breakerBackend{s3}}}.
 func newTestStack(t *testing.T, remote *S3Backend, stats *Stats) (*localTier, *DiskBackend) {
@@ -237,17 +232,6 @@ func TestCacheIntegrationS3(t *testing.T) {
 	}
 }
 
-// countingBackend counts the gets that reach the backend it wraps.
-type countingBackend struct {
-	CacheBackend
-	gets atomic.Int64
-}
-
-func (c *countingBackend) Get(ctx context.Context, id []byte) (Entry, error) {
-	c.gets.Add(1)
-	return c.CacheBackend.Get(ctx, id)
-}
-
 func TestLocalTierOneFetchPerKey(t *testing.T) {
 	tg := s3TargetForTest(t)
 	ctx := context.Background()
@@ -286,12 +270,12 @@ func TestS3CorruptObjectIsAMiss(t *testing.T) {
 	c := rawClient(t, tg)
 	remote := newTestS3(t, tg)
 	body := "the real body"
-	key := remote.key(actionID("k"))
+	key := remote.loc.actionKey(actionID("k"))
 	cases := map[string]*s3.PutObjectInput{
-		"same-size garbage": {Body: strings.NewReader("the fake body"), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
-		"truncated":         {Body: strings.NewReader("the real"), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
+		"same-size garbage": {Body: strings.NewReader("the fake body"), Metadata: map[string]string{metaOutputID: hexID(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
+		"truncated":         {Body: strings.NewReader("the real"), Metadata: map[string]string{metaOutputID: hexID(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
 		"bad output id":     {Body: strings.NewReader(body), Metadata: map[string]string{metaOutputID: "zz", metaSize: "13", metaTime: "1", metaEncoding: "identity"}},
-		"unknown encoding":  {Body: strings.NewReader(body), Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "rot13"}},
+		"unknown encoding":  {Body: strings.NewReader(body), Metadata: map[string]string{metaOutputID: hexID(outputID(body)), metaSize: "13", metaTime: "1", metaEncoding: "rot13"}},
 		"no metadata":       {Body: strings.NewReader(body)},
 	}
 	for name, in := range cases {
@@ -352,7 +336,7 @@ func TestS3ClearKeepsOtherPrefixes(t *testing.T) {
 }
 
 func TestS3MetadataParsing(t *testing.T) {
-	good := map[string]string{metaOutputID: hex.EncodeToString(outputID("x")), metaSize: "1", metaTime: "5", metaEncoding: "identity"}
+	good := map[string]string{metaOutputID: hexID(outputID("x")), metaSize: "1", metaTime: "5", metaEncoding: "identity"}
 	if _, _, err := parseS3Metadata(good); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +365,7 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	body := strings.Repeat("compressible object file contents ", 10000)
 	putString(t, writer, "z", body)
 	c := rawClient(t, tg)
-	head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.key(actionID("z")))})
+	head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.loc.actionKey(actionID("z")))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +390,7 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	// Incompressible bodies are stored as they are.
 	random := randomHex(20000)
 	putString(t, writer, "r", random)
-	head, _ = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.key(actionID("r")))})
+	head, _ = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: aws.String(writer.loc.actionKey(actionID("r")))})
 	if head.Metadata[metaEncoding] != "zstd" {
 		// hex digits compress by about half: still worth it
 		t.Logf("random hex stored as %q", head.Metadata[metaEncoding])
@@ -419,9 +403,9 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	}
 	defer release()
 	small := "0123456789"
-	key := writer.key(actionID("bomb"))
+	key := writer.loc.actionKey(actionID("bomb"))
 	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &key, Body: zf,
-		Metadata: map[string]string{metaOutputID: hex.EncodeToString(outputID(small)), metaSize: "10", metaTime: "1", metaEncoding: "zstd"}}); err != nil {
+		Metadata: map[string]string{metaOutputID: hexID(outputID(small)), metaSize: "10", metaTime: "1", metaEncoding: "zstd"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := reader.Get(ctx, actionID("bomb")); !errors.Is(err, errVerify) {
@@ -432,8 +416,8 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 // FuzzS3Metadata: object metadata from the bucket is untrusted; the parser
 // must never panic, and what it accepts is well formed.
 func FuzzS3Metadata(f *testing.F) {
-	f.Add(hex.EncodeToString(outputID("x")), "1", "5", "identity")
-	f.Add(hex.EncodeToString(outputID("x")), "-1", "5", "zstd")
+	f.Add(hexID(outputID("x")), "1", "5", "identity")
+	f.Add(hexID(outputID("x")), "-1", "5", "zstd")
 	f.Add("zz", "1", "5", "identity")
 	f.Add("", "", "", "")
 	f.Fuzz(func(t *testing.T, out, size, tm, enc string) {

@@ -172,8 +172,8 @@ func TestExpressSessionsLifetime(t *testing.T) {
 			f.advance(life - margin)
 			_, err = p.Retrieve(t.Context(), bucket)
 			var se *expressSessionError
-			if !errors.As(err, &se) || classifyRemoteError(err) != "auth" {
-				t.Fatalf("session in its last %v handed out, or error untyped: %v (kind %s)", margin, err, classifyRemoteError(err))
+			if !errors.As(err, &se) || classifyS3Error(err, false) != KindAuth {
+				t.Fatalf("session in its last %v handed out, or error untyped: %v (kind %s)", margin, err, classifyS3Error(err, false))
 			}
 		})
 	}
@@ -219,7 +219,7 @@ func TestExpressSessionsExpiredToken(t *testing.T) {
 			t.Errorf("%s: the refused session is still used", code)
 		}
 	}
-	if kind := classifyRemoteError(answer("ExpiredToken", first.SessionToken)); kind == "auth" || kind == "credentials" {
+	if kind := classifyS3Error(answer("ExpiredToken", first.SessionToken), false); kind != KindSession {
 		t.Errorf("ExpiredToken is classified %q: it would switch the remote off", kind)
 	}
 }

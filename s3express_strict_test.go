@@ -79,7 +79,7 @@ func TestS3ExpressSessionExpiry(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(failures) < 5 {
-			failures = append(failures, fmt.Sprintf("%v (kind %s)", err, classifyRemoteError(err)))
+			failures = append(failures, fmt.Sprintf("%v (kind %s)", err, errKind(err)))
 		}
 	}
 	var wg sync.WaitGroup
@@ -151,7 +151,7 @@ func TestS3ExpressCreateSessionErrors(t *testing.T) {
 			b := newShimBackend(t, shim, c.bucket, time.Second)
 			_, err := b.Get(t.Context(), actionID("x"))
 			var se *expressSessionError
-			if kind := classifyRemoteError(err); kind != c.wantKind || !errors.As(err, &se) {
+			if kind := errKind(err); kind.String() != c.wantKind || !errors.As(err, &se) {
 				t.Errorf("Get: %v\nkind %q, want %q from a typed CreateSession error", err, kind, c.wantKind)
 			}
 		})

@@ -38,26 +38,55 @@ type Server struct {
 	inflight sync.WaitGroup
 	warn     *warnings
 
-	// Optional hooks: onStart runs once the capabilities line is out;
-	// onGet and onPut see every answered get (hit or not) and every
-	// stored put.
-	onStart func()
-	onGet   func(actionID []byte, hit bool)
-	onPut   func(actionID []byte)
+	observer Observer // optional
+}
+
+// Observer sees what the server does, as it does it: the prefetcher is
+// one. Its methods must return quickly.
+type Observer interface {
+	// Started is called once the capabilities line is out.
+	Started()
+	// Got is called for every answered get, hit or not.
+	Got(actionID ActionID, hit bool)
+	// Stored is called for every stored put.
+	Stored(actionID ActionID)
+}
+
+// ServerOptions are the optional parts of a Server.
+type ServerOptions struct {
+	// Local, if set, is the local disk cache under the backend (or the
+	// backend itself). Gets are first tried on it right on the reading
+	// goroutine: a local hit costs no goroutine hop. Only what it misses
+	// goes to the backend.
+	Local    *DiskBackend
+	Observer Observer
+	// Warn logs swallowed errors once per kind; shared with the backends
+	// so that each kind is logged once. Default: a new one over the log.
+	Warn *warnings
+	// CloseTimeout bounds the backend's Close (pending uploads) when the
+	// go command says close; zero gives them no time at all.
+	CloseTimeout time.Duration
+	Debug        bool // log one line per request
 }
 
 // NewServer returns a server over backend. log receives warnings (and, with
 // debug, one line per request).
-func NewServer(backend CacheBackend, stats *Stats, log *slog.Logger, debug bool) *Server {
-	return &Server{
+func NewServer(backend CacheBackend, stats *Stats, log *slog.Logger, o ServerOptions) *Server {
+	s := &Server{
 		backend:      backend,
+		local:        o.Local,
+		observer:     o.Observer,
 		stats:        stats,
 		log:          log,
-		debug:        debug,
-		closeTimeout: 30 * time.Second,
+		debug:        o.Debug,
+		closeTimeout: o.CloseTimeout,
 		now:          time.Now,
-		warn:         newWarnings(log),
+		warn:         o.Warn,
 	}
+	if s.warn == nil {
+		s.warn = newWarnings(log)
+	}
+	return s
 }
 
 // Serve speaks the protocol on in and out until the go command sends close
@@ -70,8 +99,8 @@ func (s *Server) Serve(in io.Reader, out io.Writer) (err error) {
 	if err := s.reply(&Response{KnownCommands: []Cmd{CmdGet, CmdPut, CmdClose}}); err != nil {
 		return fmt.Errorf("write capabilities: %w", err)
 	}
-	if s.onStart != nil {
-		s.onStart()
+	if s.observer != nil {
+		s.observer.Started()
 	}
 
 	ctx := context.Background()
@@ -87,13 +116,22 @@ func (s *Server) Serve(in io.Reader, out io.Writer) (err error) {
 		}
 		switch req.Command {
 		case CmdGet:
-			if s.getLocal(req) {
+			if len(req.ActionID) != idLen {
+				s.stats.Gets.Add(1)
+				s.stats.AddError("bad_request")
+				s.replyErr(req, badID("ActionID", req.ActionID))
+				continue
+			}
+			id := ActionID(req.ActionID)
+			if s.getLocal(req, id) {
 				continue
 			}
 			s.inflight.Add(1)
 			go func() {
 				defer s.inflight.Done()
-				s.handleGet(ctx, req)
+				start := s.now()
+				e, err := s.backend.Get(ctx, id)
+				s.getDone(req, id, start, e, err)
 			}()
 		case CmdPut:
 			if err := s.handlePut(ctx, rr, req); err != nil {
@@ -127,38 +165,31 @@ func (s *Server) finish(ctx context.Context, err error) error {
 	return err
 }
 
+// badID is the error message for a malformed ID in a request.
+func badID(field string, id []byte) string {
+	return fmt.Sprintf("invalid %s: %d bytes, want %d", field, len(id), idLen)
+}
+
 // getLocal answers a get from the local tier if it can, and reports
 // whether it did.
-func (s *Server) getLocal(req *Request) bool {
-	if s.local == nil || len(req.ActionID) != idLen {
+func (s *Server) getLocal(req *Request, id ActionID) bool {
+	if s.local == nil {
 		return false
 	}
 	start := s.now()
-	e, err := s.local.getLocal(req.ActionID)
+	e, err := s.local.getLocal(id)
 	if err != nil && s.backend != CacheBackend(s.local) {
 		return false // maybe remote: ask the backend
 	}
-	s.getDone(req, start, e, err)
+	s.getDone(req, id, start, e, err)
 	return true
 }
 
-func (s *Server) handleGet(ctx context.Context, req *Request) {
-	start := s.now()
-	if err := checkID("ActionID", req.ActionID); err != nil {
-		s.stats.Gets.Add(1)
-		s.stats.AddError("bad_request")
-		s.replyErr(req, err.Error())
-		return
-	}
-	e, err := s.backend.Get(ctx, req.ActionID)
-	s.getDone(req, start, e, err)
-}
-
 // getDone counts and answers a get that started at start.
-func (s *Server) getDone(req *Request, start time.Time, e Entry, err error) {
+func (s *Server) getDone(req *Request, id ActionID, start time.Time, e Entry, err error) {
 	s.stats.Gets.Add(1)
-	if s.onGet != nil {
-		s.onGet(req.ActionID, err == nil)
+	if s.observer != nil {
+		s.observer.Got(id, err == nil)
 	}
 	d := s.now().Sub(start)
 	s.stats.GetLatency.Observe(d)
@@ -178,7 +209,7 @@ func (s *Server) getDone(req *Request, start time.Time, e Entry, err error) {
 	s.stats.BytesServed.Add(e.Size)
 	s.debugRequest(req, "hit", d, nil)
 	t := e.Time
-	s.reply(&Response{ID: req.ID, OutputID: e.OutputID, Size: e.Size, Time: &t, DiskPath: e.DiskPath})
+	s.reply(&Response{ID: req.ID, OutputID: e.OutputID[:], Size: e.Size, Time: &t, DiskPath: e.DiskPath})
 }
 
 // handlePut stores one put. It consumes the body from rr whatever happens,
@@ -195,21 +226,27 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		}
 		body = br
 	}
-	vr := newVerifyingReader(body, req.BodySize, req.OutputID)
+	actionID, outputID := ActionID{}, OutputID{}
+	var err error
+	switch {
+	case len(req.ActionID) != idLen:
+		err = errors.New(badID("ActionID", req.ActionID))
+	case len(req.OutputID) != idLen:
+		err = errors.New(badID("OutputID", req.OutputID))
+	default:
+		actionID, outputID = ActionID(req.ActionID), OutputID(req.OutputID)
+	}
+	vr := newVerifyingReader(body, req.BodySize, outputID)
 
 	var e Entry
 	kind := "bad_request"
-	err := checkID("ActionID", req.ActionID)
-	if err == nil {
-		err = checkID("OutputID", req.OutputID)
-	}
 	if err == nil && s.local != nil {
 		// Refuse a body the disk cannot hold before writing any of it.
 		err = s.local.fits(req.BodySize)
 	}
 	if err == nil {
 		kind = "put"
-		e, err = s.backend.Put(ctx, req.ActionID, req.OutputID, req.BodySize, vr)
+		e, err = s.backend.Put(ctx, actionID, outputID, req.BodySize, vr)
 	}
 	// Whatever the backend read, drain and verify the rest so the stream
 	// stays in step and a bad body is always reported.
@@ -239,8 +276,8 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		return nil
 	}
 	s.stats.BytesStored.Add(req.BodySize)
-	if s.onPut != nil {
-		s.onPut(req.ActionID)
+	if s.observer != nil {
+		s.observer.Stored(actionID)
 	}
 	s.debugRequest(req, "stored", d, nil)
 	s.reply(&Response{ID: req.ID, DiskPath: e.DiskPath})

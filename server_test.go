@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -20,23 +19,19 @@ import (
 // The protocol is tested as the go command speaks it: a table of steps, each
 // sending raw bytes over a pipe and expecting replies.
 
-func actionID(s string) []byte { h := sha256.Sum256([]byte("action:" + s)); return h[:] }
-
-func outputID(body string) []byte { h := sha256.Sum256([]byte(body)); return h[:] }
-
 // getLine is a get request as the go command writes it.
-func getLine(id int64, action []byte) string {
-	b, _ := json.Marshal(Request{ID: id, Command: CmdGet, ActionID: action})
+func getLine(id int64, action any) string {
+	b, _ := json.Marshal(Request{ID: id, Command: CmdGet, ActionID: idBytes(action)})
 	return string(b) + "\n\n"
 }
 
 // putLine is a put request with its body as the go command writes it.
-func putLine(id int64, action, output []byte, body string) string {
+func putLine(id int64, action, output any, body string) string {
 	return putLineSized(id, action, output, int64(len(body)), body)
 }
 
-func putLineSized(id int64, action, output []byte, size int64, body string) string {
-	b, _ := json.Marshal(Request{ID: id, Command: CmdPut, ActionID: action, OutputID: output, BodySize: size})
+func putLineSized(id int64, action, output any, size int64, body string) string {
+	b, _ := json.Marshal(Request{ID: id, Command: CmdPut, ActionID: idBytes(action), OutputID: idBytes(output), BodySize: size})
 	s := string(b) + "\n\n"
 	if size > 0 {
 		s += `"` + base64.StdEncoding.EncodeToString([]byte(body)) + "\"\n"
@@ -57,7 +52,7 @@ func hit(body string) func(*testing.T, Response) {
 		if r.Miss || r.Err != "" {
 			t.Fatalf("want hit, got %+v", r)
 		}
-		if !bytes.Equal(r.OutputID, outputID(body)) || r.Size != int64(len(body)) || r.Time == nil {
+		if !bytes.Equal(r.OutputID, idBytes(outputID(body))) || r.Size != int64(len(body)) || r.Time == nil {
 			t.Fatalf("hit %+v: want OutputID %x size %d and a Time", r, outputID(body), len(body))
 		}
 		got, err := os.ReadFile(r.DiskPath)
@@ -116,10 +111,8 @@ func startTestServer(t *testing.T, backend CacheBackend) *testServer {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	logBuf := new(bytes.Buffer)
-	srv := NewServer(backend, new(Stats), slog.New(slog.NewTextHandler(&lockedWriter{w: logBuf}, nil)), false)
-	if d, ok := backend.(*DiskBackend); ok {
-		srv.local = d
-	}
+	local, _ := backend.(*DiskBackend)
+	srv := NewServer(backend, new(Stats), slog.New(slog.NewTextHandler(&lockedWriter{w: logBuf}, nil)), ServerOptions{Local: local, CloseTimeout: 30 * time.Second})
 	ts := &testServer{in: inW, out: bufio.NewReader(outR), done: make(chan error, 1), log: logBuf, srv: srv}
 	go func() {
 		err := srv.Serve(inR, outW)
@@ -215,7 +208,7 @@ func TestProtocol(t *testing.T) {
 			{getLine(2, a1), map[int64]func(*testing.T, Response){2: miss}},
 		}},
 		{name: "unknown command", steps: []step{
-			{`{"ID":1,"Command":"get2","ActionID":"` + base64.StdEncoding.EncodeToString(a1) + `"}` + "\n", map[int64]func(*testing.T, Response){1: errReply(`unknown command "get2"`)}},
+			{`{"ID":1,"Command":"get2","ActionID":"` + base64.StdEncoding.EncodeToString(a1[:]) + `"}` + "\n", map[int64]func(*testing.T, Response){1: errReply(`unknown command "get2"`)}},
 			{getLine(2, a1), map[int64]func(*testing.T, Response){2: miss}},
 		}},
 		{name: "bad ActionID", steps: []step{
@@ -375,7 +368,7 @@ type reorderingBackend struct {
 	started bool
 }
 
-func (b *reorderingBackend) Get(ctx context.Context, id []byte) (Entry, error) {
+func (b *reorderingBackend) Get(ctx context.Context, id ActionID) (Entry, error) {
 	b.mu.Lock()
 	me := b.arrived
 	b.arrived++

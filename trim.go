@@ -27,7 +27,7 @@ import (
 // harmless there: a record whose body is gone is a miss, and the next put
 // writes the body again. What a trim must not do is remove a body that a
 // live go command was handed and still reads: those of this process are
-// kept in memory (markUsed) and never removed; those of other processes
+// kept in memory (markHandedOut) and never removed; those of other processes
 // are protected by their mtime (TrimOptions.MinAge).
 
 // usedInterval is how stale a body's mtime may get before a use refreshes
@@ -96,9 +96,9 @@ func (r TrimResult) String() string {
 		r.Entries, r.Bodies, formatBytes(r.Bytes), formatBytes(r.Kept), r.Duration.Round(time.Millisecond))
 }
 
-// markUsed records that path, a body, is handed out by this backend: Trim
+// markHandedOut records that path, a body, is handed out by this backend: Trim
 // never removes it. Callers mark a body before they check that it exists.
-func (d *DiskBackend) markUsed(path string) {
+func (d *DiskBackend) markHandedOut(path string) {
 	d.inUseMu.Lock()
 	if d.inUse == nil {
 		d.inUse = make(map[string]struct{})
@@ -288,7 +288,7 @@ func (d *DiskBackend) walkFanOut(ctx context.Context, kind string, f func(path s
 // its mtime, checked again now, is not before before. It reports the size
 // removed, or gone if there was no body to remove.
 func (d *DiskBackend) removeBody(path string, before time.Time) (size int64, gone, removed bool) {
-	// Under the lock, so that markUsed followed by a stat (getLocal) sees
+	// Under the lock, so that markHandedOut followed by a stat (getLocal) sees
 	// either no body or a body that stays.
 	d.inUseMu.Lock()
 	defer d.inUseMu.Unlock()

@@ -3,18 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestManifestFormat(t *testing.T) {
 	small := []byte("a small object file")
 	entries := []manifestEntry{
-		{id: [idLen]byte(actionID("a"))},
-		{id: [idLen]byte(actionID("b")), inline: true, outputID: [idLen]byte(outputID(string(small))), body: small},
-		{id: [idLen]byte(actionID("c")), inline: true, outputID: [idLen]byte(outputID("")), body: []byte{}},
+		{id: actionID("a")},
+		{id: actionID("b"), inline: true, outputID: outputID(string(small)), body: small},
+		{id: actionID("c"), inline: true, outputID: outputID(""), body: []byte{}},
 	}
 	var frame bytes.Buffer
 	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
@@ -92,42 +90,4 @@ func FuzzManifest(f *testing.F) {
 			t.Fatalf("%d bytes parsed as %d ids", len(b), len(entries))
 		}
 	})
-}
-
-// TestManifestNotRewritten: a run that one of the manifests it read
-// already describes (all its entries, and at most a tenth more) writes no
-// manifest, unless a manifest could not be read or the newest is more than
-// a day old.
-func TestManifestNotRewritten(t *testing.T) {
-	p := &prefetcher{s3: &S3Backend{prefix: "ci/"}, scope: "job"}
-	a, b, c := [idLen]byte(actionID("a")), [idLen]byte(actionID("b")), [idLen]byte(actionID("c"))
-	name := func(age time.Duration) string {
-		return fmt.Sprintf("%s%019d-abc", p.manifestDir(), time.Now().Add(-age).UnixNano())
-	}
-	lists := [][]manifestEntry{{{id: a}}, {{id: b}}}
-	if p.named([][idLen]byte{a}) {
-		t.Fatal("named before any manifest was read")
-	}
-	lists = [][]manifestEntry{{{id: a}, {id: b}}, {{id: c}}}
-	p.noteRead([]string{name(time.Hour), name(2 * time.Hour)}, lists)
-	if !p.named([][idLen]byte{b, a, b}) || !p.named([][idLen]byte{c}) {
-		t.Error("the entries of a manifest read: not named")
-	}
-	if p.named([][idLen]byte{a}) {
-		t.Error("a manifest naming twice what the run used: named")
-	}
-	if p.named([][idLen]byte{a, c}) {
-		t.Error("entries of two manifests: named")
-	}
-
-	p = &prefetcher{s3: p.s3, scope: "job"}
-	p.noteRead([]string{name(25 * time.Hour)}, lists[:1])
-	if p.named([][idLen]byte{a}) {
-		t.Error("newest manifest a day old: named (not renewed)")
-	}
-	p = &prefetcher{s3: p.s3, scope: "job"}
-	p.noteRead([]string{name(time.Hour), name(2 * time.Hour)}, [][]manifestEntry{{{id: a}}, nil})
-	if p.named([][idLen]byte{a}) {
-		t.Error("a manifest unreadable: named")
-	}
 }

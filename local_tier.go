@@ -23,15 +23,17 @@ import (
 type localTier struct {
 	local    *DiskBackend
 	remote   CacheBackend
-	readOnly bool        // never put to the remote
-	prefetch *prefetcher // optional; stopped and written out by Close
+	readOnly bool // never put to the remote
 	stats    *Stats
 
 	mu      sync.Mutex
-	flights map[string]*flight // remote fetches in progress, by action ID
+	flights map[ActionID]*flight // remote fetches in progress
 }
 
-var _ CacheBackend = (*localTier)(nil)
+var (
+	_ CacheBackend   = (*localTier)(nil)
+	_ prefetchTarget = (*localTier)(nil)
+)
 
 // flight is one remote fetch that concurrent gets of its key share.
 type flight struct {
@@ -45,11 +47,11 @@ type flight struct {
 
 func newLocalTier(local *DiskBackend, remote CacheBackend, readOnly bool, stats *Stats) *localTier {
 	stats.Remote.Store(true)
-	return &localTier{local: local, remote: remote, readOnly: readOnly, stats: stats, flights: make(map[string]*flight)}
+	return &localTier{local: local, remote: remote, readOnly: readOnly, stats: stats, flights: make(map[ActionID]*flight)}
 }
 
 // Get implements CacheBackend.
-func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
+func (t *localTier) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	e, err := t.local.Get(ctx, actionID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return e, err
@@ -76,10 +78,16 @@ func (t *localTier) Get(ctx context.Context, actionID []byte) (Entry, error) {
 	}
 }
 
-// fetchShared fetches actionID for the prefetcher, on the calling goroutine
-// and under ctx, unless a fetch of it is already under way, in which case
-// it reports fetched false at once.
-func (t *localTier) fetchShared(ctx context.Context, actionID []byte) (e Entry, fetched bool, err error) {
+// localEntry implements prefetchTarget: the local cache alone.
+func (t *localTier) localEntry(actionID ActionID) (Entry, error) {
+	return t.local.getLocal(actionID)
+}
+
+// fetchShared implements prefetchTarget: it fetches actionID on the calling
+// goroutine and under ctx, unless a fetch of it is already under way, in
+// which case it reports fetched false at once. A failed fetch's error is
+// the remote's, ErrNotFound included.
+func (t *localTier) fetchShared(ctx context.Context, actionID ActionID) (e Entry, fetched bool, err error) {
 	f, isNew := t.flight(actionID)
 	if !isNew {
 		return Entry{}, false, nil
@@ -88,13 +96,13 @@ func (t *localTier) fetchShared(ctx context.Context, actionID []byte) (e Entry, 
 	return f.e, true, f.err
 }
 
-// putShared stores a whole entry the prefetcher holds (a small one, from
-// a manifest) in the local cache, unless a fetch of actionID is already
+// putShared implements prefetchTarget: it stores a whole entry the
+// prefetcher holds (a small one, from a manifest) in the local cache, unless a fetch of actionID is already
 // under way, in which case it reports stored false at once. A body it
 // writes is verified against the output ID (errVerify if it does not
 // match); if that output's body is in the cache already, body is not
 // needed and not read.
-func (t *localTier) putShared(ctx context.Context, actionID, outputID, body []byte) (e Entry, stored bool, err error) {
+func (t *localTier) putShared(ctx context.Context, actionID ActionID, outputID OutputID, body []byte) (e Entry, stored bool, err error) {
 	f, isNew := t.flight(actionID)
 	if !isNew {
 		return Entry{}, false, nil
@@ -108,21 +116,21 @@ func (t *localTier) putShared(ctx context.Context, actionID, outputID, body []by
 
 // flight returns the fetch of actionID in progress, or registers a new one
 // that the caller must run (isNew).
-func (t *localTier) flight(actionID []byte) (f *flight, isNew bool) {
-	key := string(actionID)
+func (t *localTier) flight(actionID ActionID) (f *flight, isNew bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if f, ok := t.flights[key]; ok {
+	if f, ok := t.flights[actionID]; ok {
 		return f, false
 	}
 	f = &flight{done: make(chan struct{})}
-	t.flights[key] = f
+	t.flights[actionID] = f
 	return f, true
 }
 
 // fetch gets actionID from the remote into the local cache and completes
-// f.
-func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
+// f. The remote's file is the tier's (see CacheBackend.Get): install moves
+// it into place or removes it.
+func (t *localTier) fetch(ctx context.Context, actionID ActionID, f *flight) {
 	defer t.land(actionID, f)
 	e, err := t.remote.Get(ctx, actionID)
 	if err != nil {
@@ -138,16 +146,16 @@ func (t *localTier) fetch(ctx context.Context, actionID []byte, f *flight) {
 }
 
 // land ends flight f of actionID: the gets waiting for it see its result.
-func (t *localTier) land(actionID []byte, f *flight) {
+func (t *localTier) land(actionID ActionID, f *flight) {
 	t.mu.Lock()
-	delete(t.flights, string(actionID))
+	delete(t.flights, actionID)
 	t.mu.Unlock()
 	close(f.done)
 }
 
 // Put implements CacheBackend: the local write is the put; the remote copy
 // follows.
-func (t *localTier) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
+func (t *localTier) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
 	e, err := t.local.Put(ctx, actionID, outputID, size, body)
 	if err != nil || t.readOnly {
 		return e, err
@@ -163,16 +171,7 @@ func (t *localTier) Put(ctx context.Context, actionID, outputID []byte, size int
 	return e, nil
 }
 
-// Close implements CacheBackend: the prefetch stops, pending uploads get
-// until ctx's deadline, and then this run's prefetch manifest is written
-// (after the uploads, so that it names only entries in the bucket).
+// Close implements CacheBackend: pending uploads get until ctx's deadline.
 func (t *localTier) Close(ctx context.Context) error {
-	if t.prefetch != nil {
-		t.prefetch.stop()
-	}
-	err := errors.Join(t.remote.Close(ctx), t.local.Close(ctx))
-	if t.prefetch != nil {
-		t.prefetch.writeOut(ctx)
-	}
-	return err
+	return errors.Join(t.remote.Close(ctx), t.local.Close(ctx))
 }

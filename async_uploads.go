@@ -44,9 +44,10 @@ type asyncUploads struct {
 var _ CacheBackend = (*asyncUploads)(nil)
 
 type upload struct {
-	actionID, outputID []byte
-	size               int64
-	path               string // spool file, removed after the upload
+	actionID ActionID
+	outputID OutputID
+	size     int64
+	path     string // spool file, removed after the upload
 }
 
 // errQueueFull is returned by asyncUploads.Put when an upload is dropped.
@@ -72,30 +73,27 @@ func newAsyncUploads(remote CacheBackend, spoolDir string, parallelism int, maxB
 }
 
 // Get implements CacheBackend: gets go straight to the remote.
-func (a *asyncUploads) Get(ctx context.Context, actionID []byte) (Entry, error) {
+func (a *asyncUploads) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	return a.remote.Get(ctx, actionID)
 }
 
 // Put implements CacheBackend: it queues the upload and returns. The
 // returned Entry has no DiskPath: the body is not stored locally by this
 // layer (the local tier above it has it).
-func (a *asyncUploads) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) (Entry, error) {
-	if err := checkID("action ID", actionID); err != nil {
-		return Entry{}, err
-	}
-	if err := checkID("output ID", outputID); err != nil {
+func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
 	if a.queued.Add(size) > a.maxBytes && size > 0 {
 		a.queued.Add(-size)
 		a.stats.UploadsDropped.Add(1)
-		return Entry{}, fmt.Errorf("upload %x: %w", actionID, errQueueFull)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], errQueueFull)
 	}
 	path, err := a.spool(body)
 	if err != nil {
 		a.queued.Add(-size)
 		a.stats.UploadsFailed.Add(1)
-		return Entry{}, fmt.Errorf("upload %x: %w", actionID, err)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], err)
 	}
 	u := upload{actionID: actionID, outputID: outputID, size: size, path: path}
 	select {
@@ -105,7 +103,7 @@ func (a *asyncUploads) Put(ctx context.Context, actionID, outputID []byte, size 
 		os.Remove(path)
 		a.queued.Add(-size)
 		a.stats.UploadsDropped.Add(1)
-		return Entry{}, fmt.Errorf("upload %x: %w", actionID, errQueueFull)
+		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], errQueueFull)
 	}
 }
 

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpool: a file body is spooled as a hard link (no copy), any other
+// body as a copy; either way the spool holds exactly one file per upload
+// and the source is untouched.
+func TestSpool(t *testing.T) {
+	dir := t.TempDir()
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := &asyncUploads{spoolDir: spoolDir}
+	src := filepath.Join(dir, "body")
+	if err := os.WriteFile(src, []byte("object file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	linked, err := a.spool(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, _ := os.Stat(src)
+	li, err := os.Stat(linked)
+	if err != nil || !os.SameFile(si, li) {
+		t.Fatalf("spool of a file: %s (%v) is not a link to the body", linked, err)
+	}
+	copied, err := a.spool(strings.NewReader("from the wire"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(copied); err != nil || string(b) != "from the wire" {
+		t.Fatalf("spool of a reader: %q, %v", b, err)
+	}
+	ents, _ := os.ReadDir(spoolDir)
+	if len(ents) != 2 {
+		t.Fatalf("spool dir holds %d files, want 2", len(ents))
+	}
+	if b, _ := os.ReadFile(src); string(b) != "object file" {
+		t.Fatalf("source changed: %q", b)
+	}
+}
+
+// blockingRemote is a mock whose puts wait for release (or for their
+// context to end), so that uploads pile up in the queue.
+func blockingRemote() (*mockBackend, chan struct{}) {
+	release := make(chan struct{})
+	m := &mockBackend{PutFn: func(ctx context.Context, a ActionID, o OutputID, size int64, body io.Reader) (Entry, error) {
+		select {
+		case <-release:
+			return Entry{OutputID: o, Size: size}, nil
+		case <-ctx.Done():
+			return Entry{}, ctx.Err()
+		}
+	}}
+	return m, release
+}
+
+// TestUploadQueueFullDrops: a put that would overflow the queue's byte
+// bound is dropped at once and counted; the queued ones are uploaded when
+// the remote answers, and Close waits for them.
+func TestUploadQueueFullDrops(t *testing.T) {
+	ctx := context.Background()
+	remote, release := blockingRemote()
+	stats := new(Stats)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 10, stats, quietLog)
+	putString(t, a, "first", "4444")  // the worker takes it and waits
+	putString(t, a, "second", "4444") // queued: 8 bytes of 10
+	if _, err := a.Put(ctx, actionID("third"), outputID("4444"), 4, strings.NewReader("4444")); !errors.Is(err, errQueueFull) {
+		t.Fatalf("put beyond the queue's bound: %v, want errQueueFull", err)
+	}
+	if _, err := a.Put(ctx, actionID("huge"), outputID("01234567890"), 11, strings.NewReader("01234567890")); !errors.Is(err, errQueueFull) {
+		t.Fatalf("put larger than the whole queue: %v, want errQueueFull", err)
+	}
+	close(release)
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, dr, f := stats.UploadsDone.Load(), stats.UploadsDropped.Load(), stats.UploadsFailed.Load(); d != 2 || dr != 2 || f != 0 {
+		t.Fatalf("done %d, dropped %d, failed %d; want 2, 2, 0", d, dr, f)
+	}
+	if n := remote.calls.Load(); n != 2 {
+		t.Fatalf("%d uploads reached the remote, want 2", n)
+	}
+	assertEmptyDir(t, a.spoolDir)
+}
+
+// TestUploadsAbandonedAtClose: uploads still pending when Close's context
+// ends are cancelled and counted as abandoned, and Close returns.
+func TestUploadsAbandonedAtClose(t *testing.T) {
+	remote, _ := blockingRemote()
+	stats := new(Stats)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, stats, quietLog)
+	putString(t, a, "in flight", "body one")
+	putString(t, a, "queued", "body two")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if ab, d := stats.UploadsAbandoned.Load(), stats.UploadsDone.Load(); ab != 2 || d != 0 {
+		t.Fatalf("abandoned %d, done %d; want 2, 0", ab, d)
+	}
+	assertEmptyDir(t, a.spoolDir)
+}
+
+// TestUploadFailureCounted: a failed upload is counted; the put that queued
+// it had succeeded already.
+func TestUploadFailureCounted(t *testing.T) {
+	stats := new(Stats)
+	remote := failingMock(withKind(KindServer, errors.New("500")))
+	a := newAsyncUploads(remote, t.TempDir(), 2, 1<<20, stats, quietLog)
+	putString(t, a, "k", "body")
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f := stats.UploadsFailed.Load(); f != 1 {
+		t.Fatalf("failed %d, want 1", f)
+	}
+}
+
+func assertEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("%s holds %d files after Close", dir, len(ents))
+	}
+}

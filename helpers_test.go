@@ -1,0 +1,305 @@
+package main
+
+// Test helpers and fakes shared by the tests: IDs, a disk backend in a temp
+// dir, an in-memory remote (memBackend) and a remote whose every method is
+// a function field (mockBackend), as restic's mem and mock backends.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func actionID(s string) ActionID { return ActionID(sha256.Sum256([]byte("action:" + s))) }
+
+func outputID(body string) OutputID { return OutputID(sha256.Sum256([]byte(body))) }
+
+// idBytes returns the bytes of an ID given as ActionID, OutputID or []byte
+// (a malformed one, for protocol tests).
+func idBytes(id any) []byte {
+	switch id := id.(type) {
+	case ActionID:
+		return id[:]
+	case OutputID:
+		return id[:]
+	case []byte:
+		return id
+	case nil:
+		return nil
+	}
+	panic(fmt.Sprintf("idBytes(%T)", id))
+}
+
+func newTestDisk(t *testing.T) *DiskBackend {
+	t.Helper()
+	d, err := NewDiskBackend(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func putString(t *testing.T, b CacheBackend, key, body string) Entry {
+	t.Helper()
+	e, err := b.Put(context.Background(), actionID(key), outputID(body), int64(len(body)), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+// memBackend is a Remote in memory: what S3Backend does, without a server.
+// Like S3Backend, its Get downloads into a new file in dir that is the
+// caller's.
+type memBackend struct {
+	dir string
+
+	mu        sync.Mutex
+	entries   map[ActionID]memEntry
+	manifests map[string][]byte // by name: "<scope>/<unix ns, 19 digits>-<n>"
+	seq       int
+}
+
+type memEntry struct {
+	e    Entry // without DiskPath
+	body []byte
+}
+
+var _ Remote = (*memBackend)(nil)
+
+func newMemBackend(t *testing.T) *memBackend {
+	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), manifests: make(map[string][]byte)}
+}
+
+func (m *memBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	m.mu.Lock()
+	me, ok := m.entries[actionID]
+	m.mu.Unlock()
+	if !ok {
+		return Entry{}, fmt.Errorf("get %x: %w", actionID[:], ErrNotFound)
+	}
+	f, err := os.CreateTemp(m.dir, "memget-*")
+	if err != nil {
+		return Entry{}, err
+	}
+	_, err = f.Write(me.body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return Entry{}, err
+	}
+	e := me.e
+	e.DiskPath = f.Name()
+	return e, nil
+}
+
+func (m *memBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	b, err := io.ReadAll(newVerifyingReader(body, size, outputID))
+	if err != nil {
+		return Entry{}, fmt.Errorf("put %x: %w", actionID[:], err)
+	}
+	e := Entry{OutputID: outputID, Size: size, Time: time.Now()}
+	m.mu.Lock()
+	m.entries[actionID] = memEntry{e: e, body: b}
+	m.mu.Unlock()
+	return e, nil
+}
+
+func (m *memBackend) Close(ctx context.Context) error { return nil }
+
+func (m *memBackend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var names []string
+	for name := range m.manifests {
+		if strings.HasPrefix(name, scope+"/") {
+			names = append(names, name)
+		}
+	}
+	names = newestFirst(names, n)
+	infos := make([]manifestInfo, len(names))
+	for i, name := range names {
+		var ns int64
+		fmt.Sscanf(strings.TrimPrefix(name, scope+"/"), "%19d", &ns)
+		infos[i] = manifestInfo{name: name, time: time.Unix(0, ns)}
+	}
+	return infos, nil
+}
+
+func (m *memBackend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.manifests[name]
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", name, ErrNotFound)
+	}
+	return bytes.Clone(b), nil
+}
+
+func (m *memBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.manifests[fmt.Sprintf("%s/%019d-%06d", scope, time.Now().UnixNano(), m.seq)] = bytes.Clone(data)
+	return nil
+}
+
+func (m *memBackend) DeleteManifests(ctx context.Context, names []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, name := range names {
+		delete(m.manifests, name)
+	}
+	return nil
+}
+
+// mockBackend is a Remote whose methods call its function fields; a nil
+// field answers ErrNotFound (reads) or succeeds (writes). It counts calls.
+type mockBackend struct {
+	GetFn   func(ctx context.Context, actionID ActionID) (Entry, error)
+	PutFn   func(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error)
+	CloseFn func(ctx context.Context) error
+
+	ListManifestsFn   func(ctx context.Context, scope string, n int) ([]manifestInfo, error)
+	GetManifestFn     func(ctx context.Context, name string) ([]byte, error)
+	PutManifestFn     func(ctx context.Context, scope string, data []byte) error
+	DeleteManifestsFn func(ctx context.Context, names []string) error
+
+	calls atomic.Int64
+}
+
+var _ Remote = (*mockBackend)(nil)
+
+// failingMock returns a mockBackend whose every request fails with err.
+func failingMock(err error) *mockBackend {
+	return &mockBackend{
+		GetFn: func(context.Context, ActionID) (Entry, error) { return Entry{}, err },
+		PutFn: func(context.Context, ActionID, OutputID, int64, io.Reader) (Entry, error) {
+			return Entry{}, err
+		},
+		ListManifestsFn:   func(context.Context, string, int) ([]manifestInfo, error) { return nil, err },
+		GetManifestFn:     func(context.Context, string) ([]byte, error) { return nil, err },
+		PutManifestFn:     func(context.Context, string, []byte) error { return err },
+		DeleteManifestsFn: func(context.Context, []string) error { return err },
+	}
+}
+
+func (m *mockBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	m.calls.Add(1)
+	if m.GetFn == nil {
+		return Entry{}, ErrNotFound
+	}
+	return m.GetFn(ctx, actionID)
+}
+
+func (m *mockBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	m.calls.Add(1)
+	if m.PutFn == nil {
+		return Entry{OutputID: outputID, Size: size, Time: time.Now()}, nil
+	}
+	return m.PutFn(ctx, actionID, outputID, size, body)
+}
+
+func (m *mockBackend) Close(ctx context.Context) error {
+	if m.CloseFn == nil {
+		return nil
+	}
+	return m.CloseFn(ctx)
+}
+
+func (m *mockBackend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
+	m.calls.Add(1)
+	if m.ListManifestsFn == nil {
+		return nil, nil
+	}
+	return m.ListManifestsFn(ctx, scope, n)
+}
+
+func (m *mockBackend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	m.calls.Add(1)
+	if m.GetManifestFn == nil {
+		return nil, ErrNotFound
+	}
+	return m.GetManifestFn(ctx, name)
+}
+
+func (m *mockBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+	m.calls.Add(1)
+	if m.PutManifestFn == nil {
+		return nil
+	}
+	return m.PutManifestFn(ctx, scope, data)
+}
+
+func (m *mockBackend) DeleteManifests(ctx context.Context, names []string) error {
+	m.calls.Add(1)
+	if m.DeleteManifestsFn == nil {
+		return nil
+	}
+	return m.DeleteManifestsFn(ctx, names)
+}
+
+// countingBackend counts the gets that reach the backend it wraps.
+type countingBackend struct {
+	CacheBackend
+	gets atomic.Int64
+}
+
+func (c *countingBackend) Get(ctx context.Context, id ActionID) (Entry, error) {
+	c.gets.Add(1)
+	return c.CacheBackend.Get(ctx, id)
+}
+
+// drainedUploads is asyncUploads whose Put returns once the upload is
+// over, so that the conformance suite's gets after puts see them.
+type drainedUploads struct {
+	*asyncUploads
+	queued *atomic.Int64 // uploads queued by Put
+}
+
+func newDrainedUploads(a *asyncUploads) drainedUploads {
+	return drainedUploads{a, new(atomic.Int64)}
+}
+
+func (d drainedUploads) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	e, err := d.asyncUploads.Put(ctx, actionID, outputID, size, body)
+	if err != nil {
+		return e, err
+	}
+	n := d.queued.Add(1)
+	s := d.stats
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		if s.UploadsDone.Load()+s.UploadsFailed.Load()+s.UploadsAbandoned.Load() >= n {
+			break
+		}
+	}
+	return e, nil
+}
+
+// hexID is the hex of an ID, as stored in object metadata.
+func hexID(id OutputID) string { return hex.EncodeToString(id[:]) }

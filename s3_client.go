@@ -1,0 +1,177 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
+)
+
+// S3Options are the settings of an S3Backend.
+type S3Options struct {
+	Bucket    string
+	Prefix    string
+	Region    string
+	Endpoint  string // "" for AWS (or AWS_ENDPOINT_URL_S3)
+	PathStyle bool
+	Timeout   time.Duration
+	// CompressMin > 0 uploads bodies of at least that size zstd-compressed.
+	CompressMin int64
+	TempDir     string
+	// TempDirFor, if set, names the directory for the download of a body
+	// with the given output ID (see S3Backend.Get); else TempDir.
+	TempDirFor func(OutputID) string
+	// Parallelism is how many requests may be in flight at once; the
+	// connection pool keeps that many connections.
+	Parallelism int
+	// ReadOnlyBuckets are the S3 Express directory buckets this client only
+	// reads: their sessions are asked for in ReadOnly mode.
+	ReadOnlyBuckets []string
+	Debug           bool
+	Log             *slog.Logger
+	Getenv          func(string) string
+}
+
+// newS3Client configures the SDK for a cache: quiet, no checksums of its
+// own (every body is verified against its SHA-256 output ID, end to end),
+// S3 Express sessions of our own (expressSessions), and this retry and
+// deadline policy, made for real networks, where a cache answer is worth
+// little once the build could have compiled the package itself:
+//
+//   - Each attempt waits for the first byte of its answer only as long as
+//     the remote's recent latency tail says (attemptLimiter: 4 x p99 of
+//     reads, 250 ms to 2 s; 1 s before any is known; writes 2 s plus a
+//     second per 16 MiB sent), then it is abandoned and retried once on a
+//     new connection, as AWS advises for latency-sensitive use.
+//   - Up to 3 attempts for throttling (503 SlowDown), 5xx and broken
+//     connections, with jittered backoff of at most 500 ms and no client
+//     retry quota; a request refused for an expired S3 Express session is
+//     retried with a new session. Connecting gets 1 s, a TLS handshake 2 s.
+//   - The whole request gets -s3-timeout until its answer begins; then a
+//     get's body gets that again plus a second per 8 MiB, and fails at
+//     once if it stalls for attemptCeiling (S3Backend.Get).
+//
+// So a black-holed endpoint costs about two seconds (two attempts of 1 s)
+// before a request fails, and the breaker stops asking after two of those.
+func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	var logger logging.Logger = logging.Nop{}
+	var logMode aws.ClientLogMode
+	if o.Debug && o.Log != nil {
+		// Retries only: request dumps would carry signatures and tokens.
+		logger = logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+			o.Log.Debug("s3 sdk: "+fmt.Sprintf(format, v...), "class", string(c))
+		})
+		logMode = aws.LogRetries
+	}
+	opts := []func(*config.LoadOptions) error{
+		config.WithLogger(logger),
+		config.WithClientLogMode(logMode),
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if o.Region != "" {
+		opts = append(opts, config.WithRegion(o.Region))
+	}
+	if creds := prefixedCredentials(getenv); creds != nil {
+		opts = append(opts, config.WithCredentialsProvider(creds))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS config: %w", err)
+	}
+	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL")))
+	parallel := max(o.Parallelism, 16)
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) {
+			d.Timeout = time.Second
+			d.KeepAlive = 30 * time.Second
+		}).
+		WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConns = 2 * parallel
+			t.MaxIdleConnsPerHost = 2 * parallel
+			t.TLSHandshakeTimeout = attemptCeiling
+			t.IdleConnTimeout = 90 * time.Second
+		})
+	sessions := newExpressSessions(timeout, o.ReadOnlyBuckets...)
+	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		so.HTTPClient = newAttemptLimiter(httpClient)
+		so.ExpressCredentials = sessions
+		so.APIOptions = append(so.APIOptions, sessions.preflight)
+		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
+			ro.MaxAttempts = 3
+			ro.MaxBackoff = 500 * time.Millisecond
+			ro.RateLimiter = ratelimit.None
+			ro.Retryables = append([]retry.IsErrorRetryable{
+				retry.IsErrorRetryableFunc(retryOnce),
+				retry.IsErrorRetryableFunc(sessions.retryExpired),
+			}, ro.Retryables...)
+		})
+		so.DisableLogOutputChecksumValidationSkipped = true
+		so.ContinueHeaderThresholdBytes = -1
+		if o.Endpoint != "" {
+			so.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		so.UsePathStyle = o.PathStyle
+	})
+	sessions.create = createSessionWith(client)
+	return client, nil
+}
+
+// prefixedCredentials returns static credentials from GOBUILDCACHE_AWS_*
+// variables, or nil if they are not set. They let CI hand credentials to the
+// cache without exporting them to every test binary the build runs.
+func prefixedCredentials(getenv func(string) string) aws.CredentialsProvider {
+	id, secret := getenv("GOBUILDCACHE_AWS_ACCESS_KEY_ID"), getenv("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY")
+	if id == "" || secret == "" {
+		return nil
+	}
+	return credentials.NewStaticCredentialsProvider(id, secret, getenv("GOBUILDCACHE_AWS_SESSION_TOKEN"))
+}
+
+// compressMin is the S3Options.CompressMin that cfg asks for.
+func compressMin(cfg *Config) int64 {
+	if cfg.Compression != "zstd" {
+		return 0
+	}
+	return max(int64(cfg.CompressionMinSize), 1)
+}
+
+// newS3FromConfig builds the S3 backend that cfg describes.
+func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFor func(OutputID) string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
+	return NewS3Backend(ctx, S3Options{
+		Bucket:      cfg.S3Bucket,
+		Prefix:      cfg.S3Prefix,
+		Region:      cfg.S3Region,
+		Endpoint:    cfg.S3Endpoint,
+		PathStyle:   cfg.S3PathStyle,
+		Timeout:     cfg.S3Timeout,
+		CompressMin: compressMin(cfg),
+		TempDir:     tempDir,
+		TempDirFor:  tempDirFor,
+		Parallelism: cfg.UploadWorkers,
+		Debug:       cfg.Debug,
+		Log:         log,
+		Getenv:      getenv,
+	})
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// s3Error returns the error of a failed SDK request for op on key,
+// classified: a missing object wraps ErrNotFound, anything else is a
+// *kindError (see ErrKind). write says whether the request stores
+// something, where a 403 means a refused write rather than no access.
+func s3Error(op, key string, err error, write bool) error {
+	kind := classifyS3Error(err, write)
+	if kind == KindNotFound {
+		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
+	}
+	return fmt.Errorf("%s %s: %w", op, key, withKind(kind, err))
+}
+
+// classifyS3Error names the kind of an error returned by the SDK.
+func classifyS3Error(err error, write bool) ErrKind {
+	if refusedSessionToken(err) != "" {
+		return KindSession // refused even after a retry with a new session
+	}
+	var se *expressSessionError
+	if errors.As(err, &se) {
+		// A refused CreateSession refuses reads and writes alike.
+		write = false
+	}
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	if errors.As(err, &nsk) || errors.As(err, &nf) {
+		return KindNotFound
+	}
+	auth := KindAuth
+	if write {
+		auth = KindWriteRefused
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "NotFound", "NoSuchKey":
+			return KindNotFound
+		case "NoSuchBucket":
+			return KindNoBucket
+		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
+			return KindConfig // the bucket is in another region
+		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
+			return auth
+		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException":
+			return KindThrottled
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		switch code := re.HTTPStatusCode(); {
+		case code == 403 || code == 401:
+			return auth
+		case code == 429, code == 503:
+			// 503: SlowDown, or a directory bucket waking up.
+			return KindThrottled
+		case code >= 500:
+			return KindServer
+		}
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "failed to retrieve credentials") || strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty"):
+		return KindCredentials
+	case errors.Is(err, context.Canceled):
+		return KindCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return KindTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return KindRefused
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || strings.Contains(msg, "connection reset"):
+		// io.EOF: the connection closed before any answer (a server that
+		// went away mid-request).
+		return KindReset
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return KindDNS
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return KindTimeout
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return KindNetwork
+	}
+	return KindOther
+}
