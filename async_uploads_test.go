@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,8 +91,8 @@ func TestUploadQueueFullDrops(t *testing.T) {
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d, dr, f := stats.UploadsDone.Load(), stats.UploadsDropped.Load(), stats.UploadsFailed.Load(); d != 2 || dr != 2 || f != 0 {
-		t.Fatalf("done %d, dropped %d, failed %d; want 2, 2, 0", d, dr, f)
+	if d, dr, tl, f := stats.UploadsDone.Load(), stats.UploadsDropped.Load(), stats.UploadsTooLarge.Load(), stats.UploadsFailed.Load(); d != 2 || dr != 1 || tl != 1 || f != 0 {
+		t.Fatalf("done %d, dropped %d, too large %d, failed %d; want 2, 1, 1, 0", d, dr, tl, f)
 	}
 	if n := remote.calls.Load(); n != 2 {
 		t.Fatalf("%d uploads reached the remote, want 2", n)
@@ -141,5 +142,22 @@ func assertEmptyDir(t *testing.T, dir string) {
 	t.Helper()
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("%s holds %d files after Close", dir, len(ents))
+	}
+}
+
+// TestUploadLargerThanQueue: a body larger than the whole upload queue is
+// never uploaded; the build log says so once, and the stats count each.
+func TestUploadLargerThanQueue(t *testing.T) {
+	var log strings.Builder
+	stats := new(Stats)
+	a := newAsyncUploads(newMemBackend(t), t.TempDir(), 1, 10, stats, slog.New(slog.NewTextHandler(&log, nil)))
+	for _, k := range []string{"huge1", "huge2"} {
+		if _, err := a.Put(t.Context(), actionID(k), outputID("01234567890"), 11, strings.NewReader("01234567890")); !errors.Is(err, errQueueFull) {
+			t.Fatalf("put larger than the whole queue: %v", err)
+		}
+	}
+	a.Close(t.Context())
+	if n := strings.Count(log.String(), "larger than the upload queue"); n != 1 || stats.UploadsTooLarge.Load() != 2 {
+		t.Errorf("%d warnings, %d counted; want 1 and 2; log:\n%s", n, stats.UploadsTooLarge.Load(), log.String())
 	}
 }

@@ -140,6 +140,12 @@ func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID Ou
 
 // recordWrite is record for a request that stores something.
 func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
+	if errKind(err) == KindTooLarge {
+		// Refused before sending: says nothing of the remote's health.
+		b.stats.UploadsTooLarge.Add(1)
+		b.warn.once("too large", "an entry is larger than one S3 upload takes (5 GiB); it stays in the local cache and is not shared", err)
+		return
+	}
 	if errKind(err) != KindWriteRefused || ctx.Err() != nil {
 		b.record(ctx, err)
 		return

@@ -212,3 +212,16 @@ func TestBreakerIgnoresSessionErrors(t *testing.T) {
 		t.Errorf("%d of 10 requests reached the remote; breaker openings %d, errors %v", remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
 	}
 }
+
+// TestBreakerTooLarge: a body the remote cannot take in one upload is
+// counted, said once, and says nothing of the remote's health.
+func TestBreakerTooLarge(t *testing.T) {
+	remote := newScriptedRemote(withKind(KindTooLarge, errors.New("put k: 6442450944 bytes, more than one PutObject takes")))
+	b, _, stats := newTestBreaker(remote, "")
+	for range 5 {
+		b.Put(context.Background(), actionID("k"), outputID("x"), 1, strings.NewReader("x"))
+	}
+	if s := stats.Snapshot(); s.UploadsTooLarge != 5 || s.BreakerOpenings != 0 || s.RemoteErrors != 0 {
+		t.Errorf("too large 5 times: %d counted, breaker openings %d, remote errors %d", s.UploadsTooLarge, s.BreakerOpenings, s.RemoteErrors)
+	}
+}

@@ -166,3 +166,22 @@ func TestGetBodyStall(t *testing.T) {
 		t.Errorf("Get of a stalled body: %v (kind %v) after %v; want a timeout after about %v", err, errKind(err), d, attemptCeiling)
 	}
 }
+
+// TestS3PutTooLarge: a body larger than one PutObject takes is refused
+// before anything is sent, as KindTooLarge.
+func TestS3PutTooLarge(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	t.Cleanup(srv.Close)
+	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.maxPut = 10
+	body := "more than ten bytes"
+	_, err = b.Put(t.Context(), actionID("big"), outputID(body), int64(len(body)), strings.NewReader(body))
+	if errKind(err) != KindTooLarge || requests.Load() != 0 {
+		t.Errorf("Put over the limit: %v (kind %v), %d requests sent", err, errKind(err), requests.Load())
+	}
+}

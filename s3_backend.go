@@ -40,6 +40,13 @@ type S3Backend struct {
 	// never compress. Reads decode whatever an object says it holds.
 	compressMin int64
 
+	// maxPut is the largest object one PutObject may store: 5 GiB on S3
+	// and S3 Express. A larger body is refused, not split into a multipart
+	// upload: with the default -upload-queue-size (1 GiB) no such body
+	// reaches here, and a build output that large is rare enough not to
+	// share.
+	maxPut int64
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -67,6 +74,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
+		maxPut:      5 << 30,
 		now:         time.Now,
 		tempDir:     o.TempDir,
 		createTemp:  os.CreateTemp,
@@ -207,6 +215,9 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
+	}
+	if storedSize > b.maxPut {
+		return Entry{}, withKind(KindTooLarge, fmt.Errorf("put %s: %d bytes, more than one PutObject takes (%d)", key, storedSize, b.maxPut))
 	}
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))

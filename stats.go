@@ -36,6 +36,7 @@ type Stats struct {
 	VerifyFailures                   atomic.Int64 // remote bodies that did not match their output ID
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
+	UploadsTooLarge                  atomic.Int64 // larger than the upload queue or than one S3 upload: never uploaded
 	PrefetchObjects, PrefetchBytes   atomic.Int64 // fetched ahead of the go command
 	PrefetchWhole                    atomic.Int64 // of PrefetchObjects: carried whole by a manifest, no request of their own
 	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
@@ -99,6 +100,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UploadsDone:        s.UploadsDone.Load(),
 		UploadsFailed:      s.UploadsFailed.Load(),
 		UploadsDropped:     s.UploadsDropped.Load(),
+		UploadsTooLarge:    s.UploadsTooLarge.Load(),
 		UploadsAbandoned:   s.UploadsAbandoned.Load(),
 		PrefetchObjects:    s.PrefetchObjects.Load(),
 		PrefetchBytes:      s.PrefetchBytes.Load(),
@@ -170,7 +172,7 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
 			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
-			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
+			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); breaker opened %d times, skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.BreakerOpenings, snap.RemoteSkipped, snap.VerifyFailures)},
 		)
 	}

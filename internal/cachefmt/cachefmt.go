@@ -47,6 +47,7 @@ type Stats struct {
 	UploadsFailed      int64            `json:"uploads_failed"`
 	UploadsDropped     int64            `json:"uploads_dropped"`
 	UploadsAbandoned   int64            `json:"uploads_abandoned"`
+	UploadsTooLarge    int64            `json:"uploads_too_large"`
 	PrefetchObjects    int64            `json:"prefetch_objects"`
 	PrefetchBytes      int64            `json:"prefetch_bytes"`
 	PrefetchWhole      int64            `json:"prefetch_whole"`
