@@ -39,6 +39,7 @@ type asyncUploads struct {
 	ctx       context.Context // uploads run under it; cancelled by Close
 	cancel    context.CancelFunc
 	closeOnce sync.Once
+	tooLarge  sync.Once // warned of a body larger than the queue
 }
 
 var _ CacheBackend = (*asyncUploads)(nil)
@@ -83,6 +84,14 @@ func (a *asyncUploads) Get(ctx context.Context, actionID ActionID) (Entry, error
 func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
+	}
+	if size > a.maxBytes {
+		// It could never be queued: say so once, in the build log.
+		a.stats.UploadsTooLarge.Add(1)
+		a.tooLarge.Do(func() {
+			a.log.Warn(fmt.Sprintf("an entry of %s is larger than the upload queue (%s, -upload-queue-size): it stays in the local cache and is not shared; further ones are counted (uploads too large)", formatBytes(size), formatBytes(a.maxBytes)))
+		})
+		return Entry{}, fmt.Errorf("upload %x: %w: %d bytes, more than the queue holds", actionID[:], errQueueFull, size)
 	}
 	if a.queued.Add(size) > a.maxBytes && size > 0 {
 		a.queued.Add(-size)
@@ -164,7 +173,7 @@ func (a *asyncUploads) send(u upload) {
 	if _, err := a.remote.Put(a.ctx, u.actionID, u.outputID, u.size, f); err != nil {
 		if a.ctx.Err() != nil {
 			a.stats.UploadsAbandoned.Add(1)
-		} else {
+		} else if errKind(err) != KindTooLarge { // that is counted by the remote's wrapper
 			a.stats.UploadsFailed.Add(1) // why is counted by the remote's wrapper
 		}
 		return

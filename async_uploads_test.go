@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSpool: a file body is spooled as a hard link (no copy), any other
@@ -48,5 +53,111 @@ func TestSpool(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(src); string(b) != "object file" {
 		t.Fatalf("source changed: %q", b)
+	}
+}
+
+// blockingRemote is a mock whose puts wait for release (or for their
+// context to end), so that uploads pile up in the queue.
+func blockingRemote() (*mockBackend, chan struct{}) {
+	release := make(chan struct{})
+	m := &mockBackend{PutFn: func(ctx context.Context, a ActionID, o OutputID, size int64, body io.Reader) (Entry, error) {
+		select {
+		case <-release:
+			return Entry{OutputID: o, Size: size}, nil
+		case <-ctx.Done():
+			return Entry{}, ctx.Err()
+		}
+	}}
+	return m, release
+}
+
+// TestUploadQueueFullDrops: a put that would overflow the queue's byte
+// bound is dropped at once and counted; the queued ones are uploaded when
+// the remote answers, and Close waits for them.
+func TestUploadQueueFullDrops(t *testing.T) {
+	ctx := context.Background()
+	remote, release := blockingRemote()
+	stats := new(Stats)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 10, stats, quietLog)
+	putString(t, a, "first", "4444")  // the worker takes it and waits
+	putString(t, a, "second", "4444") // queued: 8 bytes of 10
+	if _, err := a.Put(ctx, actionID("third"), outputID("4444"), 4, strings.NewReader("4444")); !errors.Is(err, errQueueFull) {
+		t.Fatalf("put beyond the queue's bound: %v, want errQueueFull", err)
+	}
+	if _, err := a.Put(ctx, actionID("huge"), outputID("01234567890"), 11, strings.NewReader("01234567890")); !errors.Is(err, errQueueFull) {
+		t.Fatalf("put larger than the whole queue: %v, want errQueueFull", err)
+	}
+	close(release)
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, dr, tl, f := stats.UploadsDone.Load(), stats.UploadsDropped.Load(), stats.UploadsTooLarge.Load(), stats.UploadsFailed.Load(); d != 2 || dr != 1 || tl != 1 || f != 0 {
+		t.Fatalf("done %d, dropped %d, too large %d, failed %d; want 2, 1, 1, 0", d, dr, tl, f)
+	}
+	if n := remote.calls.Load(); n != 2 {
+		t.Fatalf("%d uploads reached the remote, want 2", n)
+	}
+	assertEmptyDir(t, a.spoolDir)
+}
+
+// TestUploadsAbandonedAtClose: uploads still pending when Close's context
+// ends are cancelled and counted as abandoned, and Close returns.
+func TestUploadsAbandonedAtClose(t *testing.T) {
+	remote, _ := blockingRemote()
+	stats := new(Stats)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, stats, quietLog)
+	putString(t, a, "in flight", "body one")
+	putString(t, a, "queued", "body two")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if ab, d := stats.UploadsAbandoned.Load(), stats.UploadsDone.Load(); ab != 2 || d != 0 {
+		t.Fatalf("abandoned %d, done %d; want 2, 0", ab, d)
+	}
+	assertEmptyDir(t, a.spoolDir)
+}
+
+// TestUploadFailureCounted: a failed upload is counted; the put that queued
+// it had succeeded already.
+func TestUploadFailureCounted(t *testing.T) {
+	stats := new(Stats)
+	remote := failingMock(withKind(KindServer, errors.New("500")))
+	a := newAsyncUploads(remote, t.TempDir(), 2, 1<<20, stats, quietLog)
+	putString(t, a, "k", "body")
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f := stats.UploadsFailed.Load(); f != 1 {
+		t.Fatalf("failed %d, want 1", f)
+	}
+}
+
+func assertEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("%s holds %d files after Close", dir, len(ents))
+	}
+}
+
+// TestUploadLargerThanQueue: a body larger than the whole upload queue is
+// never uploaded; the build log says so once, and the stats count each.
+func TestUploadLargerThanQueue(t *testing.T) {
+	var log strings.Builder
+	stats := new(Stats)
+	a := newAsyncUploads(newMemBackend(t), t.TempDir(), 1, 10, stats, slog.New(slog.NewTextHandler(&log, nil)))
+	for _, k := range []string{"huge1", "huge2"} {
+		if _, err := a.Put(t.Context(), actionID(k), outputID("01234567890"), 11, strings.NewReader("01234567890")); !errors.Is(err, errQueueFull) {
+			t.Fatalf("put larger than the whole queue: %v", err)
+		}
+	}
+	a.Close(t.Context())
+	if n := strings.Count(log.String(), "larger than the upload queue"); n != 1 || stats.UploadsTooLarge.Load() != 2 {
+		t.Errorf("%d warnings, %d counted; want 1 and 2; log:\n%s", n, stats.UploadsTooLarge.Load(), log.String())
 	}
 }

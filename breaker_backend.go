@@ -55,8 +55,12 @@ const (
 	breakerTimeouts    = 2 // in a row: one slow answer on a loaded machine is not an outage
 	breakerCooldown    = 5 * time.Second
 	breakerMaxCooldown = 2 * time.Minute
-	breakerFatalPause  = 10 * time.Minute
-	breakerMarkerMax   = time.Minute
+	// breakerBusyMaxCooldown bounds the pauses for a remote that answers
+	// 503 (throttling, or a directory bucket waking up after 90 days
+	// unused, which takes minutes): it is asked again this often.
+	breakerBusyMaxCooldown = 15 * time.Second
+	breakerFatalPause      = 10 * time.Minute
+	breakerMarkerMax       = time.Minute
 )
 
 // errBreakerOpen is returned while the breaker keeps requests away.
@@ -148,6 +152,12 @@ func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID Ou
 
 // recordWrite is record for a request that stores something.
 func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
+	if errKind(err) == KindTooLarge {
+		// Refused before sending: says nothing of the remote's health.
+		b.stats.UploadsTooLarge.Add(1)
+		b.warn.once("too large", "an entry is larger than one S3 upload takes (5 GiB); it stays in the local cache and is not shared", err)
+		return
+	}
 	if errKind(err) != KindWriteRefused || ctx.Err() != nil {
 		b.record(ctx, err)
 		return
@@ -253,7 +263,17 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 	}
 	name := kind.String()
 	b.stats.AddRemoteError(name)
-	b.warn.once("remote "+name, "remote cache request failed ("+name+"); the build goes on without it", err)
+	switch kind {
+	case KindSession:
+		// An S3 Express session refused even though it was new: counted,
+		// and the next request makes another; never a reason to stop.
+		b.warn.once("remote "+name, "remote cache refused a new S3 Express session (is this machine's clock right?)", err)
+		return
+	case KindThrottled:
+		b.warn.once("remote "+name, "remote cache is busy (503: slow down, or a directory bucket waking up); backing off for seconds, the build goes on", err)
+	default:
+		b.warn.once("remote "+name, "remote cache request failed ("+name+"); the build goes on without it", err)
+	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -265,7 +285,12 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 	case kind.fatal():
 		pause = breakerFatalPause
 	case wasProbe:
-		b.cooldown = min(2*b.cooldown, breakerMaxCooldown)
+		// A busy remote is asked again within seconds: it is coming back.
+		longest := breakerMaxCooldown
+		if kind == KindThrottled {
+			longest = breakerBusyMaxCooldown
+		}
+		b.cooldown = min(2*b.cooldown, longest)
 		pause = b.cooldown
 	case kind == KindTimeout && b.failures >= breakerTimeouts, b.failures >= breakerThreshold:
 		pause = b.cooldown
@@ -273,6 +298,7 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 		return
 	}
 	if b.openTill.IsZero() {
+		b.stats.BreakerOpenings.Add(1)
 		b.warn.once("breaker", fmt.Sprintf("remote cache disabled for %v after %d failed requests; gets are misses and puts stay local meanwhile", pause, b.failures), err)
 	}
 	b.openTill = b.now().Add(pause)

@@ -206,3 +206,60 @@ func TestBreakerDeniedReadIsAMiss(t *testing.T) {
 		t.Fatal("denied reads left a breaker marker")
 	}
 }
+
+// TestBreakerBusyRemote: a directory bucket waking up after 90 days unused
+// answers 503 for minutes. The breaker backs off, but asks again every few
+// seconds, so the cache is back within seconds of the bucket, never shut
+// off for long; a build that keeps asking meanwhile pays no timeouts.
+func TestBreakerBusyRemote(t *testing.T) {
+	ctx := context.Background()
+	busy := withKind(KindThrottled, errors.New("api error ServiceUnavailable: Service is unable to handle request"))
+	remote := newScriptedRemote(busy)
+	b, clock, stats := newTestBreaker(remote, "")
+	const waking = 3 * time.Minute
+	start := clock.now()
+	var back time.Time
+	for clock.now().Sub(start) < 10*time.Minute {
+		if clock.now().Sub(start) >= waking {
+			remote.err = ErrNotFound // awake: answers again
+		}
+		if _, err := b.Get(ctx, actionID("k")); errors.Is(err, ErrNotFound) {
+			back = clock.now()
+			break
+		}
+		clock.advance(500 * time.Millisecond)
+	}
+	if late := back.Sub(start) - waking; back.IsZero() || late > breakerBusyMaxCooldown {
+		t.Errorf("the bucket answered again after %v; the breaker let the next request through %v later, want at most %v", waking, late, breakerBusyMaxCooldown)
+	}
+	if s := stats.Snapshot(); s.RemoteErrorsByKind["throttle"] == 0 || s.BreakerOpenings != 1 {
+		t.Errorf("stats: errors %v, breaker openings %d", s.RemoteErrorsByKind, s.BreakerOpenings)
+	}
+}
+
+// TestBreakerIgnoresSessionErrors: an S3 Express session refused even when
+// new is counted, and never opens the breaker.
+func TestBreakerIgnoresSessionErrors(t *testing.T) {
+	ctx := context.Background()
+	remote := newScriptedRemote(withKind(KindSession, errors.New("api error ExpiredToken: The provided token has expired.")))
+	b, _, stats := newTestBreaker(remote, "")
+	for range 10 {
+		b.Get(ctx, actionID("k"))
+	}
+	if s := stats.Snapshot(); remote.count() != 10 || s.BreakerOpenings != 0 || s.RemoteErrorsByKind["session"] != 10 {
+		t.Errorf("%d of 10 requests reached the remote; breaker openings %d, errors %v", remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
+	}
+}
+
+// TestBreakerTooLarge: a body the remote cannot take in one upload is
+// counted, said once, and says nothing of the remote's health.
+func TestBreakerTooLarge(t *testing.T) {
+	remote := newScriptedRemote(withKind(KindTooLarge, errors.New("put k: 6442450944 bytes, more than one PutObject takes")))
+	b, _, stats := newTestBreaker(remote, "")
+	for range 5 {
+		b.Put(context.Background(), actionID("k"), outputID("x"), 1, strings.NewReader("x"))
+	}
+	if s := stats.Snapshot(); s.UploadsTooLarge != 5 || s.BreakerOpenings != 0 || s.RemoteErrors != 0 {
+		t.Errorf("too large 5 times: %d counted, breaker openings %d, remote errors %d", s.UploadsTooLarge, s.BreakerOpenings, s.RemoteErrors)
+	}
+}

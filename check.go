@@ -203,7 +203,9 @@ func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe Act
 	ctx, cancel := context.WithTimeout(ctx, cfg.S3Timeout)
 	defer cancel()
 	lc := *cfg
-	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom = l.bucket, l.prefix, nil
+	// As a job that writes it would: with no ReadOnly session of our own
+	// asking, so that only the IAM policy can refuse.
+	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom, lc.ReadOnly = l.bucket, l.prefix, nil, false
 	w, err := newS3FromConfig(ctx, &lc, tmp, nil, log, getenv)
 	if err != nil {
 		return false, err
@@ -221,12 +223,6 @@ func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe Act
 		return true, fmt.Errorf("the probe object %s is left there: %v", l.actionKey(probe), err)
 	}
 	return true, nil
-}
-
-// isDirectoryBucket reports whether bucket names an S3 Express One Zone
-// directory bucket.
-func isDirectoryBucket(bucket string) bool {
-	return strings.HasSuffix(bucket, "--x-s3") || strings.HasSuffix(bucket, "--xa-s3")
 }
 
 // iamPolicy is what the credentials must be allowed, for the bucket kind.
@@ -258,8 +254,10 @@ func hint(step string, err error) string {
 		return " (credentials rejected: see the IAM policy in README.md)"
 	case KindDenied, KindWriteRefused:
 		return " (not allowed: see the IAM policy in README.md)"
-	case KindNoBucket, KindConfig:
+	case KindNoBucket:
 		return " (no such bucket: check -s3-bucket and -s3-region)"
+	case KindConfig:
+		return " (the bucket is in another region, or the request is malformed: check -s3-region and -s3-endpoint)"
 	case KindRefused, KindDNS, KindTimeout, KindNetwork:
 		return " (endpoint unreachable: check -s3-endpoint / AWS_ENDPOINT_URL_S3 and the network)"
 	}

@@ -10,10 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
 // DiskBackend stores entries in a local directory that any number of
@@ -56,7 +57,7 @@ var _ CacheBackend = (*DiskBackend)(nil)
 
 // diskLayoutVersion names the directory holding the current layout; a
 // future incompatible layout gets a new name instead of misreading this one.
-const diskLayoutVersion = "v1"
+const diskLayoutVersion = cachefmt.LayoutVersion
 
 // staleTempAge is how old a temp file must be before it is taken for the
 // leftover of a crashed writer and removed.
@@ -64,7 +65,7 @@ const staleTempAge = time.Hour
 
 // tempPrefix starts the name of every temp file in a fan-out directory; no
 // ID's hex starts so.
-const tempPrefix = ".tmp-"
+const tempPrefix = cachefmt.TempPrefix
 
 // NewDiskBackend opens (creating if needed) a disk cache rooted at dir.
 func NewDiskBackend(dir string) (*DiskBackend, error) {
@@ -360,35 +361,19 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 	return entries, bytes, nil
 }
 
+// formatActionRecord returns e's action record (the format is
+// cachefmt.Record's, which chaos/ reads too).
 func formatActionRecord(e Entry) string {
-	return fmt.Sprintf("%s %d %d\n", hex.EncodeToString(e.OutputID[:]), e.Size, e.Time.UnixNano())
+	return cachefmt.Record{OutputID: e.OutputID, Size: e.Size, Time: e.Time}.Format()
 }
 
-// parseActionRecord parses what formatActionRecord wrote. It is strict: any
-// deviation is an error, so a damaged record is never taken for a hit.
+// parseActionRecord parses what formatActionRecord wrote, strictly.
 func parseActionRecord(b []byte) (Entry, error) {
-	s := string(b)
-	line, ok := strings.CutSuffix(s, "\n")
-	if !ok {
-		return Entry{}, errors.New("action record: no newline")
-	}
-	f := strings.Split(line, " ")
-	if len(f) != 3 {
-		return Entry{}, errors.New("action record: want 3 fields")
-	}
-	out, err := parseHexID(f[0])
+	r, err := cachefmt.ParseRecord(b)
 	if err != nil {
-		return Entry{}, fmt.Errorf("action record: %w", err)
+		return Entry{}, err
 	}
-	size, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || size < 0 {
-		return Entry{}, fmt.Errorf("action record: bad size %q", f[1])
-	}
-	ns, err := strconv.ParseInt(f[2], 10, 64)
-	if err != nil {
-		return Entry{}, fmt.Errorf("action record: bad time %q", f[2])
-	}
-	return Entry{OutputID: OutputID(out), Size: size, Time: time.Unix(0, ns)}, nil
+	return Entry{OutputID: r.OutputID, Size: r.Size, Time: r.Time}, nil
 }
 
 // errTooLarge is returned by readSmallFile for a file that does not fit.

@@ -10,11 +10,19 @@ import (
 )
 
 // On Linux the hit path's reading of a small cached record (open, read,
-// close) is made of raw system calls. They do not block for long, and a raw
-// call skips the scheduler's bookkeeping around a syscall, which on an
-// otherwise idle process means waking the runtime's monitor thread once per
-// call: between requests this server is idle, so that was most of the cost
-// of a hit.
+// close) is made of raw system calls. A raw call skips the scheduler's
+// bookkeeping around a syscall, which on an otherwise idle process means
+// waking the runtime's monitor thread once per call: between requests this
+// server is idle, so that was most of the cost of a hit.
+// BenchmarkReadRecord measures it against os.ReadFile.
+//
+// The price: the scheduler does not know the thread is in the kernel, so
+// while the call blocks, its P runs nothing else. On a local disk with the
+// record in the page cache that is microseconds. On a slow file system (a
+// network or FUSE mount, a disk under heavy writeback) an open or read that
+// takes milliseconds stalls every goroutine queued on that P for as long,
+// and with GOMAXPROCS=1 the whole server: there, the plain os.ReadFile of
+// disk_other.go would be the better choice.
 
 // readSmallFile reads a file of fewer than len(buf) bytes into buf with one
 // open, one read and one close.

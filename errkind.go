@@ -30,6 +30,7 @@ const (
 	KindSession                     // an S3 Express session expired or is invalid
 	KindNoBucket                    // the bucket does not exist
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
+	KindTooLarge                    // a body larger than the remote takes in one upload: refused before sending
 )
 
 // String is the kind's name in the stats (RemoteErrorsByKind). A refused
@@ -68,6 +69,8 @@ func (k ErrKind) String() string {
 		return "no_bucket"
 	case KindConfig:
 		return "config"
+	case KindTooLarge:
+		return "too_large"
 	}
 	return "other"
 }

@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,11 +141,7 @@ func (m *memBackend) ListManifests(ctx context.Context, scope string, n int) ([]
 			names = append(names, name)
 		}
 	}
-	slices.Sort(names)
-	slices.Reverse(names)
-	if n >= 0 && len(names) > n {
-		names = names[:n]
-	}
+	names = newestFirst(names, n)
 	infos := make([]manifestInfo, len(names))
 	for i, name := range names {
 		var ns int64

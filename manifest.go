@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -135,6 +136,19 @@ func parseManifest(b []byte) []manifestEntry {
 		entries = append(entries, m)
 	}
 	return entries
+}
+
+// newestFirst sorts manifest names that start with their time (as every
+// manifestStore names them) newest first, and keeps at most n (all if
+// n < 0). Listings of S3 directory buckets are unordered, so a store sorts
+// itself.
+func newestFirst(names []string, n int) []string {
+	slices.Sort(names)
+	slices.Reverse(names)
+	if n >= 0 && len(names) > n {
+		names = names[:n]
+	}
+	return names
 }
 
 var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,5 +43,100 @@ func TestManifestNotRewritten(t *testing.T) {
 	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, [][]manifestEntry{{{id: a}}, nil})
 	if p.named([]ActionID{a}) {
 		t.Error("a manifest unreadable: named")
+	}
+}
+
+// TestPrefetchFromManifest: a run stores a manifest of what it used at
+// Close; the next run of the scope, with an empty local cache, installs
+// the small entries the manifest carries whole and fetches the large one,
+// all before its go command asks.
+func TestPrefetchFromManifest(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	large := strings.Repeat("L", inlineMax+1)
+
+	statsA := new(Stats)
+	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, "job", 4, true, statsA, quietLog)
+	a.Started()
+	for k, body := range map[string]string{"small": "small body", "empty": "", "large": large} {
+		putString(t, a, k, body)
+		a.Stored(actionID(k))
+	}
+	a.Got(actionID("never put"), false)
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "job", -1)
+	if len(infos) != 1 {
+		t.Fatalf("%d manifests stored, want 1", len(infos))
+	}
+
+	statsB := new(Stats)
+	tierB := newLocalTier(newTestDisk(t), mem, false, statsB)
+	b := newPrefetcher(tierB, mem, "job", 4, true, statsB, quietLog)
+	b.Started()
+	<-b.done
+	for k, body := range map[string]string{"small": "small body", "empty": "", "large": large} {
+		e, err := tierB.localEntry(actionID(k))
+		if err != nil {
+			t.Fatalf("%s not prefetched: %v", k, err)
+		}
+		checkEntry(t, e, []byte(body))
+		b.Got(actionID(k), true)
+	}
+	if o, w := statsB.PrefetchObjects.Load(), statsB.PrefetchWhole.Load(); o != 3 || w != 2 {
+		t.Fatalf("prefetched %d objects, %d whole; want 3, 2", o, w)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// B used what the manifest it read names: it stores none.
+	if infos, _ := mem.ListManifests(ctx, "job", -1); len(infos) != 1 || statsB.PrefetchWasted.Load() != 0 {
+		t.Fatalf("after B: %d manifests, %d wasted; want 1, 0", len(infos), statsB.PrefetchWasted.Load())
+	}
+}
+
+// TestPrefetchKeepsNewestManifests: storing a manifest deletes the oldest
+// beyond manifestsKept.
+func TestPrefetchKeepsNewestManifests(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	for i := range manifestsKept + 3 {
+		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, new(Stats)), mem, "job", 1, true, new(Stats), quietLog)
+		if err := p.writeManifest(ctx, []manifestEntry{{id: actionID(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	infos, _ := mem.ListManifests(ctx, "job", -1)
+	if len(infos) != manifestsKept {
+		t.Fatalf("%d manifests kept, want %d", len(infos), manifestsKept)
+	}
+	newest, _ := mem.GetManifest(ctx, infos[0].name)
+	if got := decodeManifest(newest); len(got) != 1 || got[0].id != actionID(fmt.Sprint(manifestsKept+2)) {
+		t.Fatalf("newest manifest holds %+v", got)
+	}
+}
+
+// TestBreakerGuardsManifests: manifest traffic goes through the breaker:
+// its failures open it, and while it is open the prefetcher reaches
+// nothing.
+func TestBreakerGuardsManifests(t *testing.T) {
+	ctx := context.Background()
+	remote := newScriptedRemote(errRefused)
+	b, _, stats := newTestBreaker(remote, "")
+	for range breakerThreshold {
+		b.ListManifests(ctx, "job", 1)
+	}
+	if stats.Snapshot().RemoteErrorsByKind["refused"] != breakerThreshold {
+		t.Fatalf("stats %+v", stats.Snapshot())
+	}
+	before := remote.count()
+	p := newPrefetcher(newLocalTier(newTestDisk(t), b, false, new(Stats)), b, "job", 1, true, new(Stats), quietLog)
+	p.Started()
+	putString(t, p, "k", "body")
+	p.Stored(actionID("k"))
+	p.Close(ctx)
+	if n := remote.count() - before; n != 0 {
+		t.Fatalf("%d requests reached a remote behind an open breaker", n)
 	}
 }

@@ -51,6 +51,13 @@ type S3Backend struct {
 	// never compress. Reads decode whatever an object says it holds.
 	compressMin int64
 
+	// maxPut is the largest object one PutObject may store: 5 GiB on S3
+	// and S3 Express. A larger body is refused, not split into a multipart
+	// upload: with the default -upload-queue-size (1 GiB) no such body
+	// reaches here, and a build output that large is rare enough not to
+	// share.
+	maxPut int64
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -79,6 +86,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		reads:       o.ReadFrom,
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
+		maxPut:      5 << 30,
 		now:         time.Now,
 		tempDir:     o.TempDir,
 		createTemp:  os.CreateTemp,
@@ -107,15 +115,25 @@ func (b *S3Backend) location(i int) s3Location {
 }
 
 // getFrom gets actionID's entry from one location with one GetObject.
+//
+// Its deadline (see newS3Client): b.timeout until the answer begins; then
+// the body gets b.timeout plus a second per 8 MiB, and fails as soon as it
+// stalls for attemptCeiling.
 func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID ActionID) (Entry, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
+	defer deadline.Stop()
 	key := loc.actionKey(actionID)
 	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &loc.bucket, Key: &key})
 	if err != nil {
-		return Entry{}, s3Error("get", key, err, false)
+		return Entry{}, s3Error("get", key, getCause(ctx, err), false)
 	}
 	defer out.Body.Close()
+	deadline.Reset(b.timeout + time.Duration(aws.ToInt64(out.ContentLength)/(8<<20))*time.Second)
+	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
+	defer stall.Stop()
+	out.Body = stallReader{out.Body, stall}
 	e, encoding, err := parseS3Metadata(out.Metadata)
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %s: %w", key, err)
@@ -131,7 +149,7 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 		dec := getZstdDecoder(src)
 		if dec == nil {
 			if src.err != nil {
-				return Entry{}, s3Error("get", key, src.err, false)
+				return Entry{}, s3Error("get", key, getCause(ctx, src.err), false)
 			}
 			return Entry{}, fmt.Errorf("get %s: %w: bad zstd stream", key, errVerify)
 		}
@@ -157,10 +175,38 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 		if errors.Is(err, errVerify) {
 			return Entry{}, fmt.Errorf("get %s: %w", key, err)
 		}
-		return Entry{}, s3Error("get", key, err, false) // the download broke off
+		return Entry{}, s3Error("get", key, getCause(ctx, err), false) // the download broke off
 	}
 	e.DiskPath = f.Name()
 	return e, nil
+}
+
+var (
+	errGetDeadline = fmt.Errorf("no complete answer in time: %w", context.DeadlineExceeded)
+	errGetStalled  = fmt.Errorf("the answer stalled for %v: %w", attemptCeiling, context.DeadlineExceeded)
+)
+
+// getCause returns what ended a get: err, or the deadline or stall that
+// cancelled ctx (a timeout, not the caller giving up).
+func getCause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled) {
+		return fmt.Errorf("%w (%v)", c, err)
+	}
+	return err
+}
+
+// stallReader re-arms a stall timer with every read that makes progress.
+type stallReader struct {
+	io.ReadCloser
+	stall *time.Timer
+}
+
+func (r stallReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 {
+		r.stall.Reset(attemptCeiling)
+	}
+	return n, err
 }
 
 // Put implements CacheBackend with one PutObject. A body that can seek (a
@@ -201,6 +247,9 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
+	}
+	if storedSize > b.maxPut {
+		return Entry{}, withKind(KindTooLarge, fmt.Errorf("put %s: %d bytes, more than one PutObject takes (%d)", key, storedSize, b.maxPut))
 	}
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
@@ -270,11 +319,7 @@ func (b *S3Backend) listManifests(ctx context.Context, i int, scope string, n in
 			keys = append(keys, aws.ToString(o.Key))
 		}
 	}
-	slices.Sort(keys)
-	slices.Reverse(keys)
-	if n >= 0 && len(keys) > n {
-		keys = keys[:n]
-	}
+	keys = newestFirst(keys, n)
 	infos := make([]manifestInfo, len(keys))
 	for j, k := range keys {
 		infos[j].name = k
@@ -359,9 +404,14 @@ func (b *S3Backend) putTimeout(size int64) time.Duration {
 	return b.timeout + time.Duration(size/(8<<20))*time.Second
 }
 
-// Close implements CacheBackend. Files returned by Get are the callers'
-// and stay.
-func (b *S3Backend) Close(ctx context.Context) error { return nil }
+// Close implements CacheBackend: it ends the S3 Express CreateSessions in
+// flight. Files returned by Get are the callers' and stay.
+func (b *S3Backend) Close(ctx context.Context) error {
+	if p, ok := b.client.Options().ExpressCredentials.(*expressSessions); ok {
+		p.close()
+	}
+	return nil
+}
 
 // parseS3Metadata reads an entry and its encoding from object metadata. It
 // is strict: a reader never guesses at an object it does not understand.

@@ -1,13 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,14 +41,35 @@ type S3Options struct {
 	// Parallelism is how many requests may be in flight at once; the
 	// connection pool keeps that many connections.
 	Parallelism int
-	Debug       bool
-	Log         *slog.Logger
-	Getenv      func(string) string
+	// ReadOnlyBuckets are the S3 Express directory buckets this client only
+	// reads: their sessions are asked for in ReadOnly mode.
+	ReadOnlyBuckets []string
+	Debug           bool
+	Log             *slog.Logger
+	Getenv          func(string) string
 }
 
-// newS3Client configures the SDK for a cache: quiet, short timeouts, brief
-// retries without a client-side retry quota, and no checksums of its own
-// (every body is verified against its SHA-256 output ID, end to end).
+// newS3Client configures the SDK for a cache: quiet, no checksums of its
+// own (every body is verified against its SHA-256 output ID, end to end),
+// S3 Express sessions of our own (expressSessions), and this retry and
+// deadline policy, made for real networks, where a cache answer is worth
+// little once the build could have compiled the package itself:
+//
+//   - Each attempt waits for the first byte of its answer only as long as
+//     the remote's recent latency tail says (attemptLimiter: 4 x p99 of
+//     reads, 250 ms to 2 s; 1 s before any is known; writes 2 s plus a
+//     second per 16 MiB sent), then it is abandoned and retried once on a
+//     new connection, as AWS advises for latency-sensitive use.
+//   - Up to 3 attempts for throttling (503 SlowDown), 5xx and broken
+//     connections, with jittered backoff of at most 500 ms and no client
+//     retry quota; a request refused for an expired S3 Express session is
+//     retried with a new session. Connecting gets 1 s, a TLS handshake 2 s.
+//   - The whole request gets -s3-timeout until its answer begins; then a
+//     get's body gets that again plus a second per 8 MiB, and fails at
+//     once if it stalls for attemptCeiling (S3Backend.Get).
+//
+// So a black-holed endpoint costs about two seconds (two attempts of 1 s)
+// before a request fails, and the breaker stops asking after two of those.
 func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	getenv := o.Getenv
 	if getenv == nil {
@@ -78,40 +100,36 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load AWS config: %w", err)
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1" // S3-compatible servers rarely care
-	}
+	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL")))
 	parallel := max(o.Parallelism, 16)
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	// A cache lookup is worth little after a second: connecting and the
-	// first byte of an answer each get at most that (a retry follows), and
-	// the whole request, body included, gets timeout. So a black-holed
-	// endpoint costs a few seconds before the breaker stops asking it.
-	attempt := min(timeout, time.Second)
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) {
-			d.Timeout = attempt
+			d.Timeout = time.Second
 			d.KeepAlive = 30 * time.Second
 		}).
 		WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConns = 2 * parallel
 			t.MaxIdleConnsPerHost = 2 * parallel
-			t.ResponseHeaderTimeout = attempt
+			t.TLSHandshakeTimeout = attemptCeiling
 			t.IdleConnTimeout = 90 * time.Second
 		})
-	return s3.NewFromConfig(cfg, func(so *s3.Options) {
-		so.HTTPClient = httpClient
+	sessions := newExpressSessions(timeout, o.ReadOnlyBuckets...)
+	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		so.HTTPClient = newAttemptLimiter(httpClient)
+		so.ExpressCredentials = sessions
+		so.APIOptions = append(so.APIOptions, sessions.preflight)
 		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
 			ro.MaxAttempts = 3
 			ro.MaxBackoff = 500 * time.Millisecond
 			ro.RateLimiter = ratelimit.None
-			// Throttling, 5xx, refused and reset connections are retried;
-			// a timeout is not: a remote that took a second to say nothing
-			// will not do better, and the build is waiting.
-			ro.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(noRetryOnTimeout)}, ro.Retryables...)
+			ro.Retryables = append([]retry.IsErrorRetryable{
+				retry.IsErrorRetryableFunc(retryOnce),
+				retry.IsErrorRetryableFunc(sessions.retryExpired),
+			}, ro.Retryables...)
 		})
 		so.DisableLogOutputChecksumValidationSkipped = true
 		so.ContinueHeaderThresholdBytes = -1
@@ -119,15 +137,9 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
-	}), nil
-}
-
-func noRetryOnTimeout(err error) aws.Ternary {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return aws.FalseTernary
-	}
-	return aws.UnknownTernary
+	})
+	sessions.create = createSessionWith(client)
+	return client, nil
 }
 
 // prefixedCredentials returns static credentials from GOBUILDCACHE_AWS_*
@@ -152,19 +164,36 @@ func compressMin(cfg *Config) int64 {
 // newS3FromConfig builds the S3 backend that cfg describes.
 func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFor func(OutputID) string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
 	return NewS3Backend(ctx, S3Options{
-		Bucket:      cfg.S3Bucket,
-		Prefix:      cfg.S3Prefix,
-		ReadFrom:    cfg.S3ReadFrom,
-		Region:      cfg.S3Region,
-		Endpoint:    cfg.S3Endpoint,
-		PathStyle:   cfg.S3PathStyle,
-		Timeout:     cfg.S3Timeout,
-		CompressMin: compressMin(cfg),
-		TempDir:     tempDir,
-		TempDirFor:  tempDirFor,
-		Parallelism: cfg.UploadWorkers,
-		Debug:       cfg.Debug,
-		Log:         log,
-		Getenv:      getenv,
+		Bucket:          cfg.S3Bucket,
+		Prefix:          cfg.S3Prefix,
+		ReadFrom:        cfg.S3ReadFrom,
+		ReadOnlyBuckets: readOnlyBuckets(cfg),
+		Region:          cfg.S3Region,
+		Endpoint:        cfg.S3Endpoint,
+		PathStyle:       cfg.S3PathStyle,
+		Timeout:         cfg.S3Timeout,
+		CompressMin:     compressMin(cfg),
+		TempDir:         tempDir,
+		TempDirFor:      tempDirFor,
+		Parallelism:     cfg.UploadWorkers,
+		Debug:           cfg.Debug,
+		Log:             log,
+		Getenv:          getenv,
 	})
+}
+
+// readOnlyBuckets are the directory buckets cfg only reads: those of the
+// read locations, and with -read-only the write location's, unless it is
+// written.
+func readOnlyBuckets(cfg *Config) []string {
+	var buckets []string
+	for _, l := range cfg.S3ReadFrom {
+		if isDirectoryBucket(l.bucket) && (l.bucket != cfg.S3Bucket || cfg.ReadOnly) && !slices.Contains(buckets, l.bucket) {
+			buckets = append(buckets, l.bucket)
+		}
+	}
+	if cfg.ReadOnly && isDirectoryBucket(cfg.S3Bucket) && !slices.Contains(buckets, cfg.S3Bucket) {
+		buckets = append(buckets, cfg.S3Bucket)
+	}
+	return buckets
 }

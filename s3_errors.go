@@ -34,6 +34,9 @@ func s3Error(op, key string, err error, write bool) error {
 
 // classifyS3Error names the kind of an error returned by the SDK.
 func classifyS3Error(err error, write bool) ErrKind {
+	if refusedSessionToken(err) != "" {
+		return KindSession // refused even after a retry with a new session
+	}
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
 	if errors.As(err, &nsk) || errors.As(err, &nf) {
@@ -69,7 +72,8 @@ func classifyS3Error(err error, write bool) ErrKind {
 			return denied
 		case code == 401:
 			return KindAuth
-		case code == 429:
+		case code == 429, code == 503:
+			// 503: SlowDown, or a directory bucket waking up.
 			return KindThrottled
 		case code >= 500:
 			return KindServer

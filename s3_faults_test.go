@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
 // TestS3Faults runs the real binary under the real go command with the S3
@@ -363,7 +365,7 @@ type faultsRun struct {
 // total adds up the counters of the two commands.
 func (r faultsRun) total() StatsSnapshot {
 	a, b := r.build, r.test
-	s := StatsSnapshot{
+	s := StatsSnapshot{cachefmt.Stats{
 		Gets: a.Gets + b.Gets, Hits: a.Hits + b.Hits, Misses: a.Misses + b.Misses,
 		LocalHits: a.LocalHits + b.LocalHits, RemoteHits: a.RemoteHits + b.RemoteHits, Puts: a.Puts + b.Puts,
 		RemoteErrors: a.RemoteErrors + b.RemoteErrors, RemoteSkipped: a.RemoteSkipped + b.RemoteSkipped,
@@ -373,7 +375,7 @@ func (r faultsRun) total() StatsSnapshot {
 		UploadsAbandoned:   a.UploadsAbandoned + b.UploadsAbandoned,
 		Errors:             maps.Clone(a.Errors),
 		RemoteErrorsByKind: maps.Clone(a.RemoteErrorsByKind),
-	}
+	}}
 	if s.Errors == nil {
 		s.Errors = map[string]int64{}
 	}

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,59 +22,104 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// shimFixedExpressCreds is an s3.ExpressCredentialsProvider that returns
-// the same session credentials for any bucket, without CreateSession.
-type shimFixedExpressCreds aws.Credentials
-
-func (c shimFixedExpressCreds) Retrieve(context.Context, string) (aws.Credentials, error) {
-	return aws.Credentials(c), nil
-}
-
-// expressShim plays S3 Express One Zone in front of MinIO for the SDK. It
-// answers CreateSession itself, with session credentials of its own making;
-// every other request must be signed with such a session (key and token),
-// and is then re-signed as plain SigV4 for service s3 with MinIO's root
-// credentials and passed on, its response streamed back unchanged.
+// expressShim plays S3 Express One Zone in front of MinIO for the SDK, as
+// strictly as the service does what a cache relies on:
+//
+//   - CreateSession (GET /<bucket>?session, SigV4-signed for s3express with
+//     the base credentials) issues a session for one bucket and one mode.
+//     A bucket the shim does not know is 404 NoSuchBucket; a mode the
+//     bucket's policy does not allow the base credentials is 403
+//     AccessDenied. With no mode asked for, the service's fallback applies:
+//     ReadWrite if allowed, else ReadOnly. refuseSessions and
+//     sessionDelay make CreateSession fail or slow.
+//   - Sessions last sessionLife (5 minutes by default, as on AWS; tests set
+//     a few seconds). The expiry is given to the second, as AWS does. A
+//     request signed with a session past its expiry is 400 ExpiredToken,
+//     one whose token does not belong to its key 400 InvalidToken (the
+//     service's codes for both).
+//   - Every data request must be SigV4-signed for s3express with a session
+//     key the shim issued for the bucket it addresses, and carry that
+//     session's X-Amz-S3session-Token; the shim recomputes each signature.
+//     Anything else is 403 AccessDenied and counted as a violation.
+//   - A ReadOnly session may GetObject, HeadObject and ListObjectsV2; a
+//     write is 403 AccessDenied (counted in readOnlyRefusals, not a
+//     violation: the test decides whether it expected one).
+//   - ListObjectsV2: a prefix not ending in "/" or a delimiter other than
+//     "/" is 400 InvalidRequest with the service's message, start-after
+//     too; the keys and common prefixes of each page come back in random
+//     order, as a directory bucket's do.
+//   - unavailableFor answers every data request 503 ServiceUnavailable for
+//     a while (a directory bucket waking up after 90 days unused);
+//     slowDowns answers the next n data requests 503 SlowDown.
+//
+// Each directory bucket maps onto a MinIO bucket of its own (the first onto
+// the test's bucket): the shim rewrites the first path segment, re-signs
+// the request as plain SigV4 for service s3 with MinIO's root credentials,
+// and streams MinIO's answer back.
 type expressShim struct {
 	srv       *httptest.Server
 	transport *http.Transport
 	signer    *v4.Signer
+	tg        s3Target
 
-	expressBucket, minioBucket string
-	minio                      *url.URL
-	minioKey, minioSecret      string
-	baseKey, baseSecret        string
+	minio                 *url.URL
+	minioKey, minioSecret string
+	baseKey, baseSecret   string
 
-	createSessions atomic.Int64 // CreateSession calls
-	dataRequests   atomic.Int64 // every other request
-	violations     atomic.Int64 // requests that broke the rules (answered 4xx)
+	createSessions   atomic.Int64 // CreateSession calls
+	sessionsIssued   atomic.Int64 // of which issued a session
+	dataRequests     atomic.Int64 // every other request
+	violations       atomic.Int64 // requests that broke the rules (answered 4xx)
+	expiredAnswers   atomic.Int64 // 400 ExpiredToken answers
+	invalidAnswers   atomic.Int64 // 400 InvalidToken answers
+	lateRequests     atomic.Int64 // valid requests in the last fifth of their session's life
+	readOnlyRefusals atomic.Int64 // writes refused on a ReadOnly session
+	unavailable      atomic.Int64 // 503 answers (SlowDown and waking up)
 
-	mu       sync.Mutex
-	sessions map[string]shimSession // by session access key ID
-	problems []string               // the first few violations
-	ops      map[string]int         // data requests by operation
-	hashes   map[string]int         // X-Amz-Content-Sha256 kinds seen
+	mu              sync.Mutex
+	buckets         map[string]*shimBucket  // by directory bucket name
+	sessions        map[string]*shimSession // by session access key ID
+	sessionLife     time.Duration
+	sessionDelay    time.Duration // before answering CreateSession
+	refuseSessions  int           // HTTP status for every CreateSession (0: none)
+	unavailableTill time.Time
+	slowDowns       int
+	problems        []string       // the first few violations
+	ops             map[string]int // data requests by operation
+	hashes          map[string]int // X-Amz-Content-Sha256 kinds seen
+	modes           map[string]int // sessions issued by mode
+}
+
+// shimBucket is one directory bucket the shim serves.
+type shimBucket struct {
+	minio  string   // the MinIO bucket that holds its objects
+	region string   // the region requests must be signed for
+	modes  []string // session modes the base credentials may create
 }
 
 type shimSession struct {
-	secret, token, bucket string
-	expires               time.Time
+	secret, token, bucket, mode string
+	issued, expires             time.Time
 }
 
-const shimRegion = "us-east-1"
+const (
+	shimRegion    = "us-east-1"
+	modeReadWrite = "ReadWrite"
+	modeReadOnly  = "ReadOnly"
+)
 
-// startExpressShim serves an expressShim for the directory bucket express
-// on 127.0.0.1 until t ends.
+// startExpressShim serves an expressShim on 127.0.0.1 until t ends, with
+// one directory bucket, express, mapped onto tg.Bucket and open to both
+// session modes; addBucket adds more.
 //
-// The shim maps express onto tg.Bucket, an ordinary MinIO bucket, by
-// rewriting the first path segment. MinIO itself would accept the
-// "--x-s3" name (a hand-signed PUT creates it), but every SDK client treats
-// such a name as a directory bucket, including the plain client this test
-// uses to create the bucket and to look behind the backend's back
-// (rawClient): it would call CreateSession and sign for s3express. Under an
-// ordinary name that client reaches MinIO directly.
+// MinIO itself would accept the "--x-s3" name (a hand-signed PUT creates
+// it), but every SDK client treats such a name as a directory bucket,
+// including the plain client the tests use to look behind the backend's
+// back (rawClient): it would call CreateSession and sign for s3express.
+// Under an ordinary name that client reaches MinIO directly.
 func startExpressShim(t *testing.T, tg s3Target, express, baseKey, baseSecret string) *expressShim {
 	t.Helper()
 	minio, err := url.Parse(tg.Endpoint)
@@ -87,17 +135,19 @@ func startExpressShim(t *testing.T, tg s3Target, express, baseKey, baseSecret st
 			ResponseHeaderTimeout: 30 * time.Second,
 			DisableCompression:    true, // pass bodies through byte for byte
 		},
-		signer:        v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }),
-		expressBucket: express,
-		minioBucket:   tg.Bucket,
-		minio:         minio,
-		minioKey:      tg.AccessKey,
-		minioSecret:   tg.SecretKey,
-		baseKey:       baseKey,
-		baseSecret:    baseSecret,
-		sessions:      map[string]shimSession{},
-		ops:           map[string]int{},
-		hashes:        map[string]int{},
+		signer:      v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }),
+		tg:          tg,
+		minio:       minio,
+		minioKey:    tg.AccessKey,
+		minioSecret: tg.SecretKey,
+		baseKey:     baseKey,
+		baseSecret:  baseSecret,
+		buckets:     map[string]*shimBucket{express: {minio: tg.Bucket, region: shimRegion, modes: []string{modeReadWrite, modeReadOnly}}},
+		sessions:    map[string]*shimSession{},
+		sessionLife: 5 * time.Minute,
+		ops:         map[string]int{},
+		hashes:      map[string]int{},
+		modes:       map[string]int{},
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -114,6 +164,72 @@ func startExpressShim(t *testing.T, tg s3Target, express, baseKey, baseSecret st
 		s.transport.CloseIdleConnections()
 	})
 	return s
+}
+
+// addBucket adds a directory bucket, stored in a new MinIO bucket, whose
+// policy lets the base credentials create sessions of the given modes
+// (none: every CreateSession is refused).
+func (s *expressShim) addBucket(t *testing.T, name string, modes ...string) {
+	t.Helper()
+	minio := "gbcx-" + randomHex(6)
+	createBucket(t, s3Target{Bucket: minio, Endpoint: s.tg.Endpoint, PathStyle: true, Region: shimRegion})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buckets[name] = &shimBucket{minio: minio, region: shimRegion, modes: modes}
+}
+
+// minioBucket is the MinIO bucket behind a directory bucket.
+func (s *expressShim) minioBucket(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buckets[name].minio
+}
+
+// setBucketRegion makes requests for name valid only when signed for
+// region (the region of the bucket's zone).
+func (s *expressShim) setBucketRegion(name, region string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buckets[name].region = region
+}
+
+// setSessionLife sets how long the sessions issued from now on last.
+func (s *expressShim) setSessionLife(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessionLife = d
+}
+
+// setSessionFaults makes CreateSession wait delay before answering, and
+// then, if status is 403 or 404, refuse as the service does.
+func (s *expressShim) setSessionFaults(delay time.Duration, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessionDelay, s.refuseSessions = delay, status
+}
+
+// expireSessions makes every session issued so far expired, as if the
+// requests signed with them had waited past their expiry.
+func (s *expressShim) expireSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		sess.expires = time.Now().Add(-time.Second)
+	}
+}
+
+// unavailableFor answers every data request 503 ServiceUnavailable for d.
+func (s *expressShim) unavailableFor(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unavailableTill = time.Now().Add(d)
+}
+
+// slowDown answers the next n data requests 503 SlowDown.
+func (s *expressShim) slowDown(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slowDowns = n
 }
 
 // URL is the shim's endpoint, an IP address: the SDK then addresses the
@@ -136,9 +252,20 @@ func (s *expressShim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.ops[op]++
 	s.hashes[kind]++
 	s.mu.Unlock()
-	if err := s.checkSession(r); err != nil {
+	sess, err := s.checkSession(r)
+	if err != nil {
+		var se *shimError
+		if errors.As(err, &se) {
+			writeShimError(w, se.status, se.code, se.msg)
+			return
+		}
 		s.violation("%s %s (%s): %v", r.Method, r.URL.Path, op, err)
 		writeShimError(w, http.StatusForbidden, "AccessDenied", err.Error())
+		return
+	}
+	if sess.mode == modeReadOnly && !shimReadOnlyOp(r) {
+		s.readOnlyRefusals.Add(1)
+		writeShimError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
 		return
 	}
 	if err := checkDirectoryListing(r); err != nil {
@@ -146,7 +273,31 @@ func (s *expressShim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeShimError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
 	}
-	s.forward(w, r)
+	if code, msg := s.overloaded(); code != "" {
+		s.unavailable.Add(1)
+		writeShimError(w, http.StatusServiceUnavailable, code, msg)
+		return
+	}
+	s.forward(w, r, op)
+}
+
+// overloaded says whether to answer a data request 503, and how.
+func (s *expressShim) overloaded() (code, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case time.Now().Before(s.unavailableTill):
+		return "ServiceUnavailable", "Service is unable to handle request."
+	case s.slowDowns > 0:
+		s.slowDowns--
+		return "SlowDown", "Please reduce your request rate."
+	}
+	return "", ""
+}
+
+// shimReadOnlyOp reports whether a ReadOnly session may make request r.
+func shimReadOnlyOp(r *http.Request) bool {
+	return r.Method == http.MethodGet || r.Method == http.MethodHead
 }
 
 // shimOperation names the S3 operation of a request, for counting.
@@ -166,86 +317,162 @@ func shimOperation(r *http.Request) string {
 const shimSessionXML = `<?xml version="1.0" encoding="UTF-8"?>
 <CreateSessionResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Credentials><SessionToken>%s</SessionToken><SecretAccessKey>%s</SecretAccessKey><AccessKeyId>%s</AccessKeyId><Expiration>%s</Expiration></Credentials></CreateSessionResult>`
 
-// createSession answers CreateSession with new session credentials, valid
-// for 5 minutes like those of S3 Express, after checking that the request
-// is SigV4-signed for s3express with the base credentials.
+// shimError is an answer the service itself would give, not a violation.
+type shimError struct {
+	status    int
+	code, msg string
+}
+
+func (e *shimError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.code, e.msg) }
+
+// createSession answers CreateSession with new session credentials, after
+// checking that the request is SigV4-signed for s3express with the base
+// credentials, for a bucket that exists, in a mode its policy allows.
 func (s *expressShim) createSession(w http.ResponseWriter, r *http.Request) {
 	s.createSessions.Add(1)
-	err := func() error {
-		if bucket := strings.Trim(r.URL.Path, "/"); bucket != s.expressBucket {
-			return fmt.Errorf("session for bucket %q, want %q", bucket, s.expressBucket)
+	s.mu.Lock()
+	delay, refuse, life := s.sessionDelay, s.refuseSessions, s.sessionLife
+	s.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
 		}
+	}
+	name := strings.Trim(r.URL.Path, "/")
+	s.mu.Lock()
+	bucket := s.buckets[name]
+	s.mu.Unlock()
+	mode, err := func() (string, error) {
 		a, err := parseShimAuth(r.Header.Get("Authorization"))
 		if err != nil {
-			return err
+			return "", err
 		}
 		if a.akid != s.baseKey {
-			return fmt.Errorf("signed with access key %q, not the base key", a.akid)
+			return "", fmt.Errorf("signed with access key %q, not the base key", a.akid)
 		}
-		return s.checkSignature(r, a, s.baseSecret)
+		region := shimRegion
+		if bucket != nil {
+			region = bucket.region
+		}
+		if err := s.checkSignature(r, a, s.baseSecret, region); err != nil {
+			return "", err
+		}
+		if bucket == nil || refuse == http.StatusNotFound {
+			return "", &shimError{http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist"}
+		}
+		if refuse == http.StatusForbidden {
+			return "", &shimError{http.StatusForbidden, "AccessDenied", "Access Denied"}
+		}
+		switch want := r.Header.Get("X-Amz-Create-Session-Mode"); want {
+		case "":
+			// The service tries ReadWrite, then ReadOnly.
+			for _, m := range []string{modeReadWrite, modeReadOnly} {
+				if slices.Contains(bucket.modes, m) {
+					return m, nil
+				}
+			}
+		case modeReadWrite, modeReadOnly:
+			if slices.Contains(bucket.modes, want) {
+				return want, nil
+			}
+		default:
+			return "", &shimError{http.StatusBadRequest, "InvalidArgument", "invalid session mode"}
+		}
+		return "", &shimError{http.StatusForbidden, "AccessDenied", "Access Denied"}
 	}()
 	if err != nil {
+		var se *shimError
+		if errors.As(err, &se) {
+			writeShimError(w, se.status, se.code, se.msg)
+			return
+		}
 		s.violation("CreateSession %s: %v", r.URL.Path, err)
 		writeShimError(w, http.StatusForbidden, "AccessDenied", err.Error())
 		return
 	}
+	s.sessionsIssued.Add(1)
 	akid := "SESS" + strings.ToUpper(randomHex(8))
-	sess := shimSession{
+	now := time.Now()
+	sess := &shimSession{
 		secret:  randomHex(20),
 		token:   "sesstoken-" + randomHex(24),
-		bucket:  s.expressBucket,
-		expires: time.Now().Add(5 * time.Minute).UTC().Truncate(time.Second),
+		bucket:  name,
+		mode:    mode,
+		issued:  now,
+		expires: now.Add(life).UTC().Truncate(time.Second),
 	}
 	s.mu.Lock()
 	s.sessions[akid] = sess
+	s.modes[mode]++
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/xml")
 	fmt.Fprintf(w, shimSessionXML, sess.token, sess.secret, akid, sess.expires.Format(time.RFC3339))
 }
 
 // checkSession checks that r is signed for s3express with a live session
-// the shim issued for the bucket r addresses, and carries its token.
-func (s *expressShim) checkSession(r *http.Request) error {
+// the shim issued for the bucket r addresses, and carries its token. An
+// expired session or a token that is not the key's is answered as the
+// service answers it (a *shimError); anything else is a violation.
+func (s *expressShim) checkSession(r *http.Request) (*shimSession, error) {
 	token := r.Header.Get("X-Amz-S3session-Token")
 	if token == "" {
-		return errors.New("no X-Amz-S3session-Token header")
+		return nil, errors.New("no X-Amz-S3session-Token header")
 	}
 	a, err := parseShimAuth(r.Header.Get("Authorization"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	sess, ok := s.sessions[a.akid]
+	var issued, expires time.Time
+	var region string
+	if ok {
+		issued, expires = sess.issued, sess.expires
+		if b := s.buckets[sess.bucket]; b != nil {
+			region = b.region
+		}
+	}
 	s.mu.Unlock()
-	switch {
-	case !ok:
-		return fmt.Errorf("signed with access key %q, not a session key the shim issued", a.akid)
-	case token != sess.token:
-		return errors.New("X-Amz-S3session-Token is not the token of the session that signed the request")
-	case time.Now().After(sess.expires):
-		return fmt.Errorf("session expired at %s", sess.expires)
+	if !ok {
+		return nil, fmt.Errorf("signed with access key %q, not a session key the shim issued", a.akid)
 	}
 	if bucket, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/"); bucket != sess.bucket {
-		return fmt.Errorf("request for bucket %q with a session for %q", bucket, sess.bucket)
+		return nil, fmt.Errorf("request for bucket %q with a session for %q", bucket, sess.bucket)
 	}
-	return s.checkSignature(r, a, sess.secret)
+	if err := s.checkSignature(r, a, sess.secret, region); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	switch {
+	case token != sess.token:
+		s.invalidAnswers.Add(1)
+		return nil, &shimError{http.StatusBadRequest, "InvalidToken", "The provided token is malformed or otherwise invalid."}
+	case !now.Before(expires):
+		s.expiredAnswers.Add(1)
+		return nil, &shimError{http.StatusBadRequest, "ExpiredToken", "The provided token has expired."}
+	case expires.Sub(now) < expires.Sub(issued)/5:
+		s.lateRequests.Add(1)
+	}
+	return sess, nil
 }
 
 // checkDirectoryListing rejects the ListObjectsV2 parameters that directory
-// buckets reject.
+// buckets reject, with the service's words.
 func checkDirectoryListing(r *http.Request) error {
 	q := r.URL.Query()
 	if q.Get("list-type") != "2" {
 		return nil
 	}
 	if p := q.Get("prefix"); p != "" && !strings.HasSuffix(p, "/") {
-		return fmt.Errorf("listing prefix %q does not end in a delimiter", p)
+		return fmt.Errorf("This bucket does not support a prefix that does not end in a delimiter. Specify a prefix path ending with a delimiter and try again. (prefix %q)", p)
 	}
 	if d := q.Get("delimiter"); q.Has("delimiter") && d != "/" {
-		return fmt.Errorf("listing delimiter %q is not /", d)
+		return fmt.Errorf("This bucket does not support a delimiter other than /. (delimiter %q)", d)
 	}
 	if q.Has("start-after") {
-		return errors.New("listing with start-after")
+		return errors.New("This bucket does not support StartAfter.")
 	}
 	return nil
 }
@@ -284,10 +511,10 @@ func parseShimAuth(h string) (shimAuth, error) {
 }
 
 // checkSignature recomputes r's signature with secret over the headers the
-// client says it signed, and checks the scope is s3express in shimRegion.
-func (s *expressShim) checkSignature(r *http.Request, a shimAuth, secret string) error {
-	if a.service != "s3express" || a.region != shimRegion {
-		return fmt.Errorf("credential scope %s/%s, want s3express/%s", a.region, a.service, shimRegion)
+// client says it signed, and checks the scope is s3express in region.
+func (s *expressShim) checkSignature(r *http.Request, a shimAuth, secret, region string) error {
+	if a.service != "s3express" || a.region != region {
+		return fmt.Errorf("credential scope %s/%s, want s3express/%s", a.region, a.service, region)
 	}
 	when, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
 	if err != nil {
@@ -349,16 +576,23 @@ var shimHopHeaders = map[string]bool{
 }
 
 // forward re-signs r for MinIO (service s3, MinIO's root credentials, the
-// bucket name mapped) and streams MinIO's response back.
-func (s *expressShim) forward(w http.ResponseWriter, r *http.Request) {
+// bucket name mapped) and streams MinIO's response back; a listing's
+// entries are shuffled on the way.
+func (s *expressShim) forward(w http.ResponseWriter, r *http.Request, op string) {
 	path, query, hasQuery := strings.Cut(r.RequestURI, "?")
-	rest, ok := strings.CutPrefix(path, "/"+s.expressBucket)
-	if !ok || (rest != "" && !strings.HasPrefix(rest, "/")) {
-		s.violation("%s %s: not a request for %s", r.Method, path, s.expressBucket)
-		writeShimError(w, http.StatusBadRequest, "InvalidRequest", "request is not for the directory bucket")
+	name, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	s.mu.Lock()
+	bucket := s.buckets[name]
+	s.mu.Unlock()
+	if bucket == nil {
+		s.violation("%s %s: not a request for a directory bucket of the shim", r.Method, path)
+		writeShimError(w, http.StatusBadRequest, "InvalidRequest", "request is not for a directory bucket")
 		return
 	}
-	uri := "/" + s.minioBucket + rest
+	uri := "/" + bucket.minio
+	if strings.Contains(strings.TrimPrefix(path, "/"), "/") {
+		uri += "/" + rest
+	}
 	if hasQuery {
 		uri += "?" + query
 	}
@@ -402,8 +636,52 @@ func (s *expressShim) forward(w http.ResponseWriter, r *http.Request) {
 			w.Header()[k] = v
 		}
 	}
+	if op == "ListObjectsV2" && resp.StatusCode == http.StatusOK {
+		page, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			writeShimError(w, http.StatusBadGateway, "InternalError", err.Error())
+			return
+		}
+		page = shuffleListing(page) // same bytes, another order: same length
+		w.WriteHeader(resp.StatusCode)
+		w.Write(page)
+		return
+	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
+}
+
+var (
+	shimContents       = regexp.MustCompile(`(?s)<Contents>.*?</Contents>`)
+	shimCommonPrefixes = regexp.MustCompile(`(?s)<CommonPrefixes>.*?</CommonPrefixes>`)
+)
+
+// shuffleListing puts the keys and common prefixes of a ListObjectsV2 page
+// in random order, each in the places the sorted ones held.
+func shuffleListing(page []byte) []byte {
+	for _, re := range []*regexp.Regexp{shimContents, shimCommonPrefixes} {
+		locs := re.FindAllIndex(page, -1)
+		if len(locs) < 2 {
+			continue
+		}
+		// The elements are adjacent in MinIO's answer; shuffle within the
+		// run they form.
+		start, end := locs[0][0], locs[len(locs)-1][1]
+		elems := make([][]byte, len(locs))
+		for i, l := range locs {
+			elems[i] = slices.Clone(page[l[0]:l[1]])
+		}
+		total := 0
+		for _, e := range elems {
+			total += len(e)
+		}
+		if total != end-start {
+			continue // not adjacent: leave this page as it is
+		}
+		rand.Shuffle(len(elems), func(i, j int) { elems[i], elems[j] = elems[j], elems[i] })
+		page = slices.Concat(page[:start], bytes.Join(elems, nil), page[end:])
+	}
+	return page
 }
 
 func writeShimError(w http.ResponseWriter, status int, code, msg string) {
@@ -439,3 +717,20 @@ func (s *expressShim) counts(m *map[string]int) map[string]int {
 	}
 	return c
 }
+
+// summary is a one-line account of what the shim saw, for test logs.
+func (s *expressShim) summary() string {
+	return fmt.Sprintf("CreateSession %d (sessions issued %d, by mode %v), data requests %d, ExpiredToken %d, InvalidToken %d, late requests %d, ReadOnly refusals %d, 503s %d, violations %d",
+		s.createSessions.Load(), s.sessionsIssued.Load(), s.counts(&s.modes), s.dataRequests.Load(), s.expiredAnswers.Load(),
+		s.invalidAnswers.Load(), s.lateRequests.Load(), s.readOnlyRefusals.Load(), s.unavailable.Load(), s.violations.Load())
+}
+
+// shimFixedExpressCreds is an s3.ExpressCredentialsProvider that returns
+// the same session credentials for any bucket, without CreateSession.
+type shimFixedExpressCreds aws.Credentials
+
+func (c shimFixedExpressCreds) Retrieve(context.Context, string) (aws.Credentials, error) {
+	return aws.Credentials(c), nil
+}
+
+var _ s3.ExpressCredentialsProvider = shimFixedExpressCreds{}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
 // Stats counts what the server and its backends did. All methods are safe
@@ -31,9 +33,11 @@ type Stats struct {
 	RemotePutLatency                 latencyHistogram
 	RemoteSkipped                    atomic.Int64 // requests not sent: circuit breaker open
 	RemoteDenied                     atomic.Int64 // reads refused with 403: misses of those keys
+	BreakerOpenings                  atomic.Int64 // times the circuit breaker opened
 	VerifyFailures                   atomic.Int64 // remote bodies that did not match their output ID
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
+	UploadsTooLarge                  atomic.Int64 // larger than the upload queue or than one S3 upload: never uploaded
 	PrefetchObjects, PrefetchBytes   atomic.Int64 // fetched ahead of the go command
 	PrefetchWhole                    atomic.Int64 // of PrefetchObjects: carried whole by a manifest, no request of their own
 	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
@@ -62,51 +66,15 @@ func (s *Stats) add(m *map[string]int64, kind string) {
 	(*m)[kind]++
 }
 
-// StatsSnapshot is the stats as written by -stats-json.
+// StatsSnapshot is the stats as written by -stats-json: the schema is
+// cachefmt.Stats, which bench/ and chaos/ read.
 type StatsSnapshot struct {
-	Gets        int64            `json:"gets"`
-	Hits        int64            `json:"hits"`
-	Misses      int64            `json:"misses"`
-	HitRate     float64          `json:"hit_rate"`
-	LocalHits   int64            `json:"local_hits"`
-	RemoteHits  int64            `json:"remote_hits"`
-	Puts        int64            `json:"puts"`
-	BytesServed int64            `json:"bytes_served"`
-	BytesStored int64            `json:"bytes_stored"`
-	Errors      map[string]int64 `json:"errors"`
-	GetP50Us    int64            `json:"get_p50_us"`
-	GetP99Us    int64            `json:"get_p99_us"`
-	PutP50Us    int64            `json:"put_p50_us"`
-	PutP99Us    int64            `json:"put_p99_us"`
-
-	Remote             bool             `json:"remote"`
-	RemoteErrors       int64            `json:"remote_errors"`
-	RemoteErrorsByKind map[string]int64 `json:"remote_errors_by_kind"`
-	RemoteSkipped      int64            `json:"remote_skipped"`
-	RemoteDenied       int64            `json:"remote_denied"`
-	VerifyFailures     int64            `json:"verify_failures"`
-	RemoteBytesDown    int64            `json:"remote_bytes_down"`
-	RemoteBytesUp      int64            `json:"remote_bytes_up"`
-	RemoteGetP50Us     int64            `json:"remote_get_p50_us"`
-	RemoteGetP99Us     int64            `json:"remote_get_p99_us"`
-	RemotePutP50Us     int64            `json:"remote_put_p50_us"`
-	RemotePutP99Us     int64            `json:"remote_put_p99_us"`
-	UploadsDone        int64            `json:"uploads_done"`
-	UploadsFailed      int64            `json:"uploads_failed"`
-	UploadsDropped     int64            `json:"uploads_dropped"`
-	UploadsAbandoned   int64            `json:"uploads_abandoned"`
-	PrefetchObjects    int64            `json:"prefetch_objects"`
-	PrefetchBytes      int64            `json:"prefetch_bytes"`
-	PrefetchWhole      int64            `json:"prefetch_whole"`
-	PrefetchMisses     int64            `json:"prefetch_misses"`
-	PrefetchWasted     int64            `json:"prefetch_wasted"`
-	TrimmedEntries     int64            `json:"trimmed_entries"`
-	TrimmedBytes       int64            `json:"trimmed_bytes"`
+	cachefmt.Stats
 }
 
 // Snapshot returns a consistent-enough copy of the counters.
 func (s *Stats) Snapshot() StatsSnapshot {
-	snap := StatsSnapshot{
+	snap := StatsSnapshot{cachefmt.Stats{
 		Gets:               s.Gets.Load(),
 		Hits:               s.Hits.Load(),
 		Misses:             s.Misses.Load(),
@@ -123,6 +91,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		RemoteErrorsByKind: map[string]int64{},
 		RemoteSkipped:      s.RemoteSkipped.Load(),
 		RemoteDenied:       s.RemoteDenied.Load(),
+		BreakerOpenings:    s.BreakerOpenings.Load(),
 		VerifyFailures:     s.VerifyFailures.Load(),
 		RemoteBytesDown:    s.RemoteBytesDown.Load(),
 		RemoteBytesUp:      s.RemoteBytesUp.Load(),
@@ -133,6 +102,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UploadsDone:        s.UploadsDone.Load(),
 		UploadsFailed:      s.UploadsFailed.Load(),
 		UploadsDropped:     s.UploadsDropped.Load(),
+		UploadsTooLarge:    s.UploadsTooLarge.Load(),
 		UploadsAbandoned:   s.UploadsAbandoned.Load(),
 		PrefetchObjects:    s.PrefetchObjects.Load(),
 		PrefetchBytes:      s.PrefetchBytes.Load(),
@@ -141,7 +111,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		PrefetchWasted:     s.PrefetchWasted.Load(),
 		TrimmedEntries:     s.TrimmedEntries.Load(),
 		TrimmedBytes:       s.TrimmedBytes.Load(),
-	}
+	}}
 	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
 		snap.HitRate = float64(snap.Hits) / float64(snap.Gets)
@@ -204,8 +174,8 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
 			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
-			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsAbandoned)},
-			[2]string{"remote errors", fmt.Sprintf("%d (%s); skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.RemoteSkipped, snap.VerifyFailures)},
+			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned)},
+			[2]string{"remote errors", fmt.Sprintf("%d (%s); breaker opened %d times, skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.BreakerOpenings, snap.RemoteSkipped, snap.VerifyFailures)},
 		)
 		if snap.RemoteDenied > 0 {
 			rows = append(rows, [2]string{"reads denied", fmt.Sprintf("%d (403: misses of those keys; see gobuildcache check)", snap.RemoteDenied)})

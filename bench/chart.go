@@ -1,19 +1,14 @@
 package main
 
 import (
+	"encoding/xml"
 	"fmt"
-	"image"
 	"image/color"
-	"image/draw"
-	"image/png"
 	"math"
 	"os"
 	"runtime"
 	"slices"
-
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
+	"strings"
 )
 
 // The chart: one horizontal bar per scenario, its median wall time as a
@@ -38,38 +33,30 @@ var (
 )
 
 const (
-	textScale = 2 // basicfont's 7x13 glyphs, drawn at twice their size
-	charW     = 7 * textScale
-	charH     = 13 * textScale
-	rowH      = 40
-	barH      = 26
-	barsW     = 760
-	margin    = 24
+	charW  = 8.4 // average advance of a 14px monospace glyph
+	charH  = 18
+	rowH   = 32
+	barH   = 20
+	barsW  = 640
+	margin = 16
 )
 
-// drawText draws s with its top-left corner at (x, y), scale times the
-// size of basicfont.Face7x13.
-func drawText(dst *image.RGBA, x, y int, s string, c color.RGBA, scale int) {
-	face := basicfont.Face7x13
-	w := font.MeasureString(face, s).Ceil()
-	if w == 0 {
-		return
-	}
-	small := image.NewAlpha(image.Rect(0, 0, w, 13))
-	d := &font.Drawer{Dst: small, Src: image.Opaque, Face: face, Dot: fixed.P(0, face.Metrics().Ascent.Ceil())}
-	d.DrawString(s)
-	for sy := 0; sy < 13; sy++ {
-		for sx := 0; sx < w; sx++ {
-			if small.AlphaAt(sx, sy).A < 128 {
-				continue
-			}
-			draw.Draw(dst, image.Rect(x+sx*scale, y+sy*scale, x+(sx+1)*scale, y+(sy+1)*scale), image.NewUniform(c), image.Point{}, draw.Src)
-		}
-	}
+// svg accumulates the elements of an SVG image.
+type svg struct{ b strings.Builder }
+
+func hexColour(c color.RGBA) string { return fmt.Sprintf("#%02x%02x%02x", c.R, c.G, c.B) }
+
+// rect adds a filled rectangle.
+func (s *svg) rect(x, y, w, h float64, c color.RGBA) {
+	fmt.Fprintf(&s.b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", x, y, w, h, hexColour(c))
 }
 
-func fillRect(dst *image.RGBA, r image.Rectangle, c color.RGBA) {
-	draw.Draw(dst, r, image.NewUniform(c), image.Point{}, draw.Src)
+// text adds s with its baseline's left end at (x, y), or its right end if
+// anchor is "end", or its middle if "middle".
+func (s *svg) text(x, y float64, str string, c color.RGBA, anchor string) {
+	fmt.Fprintf(&s.b, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" text-anchor=\"%s\">", x, y, hexColour(c), anchor)
+	xml.EscapeText(&s.b, []byte(str))
+	s.b.WriteString("</text>\n")
 }
 
 func fmtRatio(x float64) string {
@@ -83,15 +70,16 @@ func fmtRatio(x float64) string {
 	}
 }
 
-// writeChart draws the ratios of every measured row to path as a PNG.
+// writeChart draws the ratios of every measured row to path as an SVG
+// image (which GitHub shows like a picture, and which needs no font or
+// image package).
 func (b *s3Bench) writeChart(path string) error {
 	base := b.byKey["plain-warm"].median()
 	type bar struct {
-		label, value   string
-		med, lo, hi    float64 // ratios
-		colour         color.RGBA
-		notApplicable  bool
-		notApplicableR string
+		label, value  string
+		med, lo, hi   float64 // ratios
+		colour        color.RGBA
+		notApplicable bool
 	}
 	var bars []bar
 	maxRatio, labelChars := 1.0, 0
@@ -120,28 +108,33 @@ func (b *s3Bench) writeChart(path string) error {
 			break
 		}
 	}
-	labelW := labelChars*charW + 16
+	labelW := float64(labelChars)*charW + 16
 	valueW := 22 * charW
 	width := margin + labelW + barsW + 12 + valueW + margin
-	top := margin + 3*charH + 24
-	height := top + len(bars)*rowH + 2*charH + margin + 8
+	top := float64(margin + 3*charH + 16)
+	height := top + float64(len(bars)*rowH) + 2*charH + margin
 
-	img := image.NewRGBA(image.Rect(0, 0, width, height))
-	fillRect(img, img.Bounds(), white)
-	title := "gobuildcache: wall time as a multiple of the plain warm Go cache"
-	drawText(img, margin, margin, title, black, textScale)
+	var img svg
+	fmt.Fprintf(&img.b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\" font-size=\"14\">\n", width, height, width, height)
+	img.rect(0, 0, width, height, white)
+	img.text(margin, margin+charH-4, "gobuildcache: wall time as a multiple of the plain warm Go cache", black, "start")
 	sub := fmt.Sprintf("median bar, min-max whisker; log scale; lower is better. %s workload, %s, %d CPUs",
 		b.wl.name, goVersionShort(), runtime.NumCPU())
-	drawText(img, margin, margin+charH+6, sub, darkGrey, textScale)
+	img.text(margin, margin+2*charH, sub, darkGrey, "start")
 	sub2 := fmt.Sprintf("plain warm = %.2fs. MinIO on 127.0.0.1 through toxiproxy (RTT as labelled).", base)
-	drawText(img, margin, margin+2*charH+12, sub2, darkGrey, textScale)
+	img.text(margin, margin+3*charH+4, sub2, darkGrey, "start")
 
 	x0 := margin + labelW
-	xOf := func(v float64) int {
+	xOf := func(v float64) float64 {
 		v = math.Min(math.Max(v, lo), hi)
-		return x0 + int(math.Round(float64(barsW)*math.Log(v/lo)/math.Log(hi/lo)))
+		return x0 + barsW*math.Log(v/lo)/math.Log(hi/lo)
 	}
-	axisY := top + len(bars)*rowH
+	axisY := top + float64(len(bars)*rowH)
+	for i := range bars {
+		if i%2 == 1 {
+			img.rect(margin, top+float64(i*rowH), width-2*margin, rowH, color.RGBA{247, 247, 247, 255})
+		}
+	}
 	// Grid lines and tick labels.
 	for _, t := range []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000} {
 		if t < lo || t > hi {
@@ -152,47 +145,32 @@ func (b *s3Bench) writeChart(path string) error {
 		if t == 1 {
 			c = darkGrey
 		}
-		fillRect(img, image.Rect(x, top-4, x+1, axisY), c)
-		fillRect(img, image.Rect(x, axisY, x+1, axisY+6), darkGrey)
-		lbl := fmt.Sprintf("%gx", t)
-		drawText(img, x-len(lbl)*charW/2, axisY+10, lbl, darkGrey, textScale)
+		img.rect(x, top-4, 1, axisY-top+4, c)
+		img.rect(x, axisY, 1, 6, darkGrey)
+		img.text(x, axisY+6+charH, fmt.Sprintf("%gx", t), darkGrey, "middle")
 	}
-	fillRect(img, image.Rect(x0, axisY, x0+barsW+1, axisY+1), darkGrey)
+	img.rect(x0, axisY, barsW+1, 1, darkGrey)
 
 	for i, br := range bars {
-		y := top + i*rowH
-		bg := white
-		if i%2 == 1 {
-			bg = color.RGBA{247, 247, 247, 255}
-			fillRect(img, image.Rect(margin, y, width-margin, y+rowH), bg)
-		}
-		ty := y + (rowH-charH)/2
-		drawText(img, x0-12-len(br.label)*charW, ty, br.label, black, textScale)
+		y := top + float64(i*rowH)
+		ty := y + rowH/2 + 5
+		img.text(x0-12, ty, br.label, black, "end")
 		if br.notApplicable {
-			fillRect(img, image.Rect(x0+2, y+2, x0+16+len(br.value)*charW, y+rowH-2), bg)
-			drawText(img, x0+8, ty, br.value, darkGrey, textScale)
+			img.text(x0+8, ty, br.value, darkGrey, "start")
 			continue
 		}
 		by := y + (rowH-barH)/2
-		fillRect(img, image.Rect(x0, by, max(xOf(br.med), x0+2), by+barH), br.colour)
+		img.rect(x0, by, max(xOf(br.med)-x0, 2), barH, br.colour)
 		// Whisker: min to max.
 		mid := y + rowH/2
 		xl, xh := xOf(br.lo), xOf(br.hi)
 		if xh-xl >= 2 {
-			fillRect(img, image.Rect(xl, mid-1, xh+1, mid+1), black)
-			fillRect(img, image.Rect(xl, mid-6, xl+2, mid+6), black)
-			fillRect(img, image.Rect(xh-1, mid-6, xh+1, mid+6), black)
+			img.rect(xl, mid-1, xh-xl+1, 2, black)
+			img.rect(xl, mid-6, 2, 12, black)
+			img.rect(xh-1, mid-6, 2, 12, black)
 		}
-		drawText(img, max(xOf(br.med), xh)+10, ty, br.value, black, textScale)
+		img.text(max(xOf(br.med), xh)+10, ty, br.value, black, "start")
 	}
-
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	img.b.WriteString("</svg>\n")
+	return os.WriteFile(path, []byte(img.b.String()), 0o644)
 }

@@ -48,7 +48,7 @@ func main() {
 	manyVMs := flag.Int("vms", 8, "with -s3: VMs building at once in the many-VM scenario")
 	manyRTT := flag.Duration("many-rtt", 2*time.Millisecond, "with -s3: round-trip time of the many-VM scenario")
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
-	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.png")
+	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.svg")
 	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()

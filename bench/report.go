@@ -409,7 +409,7 @@ func testsCached(r *row) string {
 }
 
 // report writes the table to stdout and outDir/latest.md, and the chart to
-// outDir/latest.png.
+// outDir/latest.svg.
 func (b *s3Bench) report() error {
 	md := b.markdown()
 	fmt.Print(md)
@@ -420,11 +420,11 @@ func (b *s3Bench) report() error {
 	if err := os.WriteFile(mdPath, []byte(md), 0o644); err != nil {
 		return err
 	}
-	pngPath := filepath.Join(b.set.outDir, "latest.png")
-	if err := b.writeChart(pngPath); err != nil {
+	chartPath := filepath.Join(b.set.outDir, "latest.svg")
+	if err := b.writeChart(chartPath); err != nil {
 		return err
 	}
-	logf("wrote %s and %s", mdPath, pngPath)
+	logf("wrote %s and %s", mdPath, chartPath)
 	return nil
 }
 

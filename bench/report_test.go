@@ -1,9 +1,11 @@
 package main
 
 import (
-	"image/png"
+	"encoding/xml"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,24 +62,23 @@ func TestReport(t *testing.T) {
 			if tc.feat.compression && !strings.Contains(md, "compression zstd") {
 				t.Errorf("report lacks the zstd rows:\n%s", md)
 			}
-			path := filepath.Join(b.set.outDir, "chart.png")
+			path := filepath.Join(b.set.outDir, "chart.svg")
 			if err := b.writeChart(path); err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			var doc struct {
+				XMLName xml.Name
+				Width   float64  `xml:"width,attr"`
+				Texts   []string `xml:"text"`
 			}
-			defer f.Close()
-			img, err := png.Decode(f)
-			if err != nil {
-				t.Fatal(err)
+			if err := xml.Unmarshal(mustRead(t, path), &doc); err != nil {
+				t.Fatalf("chart is not XML: %v", err)
 			}
-			if w := img.Bounds().Dx(); w < 800 {
-				t.Errorf("chart is %d px wide", w)
+			if doc.XMLName.Local != "svg" || doc.Width < 800 || len(doc.Texts) < len(b.rows) {
+				t.Errorf("chart: <%s> %v wide with %d texts for %d rows", doc.XMLName.Local, doc.Width, len(doc.Texts), len(b.rows))
 			}
 			if os.Getenv("BENCH_CHART_OUT") != "" {
-				os.WriteFile(os.Getenv("BENCH_CHART_OUT")+"-"+strings.ReplaceAll(tc.name, " ", "-")+".png", mustRead(t, path), 0o644)
+				os.WriteFile(os.Getenv("BENCH_CHART_OUT")+"-"+strings.ReplaceAll(tc.name, " ", "-")+".svg", mustRead(t, path), 0o644)
 				os.WriteFile(os.Getenv("BENCH_CHART_OUT")+"-"+strings.ReplaceAll(tc.name, " ", "-")+".md", []byte(md), 0o644)
 			}
 		})
@@ -109,4 +110,52 @@ func TestDetectFeaturesRegexps(t *testing.T) {
 	if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" {
 		t.Errorf("detectFeatures = %+v", f)
 	}
+}
+
+// TestChartFromReport redraws the chart of a committed report: with
+// BENCH_CHART_FROM=bench-results/latest.md it writes latest.svg beside it
+// from the table's wall times (median, min, max). It is how a report made
+// before the chart was an SVG got its SVG.
+func TestChartFromReport(t *testing.T) {
+	from := os.Getenv("BENCH_CHART_FROM")
+	if from == "" {
+		t.Skip("BENCH_CHART_FROM not set")
+	}
+	md := string(mustRead(t, from))
+	times := map[string][3]time.Duration{}
+	line := regexp.MustCompile(`(?m)^\| (.+?) \| ([0-9.]+)s \(([0-9.]+)-([0-9.]+)\) \|`)
+	for _, m := range line.FindAllStringSubmatch(md, -1) {
+		var d [3]time.Duration
+		for i, s := range m[2:] {
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d[i] = time.Duration(f * float64(time.Second))
+		}
+		times[m[1]] = d
+	}
+	b := fakeBench(t, features{prefetch: true, prefetchScope: true, compression: true, compressionDefault: "zstd"}, false)
+	b.wl.name = "full"
+	matched := 0
+	for _, r := range b.rows {
+		r.runs = nil
+		d, ok := times[r.label]
+		if !ok {
+			r.na = "not in " + filepath.Base(from)
+			continue
+		}
+		matched++
+		r.na = ""
+		for _, x := range []time.Duration{d[1], d[0], d[2]} { // min, median, max
+			r.runs = append(r.runs, runResult{total: x})
+		}
+	}
+	if matched < len(b.rows)/2 {
+		t.Fatalf("%d of %d rows found in %s", matched, len(b.rows), from)
+	}
+	if err := b.writeChart(filepath.Join(filepath.Dir(from), "latest.svg")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d rows drawn", matched, len(b.rows))
 }

@@ -30,7 +30,7 @@ type s3Settings struct {
 	quick     bool
 	bin       string // absolute path of gobuildcache
 	toxiproxy string // toxiproxy-server binary
-	outDir    string // where latest.md and latest.png go
+	outDir    string // where latest.md and latest.svg go
 	runs      int    // warm scenarios (cheap)
 	coldRuns  int    // cold scenarios (each a full compile)
 	freshRuns int    // fresh-VM and tar-and-restore scenarios

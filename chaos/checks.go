@@ -12,32 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/richardartoul/gobuildcache/internal/cachefmt"
 )
 
-// cacheStats is the part of gobuildcache's -stats-json this suite reads.
-type cacheStats struct {
-	Gets               int64            `json:"gets"`
-	Hits               int64            `json:"hits"`
-	Misses             int64            `json:"misses"`
-	LocalHits          int64            `json:"local_hits"`
-	RemoteHits         int64            `json:"remote_hits"`
-	Puts               int64            `json:"puts"`
-	Errors             map[string]int64 `json:"errors"`
-	Remote             bool             `json:"remote"`
-	RemoteErrors       int64            `json:"remote_errors"`
-	RemoteErrorsByKind map[string]int64 `json:"remote_errors_by_kind"`
-	RemoteSkipped      int64            `json:"remote_skipped"`
-	VerifyFailures     int64            `json:"verify_failures"`
-	RemoteBytesDown    int64            `json:"remote_bytes_down"`
-	UploadsDone        int64            `json:"uploads_done"`
-	UploadsFailed      int64            `json:"uploads_failed"`
-	UploadsDropped     int64            `json:"uploads_dropped"`
-	UploadsAbandoned   int64            `json:"uploads_abandoned"`
-	PrefetchObjects    int64            `json:"prefetch_objects"`
-}
+// cacheStats is gobuildcache's -stats-json.
+type cacheStats = cachefmt.Stats
 
 // readStats reads one -stats-json file.
 func readStats(path string) (cacheStats, error) {
@@ -84,7 +66,7 @@ func counterProblems(st cacheStats) []string {
 // tempPrefix starts the names of gobuildcache's temp files in the fan-out
 // directories: files being written, or left by a writer that was killed,
 // which no get ever returns (trimming removes them once stale).
-const tempPrefix = ".tmp-"
+const tempPrefix = cachefmt.TempPrefix
 
 // entryCheck is the result of walking one local cache directory.
 type entryCheck struct {
@@ -109,7 +91,7 @@ type memoEntry struct {
 // be nil (hash everything).
 func checkCacheDir(dir string, memo bodyMemo) (entryCheck, error) {
 	var c entryCheck
-	v1 := filepath.Join(dir, "v1")
+	v1 := filepath.Join(dir, cachefmt.LayoutVersion)
 	if _, err := os.Stat(v1); os.IsNotExist(err) {
 		return c, nil
 	}
@@ -158,8 +140,9 @@ func checkCacheDir(dir string, memo bodyMemo) (entryCheck, error) {
 		if err != nil {
 			return err
 		}
-		out, size, ok := parseRecord(b)
-		if !ok {
+		rec, err := cachefmt.ParseRecord(b)
+		out, size := hex.EncodeToString(rec.OutputID[:]), rec.Size
+		if err != nil {
 			c.bad = append(c.bad, fmt.Sprintf("%s: malformed record %q", path, b))
 			return nil
 		}
@@ -243,26 +226,6 @@ func isHexID(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil && strings.ToLower(s) == s
-}
-
-// parseRecord parses "<output ID hex> <size> <unix ns>\n".
-func parseRecord(b []byte) (outputID string, size int64, ok bool) {
-	line, found := bytes.CutSuffix(b, []byte("\n"))
-	if !found {
-		return "", 0, false
-	}
-	f := strings.Fields(string(line))
-	if len(f) != 3 || !isHexID(f[0]) {
-		return "", 0, false
-	}
-	size, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || size < 0 {
-		return "", 0, false
-	}
-	if _, err := strconv.ParseInt(f[2], 10, 64); err != nil {
-		return "", 0, false
-	}
-	return f[0], size, true
 }
 
 // readOutputs reads every file of dir by name.

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// attemptLimiter is the S3 client's HTTP client: it bounds how long one
+// attempt of a request waits for the first byte of the answer, counted from
+// when the request has been written, and fails a slower attempt with a
+// timeout that the SDK's retryer retries on a new connection. This is
+// AWS's guidance for latency-sensitive use of S3: a request slower than
+// the remote's usual tail is better retried than waited for.
+//
+// For reads (GET, HEAD) the bound follows the remote: four times the 99th
+// percentile of the last readSamples first-byte latencies, within
+// [attemptFloor, attemptCeiling]; attemptStart until enough reads have been
+// seen. Writes wait attemptCeiling plus a second per writeRate bytes, since
+// the service answers a write only once it holds the whole body.
+type attemptLimiter struct {
+	next aws.HTTPClient
+
+	mu      sync.Mutex
+	samples []time.Duration // ring of recent read latencies
+	pos     int             // where the next sample goes
+	seen    int
+	limit   time.Duration // for reads, recomputed every limitEvery samples
+}
+
+var _ aws.HTTPClient = (*attemptLimiter)(nil)
+
+const (
+	attemptStart   = time.Second            // for reads, before the remote's latency is known
+	attemptFloor   = 250 * time.Millisecond // never less: a busy machine's scheduling hiccup is not an outage
+	attemptCeiling = 2 * time.Second        // AWS: "retry a GET or PUT after 2 seconds"
+	readSamples    = 256
+	minSamples     = 20
+	limitEvery     = 16
+	writeRate      = 16 << 20 // bytes a second a write is allowed at least, on top of the ceiling
+)
+
+func newAttemptLimiter(next aws.HTTPClient) *attemptLimiter {
+	return &attemptLimiter{next: next, samples: make([]time.Duration, 0, readSamples), limit: attemptStart}
+}
+
+// firstByteTimeoutError is an attempt that got no answer within its bound.
+// The first is retried (retryOnce); a retry's is final.
+type firstByteTimeoutError struct {
+	limit time.Duration
+	final bool
+}
+
+func (e *firstByteTimeoutError) Error() string {
+	return fmt.Sprintf("no answer %v after the request was sent", e.limit)
+}
+func (e *firstByteTimeoutError) Timeout() bool   { return true }
+func (e *firstByteTimeoutError) Temporary() bool { return true }
+
+// Do implements aws.HTTPClient.
+func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
+	read := req.Method == http.MethodGet || req.Method == http.MethodHead
+	limit := a.readLimit()
+	if !read {
+		limit = attemptCeiling + time.Duration(max(req.ContentLength, 0)/writeRate)*time.Second
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	// The SDK numbers its attempts in this header ("attempt=2; max=3").
+	retry := !strings.HasPrefix(req.Header.Get("Amz-Sdk-Request"), "attempt=1;")
+	timedOut := &firstByteTimeoutError{limit: limit, final: retry}
+	var (
+		mu      sync.Mutex
+		timer   *time.Timer
+		written time.Time
+	)
+	trace := &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			written = time.Now()
+			timer = time.AfterFunc(limit, func() { cancel(timedOut) })
+		},
+	}
+	resp, err := a.next.Do(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	mu.Lock()
+	stopped := timer == nil || timer.Stop()
+	start := written
+	mu.Unlock()
+	if !stopped || errors.Is(context.Cause(ctx), timedOut) {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		if req.Context().Err() != nil {
+			return nil, req.Context().Err() // the caller gave up first
+		}
+		return nil, timedOut
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	if read && !start.IsZero() {
+		a.observe(time.Since(start))
+	}
+	// The attempt's context lives as long as its body is being read.
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+// retryOnce is a retry.IsErrorRetryable: an attempt that timed out is
+// retried once, not as often as other failures, so that a remote that has
+// stopped answering costs two bounds, not three.
+func retryOnce(err error) aws.Ternary {
+	var t *firstByteTimeoutError
+	if errors.As(err, &t) && t.final {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
+}
+
+// readLimit is the current bound for a read attempt.
+func (a *attemptLimiter) readLimit() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.limit
+}
+
+// observe records a read's first-byte latency.
+func (a *attemptLimiter) observe(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.samples) < readSamples {
+		a.samples = append(a.samples, d)
+	} else {
+		a.samples[a.pos] = d
+		a.pos = (a.pos + 1) % readSamples
+	}
+	a.seen++
+	if len(a.samples) >= minSamples && a.seen%limitEvery == 0 || len(a.samples) == minSamples {
+		s := slices.Clone(a.samples)
+		slices.Sort(s)
+		p99 := s[(len(s)*99)/100]
+		a.limit = min(max(4*p99, attemptFloor), attemptCeiling)
+	}
+}
+
+// cancelOnClose ends an attempt's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// slowFirstServer answers GetObject with body, after first (for the first
+// request only) and bodyDelay (between the headers and the body, always).
+func slowFirstServer(t *testing.T, first, bodyDelay time.Duration, body string) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			select {
+			case <-time.After(first):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(bodyDelay)
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+func testClient(t *testing.T, endpoint string) *s3.Client {
+	t.Helper()
+	c, err := newS3Client(t.Context(), S3Options{Bucket: "b", Endpoint: endpoint, PathStyle: true, Region: "us-east-1", Timeout: 10 * time.Second, Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestAttemptTimeoutRetried: a GET whose answer is slower than the bound
+// is retried, and the retry's answer taken, well before the request's
+// deadline; a slow body after a prompt answer is not cut.
+func TestAttemptTimeoutRetried(t *testing.T) {
+	srv, n := slowFirstServer(t, 5*time.Second, 0, "hello")
+	c := testClient(t, srv.URL)
+	start := time.Now()
+	out, err := c.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	if err != nil {
+		t.Fatalf("GetObject with a stalled first attempt: %v", err)
+	}
+	body, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if d := time.Since(start); string(body) != "hello" || n.Load() != 2 || d > 3*time.Second {
+		t.Errorf("got %q after %v and %d attempts; want the second attempt's answer after about %v", body, d, n.Load(), attemptStart)
+	}
+
+	srv, _ = slowFirstServer(t, 0, attemptStart+500*time.Millisecond, "slow body")
+	c = testClient(t, srv.URL)
+	out, err = c.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil || string(body) != "slow body" {
+		t.Errorf("a body slower than the attempt bound: %q, %v", body, err)
+	}
+}
+
+// TestAttemptLimitAdapts: the bound for reads follows the remote's
+// latency tail, within its floor and ceiling.
+func TestAttemptLimitAdapts(t *testing.T) {
+	a := newAttemptLimiter(nil)
+	if a.readLimit() != attemptStart {
+		t.Fatalf("initial bound %v", a.readLimit())
+	}
+	for range 100 {
+		a.observe(2 * time.Millisecond)
+	}
+	if a.readLimit() != attemptFloor {
+		t.Errorf("after fast reads: %v, want the floor %v", a.readLimit(), attemptFloor)
+	}
+	for range 300 {
+		a.observe(150 * time.Millisecond)
+	}
+	if got := a.readLimit(); got != 600*time.Millisecond {
+		t.Errorf("after 150ms reads: %v, want 4 x p99 = 600ms", got)
+	}
+	for range 300 {
+		a.observe(3 * time.Second)
+	}
+	if a.readLimit() != attemptCeiling {
+		t.Errorf("after slow reads: %v, want the ceiling %v", a.readLimit(), attemptCeiling)
+	}
+}
+
+// TestAttemptTimeoutCallerFirst: when the caller's own deadline ends first,
+// that is the error, not an attempt timeout.
+func TestAttemptTimeoutCallerFirst(t *testing.T) {
+	srv, _ := slowFirstServer(t, 5*time.Second, 0, "x")
+	c := testClient(t, srv.URL)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Errorf("GetObject past the caller's deadline: %v", err)
+	}
+}
+
+// TestAttemptTimeoutOnce: a remote that does not answer costs two attempt
+// bounds, not three.
+func TestAttemptTimeoutOnce(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(srv.Close)
+	c := testClient(t, srv.URL)
+	start := time.Now()
+	_, err := c.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	d := time.Since(start)
+	var te *firstByteTimeoutError
+	if !errors.As(err, &te) || d < 2*attemptStart || d > 2*attemptStart+time.Second {
+		t.Errorf("GetObject from a black hole: %v after %v; want a timeout after two attempts of %v", err, d, attemptStart)
+	}
+	if kind := classifyS3Error(err, false).String(); kind != "timeout" {
+		t.Errorf("classified %q", kind)
+	}
+}
+
+// TestGetBodyStall: a get whose body stops coming fails as a timeout within
+// seconds, not at the end of the request's deadline.
+func TestGetBodyStall(t *testing.T) {
+	body := strings.Repeat("x", 1000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Length", fmt.Sprint(len(body)))
+		h.Set("x-amz-meta-"+metaOutputID, fmt.Sprintf("%x", outputID(body)))
+		h.Set("x-amz-meta-"+metaSize, fmt.Sprint(len(body)))
+		h.Set("x-amz-meta-"+metaTime, "1")
+		h.Set("x-amz-meta-"+metaEncoding, "identity")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, body[:100])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 30 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = b.Get(t.Context(), ActionID(actionID("stall")))
+	if d := time.Since(start); errKind(err) != KindTimeout || d > attemptCeiling+2*time.Second {
+		t.Errorf("Get of a stalled body: %v (kind %v) after %v; want a timeout after about %v", err, errKind(err), d, attemptCeiling)
+	}
+}
+
+// TestS3PutTooLarge: a body larger than one PutObject takes is refused
+// before anything is sent, as KindTooLarge.
+func TestS3PutTooLarge(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	t.Cleanup(srv.Close)
+	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.maxPut = 10
+	body := "more than ten bytes"
+	_, err = b.Put(t.Context(), actionID("big"), outputID(body), int64(len(body)), strings.NewReader(body))
+	if errKind(err) != KindTooLarge || requests.Load() != 0 {
+		t.Errorf("Put over the limit: %v (kind %v), %d requests sent", err, errKind(err), requests.Load())
+	}
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The tests here run the cache through the strict shim (expressShim): S3
+// Express One Zone as the service behaves, with sessions of a few seconds.
+
+const shimBaseKey, shimBaseSecret = "BASEKEY", "BASESECRET"
+
+// shimBaseEnv is the environment that gives gobuildcache the shim's base
+// credentials (only the shim knows them).
+func shimBaseEnv(k string) string {
+	switch k {
+	case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
+		return shimBaseKey
+	case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
+		return shimBaseSecret
+	}
+	return ""
+}
+
+// strictShim starts a shim with one directory bucket, or skips.
+func strictShim(t *testing.T) (*expressShim, s3Target, string) {
+	t.Helper()
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs the local MinIO (scripts/minio.sh) and its root credentials behind the S3 Express shim")
+	}
+	express := "gbc" + randomHex(5) + "--use1-az4--x-s3"
+	return startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret), tg, express
+}
+
+// newShimBackend is an S3 backend on a directory bucket of the shim.
+func newShimBackend(t *testing.T, shim *expressShim, bucket string, timeout time.Duration) *S3Backend {
+	t.Helper()
+	b, err := NewS3Backend(context.Background(), S3Options{
+		Bucket:      bucket,
+		Prefix:      "gobuildcache/" + randomHex(6) + "/",
+		Endpoint:    shim.URL(),
+		PathStyle:   true,
+		Region:      shimRegion,
+		Timeout:     timeout,
+		TempDir:     t.TempDir(),
+		Parallelism: 16,
+		Getenv:      shimBaseEnv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	return b
+}
+
+// TestS3ExpressSessionExpiry: requests go on through several session
+// lifetimes (three-second sessions), and through every session being
+// refused before its time, without one failing.
+func TestS3ExpressSessionExpiry(t *testing.T) {
+	shim, _, express := strictShim(t)
+	shim.setSessionLife(3 * time.Second)
+	b := newShimBackend(t, shim, express, 30*time.Second)
+
+	ctx := t.Context()
+	const workers, run = 8, 10 * time.Second
+	deadline := time.Now().Add(run)
+	var ops atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) < 5 {
+			failures = append(failures, fmt.Sprintf("%v (kind %s)", err, errKind(err)))
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				body := fmt.Sprintf("body %d of worker %d", i, w)
+				id := actionID(fmt.Sprint("expiry", w, "-", i))
+				if _, err := b.Put(ctx, id, outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+					fail(err)
+					continue
+				}
+				if _, err := b.Get(ctx, id); err != nil {
+					fail(err)
+				}
+				if _, err := b.Get(ctx, actionID(fmt.Sprint("missing", w, "-", i))); !errors.Is(err, ErrNotFound) {
+					fail(err)
+				}
+				ops.Add(3)
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	// Halfway, every session is refused as expired: the requests signed
+	// with them must get new ones and go on.
+	time.Sleep(run / 2)
+	shim.expireSessions()
+	wg.Wait()
+
+	t.Logf("%d requests in %v; shim: %s", ops.Load(), run, shim.summary())
+	if len(failures) > 0 {
+		t.Errorf("requests failed:\n%s", strings.Join(failures, "\n"))
+	}
+	if n := shim.sessionsIssued.Load(); n < 4 {
+		t.Errorf("%d sessions issued in %v of three-second sessions: want at least 4", n, run)
+	}
+	if n, issued := shim.createSessions.Load(), shim.sessionsIssued.Load(); n != issued {
+		t.Errorf("%d CreateSession calls for %d sessions", n, issued)
+	}
+	if shim.expiredAnswers.Load() == 0 {
+		t.Error("no request was refused for an expired session: the test did not test that")
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d violations:\n%s", v, strings.Join(shim.problemList(), "\n"))
+	}
+}
+
+// TestS3ExpressCreateSessionErrors: a refused, missing or slow
+// CreateSession fails the request with an error of its true kind, so that
+// the breaker and check treat it as what it is.
+func TestS3ExpressCreateSessionErrors(t *testing.T) {
+	shim, _, express := strictShim(t)
+	for _, c := range []struct {
+		name     string
+		bucket   string
+		delay    time.Duration
+		status   int
+		wantKind string
+	}{
+		{"refused", express, 0, 403, "auth"},
+		{"no bucket", "gbcmissing--use1-az4--x-s3", 0, 0, "no_bucket"},
+		{"slow", express, 3 * time.Second, 0, "timeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			shim.setSessionFaults(c.delay, c.status)
+			defer shim.setSessionFaults(0, 0)
+			b := newShimBackend(t, shim, c.bucket, time.Second)
+			_, err := b.Get(t.Context(), actionID("x"))
+			var se *expressSessionError
+			if kind := errKind(err); kind.String() != c.wantKind || !errors.As(err, &se) {
+				t.Errorf("Get: %v\nkind %q, want %q from a typed CreateSession error", err, kind, c.wantKind)
+			}
+		})
+	}
+}
+
+// TestS3ExpressGoBuild is the promise on S3 Express One Zone: go commands
+// that each last several (three-second) sessions, while every live session
+// is refused as expired every four seconds, build green; the breaker never
+// opens, no remote request fails, and a fresh VM gets remote hits.
+func TestS3ExpressGoBuild(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	shim, _, express := strictShim(t)
+	shim.setSessionLife(3 * time.Second)
+	args := []string{"-backend=s3", "-s3-bucket=" + express, "-s3-prefix=gobuildcache/" + randomHex(6) + "/",
+		"-s3-endpoint=" + shim.URL(), "-s3-path-style", "-s3-region=" + shimRegion, "-prefetch-scope=ci/express"}
+	env := []string{"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + shimBaseKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + shimBaseSecret}
+
+	stop := make(chan struct{})
+	var expirer sync.WaitGroup
+	expirer.Add(1)
+	go func() {
+		defer expirer.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(4 * time.Second):
+				shim.expireSessions()
+			}
+		}
+	}()
+	start := time.Now()
+	runs := map[string]goRun{}
+	for _, vm := range []string{"vmA", "vmB"} {
+		r, err := buildAndTestEnv(t, mod, t.TempDir(), vm, env, args...)
+		if err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+		runs[vm] = r
+	}
+	close(stop)
+	expirer.Wait()
+	elapsed := time.Since(start)
+
+	var remoteHits int64
+	for _, vm := range []string{"vmA", "vmB"} {
+		r := runs[vm]
+		for name, s := range map[string]StatsSnapshot{"go build": r.buildStats(t), "go test": r.stats} {
+			var text bytes.Buffer
+			s.WriteText(&text)
+			t.Logf("%s, %s:\n%s", vm, name, text.String())
+			if s.RemoteErrors != 0 || s.RemoteSkipped != 0 || s.VerifyFailures != 0 || s.UploadsFailed != 0 || s.UploadsDropped != 0 {
+				t.Errorf("%s %s: remote errors %d %v, skipped %d, verify failures %d, uploads failed %d dropped %d",
+					vm, name, s.RemoteErrors, s.RemoteErrorsByKind, s.RemoteSkipped, s.VerifyFailures, s.UploadsFailed, s.UploadsDropped)
+			}
+			if vm == "vmB" {
+				remoteHits += s.RemoteHits + s.PrefetchObjects
+			}
+		}
+		if !bytes.Equal(r.binary, ref.binary) {
+			t.Errorf("%s built another binary than the plain Go cache", vm)
+		}
+		for _, out := range []string{r.buildOut, r.testOut} {
+			if strings.Contains(out, "gobuildcache") {
+				t.Errorf("%s: gobuildcache wrote to the build log:\n%s", vm, out)
+			}
+		}
+	}
+	t.Logf("S3 Express go build: %v for two VMs, VM B remote and prefetched hits %d; shim: %s", elapsed.Round(time.Second), remoteHits, shim.summary())
+	if remoteHits == 0 {
+		t.Error("VM B had no remote hits")
+	}
+	if n := shim.sessionsIssued.Load(); float64(n) < elapsed.Seconds()/3 {
+		t.Errorf("%d sessions issued in %v of three-second sessions", n, elapsed.Round(time.Second))
+	}
+	if shim.expiredAnswers.Load() == 0 {
+		t.Error("no request met an expired session: the test did not test that")
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d violations:\n%s", v, strings.Join(shim.problemList(), "\n"))
+	}
+}
+
+// TestS3ExpressRegionFromZone: with no region set, a directory bucket's
+// requests are signed for the region of its zone.
+func TestS3ExpressRegionFromZone(t *testing.T) {
+	shim, _, _ := strictShim(t)
+	bucket := "gbc" + randomHex(5) + "--usw2-az1--x-s3"
+	shim.addBucket(t, bucket, modeReadWrite, modeReadOnly)
+	shim.setBucketRegion(bucket, "us-west-2")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: bucket, Prefix: "gobuildcache/", Endpoint: shim.URL(), PathStyle: true,
+		Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	body := "in us-west-2"
+	if _, err := b.Put(t.Context(), actionID("west"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatalf("put: %v\nshim: %s", err, strings.Join(shim.problemList(), "\n"))
+	}
+	if _, err := b.Get(t.Context(), actionID("west")); err != nil {
+		t.Fatal(err)
+	}
+}
