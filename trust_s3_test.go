@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -579,5 +580,159 @@ func TestS3ReadLocations(t *testing.T) {
 	}
 	if d := diffState(mainBefore, objectState(t, f.root, f.tg.Bucket, "root/main/")); len(d) != 0 {
 		t.Errorf("clear changed a read location: %v", d)
+	}
+}
+
+// TestS3ExpressTrustedBucket is the README's S3 Express layout through the
+// SDK's session code and the strict shim: a trusted directory bucket on
+// which the pull request's credentials may create ReadOnly sessions only,
+// and a second directory bucket they write. The PR's server reads the
+// trusted bucket's entries and manifests with ReadOnly sessions (it asks
+// for them: even where the policy would allow ReadWrite, it gets none),
+// writes its own bucket, and one session per bucket serves all requests; a
+// write to the trusted bucket with its credentials is refused; check says
+// "as expected", and DANGER once the policy lets the credentials write.
+func TestS3ExpressTrustedBucket(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs the local MinIO and its root credentials behind the S3 Express shim")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	const baseKey, baseSecret = "BASEKEY", "BASESECRET"
+	prBucket := "pr" + randomHex(4) + "--use1-az4--x-s3"
+	mainBucket := "main" + randomHex(4) + "--use1-az4--x-s3"
+	shim := startExpressShim(t, tg, prBucket, baseKey, baseSecret)
+	shim.addBucket(t, mainBucket, modeReadOnly)
+	setModes := func(modes ...string) {
+		shim.mu.Lock()
+		shim.buckets[mainBucket].modes = modes
+		shim.mu.Unlock()
+	}
+	// sessions counts the sessions issued, by bucket and mode.
+	sessions := func() map[string]int {
+		shim.mu.Lock()
+		defer shim.mu.Unlock()
+		n := map[string]int{}
+		for _, s := range shim.sessions {
+			n[strings.SplitN(s.bucket, "--", 2)[0][:2]+" "+s.mode]++
+		}
+		return n
+	}
+
+	// Main's entries and a manifest, written as main's job would (here
+	// straight into the MinIO bucket behind the trusted bucket).
+	mainTarget := tg
+	mainTarget.Bucket, mainTarget.Prefix = shim.minioBucket(mainBucket), "gobuildcache/main/"
+	mainB := newTestS3(t, mainTarget)
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	for _, k := range keys {
+		body := "main's body of " + k
+		if _, err := mainB.Put(ctx, actionID(k), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mainB.PutManifest(ctx, "scope", []byte("main's manifest")); err != nil {
+		t.Fatal(err)
+	}
+	mainBefore := objectState(t, rawClient(t, mainTarget), mainTarget.Bucket, "")
+
+	getenv := func(k string) string {
+		switch k {
+		case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
+			return baseKey
+		case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
+			return baseSecret
+		}
+		return ""
+	}
+	cfg := &Config{
+		Backend: "s3", S3Bucket: prBucket, S3Prefix: "gobuildcache/pr/7/",
+		S3ReadFrom: s3Locations{{bucket: mainBucket, prefix: "gobuildcache/main/"}},
+		S3Endpoint: shim.URL(), S3PathStyle: true, S3Region: "us-east-1", S3Timeout: 30 * time.Second, UploadWorkers: 16,
+	}
+	pr, err := newS3FromConfig(ctx, cfg, t.TempDir(), nil, quietLog, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close(ctx)
+
+	// Even where the policy would allow ReadWrite, the trusted bucket is
+	// read with ReadOnly sessions.
+	setModes(modeReadWrite, modeReadOnly)
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Add(1)
+		go func() { // at once: one session per bucket serves them all
+			defer wg.Done()
+			e, err := pr.Get(ctx, actionID(k))
+			if err != nil {
+				t.Errorf("get %s from the trusted bucket: %v", k, err)
+				return
+			}
+			if got, _ := os.ReadFile(e.DiskPath); string(got) != "main's body of "+k {
+				t.Errorf("get %s: %q", k, got)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := pr.Put(ctx, actionID("pr"), outputID("pr's body"), 9, strings.NewReader("pr's body")); err != nil {
+		t.Fatalf("put to the PR's own bucket: %v", err)
+	}
+	infos, err := pr.ListManifests(ctx, "scope", 4)
+	if err != nil || len(infos) != 1 || !infos[0].readOnly {
+		t.Fatalf("manifests: %+v, %v; want main's", infos, err)
+	}
+	if data, err := pr.GetManifest(ctx, infos[0].name); err != nil || string(data) != "main's manifest" {
+		t.Fatalf("main's manifest: %q, %v", data, err)
+	}
+	got := sessions()
+	t.Logf("sessions by bucket and mode: %v; shim: %s", got, shim.summary())
+	if got["ma ReadOnly"] != 1 || got["ma ReadWrite"] != 0 || got["pr ReadWrite"] != 1 {
+		t.Errorf("sessions %v: want one ReadOnly session for the trusted bucket, none ReadWrite, and one ReadWrite for the PR's", got)
+	}
+
+	// The policy of the README: ReadOnly sessions only on the trusted
+	// bucket. A write there with the PR's credentials is refused.
+	setModes(modeReadOnly)
+	lc := *cfg
+	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom = mainBucket, "gobuildcache/main/", nil
+	hostile, err := newS3FromConfig(ctx, &lc, t.TempDir(), nil, quietLog, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostile.Close(ctx)
+	evil := "planted by a pull request"
+	_, err = hostile.Put(ctx, actionID("a"), outputID(evil), int64(len(evil)), strings.NewReader(evil))
+	if errKind(err) != KindWriteRefused {
+		t.Errorf("a write to the trusted bucket with the PR's credentials: %v, want it refused", err)
+	}
+	t.Logf("hostile write to the trusted directory bucket: %v", err)
+	if d := diffState(mainBefore, objectState(t, rawClient(t, mainTarget), mainTarget.Bucket, "")); len(d) != 0 {
+		t.Errorf("the trusted bucket changed: %v", d)
+	}
+
+	// check: as expected; then, with a policy that lets these credentials
+	// write the trusted bucket, DANGER.
+	args := []string{"check", "-backend=s3", "-s3-bucket=" + prBucket, "-s3-prefix=gobuildcache/pr/7/",
+		"-s3-read-from=s3://" + mainBucket + "/gobuildcache/main/", "-s3-endpoint=" + shim.URL(), "-s3-path-style", "-s3-region=us-east-1"}
+	env := append(os.Environ(), "GOBUILDCACHE_AWS_ACCESS_KEY_ID="+baseKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY="+baseSecret)
+	check := exec.CommandContext(ctx, gobuildcacheBinary(t), args...)
+	check.Env = env
+	out, err := check.CombinedOutput()
+	t.Logf("check, ReadOnly sessions only on the trusted bucket:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "as expected") {
+		t.Errorf("check: %v", err)
+	}
+	setModes(modeReadWrite, modeReadOnly)
+	check = exec.CommandContext(ctx, gobuildcacheBinary(t), args...)
+	check.Env = env
+	out, err = check.CombinedOutput()
+	t.Logf("check, ReadWrite sessions allowed on the trusted bucket:\n%s", out)
+	if err == nil || !strings.Contains(string(out), "DANGER: these credentials can write s3://"+mainBucket+"/gobuildcache/main/") {
+		t.Errorf("check of a trusted bucket these credentials can write: %v", err)
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d requests broke the shim's rules: %v", v, shim.problemList())
 	}
 }
