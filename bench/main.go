@@ -50,6 +50,7 @@ func main() {
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
 	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.svg")
 	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
+	prOnly := flag.Bool("pr-only", false, "with -s3: only what the fresh-PR-VM target needs (one cold S3 fill, then fresh VMs at 2 ms on their own warm location and PR VMs reading it), interleaved")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -66,7 +67,7 @@ func main() {
 	}
 	if *s3Mode {
 		set := s3Settings{
-			quick: *quick, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
+			quick: *quick, prOnly: *prOnly, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
 			runs: 7, coldRuns: 3, freshRuns: 3, manyRuns: 2, manyVMs: *manyVMs, manyRTT: *manyRTT,
 			compareCompression: true,
 		}

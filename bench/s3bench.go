@@ -28,6 +28,7 @@ import (
 // s3Settings are the knobs of one S3 benchmark run.
 type s3Settings struct {
 	quick     bool
+	prOnly    bool   // only the rows of the fresh-PR-VM target
 	bin       string // absolute path of gobuildcache
 	toxiproxy string // toxiproxy-server binary
 	outDir    string // where latest.md and latest.svg go
@@ -176,7 +177,11 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	logf("gobuildcache %s: prefetch %v, compression %v; MinIO %s behind toxiproxy %s; %d timed runs planned",
 		set.bin, b.feat.prefetch, b.feat.compression, endpoint, b.proxyURL, b.planned)
 
-	for _, phase := range []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase} {
+	phases := []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase}
+	if set.prOnly {
+		phases = []func() error{b.coldPhase, b.freshPhase}
+	}
+	for _, phase := range phases {
 		if err := phase(); err != nil {
 			return err
 		}
@@ -360,6 +365,20 @@ func (b *s3Bench) defineRows() {
 	b.add(&row{key: "many",
 		label: fmt.Sprintf("%d fresh VMs at once, one warm bucket, RTT %s%s (time until the last is done)", s.manyVMs, rttName(s.manyRTT), pf),
 		short: fmt.Sprintf("%d fresh VMs at once, %s", s.manyVMs, rttName(s.manyRTT)), group: "many"}, s.manyRuns)
+	if s.prOnly {
+		keep := map[string]bool{"s3-cold-" + b.compressions()[0]: true, freshKey(prRTT, true, b.compressions()[0]): true, prKey: true}
+		b.planned = 0
+		for _, r := range b.rows {
+			switch {
+			case !keep[r.key] && r.na == "":
+				r.na = "skipped by -pr-only"
+			case r.key == "s3-cold-"+b.compressions()[0]:
+				b.planned++
+			case r.na == "":
+				b.planned += s.freshRuns
+			}
+		}
+	}
 }
 
 // ---------------------------------------------------------------- machines
@@ -494,24 +513,31 @@ func (b *s3Bench) coldPhase() error {
 	if err := b.tox.setRTT(0); err != nil {
 		return err
 	}
-	for i := 0; i < b.set.coldRuns; i++ {
-		last := i == b.set.coldRuns-1
+	coldRuns := b.set.coldRuns
+	if b.set.prOnly {
+		coldRuns = 1 // the fill of the warm location
+	}
+	for i := 0; i < coldRuns; i++ {
+		last := i == coldRuns-1
 		dir, err := b.newDir("plain-cold")
 		if err != nil {
 			return err
 		}
-		r, err := b.run(plainVM(dir))
-		if err != nil {
-			return fmt.Errorf("plain cold: %v", err)
+		var r runResult
+		if b.byKey["plain-cold"].na == "" {
+			r, err = b.run(plainVM(dir))
+			if err != nil {
+				return fmt.Errorf("plain cold: %v", err)
+			}
+			b.record("plain-cold", r)
 		}
-		b.record("plain-cold", r)
 		if last {
 			b.plainWarm = filepath.Join(dir, "gocache")
 		} else {
 			b.discard(dir)
 		}
 
-		if !b.set.quick {
+		if !b.set.quick && b.byKey["disk-cold"].na == "" {
 			if dir, err = b.newDir("disk-cold"); err != nil {
 				return err
 			}
@@ -636,6 +662,9 @@ func (b *s3Bench) freshPhase() error {
 			}
 		}
 		for _, rtt := range b.tarRTTs() {
+			if b.byKey[fmt.Sprintf("tar-%d", rtt.Milliseconds())].na != "" {
+				continue
+			}
 			if err := b.tox.setRTT(rtt); err != nil {
 				return err
 			}
