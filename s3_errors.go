@@ -37,16 +37,27 @@ func classifyS3Error(err error, write bool) ErrKind {
 	if refusedSessionToken(err) != "" {
 		return KindSession // refused even after a retry with a new session
 	}
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return KindNotFound
-	}
 	// Not allowed: for a write, writing is refused; for a read, that key
 	// may not be read. Either way the credentials work.
 	denied := KindDenied
 	if write {
 		denied = KindWriteRefused
+	}
+	var se *expressSessionError
+	if errors.As(err, &se) {
+		// A refused CreateSession refuses reads and writes alike: the
+		// credentials are no good for that bucket (KindAuth), unless it
+		// was a ReadOnly session for a bucket this client only reads
+		// (a read location): then reads of it are denied, each a miss.
+		denied = KindAuth
+		if se.ReadOnly {
+			denied = KindDenied
+		}
+	}
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	if errors.As(err, &nsk) || errors.As(err, &nf) {
+		return KindNotFound
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {

@@ -91,7 +91,11 @@ const (
 // expressSessionError is a failed CreateSession.
 type expressSessionError struct {
 	Bucket string
-	Err    error
+	// ReadOnly: a ReadOnly session was asked for, for a bucket this client
+	// only reads; its refusal means reads of it are denied, not that the
+	// credentials are no good.
+	ReadOnly bool
+	Err      error
 }
 
 func (e *expressSessionError) Error() string {
@@ -167,7 +171,7 @@ func (p *expressSessions) Retrieve(ctx context.Context, bucket string) (aws.Cred
 	case <-a.done:
 		return a.creds, a.err
 	case <-ctx.Done():
-		return aws.Credentials{}, &expressSessionError{Bucket: bucket, Err: fmt.Errorf("gave up waiting: %w", ctx.Err())}
+		return aws.Credentials{}, &expressSessionError{Bucket: bucket, ReadOnly: p.readOnly[bucket], Err: fmt.Errorf("gave up waiting: %w", ctx.Err())}
 	}
 }
 
@@ -193,7 +197,7 @@ func (p *expressSessions) start(bucket string, s *expressSession) {
 		defer p.mu.Unlock()
 		s.pending = nil
 		if err != nil {
-			a.err = &expressSessionError{Bucket: bucket, Err: err}
+			a.err = &expressSessionError{Bucket: bucket, ReadOnly: mode == types.SessionModeReadOnly, Err: err}
 			// A refresh that failed while the session still serves: try
 			// again halfway to the end of its use, not on every request.
 			if now.Before(s.useTill) {

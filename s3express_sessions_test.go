@@ -172,7 +172,7 @@ func TestExpressSessionsLifetime(t *testing.T) {
 			f.advance(life - margin)
 			_, err = p.Retrieve(t.Context(), bucket)
 			var se *expressSessionError
-			if !errors.As(err, &se) || classifyS3Error(err, false) != KindDenied {
+			if !errors.As(err, &se) || classifyS3Error(err, false) != KindAuth {
 				t.Fatalf("session in its last %v handed out, or error untyped: %v (kind %s)", margin, err, classifyS3Error(err, false))
 			}
 		})
@@ -277,5 +277,21 @@ func TestClientRegion(t *testing.T) {
 	}
 	if r := c.Options().Region; r != "us-west-2" {
 		t.Errorf("client for a usw2 directory bucket with AWS_REGION=us-east-1 signs for %s", r)
+	}
+}
+
+// TestExpressSessionRefusalKinds: a refused session for a bucket the client
+// writes means the credentials are no good there (auth, the breaker's
+// business); a refused ReadOnly session, for a bucket it only reads (a read
+// location), is a denied read: that key's miss.
+func TestExpressSessionRefusalKinds(t *testing.T) {
+	denied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
+	p := newExpressSessions(5*time.Second, "ro--usw2-az1--x-s3")
+	p.create = func(context.Context, string, types.SessionMode) (aws.Credentials, error) { return aws.Credentials{}, denied }
+	for bucket, want := range map[string]ErrKind{"rw--usw2-az1--x-s3": KindAuth, "ro--usw2-az1--x-s3": KindDenied} {
+		_, err := p.Retrieve(t.Context(), bucket)
+		if got := classifyS3Error(err, false); got != want {
+			t.Errorf("refused session for %s: kind %v, want %v (%v)", bucket, got, want, err)
+		}
 	}
 }
