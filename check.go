@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -43,6 +44,13 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	fmt.Fprintf(out, "bucket:      s3://%s/%s (region %s, endpoint %s, path style %v)\n", cfg.S3Bucket, cfg.S3Prefix, o.Region, where, o.UsePathStyle)
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")
+		if zone, region := bucketZone(cfg.S3Bucket); region != "" && cfg.S3Region != "" && cfg.S3Region != region {
+			if o.BaseEndpoint == nil {
+				fmt.Fprintf(out, "note:        the bucket's zone %s is in %s, so requests go there; the configured region %s is not used\n", zone, region, cfg.S3Region)
+			} else {
+				fmt.Fprintf(out, "warning:     the bucket's zone %s is in %s, but requests are signed for the configured region %s (custom endpoint)\n", zone, region, cfg.S3Region)
+			}
+		}
 	}
 
 	var detail string // printed after a step's result
@@ -68,7 +76,16 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	}); err != nil {
 		return err
 	}
-	if _, err := step("bucket", func(ctx context.Context) error {
+	if sessions, ok := o.ExpressCredentials.(*expressSessions); ok && isDirectoryBucket(cfg.S3Bucket) {
+		// A directory bucket's access is its CreateSession.
+		if _, err := step("session", func(ctx context.Context) error {
+			creds, err := sessions.Retrieve(ctx, cfg.S3Bucket)
+			detail = fmt.Sprintf(", valid until %s", creds.Expires.Local().Format(time.TimeOnly))
+			return err
+		}); err != nil {
+			return err
+		}
+	} else if _, err := step("bucket", func(ctx context.Context) error {
 		_, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &cfg.S3Bucket})
 		return err
 	}); err != nil {
@@ -132,6 +149,21 @@ func hint(step string, err error) string {
 	var re *smithyhttp.ResponseError
 	if step == "bucket" && errors.As(err, &re) && re.HTTPStatusCode() == 404 {
 		return " (no such bucket: check -s3-bucket and -s3-region)"
+	}
+	var se *expressSessionError
+	if errors.As(err, &se) {
+		zone, region := bucketZone(se.Bucket)
+		switch classifyS3Error(err, false) {
+		case KindAuth:
+			return fmt.Sprintf(" (CreateSession refused: the credentials need s3express:CreateSession on arn:aws:s3express:%s:ACCOUNT:bucket/%s)", cmp.Or(region, "REGION"), se.Bucket)
+		case KindNoBucket:
+			return " (no such directory bucket: check -s3-bucket)"
+		case KindRefused, KindDNS, KindTimeout, KindNetwork:
+			if region != "" {
+				return fmt.Sprintf(" (CreateSession got no answer: the bucket's zone %s is in %s; check -s3-region, -s3-endpoint and the network)", zone, region)
+			}
+			return " (CreateSession got no answer: check -s3-region, -s3-endpoint and the network)"
+		}
 	}
 	switch classifyS3Error(err, false) {
 	case KindCredentials:

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,4 +264,75 @@ func TestS3ExpressRegionFromZone(t *testing.T) {
 	if _, err := b.Get(t.Context(), actionID("west")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestS3ExpressReadOnlyBucket: the layout of issue 13 on S3 Express, where
+// IAM cannot restrict a directory bucket by prefix, only a session's mode:
+// a trusted bucket whose policy grants these credentials ReadOnly sessions
+// only is read with ReadOnly sessions, a second bucket is written, and a
+// write to the trusted one is refused as a write, not as a broken remote.
+func TestS3ExpressReadOnlyBucket(t *testing.T) {
+	shim, _, own := strictShim(t)
+	trusted := "gbc" + randomHex(5) + "--use1-az4--x-s3"
+	shim.addBucket(t, trusted, modeReadWrite, modeReadOnly)
+	open := func(bucket string, readOnly ...string) *S3Backend {
+		b, err := NewS3Backend(t.Context(), S3Options{Bucket: bucket, Prefix: "gobuildcache/main/", Endpoint: shim.URL(), PathStyle: true,
+			Region: shimRegion, Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv, ReadOnlyBuckets: readOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close(context.Background()) })
+		return b
+	}
+	// main fills the trusted bucket; then its policy allows only ReadOnly
+	// sessions to these credentials (those of a pull request).
+	putString(t, open(trusted), "main-entry", "built by main")
+	shim.setBucketModes(trusted, modeReadOnly)
+
+	pr := open(trusted, trusted)
+	if e, err := pr.Get(t.Context(), actionID("main-entry")); err != nil || e.Size != int64(len("built by main")) {
+		t.Fatalf("read of the trusted bucket with a ReadOnly session: %+v, %v", e, err)
+	}
+	body := "planted"
+	_, err := pr.Put(t.Context(), actionID("main-entry"), outputID(body), int64(len(body)), strings.NewReader(body))
+	if errKind(err) != KindWriteRefused || shim.readOnlyRefusals.Load() != 1 {
+		t.Errorf("write to the trusted bucket: %v (kind %v), %d refusals; want a refused write", err, errKind(err), shim.readOnlyRefusals.Load())
+	}
+	putString(t, open(own), "pr-entry", "built by the pull request")
+
+	modes := shim.counts(&shim.modes)
+	t.Logf("shim: %s", shim.summary())
+	if modes[modeReadOnly] != 1 || modes[modeReadWrite] != 2 {
+		t.Errorf("sessions by mode %v: want one ReadOnly (the pull request's on the trusted bucket) and two ReadWrite", modes)
+	}
+}
+
+// TestS3ExpressCheck: `gobuildcache check` on a directory bucket makes a
+// session and a round trip; a refused CreateSession is one line naming the
+// permission.
+func TestS3ExpressCheck(t *testing.T) {
+	shim, _, express := strictShim(t)
+	bin := gobuildcacheBinary(t)
+	args := []string{"check", "-backend=s3", "-s3-bucket=" + express, "-s3-prefix=gobuildcache/check/", "-s3-endpoint=" + shim.URL(), "-s3-path-style", "-s3-region=" + shimRegion}
+	env := append(os.Environ(), "GOBUILDCACHE_AWS_ACCESS_KEY_ID="+shimBaseKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY="+shimBaseSecret)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "session:") || !strings.Contains(string(out), "remote cache OK") {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	t.Logf("check:\n%s", out)
+
+	shim.setSessionFaults(0, 403)
+	cmd = exec.Command(bin, args...)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("check with CreateSession refused succeeded")
+	}
+	if msg := stderr.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "s3express:CreateSession") {
+		t.Errorf("check with CreateSession refused: want one line naming s3express:CreateSession, got %q", msg)
+	}
+	t.Logf("check with CreateSession refused: %s", stderr.String())
 }
