@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -48,6 +49,13 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")
+		if zone, region := bucketZone(cfg.S3Bucket); region != "" && cfg.S3Region != "" && cfg.S3Region != region {
+			if o.BaseEndpoint == nil {
+				fmt.Fprintf(out, "note:        the bucket's zone %s is in %s, so requests go there; the configured region %s is not used\n", zone, region, cfg.S3Region)
+			} else {
+				fmt.Fprintf(out, "warning:     the bucket's zone %s is in %s, but requests are signed for the configured region %s (custom endpoint)\n", zone, region, cfg.S3Region)
+			}
+		}
 	}
 	for _, l := range b.reads {
 		fmt.Fprintf(out, "read from:   %s (read, never written)\n", l)
@@ -75,6 +83,16 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 		return err
 	}); err != nil {
 		return err
+	}
+	if sessions, ok := o.ExpressCredentials.(*expressSessions); ok && isDirectoryBucket(cfg.S3Bucket) {
+		// A directory bucket's access is its CreateSession.
+		if _, err := step("session", func(ctx context.Context) error {
+			creds, err := sessions.Retrieve(ctx, cfg.S3Bucket)
+			detail = fmt.Sprintf(", valid until %s", creds.Expires.Local().Format(time.TimeOnly))
+			return err
+		}); err != nil {
+			return err
+		}
 	}
 	// A listing, not HeadBucket: it needs exactly what the server needs
 	// (s3:ListBucket on the prefix), where HeadBucket needs it on the whole
@@ -246,6 +264,21 @@ func hint(step string, err error) string {
 	var re *smithyhttp.ResponseError
 	if step == "bucket" && errors.As(err, &re) && re.HTTPStatusCode() == 404 {
 		return " (no such bucket: check -s3-bucket and -s3-region)"
+	}
+	var se *expressSessionError
+	if errors.As(err, &se) {
+		zone, region := bucketZone(se.Bucket)
+		switch classifyS3Error(err, false) {
+		case KindAuth:
+			return fmt.Sprintf(" (CreateSession refused: the credentials need s3express:CreateSession on arn:aws:s3express:%s:ACCOUNT:bucket/%s)", cmp.Or(region, "REGION"), se.Bucket)
+		case KindNoBucket:
+			return " (no such directory bucket: check -s3-bucket)"
+		case KindRefused, KindDNS, KindTimeout, KindNetwork:
+			if region != "" {
+				return fmt.Sprintf(" (CreateSession got no answer: the bucket's zone %s is in %s; check -s3-region, -s3-endpoint and the network)", zone, region)
+			}
+			return " (CreateSession got no answer: check -s3-region, -s3-endpoint and the network)"
+		}
 	}
 	switch classifyS3Error(err, false) {
 	case KindCredentials:

@@ -189,7 +189,7 @@ var (
 // getCause returns what ended a get: err, or the deadline or stall that
 // cancelled ctx (a timeout, not the caller giving up).
 func getCause(ctx context.Context, err error) error {
-	if c := context.Cause(ctx); errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled) {
+	if c := context.Cause(ctx); (errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled)) && !errors.Is(err, c) {
 		return fmt.Errorf("%w (%v)", c, err)
 	}
 	return err

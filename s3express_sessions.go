@@ -171,7 +171,7 @@ func (p *expressSessions) Retrieve(ctx context.Context, bucket string) (aws.Cred
 	case <-a.done:
 		return a.creds, a.err
 	case <-ctx.Done():
-		return aws.Credentials{}, &expressSessionError{Bucket: bucket, ReadOnly: p.readOnly[bucket], Err: fmt.Errorf("gave up waiting: %w", ctx.Err())}
+		return aws.Credentials{}, &expressSessionError{Bucket: bucket, ReadOnly: p.readOnly[bucket], Err: fmt.Errorf("gave up waiting: %w", context.Cause(ctx))}
 	}
 }
 

@@ -287,7 +287,9 @@ func TestClientRegion(t *testing.T) {
 func TestExpressSessionRefusalKinds(t *testing.T) {
 	denied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
 	p := newExpressSessions(5*time.Second, "ro--usw2-az1--x-s3")
-	p.create = func(context.Context, string, types.SessionMode) (aws.Credentials, error) { return aws.Credentials{}, denied }
+	p.create = func(context.Context, string, types.SessionMode) (aws.Credentials, error) {
+		return aws.Credentials{}, denied
+	}
 	for bucket, want := range map[string]ErrKind{"rw--usw2-az1--x-s3": KindAuth, "ro--usw2-az1--x-s3": KindDenied} {
 		_, err := p.Retrieve(t.Context(), bucket)
 		if got := classifyS3Error(err, false); got != want {

@@ -178,6 +178,13 @@ func (s *expressShim) addBucket(t *testing.T, name string, modes ...string) {
 	s.buckets[name] = &shimBucket{minio: minio, region: shimRegion, modes: modes}
 }
 
+// setBucketModes sets the session modes name's policy allows.
+func (s *expressShim) setBucketModes(name string, modes ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buckets[name].modes = modes
+}
+
 // minioBucket is the MinIO bucket behind a directory bucket.
 func (s *expressShim) minioBucket(name string) string {
 	s.mu.Lock()

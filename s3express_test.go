@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,22 +21,41 @@ import (
 	"github.com/aws/smithy-go/logging"
 )
 
-// TestS3ExpressDirectoryBucket runs the S3 backend against an S3 Express One
-// Zone directory bucket name ("gbc<random>--use1-az4--x-s3"), so that the
-// real SDK takes its directory-bucket code path, with MinIO storing the
-// objects. MinIO does not speak that path (it has no CreateSession and
-// rejects credential scopes for service "s3express"), so a test-only shim
-// (expressShim, on 127.0.0.1) sits between the SDK and MinIO.
+// The tests here run the S3 backend, and the real binary under the go
+// command, against S3 Express One Zone directory buckets
+// ("gbc<random>--use1-az4--x-s3"), so that the real SDK takes its
+// directory-bucket code path, with MinIO storing the objects. MinIO does not
+// speak that path (it has no CreateSession and rejects credential scopes for
+// service "s3express"), so a test-only shim (expressShim, on 127.0.0.1) sits
+// between the SDK and MinIO, as strict as the service in what a cache relies
+// on: sessions that expire (three seconds in most tests here), the service's
+// error codes for expired and invalid sessions, refused, missing and slow
+// CreateSessions, ReadOnly sessions, per-bucket session policies, signing
+// regions, listings in random order and the listing parameters a directory
+// bucket rejects, and 503s.
 //
-// What it covers:
-//   - The SDK recognises the --x-s3 name even with a custom endpoint, calls
-//     CreateSession (GET /<bucket>?session) signed with the base credentials
-//     (checked by the shim: full SigV4, service s3express), and caches the
-//     session: once a client has one, 1010 concurrent puts and a Clear make
-//     no further CreateSession call. (Concurrent first requests of a fresh
-//     client each make their own CreateSession: the SDK clones its session
-//     provider per operation, singleflight group included, so only the
-//     cache is shared. The test counts but does not bound those.)
+// What they do NOT cover (real S3 Express differs):
+//   - Transport: S3 Express accepts HTTPS only. Over HTTPS the SDK does not
+//     hash the payload (UNSIGNED-PAYLOAD, or aws-chunked bodies with
+//     checksum trailers when request checksums are WhenSupported); here the
+//     SDK talks plain http and sends hex SHA-256 payload hashes, which the
+//     shim passes on to MinIO.
+//   - Endpoints: real directory buckets resolve to virtual-hosted zonal
+//     endpoints (https://<bucket>.s3express-<az>.<region>.amazonaws.com);
+//     here the endpoint is an IP, so the SDK uses path style.
+//   - Authorisation: the shim accepts one fixed base key and a per-bucket
+//     set of session modes; there is no IAM policy language.
+//   - Storage limits beyond the listing rules (at most 1000 keys per
+//     DeleteObjects, object size) are whatever MinIO does.
+
+// TestS3ExpressDirectoryBucket covers the SDK's session path and the
+// backend contract on a directory bucket:
+//   - The SDK recognises the --x-s3 name even with a custom endpoint, and
+//     gets sessions from gobuildcache's provider (expressSessions), which
+//     calls CreateSession (GET /<bucket>?session) signed with the base
+//     credentials (checked by the shim: full SigV4, service s3express) and
+//     shares one session between all requests: a client makes one
+//     CreateSession for 1010 concurrent puts and a Clear.
 //   - Every data request the backend makes (PutObject, GetObject,
 //     ListObjectsV2, DeleteObjects) is SigV4-signed for s3express with a
 //     session key the shim issued, carries that session's
@@ -42,39 +64,11 @@ import (
 //     ShimRejects checks that these checks bite: requests signed with the
 //     base credentials (session auth disabled) or with a forged session
 //     are refused.
-//   - The shim also rejects the listing requests a directory bucket rejects:
-//     a prefix that does not end in "/", a delimiter other than "/", and
-//     start-after.
-//   - The backend contract (testConformance, 64 MiB object included) and
-//     S3Backend.Clear (paged ListObjectsV2 over more than 1000 keys, quiet
-//     DeleteObjects) work on such a bucket; a plain MinIO client then finds
-//     nothing left under the prefix, and a sibling prefix untouched.
-//
-// What it does NOT cover (real S3 Express differs, and none of it is tested
-// here):
-//   - Storage semantics are MinIO's: listings come back in lexicographic
-//     order, where a directory bucket returns them unordered; beyond the
-//     listing checks above, directory-bucket limits and behaviours (such as
-//     at most 1000 keys per DeleteObjects, or its error codes) are whatever
-//     MinIO does.
-//   - Transport: S3 Express accepts HTTPS only. Over HTTPS the SDK does not
-//     hash the payload (UNSIGNED-PAYLOAD, or aws-chunked bodies with
-//     checksum trailers when request checksums are WhenSupported); here the
-//     SDK talks plain http and sends hex SHA-256 payload hashes, which the
-//     shim passes on to MinIO.
-//   - Sessions: AWS sessions last 5 minutes, and the SDK refreshes one in
-//     the background when it is used within a minute of expiry. Each client
-//     here lives far less than that, so expiry, refresh under load and
-//     ExpiredToken handling are not exercised.
-//   - Authorisation: the shim accepts one fixed base key. There is no IAM
-//     evaluation of s3express:CreateSession, no bucket policy, no ReadOnly
-//     session mode.
-//   - Endpoints: real directory buckets resolve to virtual-hosted zonal
-//     endpoints (https://<bucket>.s3express-<az>.<region>.amazonaws.com) and
-//     the AZ id must exist; here the endpoint is an IP, so the SDK uses path
-//     style and nobody checks the AZ id.
-//   - The objects live in an ordinary MinIO bucket: the shim maps the
-//     directory bucket name onto it (see startExpressShim).
+//   - The backend contract (testConformance, 64 MiB object included), with
+//     three-second sessions, and S3Backend.Clear (paged ListObjectsV2 over
+//     more than 1000 keys, shuffled, quiet DeleteObjects) work on such a
+//     bucket; a plain MinIO client then finds nothing left under the
+//     prefix, and a sibling prefix untouched.
 func TestS3ExpressDirectoryBucket(t *testing.T) {
 	tg := s3TargetForTest(t)
 	if tg.AccessKey == "" {
@@ -83,9 +77,8 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
-	const baseKey, baseSecret = "BASEKEY", "BASESECRET"
 	express := "gbc" + randomHex(5) + "--use1-az4--x-s3"
-	shim := startExpressShim(t, tg, express, baseKey, baseSecret)
+	shim := startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret)
 
 	var clients atomic.Int64
 	newBackend := func(t *testing.T, prefix string) *S3Backend {
@@ -99,16 +92,7 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 			Timeout:     30 * time.Second,
 			TempDir:     t.TempDir(),
 			Parallelism: 16,
-			// The SDK's base credentials: only the shim knows them.
-			Getenv: func(k string) string {
-				switch k {
-				case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
-					return baseKey
-				case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
-					return baseSecret
-				}
-				return ""
-			},
+			Getenv:      shimBaseEnv, // the SDK's base credentials: only the shim knows them
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -123,8 +107,8 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 	// A second shim keeps these deliberate violations out of the counts
 	// checked below.
 	t.Run("ShimRejects", func(t *testing.T) {
-		other := startExpressShim(t, tg, express, baseKey, baseSecret)
-		base := credentials.NewStaticCredentialsProvider(baseKey, baseSecret, "")
+		other := startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret)
+		base := credentials.NewStaticCredentialsProvider(shimBaseKey, shimBaseSecret, "")
 		forged := shimFixedExpressCreds{AccessKeyID: "SESSFORGED", SecretAccessKey: "forged", SessionToken: "forged", CanExpire: true, Expires: time.Now().Add(time.Hour)}
 		for name, opt := range map[string]func(*s3.Options){
 			"base credentials": func(o *s3.Options) { o.DisableS3ExpressSessionAuth = aws.Bool(true) },
@@ -143,6 +127,8 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 	})
 
 	t.Run("Conformance", func(t *testing.T) {
+		shim.setSessionLife(3 * time.Second)
+		defer shim.setSessionLife(5 * time.Minute)
 		testConformance(t, func(t *testing.T) CacheBackend {
 			return newBackend(t, "gobuildcache/"+randomHex(6)+"/")
 		})
@@ -237,4 +223,324 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 			t.Errorf("no %s went through the shim", op)
 		}
 	}
+}
+
+const shimBaseKey, shimBaseSecret = "BASEKEY", "BASESECRET"
+
+// shimBaseEnv is the environment that gives gobuildcache the shim's base
+// credentials (only the shim knows them).
+func shimBaseEnv(k string) string {
+	switch k {
+	case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
+		return shimBaseKey
+	case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
+		return shimBaseSecret
+	}
+	return ""
+}
+
+// strictShim starts a shim with one directory bucket, or skips.
+func strictShim(t *testing.T) (*expressShim, s3Target, string) {
+	t.Helper()
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs the local MinIO (scripts/minio.sh) and its root credentials behind the S3 Express shim")
+	}
+	express := "gbc" + randomHex(5) + "--use1-az4--x-s3"
+	return startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret), tg, express
+}
+
+// newShimBackend is an S3 backend on a directory bucket of the shim.
+func newShimBackend(t *testing.T, shim *expressShim, bucket string, timeout time.Duration) *S3Backend {
+	t.Helper()
+	b, err := NewS3Backend(context.Background(), S3Options{
+		Bucket:      bucket,
+		Prefix:      "gobuildcache/" + randomHex(6) + "/",
+		Endpoint:    shim.URL(),
+		PathStyle:   true,
+		Region:      shimRegion,
+		Timeout:     timeout,
+		TempDir:     t.TempDir(),
+		Parallelism: 16,
+		Getenv:      shimBaseEnv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	return b
+}
+
+// TestS3ExpressSessionExpiry: requests go on through several session
+// lifetimes (three-second sessions), and through every session being
+// refused before its time, without one failing.
+func TestS3ExpressSessionExpiry(t *testing.T) {
+	shim, _, express := strictShim(t)
+	shim.setSessionLife(3 * time.Second)
+	b := newShimBackend(t, shim, express, 30*time.Second)
+
+	ctx := t.Context()
+	const workers, run = 8, 10 * time.Second
+	deadline := time.Now().Add(run)
+	var ops atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) < 5 {
+			failures = append(failures, fmt.Sprintf("%v (kind %s)", err, errKind(err)))
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				body := fmt.Sprintf("body %d of worker %d", i, w)
+				id := actionID(fmt.Sprint("expiry", w, "-", i))
+				if _, err := b.Put(ctx, id, outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+					fail(err)
+					continue
+				}
+				if _, err := b.Get(ctx, id); err != nil {
+					fail(err)
+				}
+				if _, err := b.Get(ctx, actionID(fmt.Sprint("missing", w, "-", i))); !errors.Is(err, ErrNotFound) {
+					fail(err)
+				}
+				ops.Add(3)
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	// Halfway, every session is refused as expired: the requests signed
+	// with them must get new ones and go on.
+	time.Sleep(run / 2)
+	shim.expireSessions()
+	wg.Wait()
+
+	t.Logf("%d requests in %v; shim: %s", ops.Load(), run, shim.summary())
+	if len(failures) > 0 {
+		t.Errorf("requests failed:\n%s", strings.Join(failures, "\n"))
+	}
+	if n := shim.sessionsIssued.Load(); n < 4 {
+		t.Errorf("%d sessions issued in %v of three-second sessions: want at least 4", n, run)
+	}
+	if n, issued := shim.createSessions.Load(), shim.sessionsIssued.Load(); n != issued {
+		t.Errorf("%d CreateSession calls for %d sessions", n, issued)
+	}
+	if shim.expiredAnswers.Load() == 0 {
+		t.Error("no request was refused for an expired session: the test did not test that")
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d violations:\n%s", v, strings.Join(shim.problemList(), "\n"))
+	}
+}
+
+// TestS3ExpressCreateSessionErrors: a refused, missing or slow
+// CreateSession fails the request with an error of its true kind, so that
+// the breaker and check treat it as what it is.
+func TestS3ExpressCreateSessionErrors(t *testing.T) {
+	shim, _, express := strictShim(t)
+	for _, c := range []struct {
+		name     string
+		bucket   string
+		delay    time.Duration
+		status   int
+		wantKind string
+	}{
+		{"refused", express, 0, 403, "auth"},
+		{"no bucket", "gbcmissing--use1-az4--x-s3", 0, 0, "no_bucket"},
+		{"slow", express, 3 * time.Second, 0, "timeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			shim.setSessionFaults(c.delay, c.status)
+			defer shim.setSessionFaults(0, 0)
+			b := newShimBackend(t, shim, c.bucket, time.Second)
+			_, err := b.Get(t.Context(), actionID("x"))
+			var se *expressSessionError
+			if kind := errKind(err); kind.String() != c.wantKind || !errors.As(err, &se) {
+				t.Errorf("Get: %v\nkind %q, want %q from a typed CreateSession error", err, kind, c.wantKind)
+			}
+		})
+	}
+}
+
+// TestS3ExpressGoBuild is the promise on S3 Express One Zone: go commands
+// that each last several (three-second) sessions, while every live session
+// is refused as expired every four seconds, build green; the breaker never
+// opens, no remote request fails, and a fresh VM gets remote hits.
+func TestS3ExpressGoBuild(t *testing.T) {
+	mod, ref := moduleWithReference(t)
+	shim, _, express := strictShim(t)
+	shim.setSessionLife(3 * time.Second)
+	args := []string{"-backend=s3", "-s3-bucket=" + express, "-s3-prefix=gobuildcache/" + randomHex(6) + "/",
+		"-s3-endpoint=" + shim.URL(), "-s3-path-style", "-s3-region=" + shimRegion, "-prefetch-scope=ci/express"}
+	env := []string{"GOBUILDCACHE_AWS_ACCESS_KEY_ID=" + shimBaseKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=" + shimBaseSecret}
+
+	stop := make(chan struct{})
+	var expirer sync.WaitGroup
+	expirer.Add(1)
+	go func() {
+		defer expirer.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(4 * time.Second):
+				shim.expireSessions()
+			}
+		}
+	}()
+	start := time.Now()
+	runs := map[string]goRun{}
+	for _, vm := range []string{"vmA", "vmB"} {
+		r, err := buildAndTestEnv(t, mod, t.TempDir(), vm, env, args...)
+		if err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+		runs[vm] = r
+	}
+	close(stop)
+	expirer.Wait()
+	elapsed := time.Since(start)
+
+	var remoteHits int64
+	for _, vm := range []string{"vmA", "vmB"} {
+		r := runs[vm]
+		for name, s := range map[string]StatsSnapshot{"go build": r.buildStats(t), "go test": r.stats} {
+			var text bytes.Buffer
+			s.WriteText(&text)
+			t.Logf("%s, %s:\n%s", vm, name, text.String())
+			if s.RemoteErrors != 0 || s.RemoteSkipped != 0 || s.VerifyFailures != 0 || s.UploadsFailed != 0 || s.UploadsDropped != 0 {
+				t.Errorf("%s %s: remote errors %d %v, skipped %d, verify failures %d, uploads failed %d dropped %d",
+					vm, name, s.RemoteErrors, s.RemoteErrorsByKind, s.RemoteSkipped, s.VerifyFailures, s.UploadsFailed, s.UploadsDropped)
+			}
+			if vm == "vmB" {
+				remoteHits += s.RemoteHits + s.PrefetchObjects
+			}
+		}
+		if !bytes.Equal(r.binary, ref.binary) {
+			t.Errorf("%s built another binary than the plain Go cache", vm)
+		}
+		for _, out := range []string{r.buildOut, r.testOut} {
+			if strings.Contains(out, "gobuildcache") {
+				t.Errorf("%s: gobuildcache wrote to the build log:\n%s", vm, out)
+			}
+		}
+	}
+	t.Logf("S3 Express go build: %v for two VMs, VM B remote and prefetched hits %d; shim: %s", elapsed.Round(time.Second), remoteHits, shim.summary())
+	if remoteHits == 0 {
+		t.Error("VM B had no remote hits")
+	}
+	if n := shim.sessionsIssued.Load(); float64(n) < elapsed.Seconds()/3 {
+		t.Errorf("%d sessions issued in %v of three-second sessions", n, elapsed.Round(time.Second))
+	}
+	if shim.expiredAnswers.Load() == 0 {
+		t.Error("no request met an expired session: the test did not test that")
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d violations:\n%s", v, strings.Join(shim.problemList(), "\n"))
+	}
+}
+
+// TestS3ExpressRegionFromZone: with no region set, a directory bucket's
+// requests are signed for the region of its zone.
+func TestS3ExpressRegionFromZone(t *testing.T) {
+	shim, _, _ := strictShim(t)
+	bucket := "gbc" + randomHex(5) + "--usw2-az1--x-s3"
+	shim.addBucket(t, bucket, modeReadWrite, modeReadOnly)
+	shim.setBucketRegion(bucket, "us-west-2")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: bucket, Prefix: "gobuildcache/", Endpoint: shim.URL(), PathStyle: true,
+		Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	body := "in us-west-2"
+	if _, err := b.Put(t.Context(), actionID("west"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatalf("put: %v\nshim: %s", err, strings.Join(shim.problemList(), "\n"))
+	}
+	if _, err := b.Get(t.Context(), actionID("west")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestS3ExpressReadOnlyBucket: the layout of issue 13 on S3 Express, where
+// IAM cannot restrict a directory bucket by prefix, only a session's mode:
+// a trusted bucket whose policy grants these credentials ReadOnly sessions
+// only is read with ReadOnly sessions, a second bucket is written, and a
+// write to the trusted one is refused as a write, not as a broken remote.
+func TestS3ExpressReadOnlyBucket(t *testing.T) {
+	shim, _, own := strictShim(t)
+	trusted := "gbc" + randomHex(5) + "--use1-az4--x-s3"
+	shim.addBucket(t, trusted, modeReadWrite, modeReadOnly)
+	open := func(bucket string, readOnly ...string) *S3Backend {
+		b, err := NewS3Backend(t.Context(), S3Options{Bucket: bucket, Prefix: "gobuildcache/main/", Endpoint: shim.URL(), PathStyle: true,
+			Region: shimRegion, Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv, ReadOnlyBuckets: readOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close(context.Background()) })
+		return b
+	}
+	// main fills the trusted bucket; then its policy allows only ReadOnly
+	// sessions to these credentials (those of a pull request).
+	putString(t, open(trusted), "main-entry", "built by main")
+	shim.setBucketModes(trusted, modeReadOnly)
+
+	pr := open(trusted, trusted)
+	if e, err := pr.Get(t.Context(), actionID("main-entry")); err != nil || e.Size != int64(len("built by main")) {
+		t.Fatalf("read of the trusted bucket with a ReadOnly session: %+v, %v", e, err)
+	}
+	body := "planted"
+	_, err := pr.Put(t.Context(), actionID("main-entry"), outputID(body), int64(len(body)), strings.NewReader(body))
+	if errKind(err) != KindWriteRefused || shim.readOnlyRefusals.Load() != 1 {
+		t.Errorf("write to the trusted bucket: %v (kind %v), %d refusals; want a refused write", err, errKind(err), shim.readOnlyRefusals.Load())
+	}
+	putString(t, open(own), "pr-entry", "built by the pull request")
+
+	modes := shim.counts(&shim.modes)
+	t.Logf("shim: %s", shim.summary())
+	if modes[modeReadOnly] != 1 || modes[modeReadWrite] != 2 {
+		t.Errorf("sessions by mode %v: want one ReadOnly (the pull request's on the trusted bucket) and two ReadWrite", modes)
+	}
+}
+
+// TestS3ExpressCheck: `gobuildcache check` on a directory bucket makes a
+// session and a round trip; a refused CreateSession is one line naming the
+// permission.
+func TestS3ExpressCheck(t *testing.T) {
+	shim, _, express := strictShim(t)
+	bin := gobuildcacheBinary(t)
+	args := []string{"check", "-backend=s3", "-s3-bucket=" + express, "-s3-prefix=gobuildcache/check/", "-s3-endpoint=" + shim.URL(), "-s3-path-style", "-s3-region=" + shimRegion}
+	env := append(os.Environ(), "GOBUILDCACHE_AWS_ACCESS_KEY_ID="+shimBaseKey, "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY="+shimBaseSecret)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "session:") || !strings.Contains(string(out), "remote cache OK") {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	t.Logf("check:\n%s", out)
+
+	shim.setSessionFaults(0, 403)
+	cmd = exec.Command(bin, args...)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("check with CreateSession refused succeeded")
+	}
+	if msg := stderr.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "s3express:CreateSession") {
+		t.Errorf("check with CreateSession refused: want one line naming s3express:CreateSession, got %q", msg)
+	}
+	t.Logf("check with CreateSession refused: %s", stderr.String())
 }

@@ -604,11 +604,7 @@ func TestS3ExpressTrustedBucket(t *testing.T) {
 	mainBucket := "main" + randomHex(4) + "--use1-az4--x-s3"
 	shim := startExpressShim(t, tg, prBucket, baseKey, baseSecret)
 	shim.addBucket(t, mainBucket, modeReadOnly)
-	setModes := func(modes ...string) {
-		shim.mu.Lock()
-		shim.buckets[mainBucket].modes = modes
-		shim.mu.Unlock()
-	}
+	setModes := func(modes ...string) { shim.setBucketModes(mainBucket, modes...) }
 	// sessions counts the sessions issued, by bucket and mode.
 	sessions := func() map[string]int {
 		shim.mu.Lock()
