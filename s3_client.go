@@ -182,18 +182,23 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFo
 	})
 }
 
-// readOnlyBuckets are the directory buckets cfg only reads: those of the
-// read locations, and with -read-only the write location's, unless it is
-// written.
+// readOnlyBuckets are the directory buckets that cfg never writes, whose
+// sessions are asked for in ReadOnly mode: those of the read locations (but
+// the write location's bucket), and with -read-only every one.
 func readOnlyBuckets(cfg *Config) []string {
 	var buckets []string
-	for _, l := range cfg.S3ReadFrom {
-		if isDirectoryBucket(l.bucket) && (l.bucket != cfg.S3Bucket || cfg.ReadOnly) && !slices.Contains(buckets, l.bucket) {
-			buckets = append(buckets, l.bucket)
+	add := func(b string) {
+		if isDirectoryBucket(b) && !slices.Contains(buckets, b) {
+			buckets = append(buckets, b)
 		}
 	}
-	if cfg.ReadOnly && isDirectoryBucket(cfg.S3Bucket) && !slices.Contains(buckets, cfg.S3Bucket) {
-		buckets = append(buckets, cfg.S3Bucket)
+	for _, l := range cfg.S3ReadFrom {
+		if l.bucket != cfg.S3Bucket || cfg.ReadOnly {
+			add(l.bucket)
+		}
+	}
+	if cfg.ReadOnly {
+		add(cfg.S3Bucket)
 	}
 	return buckets
 }

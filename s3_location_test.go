@@ -193,3 +193,19 @@ func TestGetFirstCancelsTheRest(t *testing.T) {
 		t.Fatalf("discarded %d late hits, want 1", discarded.Load())
 	}
 }
+
+// TestReadOnlyBuckets: ReadOnly sessions for the directory buckets a server
+// never writes, and never for the one it writes.
+func TestReadOnlyBuckets(t *testing.T) {
+	const pr, main, std = "pr--use1-az4--x-s3", "main--use1-az4--x-s3", "standard-bucket"
+	reads := s3Locations{{bucket: main, prefix: "a/"}, {bucket: pr, prefix: "old/"}, {bucket: std, prefix: "x/"}, {bucket: main, prefix: "b/"}}
+	for _, c := range []struct {
+		readOnly bool
+		want     string
+	}{{false, "[" + main + "]"}, {true, "[" + main + " " + pr + "]"}} {
+		cfg := &Config{S3Bucket: pr, S3ReadFrom: reads, ReadOnly: c.readOnly}
+		if got := fmt.Sprint(readOnlyBuckets(cfg)); got != c.want {
+			t.Errorf("-read-only=%v: %s, want %s", c.readOnly, got, c.want)
+		}
+	}
+}
