@@ -179,15 +179,13 @@ func hitRate(t *testing.T, r goRun) (gets, hits int64) {
 	return b.Gets + r.stats.Gets, b.Hits + r.stats.Hits
 }
 
-// TestTrustPullRequest is the layout the README recommends: main fills its
-// location; a fresh pull-request VM builds the same bytes from it with
-// almost only hits and writes only its own location; a hostile program
-// with the pull request's credentials cannot change a single object of
-// main's; and main's next build is byte-identical to a clean one.
-func TestTrustPullRequest(t *testing.T) {
+// TestTrust runs the layout the README recommends under the real go
+// command, on one bucket that main's VM fills first: a pull request's VM
+// (PullRequest), a read-only role without -read-only (ReadOnlyRole), and a
+// read location the credentials may not read (DeniedReadLocation).
+func TestTrust(t *testing.T) {
 	mod, ref := moduleWithReference(t)
 	f := newTrustFixture(t)
-
 	m, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...)
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +193,17 @@ func TestTrustPullRequest(t *testing.T) {
 	if mb := m.buildStats(t); mb.UploadsDone == 0 || mb.UploadsFailed+m.stats.UploadsFailed != 0 {
 		t.Fatalf("main VM: build %+v, test %+v", mb, m.stats)
 	}
+	t.Run("PullRequest", func(t *testing.T) { trustPullRequest(t, f, mod, ref) })
+	t.Run("ReadOnlyRole", func(t *testing.T) { trustReadOnlyRole(t, f, mod) })
+	t.Run("DeniedReadLocation", func(t *testing.T) { trustDeniedReadLocation(t, f, mod, ref) })
+}
+
+// trustPullRequest: a fresh PR VM builds the same bytes from main's
+// location with almost only hits and writes only its own location; a
+// hostile program with the pull request's credentials cannot change a
+// single object of main's; and main's next build is byte-identical to a
+// clean one.
+func trustPullRequest(t *testing.T, f trustFixture, mod string, ref goRun) {
 	before := objectState(t, f.root, f.tg.Bucket, "root/main/")
 	everything := objectState(t, f.root, f.tg.Bucket, "")
 	t.Logf("main VM wrote %d objects under root/main/", len(before))
@@ -317,7 +326,7 @@ func hostileOverwrite(t *testing.T, f trustFixture) []string {
 		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: bytes.NewReader(evil), Metadata: meta})
 		try("PutObject", err)
 		// The same body under the PR's own location is allowed...
-		own := strings.Replace(key, "root/main/", "root/pr-7/", 1)
+		own := strings.Replace(key, "root/main/", "root/pr-7/hostile/", 1)
 		if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(own), Body: bytes.NewReader(evil), Metadata: meta}); err != nil {
 			t.Fatalf("the PR's credentials cannot write their own location: %v", err)
 		}
@@ -340,25 +349,21 @@ func hostileOverwrite(t *testing.T, f trustFixture) []string {
 	for _, what := range []string{"PutObject", "CopyObject", "CreateMultipartUpload", "DeleteObject", "PutObject manifest"} {
 		report = append(report, fmt.Sprintf("  %-22s refused %d of %d (AccessDenied)", what, refused[what], tried[what]))
 	}
-	report = append(report, fmt.Sprintf("  the same %d bodies under root/pr-7/: written", len(entries)))
+	report = append(report, fmt.Sprintf("  the same %d bodies under root/pr-7/hostile/: written", len(entries)))
 	return report
 }
 
-// TestTrustReadOnlyRoleWithoutFlag: credentials that may only read, used
-// without -read-only. The first refused write stops uploads and nothing
-// else: no breaker, no marker, no manifest; the next go command on the same
-// cache dir starts with the remote on and gets hits from it.
-func TestTrustReadOnlyRoleWithoutFlag(t *testing.T) {
-	mod, _ := moduleWithReference(t)
-	f := newTrustFixture(t)
-	if _, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...); err != nil {
-		t.Fatal(err)
-	}
+// trustReadOnlyRole: credentials that may only read, used without
+// -read-only. The first refused write stops uploads and nothing else: no
+// breaker, no marker, no manifest; the next go command on the same cache
+// dir starts with the remote on and gets hits from it.
+func trustReadOnlyRole(t *testing.T, f trustFixture, mod string) {
 	before := objectState(t, f.root, f.tg.Bucket, "")
 
-	// A change, so that the go command puts, and the uploads are refused.
+	// A change no location has seen, so that the go command puts, and the
+	// uploads are refused.
 	extra := filepath.Join(mod, "c", "extra.go")
-	os.WriteFile(extra, []byte("package c\n\nfunc Extra() int { return 7 }\n"), 0o644)
+	os.WriteFile(extra, []byte("package c\n\nfunc Extra() int { return 8 }\n"), 0o644)
 	defer os.Remove(extra)
 	// A scope of its own: no manifest names what it needs, so both go
 	// commands fetch from the remote themselves, and a manifest upload is
@@ -398,15 +403,10 @@ func TestTrustReadOnlyRoleWithoutFlag(t *testing.T) {
 	}
 }
 
-// TestTrustReadFromDeniedLocation: a read location the credentials may
-// not read answers 403 to every request; each is that key's miss, the
-// breaker stays closed, and the next location serves the build.
-func TestTrustReadFromDeniedLocation(t *testing.T) {
-	mod, ref := moduleWithReference(t)
-	f := newTrustFixture(t)
-	if _, err := buildAndTestEnv(t, mod, t.TempDir(), "main", f.main.env, f.mainArgs()...); err != nil {
-		t.Fatal(err)
-	}
+// trustDeniedReadLocation: a read location the credentials may not read
+// answers 403 to every request; each is that key's miss, the breaker stays
+// closed, and the next location serves the build.
+func trustDeniedReadLocation(t *testing.T, f trustFixture, mod string, ref goRun) {
 	args := append(f.tg.args(), "-s3-prefix=root/pr-7/", "-prefetch-scope=ci/e2e",
 		"-s3-read-from=s3://"+f.tg.Bucket+"/secret/,s3://"+f.tg.Bucket+"/root/main/")
 	p, err := buildAndTestEnv(t, mod, t.TempDir(), "pr-denied", f.pr.env, args...)
