@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -58,6 +59,16 @@ type S3Backend struct {
 	// share.
 	maxPut int64
 
+	// With read locations: whether the write location held nothing when
+	// this server first asked, by a listing that its first request starts.
+	// Until that answers, gets ask every location; once it says empty, they
+	// skip the write location, so that a pull request's first run costs one
+	// request per get, not two. (An entry another machine writes there
+	// meanwhile is found by this server in a read location or not at all;
+	// the next server sees it.)
+	probeOnce  sync.Once
+	writeEmpty atomic.Bool
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -100,9 +111,31 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if len(b.reads) == 0 {
 		return b.getFrom(ctx, b.loc, actionID)
 	}
-	return getFirst(ctx, 1+len(b.reads), func(ctx context.Context, i int) (Entry, error) {
-		return b.getFrom(ctx, b.location(i), actionID)
+	b.probeWriteLocation()
+	first := 0
+	if b.writeEmpty.Load() {
+		first = 1
+	}
+	return getFirst(ctx, 1+len(b.reads)-first, func(ctx context.Context, i int) (Entry, error) {
+		return b.getFrom(ctx, b.location(first+i), actionID)
 	}, func(e Entry) { os.Remove(e.DiskPath) })
+}
+
+// probeWriteLocation starts, once, the listing that tells whether the
+// write location holds anything (see writeEmpty). It runs in the
+// background: no request waits for it.
+func (b *S3Backend) probeWriteLocation() {
+	b.probeOnce.Do(func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			defer cancel()
+			dir := b.loc.prefix + s3LayoutVersion + "/"
+			out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir, MaxKeys: aws.Int32(1)})
+			if err == nil && len(out.Contents) == 0 {
+				b.writeEmpty.Store(true)
+			}
+		}()
+	})
 }
 
 // location returns location i: 0 is the write location, i > 0 the i-th
@@ -279,6 +312,9 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 // location that refuses the listing (403) has none; any other failure is
 // the answer. Manifests of read locations are named s3://BUCKET/KEY.
 func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
+	if len(b.reads) > 0 {
+		b.probeWriteLocation() // the prefetch's first request: find out now
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	lists := make([][]manifestInfo, 1+len(b.reads))

@@ -535,6 +535,26 @@ func TestS3ReadLocations(t *testing.T) {
 	if _, err := prB.Get(ctx, actionID("nowhere")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("get of a key no location has: %v, want a miss", err)
 	}
+	// A write location found empty is not asked again; one that holds
+	// anything is.
+	fresh := backend(t, f.pr, "root/pr-8/", loc("root/main/"))
+	if e, err := fresh.Get(ctx, actionID("main-only")); err != nil {
+		t.Fatalf("get through a fresh PR's backend: %v", err)
+	} else {
+		os.Remove(e.DiskPath)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !fresh.writeEmpty.Load() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !fresh.writeEmpty.Load() || prB.writeEmpty.Load() {
+		t.Errorf("write location found empty: fresh %v, pr-7 %v; want true, false", fresh.writeEmpty.Load(), prB.writeEmpty.Load())
+	}
+	if e, err := fresh.Get(ctx, actionID("main-only")); err != nil {
+		t.Errorf("get after the write location was found empty: %v", err)
+	} else if got, _ := os.ReadFile(e.DiskPath); string(got) != "main's body" {
+		t.Errorf("get after the write location was found empty: %q", got)
+	}
+
 	// A location that refuses the pr credentials: a miss, and says so.
 	onlySecret := backend(t, f.pr, "secret/")
 	if _, err := onlySecret.Get(ctx, actionID("main-only")); !errors.Is(err, ErrNotFound) || errKind(err) != KindDenied {
