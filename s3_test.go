@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,21 +125,10 @@ func newTestS3(t *testing.T, tg s3Target) *S3Backend {
 	return b
 }
 
-// listKeys returns every key in the bucket under prefix.
+// listKeys returns every key in the bucket under prefix, sorted.
 func listKeys(t *testing.T, c *s3.Client, bucket, prefix string) []string {
 	t.Helper()
-	var keys []string
-	pages := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
-		}
-	}
-	return keys
+	return slices.Sorted(maps.Keys(objectState(t, c, bucket, prefix)))
 }
 
 // newTestStack builds the production stack over an S3 backend:
