@@ -10,9 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -297,20 +299,20 @@ func (d *DiskBackend) writeTemp(path string, fill func(io.Writer) error, place f
 // be neither, and everywhere the copy in place costs nothing. A file of
 // another size at to is damage that nobody was handed; it is removed first.
 //
-// A hard link makes "in place unless one is there already" one atomic step,
-// so that of two processes putting the same body at once, the second keeps
-// the first's. On a file system without hard links it is a rename after a
-// look, and two such puts racing may still rename one over the other.
+// renameNoReplace makes "in place unless one is there already" one atomic
+// step, so that of two processes putting the same body at once, the second
+// keeps the first's. On a file system without hard links (not Windows) it
+// is a rename after a look, and two such puts racing may still rename one
+// over the other.
 func (d *DiskBackend) placeBody(from, to string, size int64) error {
 	for damaged := false; ; damaged = true {
-		err := os.Link(from, to)
+		err := renameNoReplace(from, to)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err = os.MkdirAll(filepath.Dir(to), 0o755); err == nil {
-				err = os.Link(from, to)
+				err = renameNoReplace(from, to)
 			}
 		}
 		if err == nil {
-			os.Remove(from)
 			return nil
 		}
 		if got, _, ok := statBody(to); ok && got == size {
@@ -347,7 +349,10 @@ func (d *DiskBackend) bodyTempDir(outputID []byte) string {
 }
 
 // rename moves a file into place, creating its fan-out directory the first
-// time.
+// time. On Windows, renaming over a file fails while another process has it
+// open or renames over it too (a record being read or put): rename retries
+// then for up to a second, as the go command does (cmd/go/internal/robustio);
+// readSmallFile likewise.
 func (d *DiskBackend) rename(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -355,7 +360,29 @@ func (d *DiskBackend) rename(from, to string) error {
 			err = os.Rename(from, to)
 		}
 	}
+	if isSharingError(err) {
+		err = retrySharing(func() error { return os.Rename(from, to) })
+	}
 	return err
+}
+
+// retrySharing calls f until it returns something other than a sharing
+// error, for up to about a second.
+func retrySharing(f func() error) error {
+	err := f()
+	for delay := time.Millisecond; isSharingError(err) && delay < time.Second; delay *= 2 {
+		time.Sleep(delay)
+		err = f()
+	}
+	return err
+}
+
+// isSharingError reports whether err is Windows refusing a rename because
+// of another open handle: ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION
+// (32). Elsewhere a rename has no such failure.
+func isSharingError(err error) bool {
+	var errno syscall.Errno
+	return runtime.GOOS == "windows" && errors.As(err, &errno) && (errno == 5 || errno == 32)
 }
 
 // removeStaleTemps deletes temp files left by writers that crashed. Files of
