@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,13 +73,18 @@ func testModule(t *testing.T) string {
 }
 
 // goEnv is the environment for a go command in the test module: isolated
-// from the user's settings, offline.
+// from the user's settings (gobuildcache's variables, prefixed or bare,
+// included), offline.
 func goEnv(gocache string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "GOCACHE", "GOCACHEPROG", "GOFLAGS", "GOPROXY", "GOWORK", "GOTOOLCHAIN", "GO111MODULE", "GITHUB_STEP_SUMMARY":
+			continue
+		}
+		isBare := func(o option) bool { return o.bare == k && !strings.HasPrefix(k, "AWS_") } // AWS_REGION is the SDK's too
+		if strings.HasPrefix(k, envPrefix) || slices.ContainsFunc(options, isBare) {
 			continue
 		}
 		env = append(env, kv)
