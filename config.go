@@ -103,8 +103,10 @@ const envPrefix = "GOBUILDCACHE_"
 
 // envName returns the option's own variable, e.g. GOBUILDCACHE_S3_BUCKET for
 // -s3-bucket.
-func (o option) envName() string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(o.flag, "-", "_"))
+func (o option) envName() string { return envNameOf(o.flag) }
+
+func envNameOf(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 const (
@@ -300,7 +302,7 @@ func (c *Config) source(name string) string {
 	if from := c.from[name]; from != "" {
 		return from
 	}
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	return envNameOf(name)
 }
 
 // printUsage writes the help of cmd ("serve" for the server and the
