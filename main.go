@@ -43,6 +43,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "gobuildcache: warning: %s\n", w)
+	}
 	log := newLogger(stderr, cfg.Debug)
 
 	switch cmd {

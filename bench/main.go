@@ -219,8 +219,7 @@ func benchPutMemory(work, bin string, size int64) error {
 	if strings.Contains(stdout.String(), `"Err"`) {
 		return fmt.Errorf("put failed: %s", stdout.String())
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	fmt.Printf("| put of %d MiB | peak RSS of gobuildcache: %.1f MiB |\n|---|---|\n", size>>20, float64(ru.Maxrss)/1024)
+	fmt.Printf("| put of %d MiB | peak RSS of gobuildcache: %s |\n|---|---|\n", size>>20, peakRSS(cmd.ProcessState))
 	return nil
 }
 
