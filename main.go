@@ -26,7 +26,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		case "help", "-h", "-help", "--help":
 			printUsage(stdout, cmdServe)
 			return 0
-		case cmdClear, cmdServe, cmdCheck:
+		case cmdClear, cmdServe, cmdCheck, cmdMtimes:
 			cmd, args = args[0], args[1:]
 		default:
 			if len(args[0]) > 0 && args[0][0] != '-' {
@@ -46,6 +46,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	log := newLogger(stderr, cfg.Debug)
 
 	switch cmd {
+	case cmdMtimes:
+		if err := runMtimes(cfg.Dir, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
 	case cmdClear, cmdCheck:
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
