@@ -85,6 +85,9 @@ func TestFreshCheckoutTestsCached(t *testing.T) {
 	// vm clones origin at checkout (moving an earlier clone aside), runs
 	// mtimes if asked, and returns a function running go test ./... there
 	// with its own empty local cache.
+	// Each VM's go commands write their stats rows to the VM's own step
+	// summary.
+	summaries := map[string]string{}
 	vms := 0
 	vm := func(name string, stamp bool) func() (string, map[string]bool) {
 		t.Helper()
@@ -96,17 +99,20 @@ func TestFreshCheckoutTestsCached(t *testing.T) {
 		}
 		gitCmd(t, base, "clone", "-q", origin, checkout)
 		cacheDir, gocache := t.TempDir(), t.TempDir()
-		prog := strings.Join(append([]string{bin, "-cache-dir=" + cacheDir}, tg.args()...), " ")
+		prog := strings.Join(append([]string{bin, "-cache-dir=" + cacheDir, "-stats"}, tg.args()...), " ")
+		summaries[name] = filepath.Join(t.TempDir(), "step_summary")
 		return func() (string, map[string]bool) {
 			t.Helper()
 			if stamp {
 				mtimes(t, bin, checkout)
 			}
 			cmd := exec.Command("go", "test", "./...")
-			cmd.Dir, cmd.Env = checkout, goEnv(gocache, "GOCACHEPROG="+prog)
-			out, err := cmd.CombinedOutput()
+			cmd.Dir, cmd.Env = checkout, goEnv(gocache, "GOCACHEPROG="+prog, "GITHUB_STEP_SUMMARY="+summaries[name])
+			var stderr strings.Builder
+			cmd.Stderr = &stderr // the -stats tables
+			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("VM %s: go test: %v\n%s", name, err, out)
+				t.Fatalf("VM %s: go test: %v\n%s%s", name, err, out, stderr.String())
 			}
 			return string(out), cachedPackages(t, string(out))
 		}
@@ -145,6 +151,20 @@ func TestFreshCheckoutTestsCached(t *testing.T) {
 	}
 	out, cached = goTestB()
 	expect("VM B after an untracked file in lists/testdata/items", out, cached, "lists")
+
+	// VM B's step summary: one table, a row for each of its three go
+	// commands, named by their command lines.
+	summary, _ := os.ReadFile(summaries["B"])
+	t.Logf("VM B's step summary:\n%s", summary)
+	rows := strings.Split(strings.TrimSuffix(strings.TrimPrefix(string(summary), jobSummaryTitle+jobSummaryHeader), "\n"), "\n")
+	if len(rows) != 3 || strings.Count(string(summary), jobSummaryHeader) != 1 {
+		t.Fatalf("VM B's step summary, want one table of 3 rows:\n%s", summary)
+	}
+	for _, r := range rows {
+		if !strings.HasPrefix(r, "| `go test ./...` | ") {
+			t.Errorf("row %q, want one named `go test ./...`", r)
+		}
+	}
 }
 
 // mtimes runs the real binary's mtimes command on dir.

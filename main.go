@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -71,6 +72,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 
 // serve runs the GOCACHEPROG server until the go command closes it.
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
+	start := time.Now()
 	stats := new(Stats)
 	srv := NewServer(nil, stats, log, cfg.Debug)
 	backend, local, err := openBackend(context.Background(), cfg, stats, srv.warn, log, getenv)
@@ -122,7 +124,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", serveErr)
 		status = 1
 	}
-	reportStats(cfg, stats.Snapshot(), stderr, getenv, log)
+	reportStats(cfg, stats.Snapshot(), time.Since(start), stderr, getenv, log)
 	return status
 }
 
@@ -160,13 +162,15 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	return tier, disk, nil
 }
 
-// reportStats writes the stats wherever cfg asks. Failing to write them is
-// logged, never fatal: the build has succeeded by now.
-func reportStats(cfg *Config, snap StatsSnapshot, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
+// reportStats writes the stats of a server that ran for wall wherever cfg
+// asks: with -stats a table on stderr and this go command's row in the job
+// summary. Failing to write them is logged, never fatal: the build has
+// succeeded by now.
+func reportStats(cfg *Config, snap StatsSnapshot, wall time.Duration, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
 	if cfg.Stats {
 		snap.WriteText(stderr)
 		if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
-			if err := appendFile(p, snap.WriteMarkdown); err != nil {
+			if err := appendJobSummary(p, snap.jobSummaryRow(goCommandName(), wall)); err != nil {
 				log.Warn("writing step summary", "err", err)
 			}
 		}
