@@ -182,8 +182,11 @@ func trackedPaths(dir string) ([]string, error) {
 		return out, nil
 	}
 	inside, err := git("rev-parse", "--is-inside-work-tree")
-	if err != nil || strings.TrimSpace(string(inside)) != "true" {
+	if (err != nil && strings.Contains(err.Error(), "not a git repository")) || (err == nil && strings.TrimSpace(string(inside)) != "true") {
 		return nil, fmt.Errorf("%s is not in a git work tree", dir)
+	}
+	if err != nil {
+		return nil, err // e.g. git's "detected dubious ownership"
 	}
 	out, err := git("ls-files", "-z", "--recurse-submodules")
 	if err != nil {
