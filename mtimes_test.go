@@ -237,3 +237,17 @@ func TestMtimesFailures(t *testing.T) {
 		}
 	})
 }
+
+func TestMtimesUsage(t *testing.T) {
+	status, stdout, _ := runMain(t, []string{"mtimes", "-h"}, nil, "")
+	if status != 0 || !strings.HasPrefix(stdout, "usage: gobuildcache mtimes [DIR]\n") || !strings.Contains(stdout, "trade-off") {
+		t.Errorf("mtimes -h: exit %d:\n%s", status, stdout)
+	}
+	if _, stdout, _ := runMain(t, []string{"help"}, nil, ""); !strings.Contains(stdout, "gobuildcache mtimes [DIR]") {
+		t.Errorf("help does not list mtimes:\n%s", stdout)
+	}
+	status, _, stderr := runMain(t, []string{"mtimes", "a", "b"}, nil, "")
+	if status != 2 || stderr != "gobuildcache: unexpected argument \"b\" (run 'gobuildcache help')\n" {
+		t.Errorf("two directories: exit %d, %q", status, stderr)
+	}
+}
