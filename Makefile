@@ -56,3 +56,7 @@ clean:
 .PHONY: chaos
 chaos: build ## the chaos suite: 8 "VMs" build and test on MinIO behind toxiproxy under injected faults (see TESTING.md); 5-8 min on 2 cores
 	scripts/minio.sh install >/dev/null && scripts/toxiproxy.sh install >/dev/null && $(GO) run ./chaos -bin $(BIN)
+
+.PHONY: bench-mtimes
+bench-mtimes: build ## `gobuildcache mtimes` on a generated 50,000-file git work tree (make bench runs it too); writes bench-results/mtimes.md
+	$(GO) run ./bench -mtimes -bin $(BIN)

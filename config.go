@@ -55,6 +55,9 @@ type Config struct {
 	// from names what set each option, by flag name: "-flag", or a
 	// variable's name; an option at its default is absent.
 	from map[string]string
+
+	// mtimes only: the work tree to stamp (its one argument).
+	Dir string
 }
 
 // defaultConfig returns the built-in defaults.
@@ -113,6 +116,8 @@ const (
 	cmdServe = "serve"
 	cmdClear = "clear"
 	cmdCheck = "check"
+	// mtimes takes no flags, only a directory.
+	cmdMtimes = "mtimes"
 )
 
 // Which commands take an option. check takes the server's flags, so that
@@ -225,8 +230,12 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 		}
 		return nil, &usageError{flagErrorWithEnv(err.Error())}
 	}
-	if fs.NArg() > 0 {
-		return nil, &usageError{fmt.Sprintf("unexpected argument %q (run 'gobuildcache help')", fs.Arg(0))}
+	rest := fs.Args()
+	if cmd == cmdMtimes && len(rest) > 0 {
+		c.Dir, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return nil, &usageError{fmt.Sprintf("unexpected argument %q (run 'gobuildcache help')", rest[0])}
 	}
 	fs.Visit(func(f *flag.Flag) { c.from[f.Name] = "-" + f.Name })
 	for _, o := range options {
@@ -326,6 +335,21 @@ bucket access, and a put/get/delete round trip of a probe object under
 need, and exits 1 with a one-line reason at the first step that fails.
 
 `)
+	case cmdMtimes:
+		b.WriteString(`usage: gobuildcache mtimes [DIR]
+
+Gives every git-tracked file under DIR (default: the current directory) an
+mtime derived from its content, and every directory holding tracked files
+one derived from their names: fixed, in the past, the same on every fresh
+checkout of the same commit, so that the go command's cached test results
+(keyed on the mtimes of the files a test opened) hit on a new CI machine.
+Untracked and ignored files are left alone. The trade-off: mtimes no longer
+say when a file was checked out or edited (make and other mtime-driven tools
+see content times). It prints one summary line; it exits 1 if a tracked
+path's mtime could not be set, or outside a git work tree.
+`)
+		io.WriteString(w, b.String())
+		return
 	default:
 		b.WriteString(`gobuildcache is a GOCACHEPROG program: the go command starts it and asks it
 for build and test results, so that a fresh machine starts with a warm cache.
@@ -334,6 +358,7 @@ usage:
   GOCACHEPROG="gobuildcache [flags]" go build ./...   (the go command runs it)
   gobuildcache clear [flags]                          remove every cache entry
   gobuildcache check [flags]                          test access to the remote cache
+  gobuildcache mtimes [DIR]                           content mtimes for cached tests on fresh checkouts
   gobuildcache help                                   show this help
 
 `)

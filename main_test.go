@@ -262,7 +262,7 @@ func TestServeStatsOutputs(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(summary)
-	if !strings.HasPrefix(string(md), "earlier step\n") || !strings.Contains(string(md), "| gets | 2 (hits 1") {
+	if !strings.HasPrefix(string(md), "earlier step\n") || !strings.Contains(string(md), "\n\n"+jobSummaryTitle+jobSummaryHeader+"| `") || !strings.Contains(string(md), " | 2 | 50.0% | 1 | – | – | 1 | – | 0 | ") {
 		t.Errorf("step summary:\n%s", md)
 	}
 }
