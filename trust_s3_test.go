@@ -480,6 +480,17 @@ func TestTrustCheck(t *testing.T) {
 	if left := objectState(t, f.root, f.tg.Bucket, ""); len(left) != 0 {
 		t.Errorf("check left objects behind: %v", left)
 	}
+
+	// The GitHub Action with check: true fails the step on DANGER.
+	for _, kv := range f.main.env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	err, out, _ = runActionSetup(t, t.TempDir(), map[string]string{"S3_BUCKET": f.tg.Bucket, "S3_PREFIX": "root/pr-7/", "S3_READ_FROM": mainLoc,
+		"S3_ENDPOINT": f.tg.Endpoint, "S3_PATH_STYLE": "true", "AWS_REGION": "us-east-1", "CHECK": "true", "MTIMES": "false"})
+	if err == nil || !strings.Contains(out, "::error::DANGER: these credentials can write "+mainLoc) {
+		t.Errorf("the action's check with credentials that can write a read location: %v\n%s", err, out)
+	}
 }
 
 // TestS3ReadLocations is S3Backend with read locations, on MinIO without
