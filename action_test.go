@@ -97,7 +97,7 @@ func TestActionSetup(t *testing.T) {
 
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
-		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env S3_TIMEOUT)`) {
+		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {
 			t.Errorf("want a one-line error naming the flag: %v\n%s", err, out)
 		}
 		if s := readOr(filepath.Join(tmp, "env")); s != "" {
