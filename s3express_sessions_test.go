@@ -93,7 +93,6 @@ func waitIdle(t *testing.T, p *expressSessions) {
 
 func TestExpressSessionsShared(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	f.gate = make(chan struct{})
 	const n = 32
 	var wg sync.WaitGroup
@@ -134,7 +133,6 @@ func TestExpressSessionsLifetime(t *testing.T) {
 	for _, life := range []time.Duration{3 * time.Second, 5 * time.Minute} {
 		t.Run(life.String(), func(t *testing.T) {
 			p, f := newFakeExpress(life)
-			defer p.close()
 			const bucket = "b--usw2-az1--x-s3"
 			first, err := p.Retrieve(t.Context(), bucket)
 			if err != nil {
@@ -184,7 +182,6 @@ func TestExpressSessionsLifetime(t *testing.T) {
 // other answers are left to the other retry rules.
 func TestExpressSessionsExpiredToken(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	const bucket = "b--use1-az4--x-s3"
 	first, _ := p.Retrieve(t.Context(), bucket)
 	answer := func(code, token string) error {
@@ -226,7 +223,6 @@ func TestExpressSessionsExpiredToken(t *testing.T) {
 
 func TestExpressSessionsModes(t *testing.T) {
 	p, f := newFakeExpress(5*time.Minute, "trusted--use1-az4--x-s3")
-	defer p.close()
 	p.Retrieve(t.Context(), "trusted--use1-az4--x-s3")
 	p.Retrieve(t.Context(), "own--use1-az4--x-s3")
 	if len(f.modes) != 2 || f.modes[0] != types.SessionModeReadOnly || f.modes[1] != "" {
@@ -238,7 +234,6 @@ func TestExpressSessionsModes(t *testing.T) {
 // gives up with its own context; the CreateSession goes on for the next.
 func TestExpressSessionsWaitEnds(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	f.gate = make(chan struct{})
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
