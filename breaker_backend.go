@@ -20,8 +20,8 @@ import (
 // the same way; it never probes, and is refused while the breaker is open.
 //
 // After breakerThreshold failures in a row, after two timeouts, or after one
-// failure that retrying cannot fix (credentials, permissions, a missing
-// bucket), the breaker opens: for a cooldown, requests fail at once without
+// failure that retrying cannot fix (ErrKind.fatal: credentials,
+// permissions, a missing bucket, a wrong region), the breaker opens: for a cooldown, requests fail at once without
 // reaching the remote, so a dead or black-holed endpoint costs a build
 // seconds, not a timeout per request. Then one get at a time probes the
 // remote (uploads never do: they would only hold up the end of the build); a

@@ -19,7 +19,7 @@ import (
 // whatever order they complete, each flushed at once.
 type Server struct {
 	backend CacheBackend
-	// local, if set, is the local tier under backend (or backend itself).
+	// local, if set, is the local disk cache under backend (or backend itself).
 	// Gets are first tried on it right on the reading goroutine: a local
 	// hit costs no goroutine hop. Only what it misses goes to backend.
 	local *DiskBackend
