@@ -2,16 +2,28 @@
 GO ?= go
 BIN := builds/gobuildcache
 
-.PHONY: build test test-short lint fuzz bench-local clean
+.PHONY: build test cross test-newest-go test-short lint fuzz bench-local clean
 
 build: ## build the binary into builds/gobuildcache
 	$(GO) build -o $(BIN) .
 
-test: build ## the whole test suite, as CI runs it: installs and starts MinIO for the S3 tests, then the chaos suite's CI variant
+test: build cross ## the whole test suite, as CI runs it: vet, cross builds, the tests with MinIO for S3, the end-to-end tests under the newest Go, the chaos suite's CI variant
 	$(GO) vet ./...
 	scripts/minio.sh run -- env GOBUILDCACHE_REQUIRE_S3=1 $(GO) test -race -count=1 -v -timeout 45m ./...
+	$(MAKE) test-newest-go
 	scripts/toxiproxy.sh install >/dev/null
 	$(GO) run ./chaos -quick -bin $(BIN)
+
+cross: ## vet for macOS and Windows, and build the binary for both
+	GOOS=darwin $(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null .
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null .
+
+# The newest Go release, fetched by the go command from the module proxy.
+GO_NEWEST ?= go1.27.3
+test-newest-go: ## the end-to-end tests with the real go command, under GO_NEWEST
+	GOTOOLCHAIN=$(GO_NEWEST) $(GO) test -count=1 -v -timeout 20m -run 'TestEndToEndGoCommand$$|TestEndToEndBareVariablesOfOtherTools$$' .
 
 test-short: ## unit tests only: no go command, no 64 MiB objects, no MinIO (S3 tests skip)
 	$(GO) test -race -short ./...
@@ -44,3 +56,7 @@ clean:
 .PHONY: chaos
 chaos: build ## the chaos suite: 8 "VMs" build and test on MinIO behind toxiproxy under injected faults (see TESTING.md); 5-8 min on 2 cores
 	scripts/minio.sh install >/dev/null && scripts/toxiproxy.sh install >/dev/null && $(GO) run ./chaos -bin $(BIN)
+
+.PHONY: bench-mtimes
+bench-mtimes: build ## `gobuildcache mtimes` on a generated 50,000-file git work tree (make bench runs it too); writes bench-results/mtimes.md
+	$(GO) run ./bench -mtimes -bin $(BIN)

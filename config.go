@@ -13,9 +13,10 @@ import (
 	"time"
 )
 
-// Config is every option of every command. Each option is a flag and an
-// environment variable; a flag given on the command line wins over the
-// variable, which wins over the default.
+// Config is every option of every command. Each option is a flag and two
+// environment variables (see option): a flag given on the command line wins
+// over the prefixed variable, which wins over the bare one, which wins over
+// the default.
 type Config struct {
 	Backend   string
 	CacheDir  string
@@ -47,6 +48,16 @@ type Config struct {
 	LocalOnly   bool
 	RemoteOnly  bool
 	AllPrefixes bool
+
+	// Warnings are one-line messages about settings that were ignored:
+	// unusable values of bare variables.
+	Warnings []string
+	// from names what set each option, by flag name: "-flag", or a
+	// variable's name; an option at its default is absent.
+	from map[string]string
+
+	// mtimes only: the work tree to stamp (its one argument).
+	Dir string
 }
 
 // defaultConfig returns the built-in defaults.
@@ -69,19 +80,44 @@ func defaultConfig() Config {
 	}
 }
 
-// option describes one setting: its flag, its environment variable and how
+// option describes one setting: its flag, its environment variables and how
 // to parse it into a Config.
+//
+// Its variable is GOBUILDCACHE_ and the flag's name in capitals with "_"
+// for "-" (see envName). The bare name is the variable of the original
+// interface (BACKEND_TYPE, DEBUG, ...), read when the prefixed one is
+// unset. Bare names are generic words that other tools set too
+// (DEBUG='express:*' for Node, BACKEND_TYPE=docker), so an unusable value
+// in one is a warning and is ignored, never an error: no setting meant for
+// another program may break a build. A flag or a prefixed variable is
+// meant for gobuildcache, and an unusable value there is an error.
 type option struct {
-	flag, env, usage string
+	flag, bare, usage string
 	// commands that take it: "serve", "clear".
 	commands []string
-	value    func(*Config) flag.Value
+	// value returns the flag.Value of the option's field in c. Its Set
+	// rejects every unusable value (one that does not parse, or is out
+	// of range), leaving the field as it was.
+	value func(c *Config) flag.Value
+}
+
+// envPrefix starts the name of every variable meant for gobuildcache alone.
+const envPrefix = "GOBUILDCACHE_"
+
+// envName returns the option's own variable, e.g. GOBUILDCACHE_S3_BUCKET for
+// -s3-bucket.
+func (o option) envName() string { return envNameOf(o.flag) }
+
+func envNameOf(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 const (
 	cmdServe = "serve"
 	cmdClear = "clear"
 	cmdCheck = "check"
+	// mtimes takes no flags, only a directory.
+	cmdMtimes = "mtimes"
 )
 
 // Which commands take an option. check takes the server's flags, so that
@@ -94,9 +130,9 @@ var (
 
 var options = []option{
 	{"backend", "BACKEND_TYPE", "storage backend: disk or s3", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.Backend) }},
+		func(c *Config) flag.Value { return &enumValue{&c.Backend, []string{"disk", "s3"}} }},
 	{"cache-dir", "CACHE_DIR", "local cache directory (the disk backend, and the local tier in front of s3)", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.CacheDir) }},
+		func(c *Config) flag.Value { return (*dirValue)(&c.CacheDir) }},
 	{"debug", "DEBUG", "log every request, and the S3 client's activity, to stderr", allCmds,
 		func(c *Config) flag.Value { return (*boolValue)(&c.Debug) }},
 	{"stats", "PRINT_STATS", "print cache statistics to stderr on exit (and to $GITHUB_STEP_SUMMARY when set)", serveOnly,
@@ -106,21 +142,21 @@ var options = []option{
 	{"s3-bucket", "S3_BUCKET", "S3 bucket (required with -backend=s3); directory buckets (name--azid--x-s3) use S3 Express One Zone", allCmds,
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Bucket) }},
 	{"s3-prefix", "S3_PREFIX", "key prefix for every object in the bucket", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.S3Prefix) }},
+		func(c *Config) flag.Value { return (*prefixValue)(&c.S3Prefix) }},
 	{"s3-region", "AWS_REGION", "AWS region of the bucket", allCmds,
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3Region) }},
 	{"s3-endpoint", "S3_ENDPOINT", "S3 endpoint URL for S3-compatible servers (MinIO, R2, Ceph); AWS_ENDPOINT_URL_S3 is honoured too", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.S3Endpoint) }},
+		func(c *Config) flag.Value { return (*urlValue)(&c.S3Endpoint) }},
 	{"s3-path-style", "S3_PATH_STYLE", "address the bucket in the URL path rather than the host name (MinIO, Ceph)", allCmds,
 		func(c *Config) flag.Value { return (*boolValue)(&c.S3PathStyle) }},
 	{"s3-timeout", "S3_TIMEOUT", "deadline of one remote request, retries included; a remote that does not answer in time is a miss", allCmds,
-		func(c *Config) flag.Value { return (*durationValue)(&c.S3Timeout) }},
+		func(c *Config) flag.Value { return &durationValue{&c.S3Timeout, time.Millisecond} }},
 	{"read-only", "READ_ONLY", "read from the remote cache but never write to it (untrusted pull requests)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.ReadOnly) }},
 	{"upload-timeout", "UPLOAD_TIMEOUT", "how long close waits for pending uploads before abandoning them", serveOnly,
-		func(c *Config) flag.Value { return (*durationValue)(&c.UploadTimeout) }},
+		func(c *Config) flag.Value { return &durationValue{&c.UploadTimeout, 0} }},
 	{"upload-concurrency", "UPLOAD_CONCURRENCY", "uploads to the remote in flight at once", serveOnly,
-		func(c *Config) flag.Value { return (*intValue)(&c.UploadWorkers) }},
+		func(c *Config) flag.Value { return &intValue{&c.UploadWorkers, 1, 1024} }},
 	{"upload-queue-size", "UPLOAD_QUEUE_SIZE", "bytes of uploads that may wait; a put beyond that stays local (counted as dropped)", serveOnly,
 		func(c *Config) flag.Value { return &c.UploadQueue }},
 	{"prefetch", "PREFETCH", "at start, fetch what recent runs of the same scope used, in parallel, while the build runs", serveOnly,
@@ -128,21 +164,30 @@ var options = []option{
 	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name (default: derived from the working directory)", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.PrefetchScope) }},
 	{"prefetch-concurrency", "PREFETCH_CONCURRENCY", "prefetch requests in flight at once", serveOnly,
-		func(c *Config) flag.Value { return (*intValue)(&c.PrefetchConcurrency) }},
+		func(c *Config) flag.Value { return &intValue{&c.PrefetchConcurrency, 1, 1024} }},
 	{"compression", "COMPRESSION", "how uploads are stored: none or zstd (readers decode either, whatever their own setting)", serveOnly,
-		func(c *Config) flag.Value { return (*stringValue)(&c.Compression) }},
+		func(c *Config) flag.Value { return &enumValue{&c.Compression, []string{"none", "zstd"}} }},
 	{"compression-min-size", "COMPRESSION_MIN_SIZE", "smallest body that -compression=zstd compresses", serveOnly,
 		func(c *Config) flag.Value { return &c.CompressionMinSize }},
 	{"max-local-size", "MAX_LOCAL_SIZE", "bound on the local cache's bodies, e.g. 10GiB (0: none); least recently used entries are trimmed to 90%, at most every 10 minutes, never one used in the last hour", serveOnly,
 		func(c *Config) flag.Value { return &c.MaxLocalSize }},
 	{"local-max-age", "LOCAL_MAX_AGE", "local entries unused for this long are trimmed (checked at most daily)", serveOnly,
-		func(c *Config) flag.Value { return (*durationValue)(&c.LocalMaxAge) }},
+		func(c *Config) flag.Value { return &durationValue{&c.LocalMaxAge, time.Hour} }},
 	{"local-only", "CLEAR_LOCAL_ONLY", "clear only the local cache directory", clearOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.LocalOnly) }},
 	{"remote-only", "CLEAR_REMOTE_ONLY", "clear only the remote cache", clearOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.RemoteOnly) }},
 	{"all-prefixes", "CLEAR_ALL_PREFIXES", "allow clearing with an empty -s3-prefix, i.e. the whole bucket", clearOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.AllPrefixes) }},
+}
+
+// getBare returns the value of the option's bare variable, "" if it has
+// none.
+func (o option) getBare(getenv func(string) string) string {
+	if o.bare == "" {
+		return ""
+	}
+	return getenv(o.bare)
 }
 
 func (o option) for_(cmd string) bool {
@@ -163,24 +208,20 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-// parseConfig builds the Config of cmd from the environment (read through
-// getenv) and then args. Usage goes to usageOut on -h.
+// parseConfig builds the Config of cmd from args and then, for each option
+// no flag set, its prefixed variable or else its bare one (read through
+// getenv). Usage goes to usageOut on -h. Bare variables' unusable values
+// are in the Config's Warnings.
 func parseConfig(cmd string, args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
 	c := defaultConfig()
+	c.from = make(map[string]string)
 	fs := flag.NewFlagSet("gobuildcache "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	for _, o := range options {
-		if !o.for_(cmd) {
-			continue
+		if o.for_(cmd) {
+			fs.Var(o.value(&c), o.flag, o.usage)
 		}
-		v := o.value(&c)
-		if s := getenv(o.env); s != "" {
-			if err := v.Set(s); err != nil {
-				return nil, &usageError{fmt.Sprintf("invalid %s=%q (flag -%s): %v", o.env, s, o.flag, err)}
-			}
-		}
-		fs.Var(v, o.flag, o.usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -189,8 +230,30 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 		}
 		return nil, &usageError{flagErrorWithEnv(err.Error())}
 	}
-	if fs.NArg() > 0 {
-		return nil, &usageError{fmt.Sprintf("unexpected argument %q (run 'gobuildcache help')", fs.Arg(0))}
+	rest := fs.Args()
+	if cmd == cmdMtimes && len(rest) > 0 {
+		c.Dir, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return nil, &usageError{fmt.Sprintf("unexpected argument %q (run 'gobuildcache help')", rest[0])}
+	}
+	fs.Visit(func(f *flag.Flag) { c.from[f.Name] = "-" + f.Name })
+	for _, o := range options {
+		if !o.for_(cmd) || c.from[o.flag] != "" {
+			continue
+		}
+		if s := getenv(o.envName()); s != "" {
+			if err := o.value(&c).Set(s); err != nil {
+				return nil, &usageError{fmt.Sprintf("invalid %s=%.80q (flag -%s): %v", o.envName(), s, o.flag, err)}
+			}
+			c.from[o.flag] = o.envName()
+		} else if s := o.getBare(getenv); s != "" {
+			if err := o.value(&c).Set(s); err != nil {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s=%.80q: %v (gobuildcache's own setting is %s or -%s)", o.bare, s, err, o.envName(), o.flag))
+				continue
+			}
+			c.from[o.flag] = o.bare
+		}
 	}
 	if err := c.validate(cmd); err != nil {
 		return nil, &usageError{err.Error()}
@@ -203,60 +266,52 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 func flagErrorWithEnv(msg string) string {
 	for _, o := range options {
 		if strings.Contains(msg, " -"+o.flag+":") || strings.HasSuffix(msg, " -"+o.flag) {
-			return msg + " (env " + o.env + ")"
+			return msg + " (env " + o.envName() + ")"
 		}
 	}
 	return msg + " (run 'gobuildcache help')"
 }
 
-// validate checks values that parse but make no sense together. Messages
-// name the flag and the variable.
+// validate checks the settings that make sense alone but not together
+// (each value was checked as it was set), and normalizes the prefix.
+// Messages name the flag and the variable. A conflict that a bare variable
+// alone causes is resolved by ignoring that variable, with a warning.
 func (c *Config) validate(cmd string) error {
-	switch c.Backend {
-	case "disk", "s3":
-	default:
-		return fmt.Errorf("invalid -backend (BACKEND_TYPE) %q: want disk or s3", c.Backend)
-	}
-	if c.CacheDir == "" {
-		return errors.New("empty -cache-dir (CACHE_DIR)")
-	}
 	if c.Backend == "s3" && c.S3Bucket == "" {
-		return errors.New("-s3-bucket (S3_BUCKET) is required with -backend=s3")
-	}
-	if c.UploadTimeout < 0 {
-		return fmt.Errorf("invalid -upload-timeout (UPLOAD_TIMEOUT) %v: must not be negative", c.UploadTimeout)
-	}
-	if c.S3Timeout <= 0 {
-		return fmt.Errorf("invalid -s3-timeout (S3_TIMEOUT) %v: must be positive", c.S3Timeout)
-	}
-	if c.UploadWorkers < 1 || c.UploadWorkers > 1024 {
-		return fmt.Errorf("invalid -upload-concurrency (UPLOAD_CONCURRENCY) %d: want 1 to 1024", c.UploadWorkers)
-	}
-	if c.LocalMaxAge < time.Hour {
-		return fmt.Errorf("invalid -local-max-age (LOCAL_MAX_AGE) %v: want at least 1h", c.LocalMaxAge)
-	}
-	if c.PrefetchConcurrency < 1 || c.PrefetchConcurrency > 1024 {
-		return fmt.Errorf("invalid -prefetch-concurrency (PREFETCH_CONCURRENCY) %d: want 1 to 1024", c.PrefetchConcurrency)
-	}
-	if c.Compression != "none" && c.Compression != "zstd" {
-		return fmt.Errorf("invalid -compression (COMPRESSION) %q: want none or zstd", c.Compression)
-	}
-	if err := checkS3Prefix(c.S3Prefix); err != nil {
-		return fmt.Errorf("invalid -s3-prefix (S3_PREFIX) %.80q: %v", c.S3Prefix, err)
+		if from := c.from["backend"]; c.fromBare("backend") {
+			// BACKEND_TYPE=s3 and no bucket: perhaps meant for
+			// another program; perhaps ours, half configured. Either
+			// way the build goes on, on the disk backend.
+			c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s=s3: no bucket is set (-s3-bucket, %sS3_BUCKET or S3_BUCKET); using the disk backend", from, envPrefix))
+			c.Backend = "disk"
+		} else {
+			return fmt.Errorf("-s3-bucket (%sS3_BUCKET) is required with -backend=s3", envPrefix)
+		}
 	}
 	if c.S3Prefix != "" && !strings.HasSuffix(c.S3Prefix, "/") {
 		c.S3Prefix += "/" // keys live in a "directory"; S3 Express requires it
 	}
-	if c.S3Endpoint != "" {
-		u, err := url.Parse(c.S3Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("invalid -s3-endpoint (S3_ENDPOINT) %q: want a URL such as https://s3.example.com or http://127.0.0.1:9000", c.S3Endpoint)
-		}
-	}
 	if c.LocalOnly && c.RemoteOnly {
-		return errors.New("-local-only (CLEAR_LOCAL_ONLY) and -remote-only (CLEAR_REMOTE_ONLY) exclude each other")
+		// Whatever their source: ignoring either would widen what clear
+		// deletes, and clear is run by hand, not by a build.
+		return fmt.Errorf("-local-only (%s) and -remote-only (%s) exclude each other", c.source("local-only"), c.source("remote-only"))
 	}
 	return nil
+}
+
+// fromBare reports whether a bare variable set the option named by its flag.
+func (c *Config) fromBare(name string) bool {
+	from := c.from[name]
+	return from != "" && from[0] != '-' && !strings.HasPrefix(from, envPrefix)
+}
+
+// source names what set the option named by its flag, or its variable if
+// nothing did.
+func (c *Config) source(name string) string {
+	if from := c.from[name]; from != "" {
+		return from
+	}
+	return envNameOf(name)
 }
 
 // printUsage writes the help of cmd ("serve" for the server and the
@@ -280,6 +335,21 @@ bucket access, and a put/get/delete round trip of a probe object under
 need, and exits 1 with a one-line reason at the first step that fails.
 
 `)
+	case cmdMtimes:
+		b.WriteString(`usage: gobuildcache mtimes [DIR]
+
+Gives every git-tracked file under DIR (default: the current directory) an
+mtime derived from its content, and every directory holding tracked files
+one derived from their names: fixed, in the past, the same on every fresh
+checkout of the same commit, so that the go command's cached test results
+(keyed on the mtimes of the files a test opened) hit on a new CI machine.
+Untracked and ignored files are left alone. The trade-off: mtimes no longer
+say when a file was checked out or edited (make and other mtime-driven tools
+see content times). It prints one summary line; it exits 1 if a tracked
+path's mtime could not be set, or outside a git work tree.
+`)
+		io.WriteString(w, b.String())
+		return
 	default:
 		b.WriteString(`gobuildcache is a GOCACHEPROG program: the go command starts it and asks it
 for build and test results, so that a fresh machine starts with a warm cache.
@@ -288,11 +358,18 @@ usage:
   GOCACHEPROG="gobuildcache [flags]" go build ./...   (the go command runs it)
   gobuildcache clear [flags]                          remove every cache entry
   gobuildcache check [flags]                          test access to the remote cache
+  gobuildcache mtimes [DIR]                           content mtimes for cached tests on fresh checkouts
   gobuildcache help                                   show this help
 
 `)
 	}
-	b.WriteString("Flags (a flag wins over its environment variable):\n")
+	b.WriteString(`Flags and their variables. A flag wins over its GOBUILDCACHE_ variable,
+which wins over the original interface's bare variable (in parentheses).
+An unusable value in a bare variable, which other programs may set too, is
+ignored with a warning; in a flag or a GOBUILDCACHE_ variable it stops the
+program (exit status 2).
+
+`)
 	def := defaultConfig()
 	for _, o := range options {
 		if !o.for_(cmd) {
@@ -300,10 +377,13 @@ usage:
 		}
 		dv := o.value(&def).String()
 		fmt.Fprintf(&b, "  -%s", o.flag)
-		if _, isBool := o.value(&def).(*boolValue); !isBool {
+		if bf, ok := o.value(&def).(interface{ IsBoolFlag() bool }); !ok || !bf.IsBoolFlag() {
 			b.WriteString(" value")
 		}
-		fmt.Fprintf(&b, "\n      %s\n      env %s", o.usage, o.env)
+		fmt.Fprintf(&b, "\n      %s\n      env %s", o.usage, o.envName())
+		if o.bare != "" {
+			fmt.Fprintf(&b, " (or %s)", o.bare)
+		}
 		if dv == "" {
 			dv = "none"
 		}
@@ -319,17 +399,89 @@ usage:
 	io.WriteString(w, b.String())
 }
 
-type intValue int
+// intValue is a whole number from min to max.
+type intValue struct {
+	p        *int
+	min, max int
+}
 
 func (v *intValue) Set(s string) error {
 	n, err := strconv.Atoi(s)
-	if err != nil {
-		return fmt.Errorf("want a whole number")
+	if err != nil || n < v.min || n > v.max {
+		return fmt.Errorf("want a whole number from %d to %d", v.min, v.max)
 	}
-	*v = intValue(n)
+	*v.p = n
 	return nil
 }
-func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+
+func (v *intValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+// enumValue is one of a few words.
+type enumValue struct {
+	p       *string
+	allowed []string
+}
+
+func (v *enumValue) Set(s string) error {
+	for _, a := range v.allowed {
+		if s == a {
+			*v.p = s
+			return nil
+		}
+	}
+	return fmt.Errorf("want %s", strings.Join(v.allowed, " or "))
+}
+
+func (v *enumValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+// dirValue is a directory's path: not empty.
+type dirValue string
+
+func (v *dirValue) Set(s string) error {
+	if s == "" {
+		return errors.New("want a directory")
+	}
+	*v = dirValue(s)
+	return nil
+}
+func (v *dirValue) String() string { return string(*v) }
+
+// urlValue is an http or https URL with a host, or empty for none.
+type urlValue string
+
+func (v *urlValue) Set(s string) error {
+	if s != "" {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("want a URL such as https://s3.example.com or http://127.0.0.1:9000")
+		}
+	}
+	*v = urlValue(s)
+	return nil
+}
+func (v *urlValue) String() string { return string(*v) }
+
+// prefixValue is an S3 key prefix (see checkS3Prefix).
+type prefixValue string
+
+func (v *prefixValue) Set(s string) error {
+	if err := checkS3Prefix(s); err != nil {
+		return err
+	}
+	*v = prefixValue(s)
+	return nil
+}
+func (v *prefixValue) String() string { return string(*v) }
 
 // byteSize is a size in bytes, written as 1073741824, 512MiB, 10GiB, 2GB...
 type byteSize int64
@@ -390,14 +542,29 @@ func (v *boolValue) Set(s string) error {
 func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
 func (v *boolValue) IsBoolFlag() bool { return true }
 
-type durationValue time.Duration
+// durationValue is a duration of at least min.
+type durationValue struct {
+	p   *time.Duration
+	min time.Duration
+}
 
 func (v *durationValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("want a duration such as 30s or 2m")
+	case d < v.min && v.min > 0:
+		return fmt.Errorf("want at least %v", v.min)
+	case d < 0:
+		return fmt.Errorf("must not be negative")
 	}
-	*v = durationValue(d)
+	*v.p = d
 	return nil
 }
-func (v *durationValue) String() string { return time.Duration(*v).String() }
+
+func (v *durationValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}

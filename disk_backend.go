@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/richardartoul/gobuildcache/internal/cachefmt"
@@ -29,10 +31,12 @@ import (
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
 // are content-addressed, so actions with equal outputs share one file. Every
 // file is written as a temp file (.tmp-*) in the fan-out directory it goes
-// to (remote downloads too: see bodyTempDir) and renamed into place, body
+// to (remote downloads too: see bodyTempDir) and moved into place, body
 // before record, so a reader sees either a whole entry or none, and a crash
-// mid-put leaves only a temp file behind (removed once it
-// is stale). Spreading temp files over the fan-out directories, rather than
+// mid-put leaves only a temp file behind (removed once it is stale). A
+// record is replaced by a rename; a body in place is never replaced (see
+// placeBody) and only Trim and Clear remove one. Spreading temp files over
+// the fan-out directories, rather than
 // one directory, keeps parallel writers (prefetch) from contending for one
 // directory's lock. A record whose body is missing or of the wrong size is a
 // miss.
@@ -186,19 +190,14 @@ func (d *DiskBackend) putAt(actionID ActionID, e Entry, body io.Reader) (Entry, 
 	d.markHandedOut(e.DiskPath)
 	// Bodies are content-addressed: one already in place need not be
 	// written again (the caller still verifies what it sent).
-	fi, err := os.Stat(e.DiskPath)
-	if err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
-		d.touchIfStale(e.DiskPath, fi.ModTime()) // reused: it is used now
-	}
-	if err == nil && !fi.Mode().IsRegular() {
-		// Damage (nothing of ours is a directory here): clear the way.
-		os.RemoveAll(e.DiskPath)
-	}
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size {
-		if err := d.writeFile(e.DiskPath, func(w io.Writer) error {
+	if size, mtime, ok := statBody(e.DiskPath); ok && size == e.Size {
+		d.touchIfStale(e.DiskPath, mtime) // reused: it is used now
+	} else {
+		err := d.writeTemp(e.DiskPath, func(w io.Writer) error {
 			_, err := copyBuffered(w, body)
 			return err
-		}); err != nil {
+		}, func(tmp, path string) error { return d.placeBody(tmp, path, e.Size) })
+		if err != nil {
 			return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
 		}
 	}
@@ -239,7 +238,7 @@ func (d *DiskBackend) install(actionID ActionID, e Entry) (Entry, error) {
 	if ok && size == e.Size {
 		d.touchIfStale(local.DiskPath, mtime) // reused: it is used now
 	} else {
-		if err := d.rename(src, local.DiskPath); err != nil {
+		if err := d.placeBody(src, local.DiskPath, e.Size); err != nil {
 			// Another file system, say: fall back to a copy.
 			f, oerr := os.Open(src)
 			if oerr != nil {
@@ -261,6 +260,12 @@ func (d *DiskBackend) Close(ctx context.Context) error { return nil }
 // writeFile atomically replaces path with what fill writes: it writes a temp
 // file (.tmp-*) in path's own fan-out directory and renames it into place.
 func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
+	return d.writeTemp(path, fill, d.rename)
+}
+
+// writeTemp writes a temp file beside path with fill and moves it to path
+// with place.
+func (d *DiskBackend) writeTemp(path string, fill func(io.Writer) error, place func(tmp, path string) error) error {
 	f, err := d.createTemp(d.fanOutDir(filepath.Dir(path)), tempPrefix+"*")
 	if err != nil {
 		return err
@@ -271,12 +276,54 @@ func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
 		err = cerr
 	}
 	if err == nil {
-		err = d.rename(tmp, path)
+		err = place(tmp, path)
 	}
 	if err != nil {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// placeBody moves from, a file holding a whole body of size bytes, to to,
+// the body's path, unless a body of that size is in place already: then it
+// keeps that one and removes from. Bodies are content-addressed and only
+// ever put in place whole and verified, so one of the right size is the
+// same bytes. It never renames over a body nor removes one, which someone
+// may have been handed: on Windows a file another process holds open can
+// be neither, and everywhere the copy in place costs nothing. A file of
+// another size at to is damage that nobody was handed; it is removed first.
+//
+// renameNoReplace makes "in place unless one is there already" one atomic
+// step, so that of two processes putting the same body at once, the second
+// keeps the first's. On a file system without hard links (not Windows) it
+// is a rename after a look, and two such puts racing may still rename one
+// over the other.
+func (d *DiskBackend) placeBody(from, to string, size int64) error {
+	for damaged := false; ; damaged = true {
+		err := renameNoReplace(from, to)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err = os.MkdirAll(filepath.Dir(to), 0o755); err == nil {
+				err = renameNoReplace(from, to)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if got, _, ok := statBody(to); ok && got == size {
+			os.Remove(from) // the same bytes are in place
+			return nil
+		}
+		switch {
+		case errors.Is(err, fs.ErrExist) && !damaged:
+			if err := os.RemoveAll(to); err != nil {
+				return err
+			}
+		case errors.Is(err, fs.ErrExist):
+			return err
+		default: // no hard links here, or from and to on different file systems
+			return d.rename(from, to)
+		}
+	}
 }
 
 // fanOutDir returns dir, a fan-out directory, after making sure it exists
@@ -296,7 +343,10 @@ func (d *DiskBackend) bodyTempDir(outputID OutputID) string {
 }
 
 // rename moves a file into place, creating its fan-out directory the first
-// time.
+// time. On Windows, renaming over a file fails while another process has it
+// open or renames over it too (a record being read or put): rename retries
+// then for up to a second, as the go command does (cmd/go/internal/robustio);
+// readSmallFile likewise.
 func (d *DiskBackend) rename(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -304,7 +354,29 @@ func (d *DiskBackend) rename(from, to string) error {
 			err = os.Rename(from, to)
 		}
 	}
+	if isSharingError(err) {
+		err = retrySharing(func() error { return os.Rename(from, to) })
+	}
 	return err
+}
+
+// retrySharing calls f until it returns something other than a sharing
+// error, for up to about a second.
+func retrySharing(f func() error) error {
+	err := f()
+	for delay := time.Millisecond; isSharingError(err) && delay < time.Second; delay *= 2 {
+		time.Sleep(delay)
+		err = f()
+	}
+	return err
+}
+
+// isSharingError reports whether err is Windows refusing a rename because
+// of another open handle: ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION
+// (32). Elsewhere a rename has no such failure.
+func isSharingError(err error) bool {
+	var errno syscall.Errno
+	return runtime.GOOS == "windows" && errors.As(err, &errno) && (errno == 5 || errno == 32)
 }
 
 // removeStaleTemps deletes temp files left by writers that crashed. Files of

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,5 +125,77 @@ func TestActionRecordRoundTrip(t *testing.T) {
 	got, err := parseActionRecord([]byte(formatActionRecord(e)))
 	if err != nil || !got.Time.Equal(e.Time) || got.Size != 42 || got.OutputID != e.OutputID {
 		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+}
+
+// TestDiskNeverReplacesABody: a body in place stays the same file whatever
+// is put after it (on Windows a file another process holds open cannot be
+// renamed over or removed), also when two writers place one at once; only
+// a damaged one (wrong size, not a file) is replaced.
+func TestDiskNeverReplacesABody(t *testing.T) {
+	ctx := context.Background()
+	d := newTestDisk(t)
+	first := putString(t, d, "k1", "the body")
+	held, err := os.Open(first.DiskPath) // as the go command would
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	before, _ := held.Stat()
+	same := func(what string) {
+		t.Helper()
+		fi, err := os.Stat(first.DiskPath)
+		if err != nil || !os.SameFile(before, fi) {
+			t.Errorf("%s: the body in place was replaced (%v)", what, err)
+		}
+	}
+
+	putString(t, d, "k2", "the body")
+	same("a put of the same output")
+
+	// Two writers that both found no body: the second keeps the first's.
+	tmp := filepath.Join(filepath.Dir(first.DiskPath), tempPrefix+"second")
+	if err := os.WriteFile(tmp, []byte("the body"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.placeBody(tmp, first.DiskPath, int64(len("the body"))); err != nil {
+		t.Fatal(err)
+	}
+	same("a second writer's placeBody")
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the second writer's temp file is left: %v", err)
+	}
+
+	// What a remote get fetched, installed when the body is in place.
+	tmp2 := filepath.Join(d.bodyTempDir(first.OutputID), tempPrefix+"fetched")
+	os.WriteFile(tmp2, []byte("the body"), 0o644)
+	if _, err := d.install(actionID("k3"), Entry{OutputID: first.OutputID, Size: first.Size, Time: time.Now(), DiskPath: tmp2}); err != nil {
+		t.Fatal(err)
+	}
+	same("an install of the same output")
+
+	for _, k := range []string{"k1", "k2", "k3"} {
+		e, err := d.Get(ctx, actionID(k))
+		if err != nil || e.DiskPath != first.DiskPath {
+			t.Errorf("get %s: %+v, %v", k, e, err)
+		}
+	}
+	if b, _ := io.ReadAll(held); string(b) != "the body" {
+		t.Errorf("the held body reads %q", b)
+	}
+
+	// Damage is replaced: a body of the wrong size, a directory.
+	for name, damage := range map[string]func(p string){
+		"wrong size": func(p string) { os.WriteFile(p, []byte("short"), 0o644) },
+		"directory":  func(p string) { os.Mkdir(p, 0o755) },
+	} {
+		d := newTestDisk(t)
+		p := d.outputPath(outputID("other body"))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		damage(p)
+		e := putString(t, d, "k", "other body")
+		if b, err := os.ReadFile(e.DiskPath); err != nil || string(b) != "other body" {
+			t.Errorf("%s: body %q, %v", name, b, err)
+		}
 	}
 }

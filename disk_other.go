@@ -10,8 +10,13 @@ import (
 )
 
 // readSmallFile reads a file of fewer than len(buf) bytes into buf.
+// On Windows it retries an open refused while the file is being replaced.
 func readSmallFile(path string, buf []byte) (int, error) {
-	f, err := os.Open(path)
+	var f *os.File
+	err := retrySharing(func() (err error) {
+		f, err = os.Open(path)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,13 +73,18 @@ func testModule(t *testing.T) string {
 }
 
 // goEnv is the environment for a go command in the test module: isolated
-// from the user's settings, offline.
+// from the user's settings (gobuildcache's variables, prefixed or bare,
+// included), offline.
 func goEnv(gocache string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "GOCACHE", "GOCACHEPROG", "GOFLAGS", "GOPROXY", "GOWORK", "GOTOOLCHAIN", "GO111MODULE", "GITHUB_STEP_SUMMARY":
+			continue
+		}
+		isBare := func(o option) bool { return o.bare == k && !strings.HasPrefix(k, "AWS_") } // AWS_REGION is the SDK's too
+		if strings.HasPrefix(k, envPrefix) || slices.ContainsFunc(options, isBare) {
 			continue
 		}
 		env = append(env, kv)
@@ -192,6 +198,7 @@ func moduleWithReference(t *testing.T) (string, goRun) {
 
 func TestEndToEndGoCommand(t *testing.T) {
 	mod, ref := moduleWithReference(t)
+	logGoVersion(t)
 
 	cacheDir := t.TempDir()
 	first, err := buildAndTest(t, mod, cacheDir, "first")
@@ -296,4 +303,43 @@ func TestCrashMidPut(t *testing.T) {
 			t.Fatal("a partial body sits under its final name")
 		}
 	}
+}
+
+// TestEndToEndBareVariablesOfOtherTools: generic variables that other tools
+// set, with values gobuildcache cannot use (a Node DEBUG pattern, a docker
+// BACKEND_TYPE), leave the build green: the go command prints one warning
+// line for each and builds with the cache (on the disk backend, in the
+// directory CACHE_DIR names).
+func TestEndToEndBareVariablesOfOtherTools(t *testing.T) {
+	skipIfShortE2E(t)
+	mod := testModule(t)
+	cacheDir := t.TempDir()
+	logGoVersion(t)
+	build := exec.Command("go", "build", "./...")
+	build.Dir = mod
+	build.Env = goEnv(t.TempDir(), "GOCACHEPROG="+gobuildcacheBinary(t), "DEBUG=express:*", "BACKEND_TYPE=docker", "CACHE_DIR="+cacheDir)
+	out, err := build.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("go build ./... printed:\n%s", out)
+	want := "gobuildcache: warning: ignoring BACKEND_TYPE=\"docker\": want disk or s3 (gobuildcache's own setting is GOBUILDCACHE_BACKEND or -backend)\n" +
+		"gobuildcache: warning: ignoring DEBUG=\"express:*\": want true or false (gobuildcache's own setting is GOBUILDCACHE_DEBUG or -debug)\n"
+	if string(out) != want {
+		t.Errorf("go build printed:\n%s\nwant:\n%s", out, want)
+	}
+	records, _ := filepath.Glob(filepath.Join(cacheDir, "v1", "a", "*", "*"))
+	if len(records) == 0 {
+		t.Errorf("nothing was stored under CACHE_DIR %s", cacheDir)
+	}
+}
+
+// logGoVersion logs the go command the end-to-end tests run (the one on
+// PATH; under GOTOOLCHAIN=goX.Y.Z go test, that toolchain's).
+func logGoVersion(t *testing.T) {
+	out, err := exec.Command("go", "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version: %v\n%s", err, out)
+	}
+	t.Logf("%s", bytes.TrimSpace(out))
 }

@@ -1,6 +1,6 @@
 module github.com/richardartoul/gobuildcache
 
-go 1.26.0
+go 1.24.0
 
 require (
 	github.com/aws/aws-sdk-go-v2 v1.48.0
@@ -9,7 +9,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10
 	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0
 	github.com/aws/smithy-go v1.28.9
-	github.com/klauspost/compress v1.20.4
+	github.com/klauspost/compress v1.19.2
 )
 
 require (

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -26,7 +27,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		case "help", "-h", "-help", "--help":
 			printUsage(stdout, cmdServe)
 			return 0
-		case cmdClear, cmdServe, cmdCheck:
+		case cmdClear, cmdServe, cmdCheck, cmdMtimes:
 			cmd, args = args[0], args[1:]
 		default:
 			if len(args[0]) > 0 && args[0][0] != '-' {
@@ -43,9 +44,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "gobuildcache: warning: %s\n", w)
+	}
 	log := newLogger(stderr, cfg.Debug)
 
 	switch cmd {
+	case cmdMtimes:
+		if err := runMtimes(cfg.Dir, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
 	case cmdClear, cmdCheck:
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -65,6 +75,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 
 // serve runs the GOCACHEPROG server until the go command closes it.
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
+	start := time.Now()
 	stats := new(Stats)
 	warn := newWarnings(log)
 	st, err := openBackend(context.Background(), cfg, stats, warn, log, getenv)
@@ -117,7 +128,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", serveErr)
 		status = 1
 	}
-	reportStats(cfg, stats.Snapshot(), stderr, getenv, log)
+	reportStats(cfg, stats.Snapshot(), time.Since(start), stderr, getenv, log)
 	return status
 }
 
@@ -158,13 +169,15 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}, nil
 }
 
-// reportStats writes the stats wherever cfg asks. Failing to write them is
-// logged, never fatal: the build has succeeded by now.
-func reportStats(cfg *Config, snap StatsSnapshot, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
+// reportStats writes the stats of a server that ran for wall wherever cfg
+// asks: with -stats a table on stderr and this go command's row in the job
+// summary. Failing to write them is logged, never fatal: the build has
+// succeeded by now.
+func reportStats(cfg *Config, snap StatsSnapshot, wall time.Duration, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
 	if cfg.Stats {
 		snap.WriteText(stderr)
 		if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
-			if err := appendFile(p, snap.WriteMarkdown); err != nil {
+			if err := appendJobSummary(p, snap.jobSummaryRow(goCommandName(), wall)); err != nil {
 				log.Warn("writing step summary", "err", err)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runMain runs the program in-process with the given environment.
@@ -25,8 +26,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			t.Fatalf("%v: exit %d", args, status)
 		}
 		for _, o := range options {
-			if o.for_(cmdServe) && (!strings.Contains(out, "-"+o.flag) || !strings.Contains(out, "env "+o.env)) {
-				t.Errorf("%v: help lacks -%s / %s:\n%s", args, o.flag, o.env, out)
+			if o.for_(cmdServe) && (!strings.Contains(out, "-"+o.flag) || !strings.Contains(out, "env "+o.envName()+" (or "+o.bare+")")) {
+				t.Errorf("%v: help lacks -%s / %s / %s:\n%s", args, o.flag, o.envName(), o.bare, out)
 			}
 		}
 		if !strings.Contains(out, `default "disk"`) {
@@ -38,28 +39,127 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("clear -h: exit %d", status)
 	}
 	for _, o := range options {
-		if o.for_(cmdClear) && !strings.Contains(out, "-"+o.flag) {
-			t.Errorf("clear -h lacks -%s", o.flag)
+		if o.for_(cmdClear) && (!strings.Contains(out, "-"+o.flag) || !strings.Contains(out, o.envName())) {
+			t.Errorf("clear -h lacks -%s / %s", o.flag, o.envName())
 		}
 	}
 }
 
-func TestConfigPrecedence(t *testing.T) {
-	env := map[string]string{"CACHE_DIR": "/from/env", "DEBUG": "true", "BACKEND_TYPE": "disk", "UPLOAD_TIMEOUT": "5s"}
-	c, err := parseConfig(cmdServe, []string{"-cache-dir=/from/flag"}, func(k string) string { return env[k] }, nil)
-	if err != nil {
-		t.Fatal(err)
+// TestConfigSources: a flag wins over the prefixed variable, which wins over
+// the bare one, which wins over the default; an unusable value in a bare
+// variable is ignored with a one-line warning naming it and the settings
+// meant for gobuildcache; a bare variable that a flag or the prefixed
+// variable overrides is not even read.
+func TestConfigSources(t *testing.T) {
+	def := defaultConfig()
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(c *Config) bool
+		// warns has one entry per warning line: the strings it contains.
+		warns [][]string
+	}{
+		{name: "defaults", want: func(c *Config) bool {
+			return c.Backend == "disk" && c.CacheDir == filepath.Join(os.TempDir(), "gobuildcache") && c.S3Prefix == "gobuildcache/" && !c.Debug
+		}},
+		{name: "bare fallback",
+			env: map[string]string{"CACHE_DIR": "/b", "DEBUG": "true", "BACKEND_TYPE": "s3", "S3_BUCKET": "bk", "UPLOAD_TIMEOUT": "5s",
+				"UPLOAD_CONCURRENCY": "3", "MAX_LOCAL_SIZE": "10GiB", "AWS_REGION": "eu-west-1", "COMPRESSION": "none", "S3_PREFIX": "p"},
+			want: func(c *Config) bool {
+				return c.CacheDir == "/b" && c.Debug && c.Backend == "s3" && c.S3Bucket == "bk" && c.UploadTimeout == 5*time.Second &&
+					c.UploadWorkers == 3 && c.MaxLocalSize == 10<<30 && c.S3Region == "eu-west-1" && c.Compression == "none" && c.S3Prefix == "p/"
+			}},
+		{name: "prefixed wins over bare",
+			env: map[string]string{"GOBUILDCACHE_CACHE_DIR": "/p", "CACHE_DIR": "/b", "GOBUILDCACHE_BACKEND": "disk", "BACKEND_TYPE": "s3",
+				"GOBUILDCACHE_S3_REGION": "us-west-2", "AWS_REGION": "eu-west-1", "GOBUILDCACHE_STATS": "1", "PRINT_STATS": "false"},
+			want: func(c *Config) bool {
+				return c.CacheDir == "/p" && c.Backend == "disk" && c.S3Region == "us-west-2" && c.Stats
+			}},
+		{name: "flag wins over both", args: []string{"-cache-dir=/f", "-debug=false"},
+			env:  map[string]string{"GOBUILDCACHE_CACHE_DIR": "/p", "CACHE_DIR": "/b", "GOBUILDCACHE_DEBUG": "true", "DEBUG": "true"},
+			want: func(c *Config) bool { return c.CacheDir == "/f" && !c.Debug }},
+		{name: "overridden bad bare is not read", args: []string{"-debug"},
+			env:  map[string]string{"DEBUG": "express:*", "GOBUILDCACHE_BACKEND": "disk", "BACKEND_TYPE": "docker"},
+			want: func(c *Config) bool { return c.Debug && c.Backend == "disk" }},
+		{name: "bad bare bool and enum",
+			env:  map[string]string{"DEBUG": "express:*", "BACKEND_TYPE": "docker"},
+			want: func(c *Config) bool { return !c.Debug && c.Backend == "disk" },
+			warns: [][]string{
+				{"ignoring BACKEND_TYPE=\"docker\"", "want disk or s3", "GOBUILDCACHE_BACKEND", "-backend"},
+				{"ignoring DEBUG=\"express:*\"", "want true or false", "GOBUILDCACHE_DEBUG", "-debug"},
+			}},
+		{name: "bare s3 without a bucket",
+			env:   map[string]string{"BACKEND_TYPE": "s3"},
+			want:  func(c *Config) bool { return c.Backend == "disk" },
+			warns: [][]string{{"ignoring BACKEND_TYPE=s3", "no bucket", "-s3-bucket", "GOBUILDCACHE_S3_BUCKET", "S3_BUCKET", "disk backend"}}},
+		{name: "bare int, duration, size out of range or unparsable",
+			env: map[string]string{"UPLOAD_CONCURRENCY": "0", "LOCAL_MAX_AGE": "30m", "S3_TIMEOUT": "soon", "MAX_LOCAL_SIZE": "lots", "PREFETCH_CONCURRENCY": "many"},
+			want: func(c *Config) bool {
+				return c.UploadWorkers == def.UploadWorkers && c.LocalMaxAge == def.LocalMaxAge && c.S3Timeout == def.S3Timeout &&
+					c.MaxLocalSize == def.MaxLocalSize && c.PrefetchConcurrency == def.PrefetchConcurrency
+			},
+			warns: [][]string{
+				{"S3_TIMEOUT=\"soon\"", "GOBUILDCACHE_S3_TIMEOUT"},
+				{"UPLOAD_CONCURRENCY=\"0\"", "from 1 to 1024", "GOBUILDCACHE_UPLOAD_CONCURRENCY"},
+				{"PREFETCH_CONCURRENCY=\"many\"", "GOBUILDCACHE_PREFETCH_CONCURRENCY"},
+				{"MAX_LOCAL_SIZE=\"lots\"", "GOBUILDCACHE_MAX_LOCAL_SIZE"},
+				{"LOCAL_MAX_AGE=\"30m\"", "at least 1h", "GOBUILDCACHE_LOCAL_MAX_AGE"},
+			}},
+		{name: "bare strings that cannot be used",
+			env: map[string]string{"S3_ENDPOINT": "localhost:9000", "S3_PREFIX": "/abs", "COMPRESSION": "gzip", "UPLOAD_TIMEOUT": "-1s"},
+			want: func(c *Config) bool {
+				return c.S3Endpoint == "" && c.S3Prefix == def.S3Prefix && c.Compression == "zstd" && c.UploadTimeout == def.UploadTimeout
+			},
+			warns: [][]string{
+				{"S3_PREFIX=\"/abs\"", "GOBUILDCACHE_S3_PREFIX"},
+				{"S3_ENDPOINT=\"localhost:9000\"", "want a URL", "GOBUILDCACHE_S3_ENDPOINT"},
+				{"UPLOAD_TIMEOUT=\"-1s\"", "GOBUILDCACHE_UPLOAD_TIMEOUT"},
+				{"COMPRESSION=\"gzip\"", "GOBUILDCACHE_COMPRESSION"},
+			}},
 	}
-	if c.CacheDir != "/from/flag" || !c.Debug || c.UploadTimeout.String() != "5s" {
-		t.Fatalf("got %+v", c)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(cmdServe, tc.args, func(k string) string { return tc.env[k] }, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(c) {
+				t.Errorf("got %+v", c)
+			}
+			if len(c.Warnings) != len(tc.warns) {
+				t.Fatalf("warnings %q, want %d", c.Warnings, len(tc.warns))
+			}
+			for i, w := range c.Warnings { // in the order of the options
+				if strings.Contains(w, "\n") {
+					t.Errorf("warning %q is not one line", w)
+				}
+				for _, sub := range tc.warns[i] {
+					if !strings.Contains(w, sub) {
+						t.Errorf("warning %q does not mention %q", w, sub)
+					}
+				}
+			}
+		})
 	}
-	c, err = parseConfig(cmdServe, []string{"-debug=false"}, func(k string) string { return env[k] }, nil)
-	if err != nil || c.Debug || c.CacheDir != "/from/env" {
-		t.Fatalf("flag false over env true: %+v, %v", c, err)
+}
+
+// TestBareWarningsDoNotStopTheServer: the warnings reach stderr, one line
+// each, and the server serves.
+func TestBareWarningsDoNotStopTheServer(t *testing.T) {
+	env := map[string]string{"DEBUG": "express:*", "BACKEND_TYPE": "docker", "CACHE_DIR": t.TempDir()}
+	stdin := putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("a")) + `{"ID":3,"Command":"close"}` + "\n"
+	status, stdout, stderr := runMain(t, nil, env, stdin)
+	if status != 0 {
+		t.Fatalf("exit %d: %s", status, stderr)
 	}
-	c, err = parseConfig(cmdServe, nil, func(string) string { return "" }, nil)
-	if err != nil || c.Backend != "disk" || c.CacheDir != filepath.Join(os.TempDir(), "gobuildcache") || c.S3Prefix != "gobuildcache/" {
-		t.Fatalf("defaults: %+v, %v", c, err)
+	want := "gobuildcache: warning: ignoring BACKEND_TYPE=\"docker\": want disk or s3 (gobuildcache's own setting is GOBUILDCACHE_BACKEND or -backend)\n" +
+		"gobuildcache: warning: ignoring DEBUG=\"express:*\": want true or false (gobuildcache's own setting is GOBUILDCACHE_DEBUG or -debug)\n"
+	if stderr != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
+	}
+	if !strings.Contains(stdout, `"ID":2,"OutputID"`) {
+		t.Errorf("no hit: %s", stdout)
 	}
 }
 
@@ -69,15 +169,26 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{[]string{"-backend=tape"}, nil, []string{"-backend", "BACKEND_TYPE", "tape"}},
-		{nil, map[string]string{"BACKEND_TYPE": "tape"}, []string{"-backend", "BACKEND_TYPE"}},
-		{nil, map[string]string{"DEBUG": "maybe"}, []string{"-debug", "DEBUG", "maybe"}},
-		{[]string{"-stats=maybe"}, nil, []string{"-stats", "PRINT_STATS"}},
-		{[]string{"-upload-timeout=soon"}, nil, []string{"-upload-timeout", "UPLOAD_TIMEOUT"}},
-		{[]string{"-backend=s3"}, nil, []string{"-s3-bucket", "S3_BUCKET"}},
+		{[]string{"-backend=tape"}, nil, []string{"-backend", "GOBUILDCACHE_BACKEND", "tape"}},
+		{nil, map[string]string{"GOBUILDCACHE_BACKEND": "tape"}, []string{"-backend", "GOBUILDCACHE_BACKEND", "tape"}},
+		{nil, map[string]string{"GOBUILDCACHE_BACKEND": "tape", "BACKEND_TYPE": "disk"}, []string{"-backend", "GOBUILDCACHE_BACKEND"}},
+		{nil, map[string]string{"GOBUILDCACHE_DEBUG": "express:*"}, []string{"-debug", "GOBUILDCACHE_DEBUG", "express:*"}},
+		{[]string{"-stats=maybe"}, nil, []string{"-stats", "GOBUILDCACHE_STATS"}},
+		{[]string{"-upload-timeout=soon"}, nil, []string{"-upload-timeout", "GOBUILDCACHE_UPLOAD_TIMEOUT"}},
+		{[]string{"-upload-concurrency=0"}, nil, []string{"-upload-concurrency", "GOBUILDCACHE_UPLOAD_CONCURRENCY", "1 to 1024"}},
+		{nil, map[string]string{"GOBUILDCACHE_UPLOAD_CONCURRENCY": "2000"}, []string{"-upload-concurrency", "GOBUILDCACHE_UPLOAD_CONCURRENCY", "2000"}},
+		{nil, map[string]string{"GOBUILDCACHE_LOCAL_MAX_AGE": "1m"}, []string{"-local-max-age", "GOBUILDCACHE_LOCAL_MAX_AGE", "at least 1h"}},
+		{[]string{"-max-local-size=lots"}, nil, []string{"-max-local-size", "GOBUILDCACHE_MAX_LOCAL_SIZE"}},
+		{nil, map[string]string{"GOBUILDCACHE_S3_ENDPOINT": "localhost:9000"}, []string{"-s3-endpoint", "GOBUILDCACHE_S3_ENDPOINT"}},
+		{[]string{"-s3-prefix=../x"}, nil, []string{"-s3-prefix", "GOBUILDCACHE_S3_PREFIX"}},
+		{[]string{"-cache-dir="}, nil, []string{"-cache-dir", "GOBUILDCACHE_CACHE_DIR"}},
+		{[]string{"-backend=s3"}, nil, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET"}},
+		{nil, map[string]string{"GOBUILDCACHE_BACKEND": "s3"}, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET"}},
 		{[]string{"-no-such-flag"}, nil, []string{"-no-such-flag"}},
 		{[]string{"frobnicate"}, nil, []string{"unknown command", "frobnicate"}},
 		{[]string{"clear", "-local-only", "-remote-only"}, nil, []string{"-local-only", "-remote-only"}},
+		// clear is run by hand: ignoring either would widen what it deletes.
+		{[]string{"clear"}, map[string]string{"CLEAR_LOCAL_ONLY": "1", "CLEAR_REMOTE_ONLY": "1"}, []string{"-local-only (CLEAR_LOCAL_ONLY)", "-remote-only (CLEAR_REMOTE_ONLY)"}},
 	}
 	for _, tc := range cases {
 		status, stdout, stderr := runMain(t, tc.args, tc.env, "")
@@ -88,11 +199,11 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 			t.Errorf("%v: wrote to stdout: %q", tc.args, stdout)
 		}
 		if strings.Count(stderr, "\n") != 1 {
-			t.Errorf("%v: want one line, got %q", tc.args, stderr)
+			t.Errorf("%v %v: want one line, got %q", tc.args, tc.env, stderr)
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(stderr, w) {
-				t.Errorf("%v: error %q does not mention %q", tc.args, stderr, w)
+				t.Errorf("%v %v: error %q does not mention %q", tc.args, tc.env, stderr, w)
 			}
 		}
 	}
@@ -151,7 +262,7 @@ func TestServeStatsOutputs(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(summary)
-	if !strings.HasPrefix(string(md), "earlier step\n") || !strings.Contains(string(md), "| gets | 2 (hits 1") {
+	if !strings.HasPrefix(string(md), "earlier step\n") || !strings.Contains(string(md), "\n\n"+jobSummaryTitle+jobSummaryHeader+"| `") || !strings.Contains(string(md), " | 2 | 50.0% | 1 | – | – | 1 | – | 0 | ") {
 		t.Errorf("step summary:\n%s", md)
 	}
 }

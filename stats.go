@@ -146,8 +146,7 @@ func kindSummary(m map[string]int64) string {
 	return b.String()
 }
 
-// rows is the figures as label/value pairs, shared by the text table and
-// the markdown summary.
+// rows is the figures as label/value pairs of the text table.
 func (snap StatsSnapshot) rows() [][2]string {
 	rows := [][2]string{
 		{"gets", fmt.Sprintf("%d (hits %d, misses %d, hit rate %.1f%%)", snap.Gets, snap.Hits, snap.Misses, 100*snap.HitRate)},
@@ -190,19 +189,6 @@ func (snap StatsSnapshot) WriteText(w io.Writer) error {
 	return err
 }
 
-// WriteMarkdown writes the figures as a markdown table, for a GitHub
-// Actions step summary.
-func (snap StatsSnapshot) WriteMarkdown(w io.Writer) error {
-	var b strings.Builder
-	b.WriteString("### gobuildcache\n\n| | |\n|---|---|\n")
-	for _, r := range snap.rows() {
-		fmt.Fprintf(&b, "| %s | %s |\n", r[0], r[1])
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
 // WriteJSONFile writes the figures as one JSON object to path, replacing it.
 func (snap StatsSnapshot) WriteJSONFile(path string) error {
 	b, err := json.MarshalIndent(snap, "", "  ")
@@ -210,19 +196,6 @@ func (snap StatsSnapshot) WriteJSONFile(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-// appendFile appends what write produces to path (creating it).
-func appendFile(path string, write func(io.Writer) error) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	err = write(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func us(v int64) string {

@@ -379,7 +379,9 @@ func TestTrimConcurrent(t *testing.T) {
 		return i < min || i < 10*min && trimming.Load() > 0
 	}
 	for range 2 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			defer trimming.Add(-1)
 			for range 10 {
 				res, err := d.Trim(ctx, o)
@@ -388,10 +390,12 @@ func TestTrimConcurrent(t *testing.T) {
 				}
 				removed.Add(res.Bodies)
 			}
-		})
+		}()
 	}
 	for g := range 4 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for i := 0; busy(i, 400); i++ {
 				k := (i*37 + g*101) % keys
 				e, err := d.Get(ctx, actionID(fmt.Sprint(k)))
@@ -405,10 +409,12 @@ func TestTrimConcurrent(t *testing.T) {
 					t.Errorf("Get: %v", err)
 				}
 			}
-		})
+		}()
 	}
 	for g := range 2 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for i := 0; busy(i, 200); i++ {
 				k := (i*53 + g*7) % (2 * keys) // old keys and new ones
 				b := body(k)
@@ -419,7 +425,7 @@ func TestTrimConcurrent(t *testing.T) {
 				}
 				check("Put", e)
 			}
-		})
+		}()
 	}
 	wg.Wait()
 

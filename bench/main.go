@@ -10,6 +10,9 @@
 //	                          scripts/minio.sh run, after scripts/toxiproxy.sh
 //	                          install
 //	go run ./bench -s3 -quick the same, shorter (make bench-quick)
+//	go run ./bench -mtimes    `gobuildcache mtimes` on a generated 50,000-file
+//	                          work tree (make bench-mtimes; make bench runs it
+//	                          too): bench-results/mtimes.md
 //
 // See TESTING.md.
 package main
@@ -50,6 +53,9 @@ func main() {
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
 	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.svg")
 	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
+	mtimesOnly := flag.Bool("mtimes", false, "run only the mtimes scenario and write its report to -out/mtimes.md")
+	mtimesFiles := flag.Int("mtimes-files", 50000, "files of the mtimes scenario's tree (10000 with -quick)")
+	mtimesRuns := flag.Int("mtimes-runs", 5, "runs of the mtimes scenario (3 with -quick)")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -64,8 +70,23 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if *quick {
+		if !isSet("mtimes-files") {
+			*mtimesFiles = 10000
+		}
+		if !isSet("mtimes-runs") {
+			*mtimesRuns = 3
+		}
+	}
+	if *mtimesOnly {
+		if err := runMtimesBench(absBin, *outDir, *mtimesFiles, *mtimesRuns); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *s3Mode {
 		set := s3Settings{
+			mtimesFiles: *mtimesFiles, mtimesRuns: *mtimesRuns,
 			quick: *quick, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
 			runs: 7, coldRuns: 3, freshRuns: 3, manyRuns: 2, manyVMs: *manyVMs, manyRTT: *manyRTT,
 			compareCompression: true,
@@ -219,8 +240,7 @@ func benchPutMemory(work, bin string, size int64) error {
 	if strings.Contains(stdout.String(), `"Err"`) {
 		return fmt.Errorf("put failed: %s", stdout.String())
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	fmt.Printf("| put of %d MiB | peak RSS of gobuildcache: %.1f MiB |\n|---|---|\n", size>>20, float64(ru.Maxrss)/1024)
+	fmt.Printf("| put of %d MiB | peak RSS of gobuildcache: %s |\n|---|---|\n", size>>20, peakRSS(cmd.ProcessState))
 	return nil
 }
 

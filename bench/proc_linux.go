@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +17,16 @@ func freeBytes(dir string) int64 {
 		return -1
 	}
 	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// peakRSS returns the peak resident set size of the exited process ps, in
+// MiB.
+func peakRSS(ps *os.ProcessState) string {
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(ru.Maxrss)/1024) // Maxrss is in KiB on Linux
 }
 
 // syncDisks asks the kernel to write out dirty data and metadata.

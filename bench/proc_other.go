@@ -2,7 +2,10 @@
 
 package main
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // freeBytes returns -1: unknown here.
 func freeBytes(dir string) int64 { return -1 }
@@ -12,3 +15,6 @@ func syncDisks() {}
 
 // cpuTime returns 0: unknown here.
 func cpuTime(pids []int) time.Duration { return 0 }
+
+// peakRSS returns "unknown": not measured here.
+func peakRSS(ps *os.ProcessState) string { return "unknown" }

@@ -377,6 +377,9 @@ func (b *s3Bench) markdown() string {
 	if len(notes) > 0 {
 		s.WriteString("\nCounters that should be zero (from -stats-json):\n\n" + strings.Join(notes, "\n") + "\n")
 	}
+	if b.mtimesMD != "" {
+		fmt.Fprintf(&s, "\n## mtimes on a %d-file tree\n\n%s", b.set.mtimesFiles, b.mtimesMD)
+	}
 	fmt.Fprintf(&s, "\nThe whole benchmark took %s.\n", time.Since(b.start).Round(time.Second))
 	return s.String()
 }

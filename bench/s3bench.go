@@ -40,6 +40,8 @@ type s3Settings struct {
 	// compareCompression fills a second bucket with the other -compression
 	// (one more cold build) for the fresh VM at 10 ms.
 	compareCompression bool
+	// The mtimes scenario (mtimes.go): files of its tree, runs.
+	mtimesFiles, mtimesRuns int
 }
 
 // features are what the binary under test supports, from its help.
@@ -81,6 +83,8 @@ type s3Bench struct {
 	ctx  context.Context
 	set  s3Settings
 	work string
+	// mtimesMD is the mtimes scenario's report section.
+	mtimesMD string
 	// lastDelete is when files were last deleted in bulk (see settle).
 	lastDelete time.Time
 	wl         *workload
@@ -175,7 +179,7 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	logf("gobuildcache %s: prefetch %v, compression %v; MinIO %s behind toxiproxy %s; %d timed runs planned",
 		set.bin, b.feat.prefetch, b.feat.compression, endpoint, b.proxyURL, b.planned)
 
-	for _, phase := range []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase} {
+	for _, phase := range []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase, b.mtimesPhase} {
 		if err := phase(); err != nil {
 			return err
 		}
@@ -184,6 +188,12 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 		}
 	}
 	return b.report()
+}
+
+// mtimesPhase runs the mtimes scenario; its section ends the report.
+func (b *s3Bench) mtimesPhase() (err error) {
+	b.mtimesMD, err = benchMtimes(b.work, b.set.bin, b.set.mtimesFiles, b.set.mtimesRuns)
+	return err
 }
 
 func envOr(k, def string) string {

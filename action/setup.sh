@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GitHub Action's one step (see action.yml): build gobuildcache from the
+# action's own checkout, give the work tree content mtimes, and export
+# GOCACHEPROG (with the inputs as flags) and PATH to the job's later steps.
+#
+# Reads INPUT_* (action.yml), GITHUB_ACTION_PATH, GITHUB_WORKSPACE,
+# RUNNER_TEMP, GITHUB_ENV, GITHUB_PATH and GITHUB_STEP_SUMMARY. The settings
+# travel as flags inside GOCACHEPROG, not as variables: the job's own steps
+# then see no generic names such as DEBUG or BACKEND_TYPE, and
+# `go env GOCACHEPROG` shows exactly what runs.
+set -euo pipefail
+
+bin_dir="${RUNNER_TEMP:?}/gobuildcache"
+bin="$bin_dir/gobuildcache"
+
+# Install: build the module at the action's ref. GOCACHEPROG may already be
+# set (the action used twice in a job); the build does not need it.
+mkdir -p "$bin_dir"
+(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
+
+# flag NAME VALUE adds -NAME=VALUE to the command line, quoted the way the go
+# command splits GOCACHEPROG (single or double quotes, no escapes); args
+# keeps the same flags unquoted.
+prog="$bin"
+args=()
+flag() {
+	local name=$1 value=$2
+	args+=("-$name=$value")
+	case $value in
+	*$'\n'*) echo "::error::gobuildcache: input $name has a newline" >&2; exit 1 ;;
+	*" "* | *$'\t'* | *'"'* | *"'"*)
+		case $value in
+		*"'"*)
+			case $value in *'"'*) echo "::error::gobuildcache: input $name has both kinds of quotes" >&2; exit 1 ;; esac
+			value="\"$value\"" ;;
+		*) value="'$value'" ;;
+		esac ;;
+	esac
+	prog="$prog -$name=$value"
+}
+
+if [ -n "${INPUT_S3_BUCKET:-}" ]; then
+	flag backend s3
+	flag s3-bucket "$INPUT_S3_BUCKET"
+	[ -z "${INPUT_S3_PREFIX:-}" ] || flag s3-prefix "$INPUT_S3_PREFIX"
+	[ -z "${INPUT_AWS_REGION:-}" ] || flag s3-region "$INPUT_AWS_REGION"
+	[ -z "${INPUT_S3_ENDPOINT:-}" ] || flag s3-endpoint "$INPUT_S3_ENDPOINT"
+	[ "${INPUT_S3_PATH_STYLE:-false}" != true ] || flag s3-path-style true
+	[ "${INPUT_READ_ONLY:-false}" != true ] || flag read-only true
+	[ -z "${INPUT_PREFETCH_SCOPE:-}" ] || flag prefetch-scope "$INPUT_PREFETCH_SCOPE"
+else
+	flag backend disk
+fi
+[ -z "${INPUT_CACHE_DIR:-}" ] || flag cache-dir "$INPUT_CACHE_DIR"
+[ "${INPUT_STATS:-true}" != true ] || flag stats true
+read -ra extra <<<"${INPUT_FLAGS:-}"
+for f in ${extra[@]+"${extra[@]}"}; do
+	prog="$prog $f"
+	args+=("$f")
+done
+
+# Check the flags now, with one clear line, rather than in every go command.
+if ! "$bin" check "${args[@]}" -h >/dev/null 2>"$bin_dir/flags.err"; then
+	echo "::error::$(head -n1 "$bin_dir/flags.err")" >&2
+	exit 1
+fi
+
+# Content mtimes: a failure costs test cache hits, never the build.
+if [ "${INPUT_MTIMES:-true}" = true ]; then
+	tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
+	if line=$("$bin" mtimes "$tree" 2>"$bin_dir/mtimes.err"); then
+		echo "$line"
+		[ -z "${GITHUB_STEP_SUMMARY:-}" ] || echo "$line" >>"$GITHUB_STEP_SUMMARY"
+	else
+		[ -z "$line" ] || echo "$line"
+		cat "$bin_dir/mtimes.err" >&2
+		echo "::warning::$(tail -n1 "$bin_dir/mtimes.err"): tests that read files may run again"
+	fi
+fi
+
+echo "GOCACHEPROG=$prog" >>"${GITHUB_ENV:?}"
+echo "$bin_dir" >>"${GITHUB_PATH:?}"
+echo "GOCACHEPROG=$prog"

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runActionSetup runs the GitHub Action's script (action/setup.sh) as the
+// runner would, with fake GITHUB_* files, and returns its exit error and
+// output, and the runner's temp dir.
+func runActionSetup(t *testing.T, workspace string, inputs map[string]string) (err error, out, runnerTemp string) {
+	t.Helper()
+	runnerTemp = t.TempDir()
+	root, _ := os.Getwd()
+	cmd := exec.Command("bash", filepath.Join(root, "action", "setup.sh"))
+	cmd.Env = append(os.Environ(),
+		"GITHUB_ACTION_PATH="+root, "GITHUB_WORKSPACE="+workspace, "RUNNER_TEMP="+runnerTemp,
+		"GITHUB_ENV="+filepath.Join(runnerTemp, "env"), "GITHUB_PATH="+filepath.Join(runnerTemp, "path"),
+		"GITHUB_STEP_SUMMARY="+filepath.Join(runnerTemp, "summary"))
+	for k, v := range inputs {
+		cmd.Env = append(cmd.Env, "INPUT_"+k+"="+v)
+	}
+	b, err := cmd.CombinedOutput()
+	return err, string(b), runnerTemp
+}
+
+func readOr(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func TestActionSetup(t *testing.T) {
+	skipIfShortE2E(t) // it builds the binary with the go command
+	repo := gitRepo(t, map[string]string{"go.mod": "module m\n", "testdata/in.txt": "in\n"})
+
+	t.Run("s3", func(t *testing.T) {
+		err, out, tmp := runActionSetup(t, repo, map[string]string{
+			"S3_BUCKET": "my-bucket", "AWS_REGION": "eu-west-1", "READ_ONLY": "true", "S3_PATH_STYLE": "false",
+			"PREFETCH_SCOPE": "ci / test's", "CACHE_DIR": "/cache dir", "STATS": "true", "MTIMES": "true",
+			"WORKING_DIRECTORY": ".", "FLAGS": "-debug  -upload-concurrency=4",
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache")
+		want := "GOCACHEPROG=" + bin + ` -backend=s3 -s3-bucket=my-bucket -s3-region=eu-west-1 -read-only=true -prefetch-scope="ci / test's" -cache-dir='/cache dir' -stats=true -debug -upload-concurrency=4` + "\n"
+		if got := readOr(filepath.Join(tmp, "env")); got != want {
+			t.Errorf("GITHUB_ENV:\n%s\nwant:\n%s", got, want)
+		}
+		if got := readOr(filepath.Join(tmp, "path")); got != filepath.Dir(bin)+"\n" {
+			t.Errorf("GITHUB_PATH: %q", got)
+		}
+		if out, err := exec.Command(bin, "help").Output(); err != nil || !strings.Contains(string(out), "mtimes") {
+			t.Errorf("the installed binary: %v\n%s", err, out)
+		}
+		summary := readOr(filepath.Join(tmp, "summary"))
+		if !strings.HasPrefix(summary, "gobuildcache mtimes: 2 files, 2 directories, 0 symlinks in ") || strings.Count(summary, "\n") != 1 {
+			t.Errorf("step summary %q", summary)
+		}
+		fi, err := os.Stat(filepath.Join(repo, "testdata", "in.txt"))
+		if err != nil || fi.ModTime().After(mtimeEpoch.Add(time.Duration(mtimeSpan))) {
+			t.Errorf("the workspace has no content mtimes: %v %v", fi.ModTime(), err)
+		}
+	})
+
+	t.Run("disk, not a git work tree", func(t *testing.T) {
+		// mtimes failing costs test cache hits, never the job.
+		ws := t.TempDir()
+		err, out, tmp := runActionSetup(t, ws, map[string]string{"CACHE_DIR": "/c", "STATS": "false", "MTIMES": "true"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache")
+		if got, want := readOr(filepath.Join(tmp, "env")), "GOCACHEPROG="+bin+" -backend=disk -cache-dir=/c\n"; got != want {
+			t.Errorf("GITHUB_ENV %q, want %q", got, want)
+		}
+		if want := "::warning::gobuildcache mtimes: " + ws + "/. is not in a git work tree: tests that read files may run again\n"; !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+		if s := readOr(filepath.Join(tmp, "summary")); s != "" {
+			t.Errorf("step summary %q", s)
+		}
+	})
+
+	t.Run("bad flag", func(t *testing.T) {
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
+		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env S3_TIMEOUT)`) {
+			t.Errorf("want a one-line error naming the flag: %v\n%s", err, out)
+		}
+		if s := readOr(filepath.Join(tmp, "env")); s != "" {
+			t.Errorf("GITHUB_ENV written after a bad flag: %q", s)
+		}
+	})
+}
