@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 func TestClassifyS3Error(t *testing.T) {
@@ -32,6 +35,17 @@ func TestClassifyS3Error(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "NoSuchKey"}, false, KindNotFound},
 		{denied, false, KindAuth},
 		{denied, true, KindWriteRefused},
+		// S3 Express: a refused CreateSession refuses reads and writes
+		// alike; an expired session (still refused after a retry with a
+		// new one) is a session error, never auth.
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: denied}, true, KindAuth},
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: &smithy.GenericAPIError{Code: "NoSuchBucket"}}, false, KindNoBucket},
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: fmt.Errorf("gave up waiting: %w", context.DeadlineExceeded)}, false, KindTimeout},
+		{sessionRefused("ExpiredToken", "token"), false, KindSession},
+		{sessionRefused("InvalidToken", "token"), true, KindSession},
+		{sessionRefused("ExpiredToken", ""), false, KindAuth}, // expired STS credentials, no session
+		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}}, Err: errors.New("ServiceUnavailable")}, false, KindThrottled},
+		{&firstByteTimeoutError{limit: time.Second, final: true}, false, KindTimeout},
 		{context.Canceled, false, KindCanceled},
 		{errors.New("something else"), false, KindOther},
 	} {
@@ -46,5 +60,18 @@ func TestClassifyS3Error(t *testing.T) {
 	}
 	if err := s3Error("get", "k", &smithy.GenericAPIError{Code: "NotFound"}, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("s3Error of a 404: %v, want ErrNotFound", err)
+	}
+}
+
+// sessionRefused is the SDK's error for a request signed with the session
+// token whose answer was code (400).
+func sessionRefused(code, token string) error {
+	req := &http.Request{Header: http.Header{}}
+	if token != "" {
+		req.Header.Set("X-Amz-S3session-Token", token)
+	}
+	return &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400, Request: req}},
+		Err:      &smithy.GenericAPIError{Code: code},
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // fakeSessions is a CreateSession that counts its calls, issues sessions
@@ -184,23 +181,13 @@ func TestExpressSessionsExpiredToken(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
 	const bucket = "b--use1-az4--x-s3"
 	first, _ := p.Retrieve(t.Context(), bucket)
-	answer := func(code, token string) error {
-		req := &http.Request{Header: http.Header{}, URL: &url.URL{Path: "/" + bucket + "/k"}}
-		if token != "" {
-			req.Header.Set("X-Amz-S3session-Token", token)
-		}
-		return &smithyhttp.ResponseError{
-			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400, Request: req}},
-			Err:      &smithy.GenericAPIError{Code: code},
-		}
-	}
-	if got := p.retryExpired(answer("AccessDenied", first.SessionToken)); got != aws.UnknownTernary {
+	if got := p.retryExpired(sessionRefused("AccessDenied", first.SessionToken)); got != aws.UnknownTernary {
 		t.Errorf("AccessDenied: retry %v", got)
 	}
-	if got := p.retryExpired(answer("ExpiredToken", "")); got != aws.UnknownTernary {
+	if got := p.retryExpired(sessionRefused("ExpiredToken", "")); got != aws.UnknownTernary {
 		t.Errorf("ExpiredToken without a session token: retry %v", got)
 	}
-	if got := p.retryExpired(answer("ExpiredToken", "token-of-an-older-session")); got != aws.TrueTernary {
+	if got := p.retryExpired(sessionRefused("ExpiredToken", "token-of-an-older-session")); got != aws.TrueTernary {
 		t.Errorf("ExpiredToken: retry %v", got)
 	}
 	if c, _ := p.Retrieve(t.Context(), bucket); c.SessionToken != first.SessionToken || f.calls.Load() != 1 {
@@ -209,14 +196,14 @@ func TestExpressSessionsExpiredToken(t *testing.T) {
 	for _, code := range []string{"ExpiredToken", "InvalidToken", "TokenRefreshRequired"} {
 		cur, _ := p.Retrieve(t.Context(), bucket)
 		calls := f.calls.Load()
-		if got := p.retryExpired(answer(code, cur.SessionToken)); got != aws.TrueTernary {
+		if got := p.retryExpired(sessionRefused(code, cur.SessionToken)); got != aws.TrueTernary {
 			t.Errorf("%s: retry %v", code, got)
 		}
 		if c, _ := p.Retrieve(t.Context(), bucket); c.SessionToken == cur.SessionToken || f.calls.Load() != calls+1 {
 			t.Errorf("%s: the refused session is still used", code)
 		}
 	}
-	if kind := classifyS3Error(answer("ExpiredToken", first.SessionToken), false); kind != KindSession {
+	if kind := classifyS3Error(sessionRefused("ExpiredToken", first.SessionToken), false); kind != KindSession {
 		t.Errorf("ExpiredToken is classified %q: it would switch the remote off", kind)
 	}
 }
