@@ -83,11 +83,17 @@ func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 		written time.Time
 	)
 	trace := &httptrace.ClientTrace{
+		// Called again if the transport resends the request on another
+		// connection: the wait starts over.
 		WroteRequest: func(httptrace.WroteRequestInfo) {
 			mu.Lock()
 			defer mu.Unlock()
 			written = time.Now()
-			timer = time.AfterFunc(limit, func() { cancel(timedOut) })
+			if timer == nil {
+				timer = time.AfterFunc(limit, func() { cancel(timedOut) })
+			} else {
+				timer.Reset(limit)
+			}
 		},
 	}
 	resp, err := a.next.Do(req.WithContext(httptrace.WithClientTrace(ctx, trace)))

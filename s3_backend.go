@@ -440,14 +440,9 @@ func (b *S3Backend) putTimeout(size int64) time.Duration {
 	return b.timeout + time.Duration(size/(8<<20))*time.Second
 }
 
-// Close implements CacheBackend: it ends the S3 Express CreateSessions in
-// flight. Files returned by Get are the callers' and stay.
-func (b *S3Backend) Close(ctx context.Context) error {
-	if p, ok := b.client.Options().ExpressCredentials.(*expressSessions); ok {
-		p.close()
-	}
-	return nil
-}
+// Close implements CacheBackend. Files returned by Get are the callers'
+// and stay.
+func (b *S3Backend) Close(ctx context.Context) error { return nil }
 
 // parseS3Metadata reads an entry and its encoding from object metadata. It
 // is strict: a reader never guesses at an object it does not understand.

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 func TestClassifyS3Error(t *testing.T) {
@@ -34,6 +37,21 @@ func TestClassifyS3Error(t *testing.T) {
 		{denied, true, KindWriteRefused},
 		{&smithy.GenericAPIError{Code: "InvalidAccessKeyId"}, false, KindAuth},
 		{&smithy.GenericAPIError{Code: "SignatureDoesNotMatch"}, true, KindAuth},
+		// S3 Express: a refused CreateSession refuses reads and writes
+		// alike; an expired session (still refused after a retry with a
+		// new one) is a session error, never auth.
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: denied}, true, KindAuth},
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: denied}, false, KindAuth},
+		// ...unless it was a ReadOnly session of a bucket the client only
+		// reads (a read location): then reads of it are denied, misses.
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", ReadOnly: true, Err: denied}, false, KindDenied},
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: &smithy.GenericAPIError{Code: "NoSuchBucket"}}, false, KindNoBucket},
+		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: fmt.Errorf("gave up waiting: %w", context.DeadlineExceeded)}, false, KindTimeout},
+		{sessionRefused("ExpiredToken", "token"), false, KindSession},
+		{sessionRefused("InvalidToken", "token"), true, KindSession},
+		{sessionRefused("ExpiredToken", ""), false, KindAuth}, // expired STS credentials, no session
+		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}}, Err: errors.New("ServiceUnavailable")}, false, KindThrottled},
+		{&firstByteTimeoutError{limit: time.Second, final: true}, false, KindTimeout},
 		{context.Canceled, false, KindCanceled},
 		{errors.New("something else"), false, KindOther},
 	} {
@@ -52,5 +70,18 @@ func TestClassifyS3Error(t *testing.T) {
 	// A refused read is that key's miss, and says why.
 	if err := s3Error("get", "k", denied, false); !errors.Is(err, ErrNotFound) || errKind(err) != KindDenied || KindDenied.fatal() {
 		t.Errorf("s3Error of a denied get: %v, kind %v; want a miss of kind denied", err, errKind(err))
+	}
+}
+
+// sessionRefused is the SDK's error for a request signed with the session
+// token whose answer was code (400).
+func sessionRefused(code, token string) error {
+	req := &http.Request{Header: http.Header{}}
+	if token != "" {
+		req.Header.Set("X-Amz-S3session-Token", token)
+	}
+	return &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400, Request: req}},
+		Err:      &smithy.GenericAPIError{Code: code},
 	}
 }

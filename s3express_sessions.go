@@ -52,11 +52,11 @@ type expressSessions struct {
 	create func(ctx context.Context, bucket string, mode types.SessionMode) (aws.Credentials, error)
 	// readOnly lists the buckets read with ReadOnly sessions.
 	readOnly map[string]bool
-	timeout  time.Duration // of one CreateSession
-	now      func() time.Time
-
-	ctx    context.Context // of the background CreateSessions; ended by close
-	cancel context.CancelFunc
+	// timeout bounds each CreateSession, which runs in the background under
+	// a context of its own: it ends by itself, and a request made after
+	// the backend's Close (the prefetcher's manifest) still gets a session.
+	timeout time.Duration
+	now     func() time.Time
 
 	mu      sync.Mutex
 	buckets map[string]*expressSession
@@ -107,13 +107,10 @@ func (e *expressSessionError) Unwrap() error { return e.Err }
 // newExpressSessions returns a provider whose CreateSession calls each get
 // timeout; readOnly names the buckets to read with ReadOnly sessions.
 func newExpressSessions(timeout time.Duration, readOnly ...string) *expressSessions {
-	ctx, cancel := context.WithCancel(context.Background())
 	p := &expressSessions{
 		readOnly: map[string]bool{},
 		timeout:  timeout,
 		now:      time.Now,
-		ctx:      ctx,
-		cancel:   cancel,
 		buckets:  map[string]*expressSession{},
 	}
 	for _, b := range readOnly {
@@ -185,7 +182,7 @@ func (p *expressSessions) start(bucket string, s *expressSession) {
 	}
 	go func() {
 		defer close(a.done)
-		ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 		defer cancel()
 		creds, err := p.create(ctx, bucket, mode)
 		now := p.now()
@@ -228,9 +225,6 @@ func (p *expressSessions) drop(token string) {
 		}
 	}
 }
-
-// close ends CreateSessions in flight.
-func (p *expressSessions) close() { p.cancel() }
 
 // sessionTokenCodes are the service's answers to a request signed with a
 // session it no longer accepts.

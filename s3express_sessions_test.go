@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // fakeSessions is a CreateSession that counts its calls, issues sessions
@@ -93,7 +90,6 @@ func waitIdle(t *testing.T, p *expressSessions) {
 
 func TestExpressSessionsShared(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	f.gate = make(chan struct{})
 	const n = 32
 	var wg sync.WaitGroup
@@ -134,7 +130,6 @@ func TestExpressSessionsLifetime(t *testing.T) {
 	for _, life := range []time.Duration{3 * time.Second, 5 * time.Minute} {
 		t.Run(life.String(), func(t *testing.T) {
 			p, f := newFakeExpress(life)
-			defer p.close()
 			const bucket = "b--usw2-az1--x-s3"
 			first, err := p.Retrieve(t.Context(), bucket)
 			if err != nil {
@@ -184,26 +179,15 @@ func TestExpressSessionsLifetime(t *testing.T) {
 // other answers are left to the other retry rules.
 func TestExpressSessionsExpiredToken(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	const bucket = "b--use1-az4--x-s3"
 	first, _ := p.Retrieve(t.Context(), bucket)
-	answer := func(code, token string) error {
-		req := &http.Request{Header: http.Header{}, URL: &url.URL{Path: "/" + bucket + "/k"}}
-		if token != "" {
-			req.Header.Set("X-Amz-S3session-Token", token)
-		}
-		return &smithyhttp.ResponseError{
-			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400, Request: req}},
-			Err:      &smithy.GenericAPIError{Code: code},
-		}
-	}
-	if got := p.retryExpired(answer("AccessDenied", first.SessionToken)); got != aws.UnknownTernary {
+	if got := p.retryExpired(sessionRefused("AccessDenied", first.SessionToken)); got != aws.UnknownTernary {
 		t.Errorf("AccessDenied: retry %v", got)
 	}
-	if got := p.retryExpired(answer("ExpiredToken", "")); got != aws.UnknownTernary {
+	if got := p.retryExpired(sessionRefused("ExpiredToken", "")); got != aws.UnknownTernary {
 		t.Errorf("ExpiredToken without a session token: retry %v", got)
 	}
-	if got := p.retryExpired(answer("ExpiredToken", "token-of-an-older-session")); got != aws.TrueTernary {
+	if got := p.retryExpired(sessionRefused("ExpiredToken", "token-of-an-older-session")); got != aws.TrueTernary {
 		t.Errorf("ExpiredToken: retry %v", got)
 	}
 	if c, _ := p.Retrieve(t.Context(), bucket); c.SessionToken != first.SessionToken || f.calls.Load() != 1 {
@@ -212,21 +196,20 @@ func TestExpressSessionsExpiredToken(t *testing.T) {
 	for _, code := range []string{"ExpiredToken", "InvalidToken", "TokenRefreshRequired"} {
 		cur, _ := p.Retrieve(t.Context(), bucket)
 		calls := f.calls.Load()
-		if got := p.retryExpired(answer(code, cur.SessionToken)); got != aws.TrueTernary {
+		if got := p.retryExpired(sessionRefused(code, cur.SessionToken)); got != aws.TrueTernary {
 			t.Errorf("%s: retry %v", code, got)
 		}
 		if c, _ := p.Retrieve(t.Context(), bucket); c.SessionToken == cur.SessionToken || f.calls.Load() != calls+1 {
 			t.Errorf("%s: the refused session is still used", code)
 		}
 	}
-	if kind := classifyS3Error(answer("ExpiredToken", first.SessionToken), false); kind != KindSession {
+	if kind := classifyS3Error(sessionRefused("ExpiredToken", first.SessionToken), false); kind != KindSession {
 		t.Errorf("ExpiredToken is classified %q: it would switch the remote off", kind)
 	}
 }
 
 func TestExpressSessionsModes(t *testing.T) {
 	p, f := newFakeExpress(5*time.Minute, "trusted--use1-az4--x-s3")
-	defer p.close()
 	p.Retrieve(t.Context(), "trusted--use1-az4--x-s3")
 	p.Retrieve(t.Context(), "own--use1-az4--x-s3")
 	if len(f.modes) != 2 || f.modes[0] != types.SessionModeReadOnly || f.modes[1] != "" {
@@ -238,7 +221,6 @@ func TestExpressSessionsModes(t *testing.T) {
 // gives up with its own context; the CreateSession goes on for the next.
 func TestExpressSessionsWaitEnds(t *testing.T) {
 	p, f := newFakeExpress(5 * time.Minute)
-	defer p.close()
 	f.gate = make(chan struct{})
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -250,19 +251,22 @@ func strictShim(t *testing.T) (*expressShim, s3Target, string) {
 	return startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret), tg, express
 }
 
-// newShimBackend is an S3 backend on a directory bucket of the shim.
-func newShimBackend(t *testing.T, shim *expressShim, bucket string, timeout time.Duration) *S3Backend {
+// newShimBackend is an S3 backend on a directory bucket of the shim,
+// under prefix (a random one if ""), reading readOnly with ReadOnly
+// sessions.
+func newShimBackend(t *testing.T, shim *expressShim, bucket, prefix string, timeout time.Duration, readOnly ...string) *S3Backend {
 	t.Helper()
 	b, err := NewS3Backend(context.Background(), S3Options{
-		Bucket:      bucket,
-		Prefix:      "gobuildcache/" + randomHex(6) + "/",
-		Endpoint:    shim.URL(),
-		PathStyle:   true,
-		Region:      shimRegion,
-		Timeout:     timeout,
-		TempDir:     t.TempDir(),
-		Parallelism: 16,
-		Getenv:      shimBaseEnv,
+		Bucket:          bucket,
+		Prefix:          cmp.Or(prefix, "gobuildcache/"+randomHex(6)+"/"),
+		Endpoint:        shim.URL(),
+		PathStyle:       true,
+		Region:          shimRegion,
+		Timeout:         timeout,
+		TempDir:         t.TempDir(),
+		Parallelism:     16,
+		Getenv:          shimBaseEnv,
+		ReadOnlyBuckets: readOnly,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +281,7 @@ func newShimBackend(t *testing.T, shim *expressShim, bucket string, timeout time
 func TestS3ExpressSessionExpiry(t *testing.T) {
 	shim, _, express := strictShim(t)
 	shim.setSessionLife(3 * time.Second)
-	b := newShimBackend(t, shim, express, 30*time.Second)
+	b := newShimBackend(t, shim, express, "", 30*time.Second)
 
 	ctx := t.Context()
 	const workers, run = 8, 10 * time.Second
@@ -358,7 +362,7 @@ func TestS3ExpressCreateSessionErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			shim.setSessionFaults(c.delay, c.status)
 			defer shim.setSessionFaults(0, 0)
-			b := newShimBackend(t, shim, c.bucket, time.Second)
+			b := newShimBackend(t, shim, c.bucket, "", time.Second)
 			_, err := b.Get(t.Context(), actionID("x"))
 			var se *expressSessionError
 			if kind := errKind(err); kind.String() != c.wantKind || !errors.As(err, &se) {
@@ -408,17 +412,18 @@ func TestS3ExpressGoBuild(t *testing.T) {
 	expirer.Wait()
 	elapsed := time.Since(start)
 
-	var remoteHits int64
+	var remoteHits, openings int64
 	for _, vm := range []string{"vmA", "vmB"} {
 		r := runs[vm]
 		for name, s := range map[string]StatsSnapshot{"go build": r.buildStats(t), "go test": r.stats} {
 			var text bytes.Buffer
 			s.WriteText(&text)
 			t.Logf("%s, %s:\n%s", vm, name, text.String())
-			if s.RemoteErrors != 0 || s.RemoteSkipped != 0 || s.VerifyFailures != 0 || s.UploadsFailed != 0 || s.UploadsDropped != 0 {
-				t.Errorf("%s %s: remote errors %d %v, skipped %d, verify failures %d, uploads failed %d dropped %d",
-					vm, name, s.RemoteErrors, s.RemoteErrorsByKind, s.RemoteSkipped, s.VerifyFailures, s.UploadsFailed, s.UploadsDropped)
+			if s.RemoteErrors != 0 || s.BreakerOpenings != 0 || s.RemoteSkipped != 0 || s.VerifyFailures != 0 || s.UploadsFailed != 0 || s.UploadsDropped != 0 {
+				t.Errorf("%s %s: remote errors %d %v, breaker openings %d, skipped %d, verify failures %d, uploads failed %d dropped %d",
+					vm, name, s.RemoteErrors, s.RemoteErrorsByKind, s.BreakerOpenings, s.RemoteSkipped, s.VerifyFailures, s.UploadsFailed, s.UploadsDropped)
 			}
+			openings += s.BreakerOpenings
 			if vm == "vmB" {
 				remoteHits += s.RemoteHits + s.PrefetchObjects
 			}
@@ -432,7 +437,8 @@ func TestS3ExpressGoBuild(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("S3 Express go build: %v for two VMs, VM B remote and prefetched hits %d; shim: %s", elapsed.Round(time.Second), remoteHits, shim.summary())
+	t.Logf("S3 Express go build, three-second sessions: %v for two VMs; breaker openings %d, VM B remote hits %d (remote and prefetched), sessions issued %d, ExpiredToken answers retried %d; shim: %s",
+		elapsed.Round(time.Second), openings, remoteHits, shim.sessionsIssued.Load(), shim.expiredAnswers.Load(), shim.summary())
 	if remoteHits == 0 {
 		t.Error("VM B had no remote hits")
 	}
@@ -484,13 +490,7 @@ func TestS3ExpressReadOnlyBucket(t *testing.T) {
 	trusted := "gbc" + randomHex(5) + "--use1-az4--x-s3"
 	shim.addBucket(t, trusted, modeReadWrite, modeReadOnly)
 	open := func(bucket string, readOnly ...string) *S3Backend {
-		b, err := NewS3Backend(t.Context(), S3Options{Bucket: bucket, Prefix: "gobuildcache/main/", Endpoint: shim.URL(), PathStyle: true,
-			Region: shimRegion, Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv, ReadOnlyBuckets: readOnly})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close(context.Background()) })
-		return b
+		return newShimBackend(t, shim, bucket, "gobuildcache/main/", 10*time.Second, readOnly...)
 	}
 	// main fills the trusted bucket; then its policy allows only ReadOnly
 	// sessions to these credentials (those of a pull request).
@@ -543,4 +543,28 @@ func TestS3ExpressCheck(t *testing.T) {
 		t.Errorf("check with CreateSession refused: want one line naming s3express:CreateSession, got %q", msg)
 	}
 	t.Logf("check with CreateSession refused: %s", stderr.String())
+}
+
+// TestS3Express503: a few 503 SlowDown answers are retried away; a bucket
+// answering 503 for longer (waking up) fails requests as busy, not as a
+// broken remote, and serves again as soon as it is up.
+func TestS3Express503(t *testing.T) {
+	shim, _, express := strictShim(t)
+	b := newShimBackend(t, shim, express, "", 10*time.Second)
+	putString(t, b, "k", "body")
+	shim.slowDown(2)
+	if _, err := b.Get(t.Context(), actionID("k")); err != nil {
+		t.Fatalf("get after two SlowDowns: %v", err)
+	}
+	shim.unavailableFor(2 * time.Second)
+	if _, err := b.Get(t.Context(), actionID("k")); errKind(err) != KindThrottled {
+		t.Errorf("get from a waking bucket: %v (kind %v), want throttle", err, errKind(err))
+	}
+	time.Sleep(2 * time.Second)
+	if _, err := b.Get(t.Context(), actionID("k")); err != nil {
+		t.Errorf("get once the bucket is up: %v", err)
+	}
+	if n := shim.unavailable.Load(); n < 5 {
+		t.Errorf("the shim answered 503 %d times, want 2 SlowDowns and 3 attempts while waking", n)
+	}
 }

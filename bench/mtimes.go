@@ -170,11 +170,12 @@ func runMtimesBench(bin, outDir string, n, runs int) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	head := fmt.Sprintf("# gobuildcache mtimes benchmark: a %d-file tree\n\n- %s; %s\n", n, time.Now().UTC().Format("2006-01-02 15:04 UTC"), machineDescription())
 	md, err := benchMtimes(work, bin, n, runs)
 	if err != nil {
 		return err
 	}
-	md = fmt.Sprintf("# gobuildcache mtimes benchmark: a %d-file tree\n\n- %s; %s\n", n, time.Now().UTC().Format("2006-01-02 15:04 UTC"), machineDescription()) + md
+	md = head + md
 	fmt.Print(md)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
