@@ -2,7 +2,10 @@
 
 package main
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // freeBytes returns -1: unknown here.
 func freeBytes(dir string) int64 { return -1 }
@@ -12,3 +15,9 @@ func syncDisks() {}
 
 // cpuTime returns 0: unknown here.
 func cpuTime(pids []int) time.Duration { return 0 }
+
+// ioBytes returns -1: unknown here.
+func ioBytes(pid int) int64 { return -1 }
+
+// accessTime is not known here.
+func accessTime(info os.FileInfo) (time.Time, bool) { return time.Time{}, false }
