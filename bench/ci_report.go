@@ -124,9 +124,13 @@ func ciTable(title string, rows []*ciRow, runs []int, cell func(*ciRow, *ciResul
 
 // ciMarkdown renders the report.
 func (c *ciBench) markdown() string {
-	runs := runNumbers(c.runs)
+	runs := c.done
 	var s strings.Builder
 	writeHeader(&s, "gobuildcache CI replay", c.set.quick, c.machine)
+	if c.partial != "" {
+		fmt.Fprintf(&s, "- **incomplete: %s**\n", c.partial)
+	}
+	fmt.Fprintf(&s, "- gobuildcache binary: %s\n", c.set.bin)
 	fmt.Fprintf(&s, "- module: `%s` %s from the module proxy (%d packages, %d with tests), committed to a local git repository with the history's seeded edits (seed %d); "+
 		"every job is a fresh `git clone --depth 1` at the same path on a fresh \"VM\" (empty GOCACHE, empty gobuildcache dir), then "+
 		"`go build ./... && go vet ./... && go test -short ./...` (a matrix shard: `go list ./...`, then `go vet` and `go test -short` of its quarter of the packages, by FNV-1a of the import path); "+
@@ -289,7 +293,11 @@ func (c *ciBench) markdown() string {
 			fmt.Fprintf(&s, "  - %s: %s\n", r.label, line)
 		}
 	}
-	fmt.Fprintf(&s, "\nThe whole replay took %s.\n", time.Since(c.start).Round(time.Second))
+	fmt.Fprintf(&s, "\nThe whole replay took %s", time.Since(c.start).Round(time.Second))
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&s, " (load average at the end: %s)", strings.Join(strings.Fields(string(b))[:3], " "))
+	}
+	s.WriteString(".\n")
 	return s.String()
 }
 
@@ -307,15 +315,20 @@ func durList(ds []time.Duration) string {
 // report writes the tables to stdout and to ci-replay.md, the chart to
 // ci-replay.svg.
 func (c *ciBench) report() error {
+	fmt.Print(c.markdown())
+	return c.writeReport()
+}
+
+// writeReport writes ci-replay.md and ci-replay.svg.
+func (c *ciBench) writeReport() error {
 	md := c.markdown()
-	fmt.Print(md)
 	if err := os.MkdirAll(c.set.outDir, 0o755); err != nil {
 		return err
 	}
 	mdPath := filepath.Join(c.set.outDir, "ci-replay.md")
 	svgPath := filepath.Join(c.set.outDir, "ci-replay.svg")
 	title := fmt.Sprintf("CI replay of %s %s: wall time of each run (s), lower is better", c.modPath, c.modVer)
-	if err := os.WriteFile(svgPath, []byte(ciChart(title, c.rows, runNumbers(c.runs))), 0o644); err != nil {
+	if err := os.WriteFile(svgPath, []byte(ciChart(title, c.rows, c.done)), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(mdPath, []byte(md+"\n![wall time of each run](ci-replay.svg)\n"), 0o644); err != nil {
