@@ -170,8 +170,9 @@ func (c *ciBench) markdown() string {
 		"so each tar job is built once and its download and upload are timed at 2 ms and at 10 ms, alternating which goes first\n")
 	fmt.Fprintf(&s, "  - gobuildcache on S3 with prefetch (`-prefetch=%v`), at %s; %s\n", c.feat.prefetch, durList(c.set.gbcRTTs), readFrom)
 	fmt.Fprintf(&s, "  - %s\n", mt)
-	s.WriteString("- run (1) of no cache and tar-and-restore is one shared cold job (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps); " +
-		"each gobuildcache history runs its own run (1) into an empty prefix\n")
+	s.WriteString("- run (1) is two cold jobs: one shared by no cache and tar-and-restore (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps), " +
+		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +
+		"a row without mtimes leaves out the mtimes step\n")
 	s.WriteString("- a matrix run (6) takes as long as its slowest shard; the shards ran one after another here, each on its own fresh VM; hit rates, bytes and tests are summed over the shards\n")
 	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache and tar-and-restore, " +
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
