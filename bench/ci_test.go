@@ -376,3 +376,36 @@ func TestCISettingsFromFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestCIMarkdown(t *testing.T) {
+	rows := ciFixture()
+	for _, way := range []ciWay{wayTar, wayGBC} {
+		r := &ciRow{way: way, rtt: 10 * time.Millisecond, mtimes: true, res: map[int]*ciResult{}}
+		r.key, r.label = rowName(way, r.rtt, true)
+		for n := 1; n <= 7; n++ {
+			r.res[n] = &ciResult{wall: 5 * time.Second, jobs: 4, jobsWall: 20 * time.Second, note: "a note"}
+		}
+		rows = append(rows, r)
+	}
+	c := &ciBench{set: ciSettings{seed: 1, gbcRTTs: []time.Duration{2 * time.Millisecond, 10 * time.Millisecond}, mtimesRTTs: []time.Duration{10 * time.Millisecond}, noCacheAlways: true},
+		runs: ciHistory(), done: []int{1, 2, 3, 4, 5, 6, 7}, rows: rows, feat: ciFeatures{mtimes: true, readFrom: true, prefetch: true},
+		modPath: "example.com/m", modVer: "v1.0.0", pkgs: 47, testPkg: 39, start: time.Now(), partial: "partial: written after run (7)"}
+	md := c.markdown()
+	for _, want := range []string{
+		"**incomplete: partial: written after run (7)**",
+		"`example.com/m` v1.0.0 from the module proxy (47 packages, 39 with tests)",
+		"with `-s3-read-from`",
+		"| tar-and-restore, 10 ms / gobuildcache, 10 ms | 0.90x | 1.75x |",
+		"| tar-and-restore, 10 ms + mtimes / gobuildcache, 10 ms + mtimes | 1.00x |",
+		"| tar-and-restore, 10 ms | 240.0s | 35.0s | 205.0s (85%) |",
+		"run (5) at least 3x faster: gobuildcache, 10 ms + mtimes against tar-and-restore, 10 ms + mtimes",
+		"; 4 shards, 20.0s added up (a note)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}
