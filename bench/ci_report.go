@@ -75,13 +75,18 @@ func ciTargets(rows []*ciRow, runs []int) []target {
 			tt.measured, tt.result = fmt.Sprintf("%.2fx, run (%d)", worst, worstRun), passFail(worst <= 1.2)
 		}
 		ts = append(ts, tt)
-		tt = target{name: fmt.Sprintf("the sum over the history: %s against %s (tar / gobuildcache)", name, t.label), measured: "n/a", result: "shown"}
-		sa, okA := t.sumWall(runs)
-		sb, okB := g.sumWall(runs)
-		if okA && okB {
-			tt.measured = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", sa.Seconds()/sb.Seconds(), sa.Seconds(), sb.Seconds())
+		for _, sum := range []struct {
+			what string
+			runs []int
+		}{{"the sum over the history", runs}, {"the sum after the cold run (1)", runs[min(1, len(runs)):]}} {
+			tt = target{name: fmt.Sprintf("%s: %s against %s (tar / gobuildcache)", sum.what, name, t.label), measured: "n/a", result: "shown"}
+			sa, okA := t.sumWall(sum.runs)
+			sb, okB := g.sumWall(sum.runs)
+			if okA && okB && len(sum.runs) > 0 {
+				tt.measured = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", sa.Seconds()/sb.Seconds(), sa.Seconds(), sb.Seconds())
+			}
+			ts = append(ts, tt)
 		}
-		ts = append(ts, tt)
 	}
 	return ts
 }
@@ -187,6 +192,10 @@ func (c *ciBench) markdown() string {
 	}
 	s.WriteString("## Wall time of each run, s\n\n")
 	s.WriteString(ciTable("way", c.rows, runs, secs, sumSecs))
+
+	if len(runs) > 1 {
+		s.WriteString("\n" + ciSums(c.rows, runs))
+	}
 
 	var gbcRows []*ciRow
 	for _, r := range c.rows {
@@ -299,6 +308,39 @@ func (c *ciBench) markdown() string {
 		fmt.Fprintf(&s, " (load average at the end: %s)", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
 	s.WriteString(".\n")
+	return s.String()
+}
+
+// ciSums is a table of each row's sum over the runs and over those after
+// the cold run (1), which is the same work in every way and, on a busy
+// machine, the noisiest; and for each gobuildcache row, the ratio of its
+// tar-and-restore pair's sums to its own.
+func ciSums(rows []*ciRow, runs []int) string {
+	after := runs[1:]
+	var s strings.Builder
+	fmt.Fprintf(&s, "| way | sum of (%d)-(%d), s | sum after the cold run, (%d)-(%d), s | tar-and-restore / this, all | tar-and-restore / this, after the cold run |\n|---|---:|---:|---:|---:|\n",
+		runs[0], runs[len(runs)-1], after[0], after[len(after)-1])
+	cell := func(r *ciRow, rs []int) string {
+		if v, ok := r.sumWall(rs); ok {
+			return fmt.Sprintf("%.1f", v.Seconds())
+		}
+		return "-"
+	}
+	ratio := func(t, g *ciRow, rs []int) string {
+		a, okA := t.sumWall(rs)
+		b, okB := g.sumWall(rs)
+		if !okA || !okB {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", a.Seconds()/b.Seconds())
+	}
+	for _, r := range rows {
+		all, rest := "", ""
+		if t := tarPair(rows, r); r.way == wayGBC && t != nil {
+			all, rest = ratio(t, r, runs), ratio(t, r, after)
+		}
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.label, cell(r, runs), cell(r, after), all, rest)
+	}
 	return s.String()
 }
 
