@@ -50,6 +50,15 @@ bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
+.PHONY: bench-ci bench-ci-quick
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); under 25 min on 2 cores
+	scripts/toxiproxy.sh install >/dev/null
+	scripts/minio.sh run -- $(GO) run ./bench -ci -bin $(BIN)
+
+bench-ci-quick: build ## the CI replay's runs (1), (2), (4), (5), gobuildcache at 10 ms only, no mtimes rows
+	scripts/toxiproxy.sh install >/dev/null
+	scripts/minio.sh run -- $(GO) run ./bench -ci -quick -bin $(BIN)
+
 clean:
 	rm -rf builds
 

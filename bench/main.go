@@ -13,6 +13,11 @@
 //	go run ./bench -mtimes    `gobuildcache mtimes` on a generated 50,000-file
 //	                          work tree (make bench-mtimes; make bench runs it
 //	                          too): bench-results/mtimes.md
+//	go run ./bench -ci        the CI replay (make bench-ci): seven CI runs of
+//	                          a real module, no cache against tar-and-restore
+//	                          against gobuildcache on S3, under
+//	                          scripts/minio.sh run (ci_replay.go)
+//	go run ./bench -ci -quick runs (1), (2), (4) and (5), fewer ways
 //
 // See TESTING.md.
 package main
@@ -34,6 +39,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,19 +50,25 @@ func main() {
 	bin := flag.String("bin", "builds/gobuildcache", "gobuildcache binary to measure")
 	putMiB := flag.Int("put-mib", 512, "size of the put whose peak memory is measured")
 	s3Mode := flag.Bool("s3", false, "run the S3 benchmark (under scripts/minio.sh run) instead of the local one")
-	quick := flag.Bool("quick", false, "with -s3: a smaller workload and fewer runs (under 5 minutes on 2 cores)")
+	quick := flag.Bool("quick", false, "with -s3: a smaller workload and fewer runs (under 5 minutes on 2 cores); with -ci: fewer runs and ways")
 	coldRuns := flag.Int("cold-runs", 0, "with -s3: runs of the cold scenarios (default 3, 1 with -quick)")
 	freshRuns := flag.Int("fresh-runs", 0, "with -s3: runs of the fresh-VM and tar-and-restore scenarios (default 3, 1 with -quick)")
 	manyRuns := flag.Int("many-runs", 0, "with -s3: runs of the many-VM scenario (default 2, 1 with -quick)")
 	manyVMs := flag.Int("vms", 8, "with -s3: VMs building at once in the many-VM scenario")
 	manyRTT := flag.Duration("many-rtt", 2*time.Millisecond, "with -s3: round-trip time of the many-VM scenario")
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
-	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.svg")
+	outDir := flag.String("out", "bench-results", "with -s3: directory for latest.md and latest.svg; with -ci, for ci-replay.md and ci-replay.svg; with -mtimes, for mtimes.md")
 	compareCompression := flag.Bool("compare-compression", true, "with -s3: also fill a bucket with the other -compression and time a fresh VM on it (one more cold build; off with -quick unless given)")
 	prOnly := flag.Bool("pr-only", false, "with -s3: only what the fresh-PR-VM target needs (one cold S3 fill, then fresh VMs at 2 ms on their own warm location and PR VMs reading it), interleaved")
 	mtimesOnly := flag.Bool("mtimes", false, "run only the mtimes scenario and write its report to -out/mtimes.md")
 	mtimesFiles := flag.Int("mtimes-files", 50000, "files of the mtimes scenario's tree (10000 with -quick)")
 	mtimesRuns := flag.Int("mtimes-runs", 5, "runs of the mtimes scenario (3 with -quick)")
+	ciMode := flag.Bool("ci", false, "run the CI replay (under scripts/minio.sh run) instead of the local benchmark")
+	ciModule := flag.String("ci-module", defaultCIModule, "with -ci: the module@version to replay (its files must have the history's edit points)")
+	ciSeed := flag.Uint64("ci-seed", 1, "with -ci: seed of the history's edits")
+	ciRuns := flag.String("ci-runs", "", "with -ci: the runs to replay, e.g. 1,4,5 (default all seven; -quick: 1,2,4,5)")
+	ciGBCRTTs := flag.String("ci-rtts", "2ms,10ms", "with -ci: RTTs of the gobuildcache histories without mtimes (-quick: 10ms)")
+	ciMtimesRTTs := flag.String("ci-mtimes-rtts", "10ms", "with -ci: RTTs of the gobuildcache histories with mtimes (empty: none; -quick: none)")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -72,10 +84,10 @@ func main() {
 		log.Fatal(err)
 	}
 	if *quick {
-		if !isSet("mtimes-files") {
+		if !flagSet("mtimes-files") {
 			*mtimesFiles = 10000
 		}
-		if !isSet("mtimes-runs") {
+		if !flagSet("mtimes-runs") {
 			*mtimesRuns = 3
 		}
 	}
@@ -83,6 +95,17 @@ func main() {
 		if err := runMtimesBench(absBin, *outDir, *mtimesFiles, *mtimesRuns); err != nil {
 			log.Fatal(err)
 		}
+		return
+	}
+	if *ciMode {
+		if *quick && !flagSet("ci-rtts") {
+			*ciGBCRTTs = "10ms"
+		}
+		set, err := ciSettingsFromFlags(*quick, absBin, *toxBin, *outDir, *ciModule, *ciSeed, *ciRuns, *ciGBCRTTs, *ciMtimesRTTs)
+		if err != nil {
+			log.Fatal(err)
+		}
+		runInterruptible(func(ctx context.Context) error { return runCIBench(ctx, set) })
 		return
 	}
 	if *s3Mode {
@@ -116,23 +139,9 @@ func main() {
 			log.Fatal("-runs and -vms (up to 64) must be positive, -many-rtt between 0 and 1s")
 		}
 		if set.toxiproxy == "" {
-			tools := os.Getenv("GOBUILDCACHE_TOOLS")
-			if tools == "" {
-				tools = ".tools"
-			}
-			set.toxiproxy = filepath.Join(tools, "bin", "toxiproxy-server")
+			set.toxiproxy = defaultToxiproxy()
 		}
-		// Stop cleanly on SIGINT/SIGTERM: the go commands, then toxiproxy.
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runS3Bench(ctx, set)
-		interrupted := ctx.Err() != nil
-		stop()
-		if err != nil {
-			if interrupted {
-				log.Print("interrupted")
-			}
-			log.Fatal(err)
-		}
+		runInterruptible(func(ctx context.Context) error { return runS3Bench(ctx, set) })
 		return
 	}
 	if *quick {
@@ -152,6 +161,88 @@ func main() {
 	if err := benchPutMemory(work, absBin, int64(*putMiB)<<20); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// runInterruptible runs f, and exits if it fails. SIGINT or SIGTERM cancel
+// its context, so that it stops cleanly: the go commands, then toxiproxy.
+func runInterruptible(f func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := f(ctx)
+	interrupted := ctx.Err() != nil
+	stop()
+	if err != nil {
+		if interrupted {
+			log.Print("interrupted")
+		}
+		log.Fatal(err)
+	}
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// defaultToxiproxy is the toxiproxy-server that scripts/toxiproxy.sh
+// installs.
+func defaultToxiproxy() string {
+	tools := os.Getenv("GOBUILDCACHE_TOOLS")
+	if tools == "" {
+		tools = ".tools"
+	}
+	return filepath.Join(tools, "bin", "toxiproxy-server")
+}
+
+// ciSettingsFromFlags checks the -ci flags.
+func ciSettingsFromFlags(quick bool, bin, tox, outDir, module string, seed uint64, runs, gbcRTTs, mtimesRTTs string) (ciSettings, error) {
+	set := ciSettings{quick: quick, bin: bin, toxiproxy: tox, outDir: outDir, module: module, seed: seed, noCacheAlways: !quick}
+	if set.toxiproxy == "" {
+		set.toxiproxy = defaultToxiproxy()
+	}
+	if !strings.Contains(module, "@") {
+		return set, fmt.Errorf("-ci-module %q: want module@version", module)
+	}
+	if quick && runs == "" {
+		runs = "1,2,4,5"
+	}
+	if runs != "" {
+		set.runs = map[int]bool{}
+		for _, f := range strings.Split(runs, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > len(ciHistory()) {
+				return set, fmt.Errorf("-ci-runs %q: want run numbers from 1 to %d, separated by commas", runs, len(ciHistory()))
+			}
+			set.runs[n] = true
+		}
+	}
+	var err error
+	if set.gbcRTTs, err = parseRTTs("-ci-rtts", gbcRTTs); err != nil {
+		return set, err
+	}
+	if quick {
+		mtimesRTTs = ""
+	}
+	if set.mtimesRTTs, err = parseRTTs("-ci-mtimes-rtts", mtimesRTTs); err != nil {
+		return set, err
+	}
+	return set, nil
+}
+
+func parseRTTs(name, s string) ([]time.Duration, error) {
+	var ds []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil || d < 0 || d > time.Second || d%time.Millisecond != 0 {
+			return nil, fmt.Errorf("%s %q: want durations in whole milliseconds up to 1s, separated by commas", name, s)
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
 }
 
 // benchWarmStd compares a warm `go build std` on the plain cache with one

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -183,11 +182,4 @@ func runMtimesBench(bin, outDir string, n, runs int) error {
 	path := filepath.Join(outDir, "mtimes.md")
 	logf("wrote %s", path)
 	return os.WriteFile(path, []byte(md), 0o644)
-}
-
-// isSet reports whether the flag was given on the command line.
-func isSet(name string) bool {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }

@@ -18,3 +18,9 @@ func cpuTime(pids []int) time.Duration { return 0 }
 
 // peakRSS returns "unknown": not measured here.
 func peakRSS(ps *os.ProcessState) string { return "unknown" }
+
+// ioBytes returns -1: unknown here.
+func ioBytes(pid int) int64 { return -1 }
+
+// accessTime is not known here.
+func accessTime(info os.FileInfo) (time.Time, bool) { return time.Time{}, false }

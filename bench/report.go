@@ -218,15 +218,21 @@ func passFail(ok bool) string {
 	return "FAIL"
 }
 
+// writeHeader starts a report: its title, whether it was a -quick run, the
+// date and the machine.
+func writeHeader(s *strings.Builder, title string, quick bool, machine string) {
+	mode := "full"
+	if quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(s, "# %s (%s)\n\n", title, mode)
+	fmt.Fprintf(s, "- %s; %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine)
+}
+
 // markdown renders the whole report.
 func (b *s3Bench) markdown() string {
 	var s strings.Builder
-	mode := "full"
-	if b.set.quick {
-		mode = "quick"
-	}
-	fmt.Fprintf(&s, "# gobuildcache S3 benchmark (%s)\n\n", mode)
-	fmt.Fprintf(&s, "- %s; %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.machine)
+	writeHeader(&s, "gobuildcache S3 benchmark", b.set.quick, b.machine)
 	fmt.Fprintf(&s, "- workload (%s): one \"VM\" runs %s\n", b.wl.name, b.wl.desc)
 	fmt.Fprintf(&s, "- setup: MinIO on 127.0.0.1 behind toxiproxy v2.12.0, which adds the RTT (a latency toxic of RTT/2 each way); "+
 		"every bucket scenario has its own fresh S3 prefix; the fresh VMs read the bucket that the last cold S3 run filled; "+

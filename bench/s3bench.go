@@ -118,24 +118,13 @@ type s3Bench struct {
 }
 
 func runS3Bench(ctx context.Context, set s3Settings) error {
-	endpoint := os.Getenv("S3_ENDPOINT")
-	if endpoint == "" {
-		return errors.New("S3_ENDPOINT is not set: run it as `scripts/minio.sh run -- go run ./bench -s3` (or `make bench`)")
+	env, err := minioFromEnv()
+	if err != nil {
+		return err
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("S3_ENDPOINT %q: want http://127.0.0.1:PORT (a local MinIO)", endpoint)
-	}
-	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" && h != "::1" {
-		return fmt.Errorf("S3_ENDPOINT %q is not on this machine; the benchmark only talks to 127.0.0.1", endpoint)
-	}
+	endpoint, u := env.endpoint, env.u
 	b := &s3Bench{ctx: ctx, set: set, byKey: map[string]*row{}, warmBucket: map[string]string{}, start: time.Now()}
-	b.bucket = envOr("S3_BUCKET", "gobuildcache")
-	b.region = envOr("AWS_REGION", "us-east-1")
-	b.akid, b.skey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
-	if b.akid == "" || b.skey == "" {
-		return errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (scripts/minio.sh run sets them)")
-	}
+	b.bucket, b.region, b.akid, b.skey = env.bucket, env.region, env.akid, env.skey
 	if b.feat, err = detectFeatures(set.bin); err != nil {
 		return err
 	}
@@ -200,6 +189,36 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 func (b *s3Bench) mtimesPhase() (err error) {
 	b.mtimesMD, err = benchMtimes(b.work, b.set.bin, b.set.mtimesFiles, b.set.mtimesRuns)
 	return err
+}
+
+// minioEnv is the local MinIO that scripts/minio.sh run describes in the
+// environment.
+type minioEnv struct {
+	endpoint                   string
+	u                          *url.URL
+	bucket, region, akid, skey string
+}
+
+// minioFromEnv reads the MinIO that scripts/minio.sh run started, and
+// refuses one that is not on this machine.
+func minioFromEnv() (minioEnv, error) {
+	endpoint := os.Getenv("S3_ENDPOINT")
+	if endpoint == "" {
+		return minioEnv{}, errors.New("S3_ENDPOINT is not set: run the benchmark under `scripts/minio.sh run --` (see the Makefile's bench targets)")
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return minioEnv{}, fmt.Errorf("S3_ENDPOINT %q: want http://127.0.0.1:PORT (a local MinIO)", endpoint)
+	}
+	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" && h != "::1" {
+		return minioEnv{}, fmt.Errorf("S3_ENDPOINT %q is not on this machine; the benchmark only talks to 127.0.0.1", endpoint)
+	}
+	e := minioEnv{endpoint: endpoint, u: u, bucket: envOr("S3_BUCKET", "gobuildcache"), region: envOr("AWS_REGION", "us-east-1"),
+		akid: os.Getenv("AWS_ACCESS_KEY_ID"), skey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+	if e.akid == "" || e.skey == "" {
+		return minioEnv{}, errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (scripts/minio.sh run sets them)")
+	}
+	return e, nil
 }
 
 func envOr(k, def string) string {

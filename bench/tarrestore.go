@@ -205,3 +205,46 @@ func unpackGocache(path, dir string) error {
 		}
 	}
 }
+
+// copyPrefix copies every object under prefix src to the same name under
+// dst, metadata included, a few at a time, and returns how many it copied.
+// The keys must need no escaping (the benchmark's prefixes and hex names).
+func (c *s3Client) copyPrefix(ctx context.Context, bucket, src, dst string) (int, error) {
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(c.Client, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &src})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, *o.Key)
+		}
+	}
+	work := make(chan string)
+	errs := make(chan error, 16)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			var first error
+			for k := range work {
+				if first != nil {
+					continue
+				}
+				dstKey := dst + strings.TrimPrefix(k, src)
+				_, first = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &bucket, Key: &dstKey, CopySource: aws.String(bucket + "/" + k)})
+			}
+			errs <- first
+		}()
+	}
+	for _, k := range keys {
+		work <- k
+	}
+	close(work)
+	var err error
+	for i := 0; i < cap(errs); i++ {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	return len(keys), err
+}

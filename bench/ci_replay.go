@@ -1,0 +1,955 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/richardartoul/gobuildcache/internal/toxiproxy"
+)
+
+// The CI replay (-ci, make bench-ci): a short CI history of a real module
+// (ci_module.go), each run a fresh `git clone` at one path on a fresh "VM",
+// replayed three ways through one toxiproxy in front of MinIO: no cache,
+// the tar-and-restore pattern, and gobuildcache on S3. It writes
+// ci-replay.md and ci-replay.svg (ci_report.go).
+
+// ciRun is one CI run of the history.
+type ciRun struct {
+	n      int
+	title  string
+	prep   []gitStep // what happens in the repository before the run
+	branch string    // the branch whose tip the run builds
+	pr     string    // the pull request's name; "" for a push
+	base   string    // a pull request's target branch
+	shards int       // 0: one job; else a matrix of that many test jobs
+}
+
+// onMain reports whether the run is a push to main: the only runs whose
+// GOCACHE the tar-and-restore pattern saves.
+func (r ciRun) onMain() bool { return r.pr == "" && r.branch == "main" }
+
+// gitStep is one change to the repository.
+type gitStep struct {
+	branch string  // the branch it lands on
+	from   string  // if set, the branch is created here first
+	edit   *ciEdit // a seeded code edit,
+	readme bool    // or a commit that changes no code,
+	merge  string  // or a merge of this branch (no fast-forward)
+}
+
+// The history's edits in expr (defaultCIModule); another module needs its
+// own (-ci-module takes only versions of expr whose files still have these
+// functions).
+var (
+	editLeaf    = ciEdit{"docgen/docgen.go", "CreateDoc", "a function body in a leaf package (docgen: nothing imports it)"}
+	editCore    = ciEdit{"ast/node.go", "(*base).SetLocation", "an exported function of the widely imported package (ast: nearly every package depends on it)"}
+	editFollow  = ciEdit{"patcher/value/value.go", "getValue", "a function body in another leaf package (patcher/value)"}
+	editRelease = ciEdit{"test/gen/gen.go", "nilNode", "a function body in test/gen, the expression generator (nothing imports it)"}
+	editRelPR   = ciEdit{"docgen/docgen.go", "isProtobuf", "a function body in the leaf package docgen"}
+)
+
+// ciTestSkip is the -skip of every `go test`: expr's copy of testify has
+// tests of Eventually and Never that time a goroutine against a ticker and
+// fail on a loaded machine (TestEventuallyWithTTrue did, in a replay on a
+// busy two-core VM). The same tests are skipped in every way.
+const ciTestSkip = "^Test(Eventually|Never)"
+
+// ciHistory is the issue's seven runs, in order.
+func ciHistory() []ciRun {
+	return []ciRun{
+		{n: 1, title: "main, cold (fills the caches)", branch: "main"},
+		{n: 2, title: "push to main, no code change", branch: "main",
+			prep: []gitStep{{branch: "main", readme: true}}},
+		{n: 3, title: "pull request: leaf package edited", branch: "pr-leaf", pr: "leaf", base: "main",
+			prep: []gitStep{{branch: "pr-leaf", from: "main", edit: &editLeaf}}},
+		{n: 4, title: "pull request: widely imported package edited, first push", branch: "pr-core", pr: "core", base: "main",
+			prep: []gitStep{{branch: "pr-core", from: "main", edit: &editCore}}},
+		{n: 5, title: "the same pull request, second push (a small further edit)", branch: "pr-core", pr: "core", base: "main",
+			prep: []gitStep{{branch: "pr-core", edit: &editFollow}}},
+		{n: 6, title: "main after (3) merges: 4 matrix shards, a quarter of the test packages each", branch: "main", shards: 4,
+			prep: []gitStep{{branch: "main", merge: "pr-leaf"}}},
+		{n: 7, title: "pull request on the long-lived branch release (forked at (1), one commit of its own)", branch: "pr-rel", pr: "rel", base: "release",
+			prep: []gitStep{{branch: "release", from: "run-1", edit: &editRelease}, {branch: "pr-rel", from: "release", edit: &editRelPR}}},
+	}
+}
+
+// prepareHistory makes every run's commit in g, in order, tagging each run's
+// commit run-N, and returns the edits' descriptions by run.
+func prepareHistory(g *gitRepo, runs []ciRun, seed uint64) error {
+	nEdit := 0
+	for _, r := range runs {
+		for _, s := range r.prep {
+			var err error
+			if s.from != "" {
+				_, err = g.git("checkout", "-q", "-b", s.branch, s.from)
+			} else {
+				_, err = g.git("checkout", "-q", s.branch)
+			}
+			if err != nil {
+				return err
+			}
+			switch {
+			case s.edit != nil:
+				nEdit++
+				err = g.edit(*s.edit, seed, nEdit)
+			case s.readme:
+				err = appendFile(filepath.Join(g.dir, "README.md"), fmt.Sprintf("\n<!-- CI replay: run %d changes no code -->\n", r.n))
+				if err == nil {
+					err = g.commitAll(fmt.Sprintf("run %d: README only", r.n))
+				}
+			case s.merge != "":
+				g.tick++
+				_, err = g.git("merge", "-q", "--no-ff", "-m", "merge "+s.merge, s.merge)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if _, err := g.git("tag", fmt.Sprintf("run-%d", r.n), r.branch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func appendFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// shardOf is the matrix shard (0..n-1) that runs the tests of pkg: a
+// stable hash of its import path.
+func shardOf(pkg string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(pkg))
+	return int(h.Sum32() % uint32(n))
+}
+
+// shardPackages returns the packages of shard k of n, in their order.
+func shardPackages(pkgs []string, k, n int) []string {
+	var out []string
+	for _, p := range pkgs {
+		if shardOf(p, n) == k {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ---------------------------------------------------------------- ways
+
+// ciWay is how a history's runs get their cache.
+type ciWay string
+
+const (
+	wayNone ciWay = "none" // an empty GOCACHE every run
+	wayTar  ciWay = "tar"  // tar-and-restore: restore main's saved tar.zst, save on main
+	wayGBC  ciWay = "gbc"  // gobuildcache on S3, prefetch on
+)
+
+// tarRTTs are the round-trip times at which every tar-and-restore download
+// and upload is timed. Nothing else a tar run does touches the network, so
+// one build serves both rows.
+var tarRTTs = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond}
+
+// ciHist is one history: a way, with or without mtimes, replayed run after
+// run on its own caches.
+type ciHist struct {
+	key    string
+	way    ciWay
+	rtt    time.Duration // gobuildcache's RTT
+	mtimes bool          // `gobuildcache mtimes` after each checkout
+	root   string        // its bucket prefix: gobuildcache's locations, the tarballs
+	saves  []tarSave     // tar: the saves so far, oldest first
+	rows   map[time.Duration]*ciRow
+}
+
+// tarSave is one saved GOCACHE tarball (an actions/cache entry).
+type tarSave struct {
+	key    string // "build" (the one-job runs) or "test-K" (matrix shard K)
+	object string
+	size   int64
+	run    int
+}
+
+// restoreFor returns the tarball the pattern restores for shard of run (or
+// nil): a shard's own newest save, else the newest save of the one-job
+// runs, as actions/cache's key and restore-keys do.
+func (h *ciHist) restoreFor(run ciRun, shard int) *tarSave {
+	keys := []string{"build"}
+	if run.shards > 0 {
+		keys = []string{fmt.Sprintf("test-%d", shard), "build"}
+	}
+	for _, k := range keys {
+		for i := len(h.saves) - 1; i >= 0; i-- {
+			if h.saves[i].key == k {
+				return &h.saves[i]
+			}
+		}
+	}
+	return nil
+}
+
+// locations returns the prefix a gobuildcache run writes (and reads first)
+// and the further ones it reads. With -s3-read-from a pull request writes
+// its own prefix and reads its base branch's and main's; a push to another
+// branch reads main's. Without it, every run shares main's prefix.
+func (h *ciHist) locations(run ciRun, readFrom bool) (string, []string) {
+	main := h.root + "main/"
+	if !readFrom {
+		return main, nil
+	}
+	if run.pr == "" {
+		if run.branch == "main" {
+			return main, nil
+		}
+		return h.root + run.branch + "/", []string{main}
+	}
+	var read []string
+	if run.base != "main" {
+		read = append(read, h.root+run.base+"/")
+	}
+	return h.root + "pr-" + run.pr + "/", append(read, main)
+}
+
+// ciRow is one line of the report: a history at one RTT.
+type ciRow struct {
+	key, label string
+	way        ciWay
+	rtt        time.Duration
+	mtimes     bool
+	res        map[int]*ciResult // by run
+}
+
+// ciResult is one run of a row: one job, or a matrix of jobs.
+type ciResult struct {
+	wall        time.Duration // the job's, or the slowest shard's
+	parts       []partResult  // the job's (the slowest shard's) steps
+	gets, hits  int64         // cache lookups and hits (see hitCounts)
+	moved       int64         // bytes through the proxy; -1 unknown
+	testsCached int
+	testsTotal  int
+	jobs        int           // matrix shards (0: one job)
+	jobsWall    time.Duration // the shards' wall times added up
+	note        string
+}
+
+// ---------------------------------------------------------------- settings
+
+type ciSettings struct {
+	quick         bool
+	bin           string // absolute path of gobuildcache
+	toxiproxy     string
+	outDir        string
+	module        string // path@version
+	seed          uint64
+	gbcRTTs       []time.Duration // gobuildcache histories without mtimes
+	mtimesRTTs    []time.Duration // ... with mtimes (if the binary has it)
+	runs          map[int]bool    // runs to replay (nil: all); run 1 always
+	noCacheAlways bool            // the no-cache way at every run, not just (1)
+}
+
+// ciFeatures are what the binary under test offers the replay.
+type ciFeatures struct {
+	mtimes, readFrom, prefetch bool
+}
+
+func detectCIFeatures(bin string) (ciFeatures, error) {
+	out, err := exec.Command(bin, "help").CombinedOutput()
+	if err != nil {
+		return ciFeatures{}, fmt.Errorf("%s help: %v\n%s", bin, err, out)
+	}
+	help := string(out)
+	f := ciFeatures{
+		mtimes:   regexp.MustCompile(`(?m)^\s*gobuildcache mtimes\b`).MatchString(help),
+		readFrom: regexp.MustCompile(`(?m)^\s*-s3-read-from(\s|$)`).MatchString(help),
+		prefetch: regexp.MustCompile(`(?m)^\s*-prefetch(\s|$)`).MatchString(help),
+	}
+	if f.mtimes {
+		// The help may name it before it works: ask the command itself.
+		if out, err := exec.Command(bin, "mtimes", "-h").CombinedOutput(); err != nil && !strings.Contains(string(out), "mtimes") {
+			f.mtimes = false
+		}
+	}
+	return f, nil
+}
+
+// ---------------------------------------------------------------- the run
+
+type ciBench struct {
+	ctx   context.Context
+	set   ciSettings
+	feat  ciFeatures
+	env   minioEnv
+	work  string
+	src   string // the checkout path of every run
+	runID string
+	start time.Time
+
+	origin  string // file:// URL of the repository
+	modPath string
+	modVer  string
+	pkgs    int // packages of the module at (1)
+	testPkg int
+
+	tox      *rttProxy
+	toxPid   int
+	proxyURL string
+	proxyS3  *s3Client
+	directS3 *s3Client // MinIO itself, for what is not timed
+	runs     []ciRun
+	hists    []*ciHist
+	rows     []*ciRow
+	seq      int
+	machine  string
+	jobsPlan int
+	partial  string // why the report is incomplete ("" when it is not)
+	done     []int  // the runs replayed so far
+}
+
+func runCIBench(ctx context.Context, set ciSettings) error {
+	c := &ciBench{ctx: ctx, set: set, start: time.Now()}
+	var err error
+	if c.env, err = minioFromEnv(); err != nil {
+		return err
+	}
+	if c.feat, err = detectCIFeatures(set.bin); err != nil {
+		return err
+	}
+	rnd := make([]byte, 4)
+	rand.Read(rnd)
+	c.runID = time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(rnd)
+	c.machine = machineDescription()
+	if c.work, err = os.MkdirTemp("", "gobuildcache-bench-ci-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(c.work)
+	c.src = filepath.Join(c.work, "ci", "src")
+
+	c.modPath, c.modVer, _ = strings.Cut(set.module, "@")
+	modDir, err := fetchModule(ctx, set.module)
+	if err != nil {
+		return err
+	}
+	originDir := filepath.Join(c.work, "origin")
+	g, err := newGitRepo(originDir, modDir, set.module)
+	if err != nil {
+		return err
+	}
+	if err := c.countPackages(originDir); err != nil {
+		return err
+	}
+	for _, r := range ciHistory() {
+		if r.n == 1 || set.runs == nil || set.runs[r.n] {
+			c.runs = append(c.runs, r)
+		}
+	}
+	if err := prepareHistory(g, ciHistory(), set.seed); err != nil {
+		return fmt.Errorf("preparing the history in %s: %v", originDir, err)
+	}
+	c.origin = "file://" + originDir
+
+	tox, err := toxiproxy.Start(ctx, set.toxiproxy, filepath.Join(c.work, "toxiproxy.log"))
+	if err != nil {
+		return err
+	}
+	defer tox.Stop()
+	proxy, err := tox.CreateProxy("minio", c.env.u.Host)
+	if err != nil {
+		return err
+	}
+	c.tox, c.toxPid = &rttProxy{Proxy: proxy}, tox.Pid()
+	c.proxyURL = "http://" + proxy.Listen
+	c.proxyS3 = newS3Client(c.proxyURL, c.env.region, c.env.akid, c.env.skey)
+	c.directS3 = newS3Client(c.env.endpoint, c.env.region, c.env.akid, c.env.skey)
+
+	c.defineHistories()
+	logf("%s", c.machine)
+	logf("CI replay of %s: runs %v; gobuildcache %s: mtimes %v, -s3-read-from %v; %d jobs planned",
+		set.module, runNumbers(c.runs), set.bin, c.feat.mtimes, c.feat.readFrom, c.jobsPlan)
+	for i, run := range c.runs {
+		err := c.replay(run)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			c.done = append(c.done, run.n)
+		}
+		if err != nil {
+			c.partial = fmt.Sprintf("stopped in run (%d): %v", run.n, firstLine(err.Error()))
+			if i > 0 {
+				c.writeReport()
+			}
+			return fmt.Errorf("run %d (%s): %v", run.n, run.title, err)
+		}
+		if i < len(c.runs)-1 {
+			// What there is so far, in case the rest does not finish.
+			c.partial = fmt.Sprintf("partial: written after run (%d)", run.n)
+			if err := c.writeReport(); err != nil {
+				return err
+			}
+		}
+	}
+	c.partial = ""
+	return c.report()
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// countPackages counts the module's packages, and those with tests, at (1).
+func (c *ciBench) countPackages(dir string) error {
+	env := goEnv(filepath.Join(c.work, "list-gocache"), "")
+	_, out, err := runGo(c.ctx, dir, env, "list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}test{{else}}-{{end}}", "./...")
+	if err != nil {
+		return err
+	}
+	for _, f := range strings.Fields(out) {
+		c.pkgs++
+		if f == "test" {
+			c.testPkg++
+		}
+	}
+	return nil
+}
+
+func runNumbers(runs []ciRun) []int {
+	var ns []int
+	for _, r := range runs {
+		ns = append(ns, r.n)
+	}
+	return ns
+}
+
+// defineHistories makes the histories and their report rows.
+func (c *ciBench) defineHistories() {
+	add := func(way ciWay, rtt time.Duration, mtimes bool) {
+		key := string(way)
+		if way == wayGBC {
+			key += fmt.Sprintf("-%dms", rtt.Milliseconds())
+		}
+		if mtimes {
+			key += "-mtimes"
+		}
+		h := &ciHist{key: key, way: way, rtt: rtt, mtimes: mtimes, rows: map[time.Duration]*ciRow{},
+			root: fmt.Sprintf("gobuildcache-bench-ci/%s/%s/", c.runID, key)}
+		rtts := []time.Duration{rtt}
+		if way == wayTar {
+			rtts = tarRTTs
+		}
+		for _, r := range rtts {
+			row := &ciRow{way: way, rtt: r, mtimes: mtimes, res: map[int]*ciResult{}}
+			row.key, row.label = rowName(way, r, mtimes)
+			h.rows[r] = row
+			c.rows = append(c.rows, row)
+		}
+		c.hists = append(c.hists, h)
+	}
+	add(wayNone, 0, false)
+	add(wayTar, 0, false)
+	if c.feat.mtimes {
+		add(wayTar, 0, true)
+	}
+	for _, rtt := range c.set.gbcRTTs {
+		add(wayGBC, rtt, false)
+	}
+	if c.feat.mtimes {
+		for _, rtt := range c.set.mtimesRTTs {
+			add(wayGBC, rtt, true)
+		}
+	}
+	for _, run := range c.runs {
+		jobs := 1
+		if run.shards > 0 {
+			jobs = run.shards
+		}
+		if run.n == 1 {
+			c.jobsPlan += 2 // one cold job shared by no cache and tar, one by the gobuildcache histories
+			continue
+		}
+		for _, h := range c.hists {
+			if h.way == wayNone && !c.set.noCacheAlways {
+				continue
+			}
+			c.jobsPlan += jobs
+		}
+	}
+}
+
+func rowName(way ciWay, rtt time.Duration, mtimes bool) (key, label string) {
+	m := ""
+	if mtimes {
+		m = " + mtimes"
+	}
+	switch way {
+	case wayNone:
+		return "none", "no cache"
+	case wayTar:
+		return fmt.Sprintf("tar-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
+			fmt.Sprintf("tar-and-restore, %s%s", rttName(rtt), m)
+	}
+	return fmt.Sprintf("gbc-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
+		fmt.Sprintf("gobuildcache, %s%s", rttName(rtt), m)
+}
+
+// replay runs one CI run of every history, interleaved.
+func (c *ciBench) replay(run ciRun) error {
+	logf("run %d: %s", run.n, run.title)
+	if run.n == 1 {
+		if err := c.sharedColdGBC(run); err != nil {
+			return err
+		}
+		return c.sharedCold(run)
+	}
+	for _, h := range c.hists {
+		if h.way == wayNone && !c.set.noCacheAlways {
+			continue
+		}
+		if err := c.matrix(h, run); err != nil {
+			return fmt.Errorf("%s: %v", h.key, err)
+		}
+	}
+	return nil
+}
+
+// sharedColdGBC is run (1) of the gobuildcache histories: one cold job into
+// an empty prefix, at the highest RTT of those histories (with mtimes if one
+// uses it), whose prefix is then copied, untimed and straight to MinIO,
+// to each other history's. Their row for (1) is that job, less its mtimes
+// step where they have none: a cold run's time hardly depends on the RTT,
+// and the replay saves a cold build per history.
+func (c *ciBench) sharedColdGBC(run ciRun) error {
+	var lead *ciHist
+	for _, h := range c.hists {
+		if h.way == wayGBC && (lead == nil || h.rtt > lead.rtt || (h.rtt == lead.rtt && h.mtimes)) {
+			lead = h
+		}
+	}
+	if lead == nil {
+		return nil
+	}
+	res, err := c.job(lead, run, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %v", lead.key, err)
+	}
+	c.record(lead, run, res)
+	src, _ := lead.locations(run, c.feat.readFrom)
+	for _, h := range c.hists {
+		if h.way != wayGBC || h == lead {
+			continue
+		}
+		dst, _ := h.locations(run, c.feat.readFrom)
+		n, err := c.directS3.copyPrefix(c.ctx, c.env.bucket, src, dst)
+		if err != nil {
+			return fmt.Errorf("copying %s to %s: %v", src, dst, err)
+		}
+		logf("  copied %d objects of %s's run (1) to %s", n, lead.key, h.key)
+		note := fmt.Sprintf("the %s job, its prefix copied", rowLabel(lead))
+		if lead.mtimes && !h.mtimes {
+			note += ", without its mtimes step"
+		}
+		out := dropParts(res, lead.mtimes && !h.mtimes, false, note)
+		c.record(h, run, map[time.Duration]*ciResult{h.rtt: out[lead.rtt]})
+	}
+	return nil
+}
+
+// rowLabel is the label of h's (first) row.
+func rowLabel(h *ciHist) string {
+	_, label := rowName(h.way, h.rtt, h.mtimes)
+	return label
+}
+
+// sharedCold is run (1) of the no-cache and tar-and-restore histories: one
+// cold job (with mtimes if a tar history uses it), saved as the tarball of
+// every tar history. The no-cache row leaves out the mtimes, pack and upload
+// steps, a tar row without mtimes the mtimes step; the caches are the same
+// (a test result keyed on other mtimes is one no later run can hit).
+func (c *ciBench) sharedCold(run ciRun) error {
+	var lead *ciHist
+	for _, h := range c.hists {
+		if h.way == wayTar && (lead == nil || h.mtimes) {
+			lead = h
+		}
+	}
+	res, err := c.job(lead, run, 0)
+	if err != nil {
+		return fmt.Errorf("shared cold job: %v", err)
+	}
+	for _, h := range c.hists {
+		switch {
+		case h == lead:
+			c.record(h, run, res)
+		case h.way == wayTar:
+			h.saves = append(h.saves, lead.saves...)
+			c.record(h, run, dropParts(res, !h.mtimes, false, "shared with the tar + mtimes job, without its mtimes step"))
+		case h.way == wayNone:
+			none := dropParts(res, lead.mtimes, true, "the shared cold job, without the tar steps")[tarRTTs[0]]
+			none.moved = 0
+			c.record(h, run, map[time.Duration]*ciResult{0: none})
+		}
+	}
+	return nil
+}
+
+// dropParts returns copies of res without the mtimes step (if mtimes) and
+// the tar steps (if tar), their wall times recomputed.
+func dropParts(res map[time.Duration]*ciResult, mtimes, tar bool, note string) map[time.Duration]*ciResult {
+	out := map[time.Duration]*ciResult{}
+	for k, r := range res {
+		cp := *r
+		cp.parts, cp.wall, cp.note = nil, 0, note
+		for _, p := range r.parts {
+			if (mtimes && p.name == "mtimes") || (tar && (p.name == "download" || p.name == "unpack" || p.name == "pack" || p.name == "upload")) {
+				continue
+			}
+			cp.parts = append(cp.parts, p)
+			cp.wall += p.d
+		}
+		out[k] = &cp
+	}
+	return out
+}
+
+func (c *ciBench) record(h *ciHist, run ciRun, res map[time.Duration]*ciResult) {
+	for rtt, r := range res {
+		row := h.rows[rtt]
+		if row == nil {
+			continue
+		}
+		row.res[run.n] = r
+		hit := "-"
+		if r.gets > 0 {
+			hit = fmt.Sprintf("%.1f%%", 100*float64(r.hits)/float64(r.gets))
+		}
+		logf("  [%s] run %d, %s: %.1fs, hit rate %s, moved %s, tests cached %d/%d", time.Since(c.start).Round(time.Second),
+			run.n, row.label, r.wall.Seconds(), hit, fmtBytes(max(r.moved, 0)), r.testsCached, r.testsTotal)
+	}
+}
+
+// matrix runs run's job (or its shards, one after another) for h and
+// records the result: a matrix takes as long as its slowest shard.
+func (c *ciBench) matrix(h *ciHist, run ciRun) error {
+	if run.shards == 0 {
+		res, err := c.job(h, run, 0)
+		if err != nil {
+			return err
+		}
+		c.record(h, run, res)
+		return nil
+	}
+	agg := map[time.Duration]*ciResult{}
+	for k := 0; k < run.shards; k++ {
+		res, err := c.job(h, run, k)
+		if err != nil {
+			return fmt.Errorf("shard %d: %v", k, err)
+		}
+		for rtt, r := range res {
+			a := agg[rtt]
+			if a == nil {
+				a = &ciResult{jobs: run.shards}
+				agg[rtt] = a
+			}
+			if r.wall > a.wall {
+				a.wall, a.parts = r.wall, r.parts
+			}
+			a.jobsWall += r.wall
+			a.gets += r.gets
+			a.hits += r.hits
+			if r.moved >= 0 && a.moved >= 0 {
+				a.moved += r.moved
+			} else {
+				a.moved = -1
+			}
+			a.testsCached += r.testsCached
+			a.testsTotal += r.testsTotal
+		}
+	}
+	c.record(h, run, agg)
+	return nil
+}
+
+// newVM makes the directories of a fresh machine: its GOCACHE, its
+// gobuildcache dir, its statistics. Nothing is deleted until the end: the
+// last run's checkout is moved into the new machine's directory, so that
+// no deletion charges a timed run (see settle in s3bench.go).
+func (c *ciBench) newVM(label string) (string, error) {
+	c.seq++
+	dir := filepath.Join(c.work, "vms", fmt.Sprintf("%03d-%s", c.seq, label))
+	for _, sub := range []string{"gocache", "local", "stats"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return "", err
+		}
+	}
+	if _, err := os.Stat(c.src); err == nil {
+		if err := os.Rename(c.src, filepath.Join(dir, "previous-checkout")); err != nil {
+			return "", err
+		}
+	}
+	return dir, os.MkdirAll(filepath.Dir(c.src), 0o755)
+}
+
+// job is one CI job of run on a fresh machine for h (shard k of a matrix):
+// checkout, the way's restore, mtimes, the go commands, the way's save. A
+// tar job returns a result for each of tarRTTs, the others one for h.rtt.
+func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciResult, error) {
+	label := fmt.Sprintf("run%d-%s", run.n, h.key)
+	if run.shards > 0 {
+		label += fmt.Sprintf("-shard%d", shard)
+	}
+	dir, err := c.newVM(label)
+	if err != nil {
+		return nil, err
+	}
+	gocache := filepath.Join(dir, "gocache")
+	var parts []partResult
+	timed := func(name string, f func() error) error {
+		t := time.Now()
+		err := f()
+		parts = append(parts, partResult{name, time.Since(t)})
+		return err
+	}
+	// Transfers of the tarball, timed at each RTT.
+	type xfer struct {
+		d     time.Duration
+		bytes int64
+	}
+	down, up := map[time.Duration]xfer{}, map[time.Duration]xfer{}
+	transfer := func(into map[time.Duration]xfer, f func() error) error {
+		order := tarRTTs
+		if (run.n+shard)%2 == 1 { // alternate which RTT goes first
+			order = []time.Duration{tarRTTs[1], tarRTTs[0]}
+		}
+		for _, rtt := range order {
+			if err := c.tox.setRTT(rtt); err != nil {
+				return err
+			}
+			io0 := ioBytes(c.toxPid)
+			t := time.Now()
+			if err := f(); err != nil {
+				return err
+			}
+			into[rtt] = xfer{time.Since(t), ioDelta(io0, ioBytes(c.toxPid))}
+		}
+		return nil
+	}
+
+	if err := c.tox.setRTT(h.rtt); err != nil {
+		return nil, err
+	}
+	syncDisks()
+	io0 := ioBytes(c.toxPid)
+	if err := timed("checkout", func() error {
+		_, err := runCmd(c.ctx, filepath.Dir(c.src), nil, "git", "clone", "-q", "--depth", "1", "--branch", fmt.Sprintf("run-%d", run.n), c.origin, c.src)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var restored *tarSave
+	if h.way == wayTar {
+		restored = h.restoreFor(run, shard)
+	}
+	if restored != nil {
+		archive := filepath.Join(dir, "gocache.tar.zst")
+		if err := transfer(down, func() error {
+			_, err := c.proxyS3.download(c.ctx, c.env.bucket, restored.object, archive)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("download %s: %v", restored.object, err)
+		}
+		parts = append(parts, partResult{"download", 0})
+		if err := timed("unpack", func() error { return unpackGocache(archive, gocache) }); err != nil {
+			return nil, fmt.Errorf("unpack: %v", err)
+		}
+		if err := c.tox.setRTT(h.rtt); err != nil {
+			return nil, err
+		}
+	}
+	if h.mtimes {
+		if err := timed("mtimes", func() error {
+			_, err := runCmd(c.ctx, c.src, nil, c.set.bin, "mtimes")
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	// The go commands.
+	w := &workload{dir: c.src}
+	if run.shards == 0 {
+		w.parts = []workloadPart{{"build", []string{"build", "./..."}}, {"vet", []string{"vet", "./..."}}, {"test", []string{"test", "-short", "-skip", ciTestSkip, "./..."}}}
+	} else {
+		var out string
+		if err := timed("list", func() error {
+			var err error
+			_, out, err = runGo(c.ctx, c.src, goEnv(gocache, ""), "list", "./...")
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		mine := shardPackages(strings.Fields(out), shard, run.shards)
+		w.parts = []workloadPart{{"vet", append([]string{"vet"}, mine...)}, {"test", append([]string{"test", "-short", "-skip", ciTestSkip}, mine...)}}
+	}
+	m := vm{gocache: gocache}
+	if h.way == wayGBC {
+		m.prog, m.stats = c.gbcProg(h, run, dir), filepath.Join(dir, "stats")
+	}
+	goStart := time.Now()
+	wr, err := runWorkload(c.ctx, w, m)
+	if err != nil {
+		return nil, err
+	}
+	parts = append(parts, wr.parts...)
+	res := &ciResult{testsCached: wr.testsCached, testsTotal: wr.testsTotal}
+	if h.way == wayGBC {
+		res.gets, res.hits = wr.stats["gets"], wr.stats["hits"]
+		res.moved = ioDelta(io0, ioBytes(c.toxPid))
+	} else {
+		res.gets, res.hits = hitCounts(gocache, goStart)
+	}
+
+	if h.way == wayTar && run.onMain() {
+		archive := filepath.Join(dir, "save.tar.zst")
+		var size int64
+		if err := timed("pack", func() error {
+			var err error
+			size, err = packGocache(gocache, archive)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("pack: %v", err)
+		}
+		save := tarSave{key: "build", run: run.n, size: size}
+		if run.shards > 0 {
+			save.key = fmt.Sprintf("test-%d", shard)
+		}
+		save.object = fmt.Sprintf("%star/%s/run-%d.tar.zst", h.root, save.key, run.n)
+		if err := transfer(up, func() error { return c.proxyS3.upload(c.ctx, c.env.bucket, save.object, archive) }); err != nil {
+			return nil, fmt.Errorf("upload: %v", err)
+		}
+		parts = append(parts, partResult{"upload", 0})
+		h.saves = append(h.saves, save)
+	}
+
+	out := map[time.Duration]*ciResult{}
+	if h.way != wayTar {
+		res.parts = parts
+		for _, p := range parts {
+			res.wall += p.d
+		}
+		if h.way == wayNone {
+			res.moved = 0
+		}
+		out[h.rtt] = res
+		return out, nil
+	}
+	for _, rtt := range tarRTTs {
+		r := *res
+		r.parts = nil
+		r.moved = down[rtt].bytes + up[rtt].bytes
+		for _, p := range parts {
+			switch p.name {
+			case "download":
+				p.d = down[rtt].d
+			case "upload":
+				p.d = up[rtt].d
+			}
+			r.parts = append(r.parts, p)
+			r.wall += p.d
+		}
+		out[rtt] = &r
+	}
+	return out, nil
+}
+
+func ioDelta(before, after int64) int64 {
+	if before < 0 || after < 0 {
+		return -1
+	}
+	return after - before
+}
+
+// gbcProg is the GOCACHEPROG of a gobuildcache job of h for run.
+func (c *ciBench) gbcProg(h *ciHist, run ciRun, dir string) string {
+	write, read := h.locations(run, c.feat.readFrom)
+	args := []string{quoteArg(c.set.bin), "-backend=s3", "-s3-bucket=" + c.env.bucket, "-s3-endpoint=" + c.proxyURL,
+		"-s3-path-style", "-s3-region=" + c.env.region, "-s3-prefix=" + write,
+		"-cache-dir=" + quoteArg(filepath.Join(dir, "local"))}
+	if len(read) > 0 {
+		var urls []string
+		for _, p := range read {
+			urls = append(urls, "s3://"+c.env.bucket+"/"+p)
+		}
+		args = append(args, "-s3-read-from="+strings.Join(urls, ","))
+	}
+	if c.feat.prefetch {
+		args = append(args, "-prefetch=true")
+	}
+	return strings.Join(args, " ")
+}
+
+// hitCounts estimates a plain GOCACHE's lookups from its action entries
+// (the files ending in -a, which the go command reads on every lookup that
+// finds them) after a run that started at start: an entry written during
+// the run is a miss, and a hit too if it was read after it was written; an
+// entry from before (restored) that was read is a hit. File systems mounted
+// relatime (the default) update a file's access time on the first read
+// after a write, which is what this reads; each entry counts once however
+// often it was read.
+func hitCounts(gocache string, start time.Time) (gets, hits int64) {
+	filepath.WalkDir(gocache, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, "-a") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		atime, ok := accessTime(info)
+		if !ok {
+			return nil
+		}
+		mtime := info.ModTime()
+		if !mtime.Before(start) { // written by this run
+			gets++
+			if atime.After(mtime) {
+				gets++
+				hits++
+			}
+		} else if !atime.Before(start) {
+			gets++
+			hits++
+		}
+		return nil
+	})
+	return gets, hits
+}
+
+// runCmd runs a command in dir and returns its combined output.
+func runCmd(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, tail(string(out), 2000))
+	}
+	return string(out), nil
+}

@@ -1,0 +1,455 @@
+package main
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The CI replay's report: ci-replay.md (tables and targets) and
+// ci-replay.svg (a chart of every run's wall time), in the -out directory.
+
+// sumWall is the row's wall time added up over runs (those it has).
+func (r *ciRow) sumWall(runs []int) (time.Duration, bool) {
+	var s time.Duration
+	for _, n := range runs {
+		res := r.res[n]
+		if res == nil {
+			return 0, false
+		}
+		s += res.wall
+	}
+	return s, true
+}
+
+// tarPair is the tar-and-restore row that gobuildcache row g is compared
+// with: the same RTT, with mtimes if g has it.
+func tarPair(rows []*ciRow, g *ciRow) *ciRow {
+	for _, r := range rows {
+		if r.way == wayTar && r.rtt == g.rtt && r.mtimes == g.mtimes {
+			return r
+		}
+	}
+	return nil
+}
+
+// ciTargets are the issue's goals, computed from the rows: run (5) at
+// 10 ms at least 3x faster on gobuildcache than on tar-and-restore; no run
+// more than 1.2x slower; and the sum over the history, shown.
+func ciTargets(rows []*ciRow, runs []int) []target {
+	var ts []target
+	for _, g := range rows {
+		if g.way != wayGBC {
+			continue
+		}
+		t := tarPair(rows, g)
+		if t == nil {
+			continue
+		}
+		name := g.label
+		if g.rtt == 10*time.Millisecond {
+			tt := target{name: fmt.Sprintf("run (5) at least 3x faster: %s against %s (tar time / gobuildcache time)", name, t.label), measured: "n/a", result: "n/a"}
+			if a, b := t.res[5], g.res[5]; a != nil && b != nil {
+				v := a.wall.Seconds() / b.wall.Seconds()
+				tt.measured, tt.result = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", v, a.wall.Seconds(), b.wall.Seconds()), passFail(v >= 3)
+			}
+			ts = append(ts, tt)
+		}
+		worst, worstRun, any := 0.0, 0, false
+		for _, n := range runs {
+			a, b := t.res[n], g.res[n]
+			if a == nil || b == nil {
+				continue
+			}
+			any = true
+			if v := b.wall.Seconds() / a.wall.Seconds(); v > worst {
+				worst, worstRun = v, n
+			}
+		}
+		tt := target{name: fmt.Sprintf("no run more than 1.2x slower: %s against %s (gobuildcache time / tar time, the worst run)", name, t.label), measured: "n/a", result: "n/a"}
+		if any {
+			tt.measured, tt.result = fmt.Sprintf("%.2fx, run (%d)", worst, worstRun), passFail(worst <= 1.2)
+		}
+		ts = append(ts, tt)
+		for _, sum := range []struct {
+			what string
+			runs []int
+		}{{"the sum over the history", runs}, {"the sum after the cold run (1)", runs[min(1, len(runs)):]}} {
+			tt = target{name: fmt.Sprintf("%s: %s against %s (tar / gobuildcache)", sum.what, name, t.label), measured: "n/a", result: "shown"}
+			sa, okA := t.sumWall(sum.runs)
+			sb, okB := g.sumWall(sum.runs)
+			if okA && okB && len(sum.runs) > 0 {
+				tt.measured = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", sa.Seconds()/sb.Seconds(), sa.Seconds(), sb.Seconds())
+			}
+			ts = append(ts, tt)
+		}
+	}
+	return ts
+}
+
+// ciTable renders one table: a line per row, a column per run and the sum
+// (if sum is not nil), cells from cell ("" for none).
+func ciTable(title string, rows []*ciRow, runs []int, cell func(*ciRow, *ciResult) string, sum func(*ciRow) string) string {
+	var s strings.Builder
+	s.WriteString("| " + title + " |")
+	for _, n := range runs {
+		fmt.Fprintf(&s, " (%d) |", n)
+	}
+	if sum != nil {
+		s.WriteString(" sum |")
+	}
+	s.WriteString("\n|---|")
+	for range runs {
+		s.WriteString("---:|")
+	}
+	if sum != nil {
+		s.WriteString("---:|")
+	}
+	s.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(&s, "| %s |", r.label)
+		for _, n := range runs {
+			c := "-"
+			if res := r.res[n]; res != nil {
+				c = cell(r, res)
+			}
+			fmt.Fprintf(&s, " %s |", c)
+		}
+		if sum != nil {
+			fmt.Fprintf(&s, " %s |", sum(r))
+		}
+		s.WriteString("\n")
+	}
+	return s.String()
+}
+
+// ciMarkdown renders the report.
+func (c *ciBench) markdown() string {
+	runs := c.done
+	var s strings.Builder
+	writeHeader(&s, "gobuildcache CI replay", c.set.quick, c.machine)
+	if c.partial != "" {
+		fmt.Fprintf(&s, "- **incomplete: %s**\n", c.partial)
+	}
+	fmt.Fprintf(&s, "- gobuildcache binary: %s\n", c.set.bin)
+	fmt.Fprintf(&s, "- module: `%s` %s from the module proxy (%d packages, %d with tests), committed to a local git repository with the history's seeded edits (seed %d); "+
+		"every job is a fresh `git clone --depth 1` at the same path on a fresh \"VM\" (empty GOCACHE, empty gobuildcache dir), then "+
+		"`go build ./... && go vet ./... && go test -short ./...` (with `-skip '"+ciTestSkip+"'`: expr's timing tests of testify's Eventually and Never fail on a loaded machine) (a matrix shard: `go list ./...`, then `go vet` and `go test -short` of its quarter of the packages, by FNV-1a of the import path); "+
+		"GOFLAGS=-buildvcs=false -mod=mod, GOPROXY=off, GOTOOLCHAIN=local\n",
+		c.modPath, c.modVer, c.pkgs, c.testPkg, c.set.seed)
+	s.WriteString("- the history:\n")
+	for _, r := range c.runs {
+		fmt.Fprintf(&s, "  - (%d) %s", r.n, r.title)
+		var edits []string
+		for _, p := range r.prep {
+			if p.edit != nil {
+				edits = append(edits, fmt.Sprintf("on %s: `%s` in %s, %s", p.branch, p.edit.fn, p.edit.file, p.edit.what))
+			}
+		}
+		if len(edits) > 0 {
+			s.WriteString(": " + strings.Join(edits, "; "))
+		}
+		s.WriteString("\n")
+	}
+	readFrom := "the binary has no `-s3-read-from`, so every run, pull requests too, reads and writes one shared prefix per history"
+	if c.feat.readFrom {
+		readFrom = "with `-s3-read-from`: a push to main writes main's prefix; a pull request writes its own prefix and reads its base branch's (for (7), release's, empty here) and main's"
+	}
+	mt := "the binary has no `mtimes` command: the mtimes rows are not measured"
+	if c.feat.mtimes {
+		mt = "`gobuildcache mtimes` right after the checkout in the rows marked + mtimes (gobuildcache at " + durList(c.set.mtimesRTTs) + ", tar-and-restore at both RTTs)"
+	}
+	s.WriteString("- ways, all through one toxiproxy v2.12.0 in front of MinIO on 127.0.0.1, which adds the RTT:\n")
+	s.WriteString("  - no cache: an empty GOCACHE every job (it uses no network: one row, whatever the RTT)")
+	if !c.set.noCacheAlways {
+		s.WriteString("; -quick measures it in run (1) only")
+	}
+	s.WriteString("\n")
+	s.WriteString("  - tar-and-restore as actions/cache does it, in its most favourable form (a save after every push to main, key per commit): " +
+		"download the newest tar.zst that main saved (a matrix shard: its own shard's newest, else main's one-job save), unpack it into the empty GOCACHE, build; " +
+		"on main, pack GOCACHE as tar+zstd and upload it (each matrix shard its own). Nothing but the download and upload uses the network, " +
+		"so each tar job is built once and its download and upload are timed at 2 ms and at 10 ms, alternating which goes first\n")
+	fmt.Fprintf(&s, "  - gobuildcache on S3 with prefetch (`-prefetch=%v`), at %s; %s\n", c.feat.prefetch, durList(c.set.gbcRTTs), readFrom)
+	fmt.Fprintf(&s, "  - %s\n", mt)
+	s.WriteString("- run (1) is two cold jobs: one shared by no cache and tar-and-restore (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps), " +
+		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +
+		"a row without mtimes leaves out the mtimes step\n")
+	s.WriteString("- a matrix run (6) takes as long as its slowest shard; the shards ran one after another here, each on its own fresh VM; hit rates, bytes and tests are summed over the shards\n")
+	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache and tar-and-restore, " +
+		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
+	s.WriteString("- bytes moved: everything through the proxy during the job (both directions, S3 headers included), from the proxy's written-bytes counter\n\n")
+
+	secs := func(_ *ciRow, r *ciResult) string { return fmt.Sprintf("%.1f", r.wall.Seconds()) }
+	sumSecs := func(r *ciRow) string {
+		if v, ok := r.sumWall(runs); ok {
+			return fmt.Sprintf("**%.1f**", v.Seconds())
+		}
+		return "-"
+	}
+	s.WriteString("## Wall time of each run, s\n\n")
+	s.WriteString(ciTable("way", c.rows, runs, secs, sumSecs))
+
+	if len(runs) > 1 {
+		s.WriteString("\n" + ciSums(c.rows, runs))
+	}
+
+	var gbcRows []*ciRow
+	for _, r := range c.rows {
+		if r.way == wayGBC && tarPair(c.rows, r) != nil {
+			gbcRows = append(gbcRows, r)
+		}
+	}
+	if len(gbcRows) > 0 {
+		s.WriteString("\n## tar-and-restore time / gobuildcache time (above 1: gobuildcache is faster)\n\n")
+		ratioRows := make([]*ciRow, len(gbcRows))
+		for i, g := range gbcRows {
+			t := tarPair(c.rows, g)
+			rr := &ciRow{label: fmt.Sprintf("%s / %s", t.label, g.label), res: map[int]*ciResult{}}
+			for _, n := range runs {
+				if a, b := t.res[n], g.res[n]; a != nil && b != nil {
+					rr.res[n] = &ciResult{wall: time.Duration(float64(time.Second) * a.wall.Seconds() / b.wall.Seconds())}
+				}
+			}
+			ratioRows[i] = rr
+		}
+		s.WriteString(ciTable("ratio", ratioRows, runs, func(_ *ciRow, r *ciResult) string { return fmt.Sprintf("%.2fx", r.wall.Seconds()) }, func(r *ciRow) string {
+			for _, g := range gbcRows {
+				if strings.HasSuffix(r.label, "/ "+g.label) {
+					t := tarPair(c.rows, g)
+					sa, okA := t.sumWall(runs)
+					sb, okB := g.sumWall(runs)
+					if okA && okB {
+						return fmt.Sprintf("**%.2fx**", sa.Seconds()/sb.Seconds())
+					}
+				}
+			}
+			return "-"
+		}))
+	}
+
+	s.WriteString("\n## Hit rate\n\n")
+	s.WriteString(ciTable("way", c.rows, runs, func(_ *ciRow, r *ciResult) string {
+		if r.gets == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*float64(r.hits)/float64(r.gets))
+	}, nil))
+	s.WriteString("\n## Bytes moved\n\n")
+	s.WriteString(ciTable("way", c.rows, runs, func(_ *ciRow, r *ciResult) string {
+		if r.moved < 0 {
+			return "?"
+		}
+		return fmtBytes(r.moved)
+	}, func(r *ciRow) string {
+		var n int64
+		for _, run := range runs {
+			if res := r.res[run]; res != nil && res.moved > 0 {
+				n += res.moved
+			}
+		}
+		return fmtBytes(n)
+	}))
+	s.WriteString("\n## Test packages cached (of those with tests run)\n\n")
+	s.WriteString(ciTable("way", c.rows, runs, func(_ *ciRow, r *ciResult) string {
+		return fmt.Sprintf("%d/%d", r.testsCached, r.testsTotal)
+	}, nil))
+
+	if c.feat.mtimes {
+		s.WriteString("\n## What mtimes saves over the history\n\n| way | without mtimes | with mtimes | saved |\n|---|---:|---:|---:|\n")
+		for _, r := range c.rows {
+			if !r.mtimes {
+				continue
+			}
+			for _, o := range c.rows {
+				if o.way == r.way && o.rtt == r.rtt && !o.mtimes {
+					a, okA := o.sumWall(runs)
+					b, okB := r.sumWall(runs)
+					if okA && okB {
+						fmt.Fprintf(&s, "| %s | %.1fs | %.1fs | %.1fs (%.0f%%) |\n", o.label, a.Seconds(), b.Seconds(), (a - b).Seconds(), 100*(a-b).Seconds()/a.Seconds())
+					}
+				}
+			}
+		}
+	}
+
+	s.WriteString("\n## Targets\n\n| target | measured | result |\n|---|---|---|\n")
+	for _, t := range ciTargets(c.rows, runs) {
+		fmt.Fprintf(&s, "| %s | %s | %s |\n", t.name, t.measured, t.result)
+	}
+
+	s.WriteString("\n## Steps of each job (s; a matrix: its slowest shard)\n\n")
+	for _, n := range runs {
+		fmt.Fprintf(&s, "- (%d)\n", n)
+		for _, r := range c.rows {
+			res := r.res[n]
+			if res == nil {
+				continue
+			}
+			var steps []string
+			for _, p := range res.parts {
+				steps = append(steps, fmt.Sprintf("%s %.1f", p.name, p.d.Seconds()))
+			}
+			line := strings.Join(steps, ", ")
+			if res.jobs > 0 {
+				line += fmt.Sprintf("; %d shards, %.1fs added up", res.jobs, res.jobsWall.Seconds())
+			}
+			if res.note != "" {
+				line += " (" + res.note + ")"
+			}
+			fmt.Fprintf(&s, "  - %s: %s\n", r.label, line)
+		}
+	}
+	fmt.Fprintf(&s, "\nThe whole replay took %s", time.Since(c.start).Round(time.Second))
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&s, " (load average at the end: %s)", strings.Join(strings.Fields(string(b))[:3], " "))
+	}
+	s.WriteString(".\n")
+	return s.String()
+}
+
+// ciSums is a table of each row's sum over the runs and over those after
+// the cold run (1), which is the same work in every way and, on a busy
+// machine, the noisiest; and for each gobuildcache row, the ratio of its
+// tar-and-restore pair's sums to its own.
+func ciSums(rows []*ciRow, runs []int) string {
+	after := runs[1:]
+	var s strings.Builder
+	fmt.Fprintf(&s, "| way | sum of (%d)-(%d), s | sum after the cold run, (%d)-(%d), s | tar-and-restore / this, all | tar-and-restore / this, after the cold run |\n|---|---:|---:|---:|---:|\n",
+		runs[0], runs[len(runs)-1], after[0], after[len(after)-1])
+	cell := func(r *ciRow, rs []int) string {
+		if v, ok := r.sumWall(rs); ok {
+			return fmt.Sprintf("%.1f", v.Seconds())
+		}
+		return "-"
+	}
+	ratio := func(t, g *ciRow, rs []int) string {
+		a, okA := t.sumWall(rs)
+		b, okB := g.sumWall(rs)
+		if !okA || !okB {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", a.Seconds()/b.Seconds())
+	}
+	for _, r := range rows {
+		all, rest := "", ""
+		if t := tarPair(rows, r); r.way == wayGBC && t != nil {
+			all, rest = ratio(t, r, runs), ratio(t, r, after)
+		}
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.label, cell(r, runs), cell(r, after), all, rest)
+	}
+	return s.String()
+}
+
+func durList(ds []time.Duration) string {
+	var ss []string
+	for _, d := range ds {
+		ss = append(ss, rttName(d))
+	}
+	if len(ss) == 0 {
+		return "no RTT"
+	}
+	return strings.Join(ss, " and ")
+}
+
+// report writes the tables to stdout and to ci-replay.md, the chart to
+// ci-replay.svg.
+func (c *ciBench) report() error {
+	fmt.Print(c.markdown())
+	return c.writeReport()
+}
+
+// writeReport writes ci-replay.md and ci-replay.svg.
+func (c *ciBench) writeReport() error {
+	md := c.markdown()
+	if err := os.MkdirAll(c.set.outDir, 0o755); err != nil {
+		return err
+	}
+	mdPath := filepath.Join(c.set.outDir, "ci-replay.md")
+	svgPath := filepath.Join(c.set.outDir, "ci-replay.svg")
+	title := fmt.Sprintf("CI replay of %s %s: wall time of each run (s), lower is better", c.modPath, c.modVer)
+	if err := os.WriteFile(svgPath, []byte(ciChart(title, c.rows, c.done)), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(mdPath, []byte(md+"\n![wall time of each run](ci-replay.svg)\n"), 0o644); err != nil {
+		return err
+	}
+	logf("wrote %s and %s; total %s", mdPath, svgPath, time.Since(c.start).Round(time.Second))
+	return nil
+}
+
+// ciColours are the chart's colours, one per row in order.
+var ciColours = []string{"#757575", "#c62828", "#ef9a9a", "#6a1b9a", "#ce93d8", "#00897b", "#e65100", "#1976d2", "#90caf9", "#ffa726"}
+
+// ciChart draws a grouped bar chart as SVG: a group per run, a bar per row.
+func ciChart(title string, rows []*ciRow, runs []int) string {
+	const (
+		left, right, top, bottom = 60, 20, 50, 40
+		barW, gap                = 12, 18
+		plotH                    = 320
+	)
+	maxS := 1.0
+	for _, r := range rows {
+		for _, n := range runs {
+			if res := r.res[n]; res != nil {
+				maxS = max(maxS, res.wall.Seconds())
+			}
+		}
+	}
+	step := niceStep(maxS / 5)
+	top2 := math.Ceil(maxS/step) * step
+	groupW := len(rows)*barW + gap
+	plotW := len(runs) * groupW
+	legendH := 18 * len(rows)
+	width := left + plotW + right
+	width = max(width, 640)
+	height := top + plotH + bottom + legendH + 10
+	var s strings.Builder
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	fmt.Fprintf(&s, `<text x="%d" y="24" font-size="14">%s</text>`+"\n", left, html.EscapeString(title))
+	y := func(v float64) float64 { return float64(top+plotH) - v/top2*plotH }
+	for v := 0.0; v <= top2+1e-9; v += step {
+		fmt.Fprintf(&s, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#e0e0e0"/>`+"\n", left, left+plotW, y(v), y(v))
+		fmt.Fprintf(&s, `<text x="%d" y="%.1f" text-anchor="end">%g</text>`+"\n", left-6, y(v)+4, v)
+	}
+	for gi, n := range runs {
+		x0 := left + gi*groupW + gap/2
+		for ri, r := range rows {
+			res := r.res[n]
+			if res == nil {
+				continue
+			}
+			x := x0 + ri*barW
+			h := res.wall.Seconds() / top2 * plotH
+			fmt.Fprintf(&s, `<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="%s"><title>(%d) %s: %.1fs</title></rect>`+"\n",
+				x, y(res.wall.Seconds()), barW-1, h, ciColours[ri%len(ciColours)], n, html.EscapeString(r.label), res.wall.Seconds())
+		}
+		fmt.Fprintf(&s, `<text x="%d" y="%d" text-anchor="middle">(%d)</text>`+"\n", x0+len(rows)*barW/2, top+plotH+16, n)
+	}
+	fmt.Fprintf(&s, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#424242"/>`+"\n", left, left+plotW, top+plotH, top+plotH)
+	for ri, r := range rows {
+		ly := top + plotH + bottom + ri*18
+		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
+			left, ly, ciColours[ri%len(ciColours)], left+18, ly+10, html.EscapeString(r.label))
+	}
+	s.WriteString("</svg>\n")
+	return s.String()
+}
+
+// niceStep rounds x up to 1, 2 or 5 times a power of ten.
+func niceStep(x float64) float64 {
+	if x <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= x {
+			return m * p
+		}
+	}
+	return 10 * p
+}
