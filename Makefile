@@ -51,7 +51,7 @@ bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 .PHONY: bench-ci bench-ci-quick
-bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); under 25 min on 2 cores
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); its one full run so far took 43 min on a busy 2-core VM
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -ci -bin $(BIN)
 
