@@ -95,20 +95,26 @@ func mustRead(t *testing.T, path string) []byte {
 
 func TestDetectFeaturesRegexps(t *testing.T) {
 	// detectFeatures runs the binary; here, the parsing of a help text like
-	// gobuildcache's.
-	help := "Flags:\n  -prefetch\n      at start...\n      env PREFETCH, default \"true\"\n" +
-		"  -compression value\n      how uploads are stored\n      env COMPRESSION, default \"zstd\"\n"
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "fake")
-	if err := os.WriteFile(bin, []byte("#!/bin/sh\ncat <<'EOF'\n"+help+"EOF\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := detectFeatures(bin)
-	if err != nil {
-		t.Skip("cannot run a shell script here:", err)
-	}
-	if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" {
-		t.Errorf("detectFeatures = %+v", f)
+	// gobuildcache's, with the variable line before and after the
+	// GOBUILDCACHE_ names.
+	for _, envLine := range []string{
+		`env COMPRESSION, default "zstd"`,
+		`env GOBUILDCACHE_COMPRESSION (or COMPRESSION), default "zstd"`,
+	} {
+		help := "Flags:\n  -prefetch\n      at start...\n      env PREFETCH, default \"true\"\n" +
+			"  -compression value\n      how uploads are stored\n      " + envLine + "\n"
+		dir := t.TempDir()
+		bin := filepath.Join(dir, "fake")
+		if err := os.WriteFile(bin, []byte("#!/bin/sh\ncat <<'EOF'\n"+help+"EOF\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := detectFeatures(bin)
+		if err != nil {
+			t.Skip("cannot run a shell script here:", err)
+		}
+		if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" {
+			t.Errorf("%s: detectFeatures = %+v", envLine, f)
+		}
 	}
 }
 

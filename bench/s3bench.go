@@ -63,8 +63,11 @@ func detectFeatures(bin string) (features, error) {
 	}
 	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression"), readFrom: has("s3-read-from")}
 	if f.compression {
+		// The help's variable line is "env COMPRESSION, default ..." up to
+		// issue 12, "env GOBUILDCACHE_COMPRESSION (or COMPRESSION), default ..."
+		// after it.
 		f.compressionDefault = "none"
-		if m := regexp.MustCompile(`(?m)^\s*-compression value\n.*\n\s*env COMPRESSION, default "([^"]*)"`).FindStringSubmatch(help); m != nil {
+		if m := regexp.MustCompile(`(?m)^\s*-compression value\n.*\n\s*env [^\n]*COMPRESSION\)?, default "([^"]*)"`).FindStringSubmatch(help); m != nil {
 			f.compressionDefault = m[1]
 		}
 	}
