@@ -228,17 +228,17 @@ func (b *breakerBackend) writesOff() bool {
 
 // allow reports whether a request may go to the remote now. While the
 // breaker is open, after the cooldown, one request that may probe at a time
-// is let through.
+// is let through. A request let through is counted (RemoteRequests).
 func (b *breakerBackend) allow(mayProbe bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.openTill.IsZero() {
-		return true
+	if !b.openTill.IsZero() {
+		if !mayProbe || b.probing || b.now().Before(b.openTill) {
+			return false
+		}
+		b.probing = true
 	}
-	if !mayProbe || b.probing || b.now().Before(b.openTill) {
-		return false
-	}
-	b.probing = true
+	b.stats.RemoteRequests.Add(1)
 	return true
 }
 

@@ -43,6 +43,11 @@ type Stats struct {
 	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
 	PrefetchWasted                   atomic.Int64 // prefetched, never asked for
 	TrimmedEntries, TrimmedBytes     atomic.Int64 // removed from the local cache by trimming
+	RemoteRequests                   atomic.Int64 // requests sent to the remote; retries not counted
+	PackRanges, PackEntries          atomic.Int64 // ranged GETs of packs; entries landed from them
+	PackFallbacks                    atomic.Int64 // pack entries fetched on their own instead
+	PacksWritten, PackBytesUp        atomic.Int64 // packs stored at exit, and their bytes
+	PrefetchInFlight                 atomic.Int64 // the prefetch's limit on requests in flight, at its end
 
 	mu           sync.Mutex
 	errors       map[string]int64 // by kind
@@ -111,6 +116,14 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		PrefetchWasted:     s.PrefetchWasted.Load(),
 		TrimmedEntries:     s.TrimmedEntries.Load(),
 		TrimmedBytes:       s.TrimmedBytes.Load(),
+		RemoteRequests:     s.RemoteRequests.Load(),
+		PackRanges:         s.PackRanges.Load(),
+		PackEntries:        s.PackEntries.Load(),
+		PackFallbacks:      s.PackFallbacks.Load(),
+		PacksWritten:       s.PacksWritten.Load(),
+		PackBytesUp:        s.PackBytesUp.Load(),
+		PrefetchInFlight:   s.PrefetchInFlight.Load(),
+		CPUSeconds:         processCPU().Seconds(),
 	}}
 	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
@@ -173,6 +186,8 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"remote get", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemoteGetP50Us), us(snap.RemoteGetP99Us))},
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
 			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
+			[2]string{"packs", fmt.Sprintf("read: %d ranges, %d entries (%d fetched on their own instead); written: %d, %s", snap.PackRanges, snap.PackEntries, snap.PackFallbacks, snap.PacksWritten, formatBytes(snap.PackBytesUp))},
+			[2]string{"requests", fmt.Sprintf("%d to the remote; this process used %.2fs CPU", snap.RemoteRequests, snap.CPUSeconds)},
 			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); breaker opened %d times, skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.BreakerOpenings, snap.RemoteSkipped, snap.VerifyFailures)},
 		)

@@ -56,6 +56,15 @@ type Stats struct {
 	PrefetchWasted     int64            `json:"prefetch_wasted"`
 	TrimmedEntries     int64            `json:"trimmed_entries"`
 	TrimmedBytes       int64            `json:"trimmed_bytes"`
+	// Added with packs (older writers leave them zero).
+	RemoteRequests   int64   `json:"remote_requests"`    // requests sent to the remote (gets, puts, lists, manifests, pack ranges); retries not counted
+	PackRanges       int64   `json:"pack_ranges"`        // ranged GETs of packs by the prefetch
+	PackEntries      int64   `json:"pack_entries"`       // of PrefetchObjects: entries landed from packs
+	PackFallbacks    int64   `json:"pack_fallbacks"`     // pack entries fetched on their own instead (range failed or entry did not verify)
+	PacksWritten     int64   `json:"packs_written"`      // packs stored at exit
+	PackBytesUp      int64   `json:"pack_bytes_up"`      // stored bytes of those packs (compressed)
+	PrefetchInFlight int64   `json:"prefetch_in_flight"` // the prefetch's requests in flight when it ended (adaptive; see prefetcher)
+	CPUSeconds       float64 `json:"cpu_seconds"`        // user+system CPU time of this gobuildcache process (0 where unknown)
 }
 
 // The local cache directory's layout (see DiskBackend):
