@@ -83,8 +83,8 @@ type CacheBackend interface {
 	Close(ctx context.Context) error
 }
 
-// manifestStore keeps a remote's prefetch manifests (see manifest.go), by
-// scope. A manifest is an opaque blob to it.
+// manifestStore keeps a remote's prefetch manifests (see manifest.go) and
+// the packs they name (pack.go), by scope. Both are opaque blobs to it.
 type manifestStore interface {
 	// ListManifests returns the scope's manifests, newest first, at most n
 	// of them (all if n < 0); a remote that reads several locations
@@ -93,11 +93,21 @@ type manifestStore interface {
 	// GetManifest returns the stored bytes of the named manifest (at most
 	// maxManifestObject of them); ErrNotFound if it is gone.
 	GetManifest(ctx context.Context, name string) ([]byte, error)
-	// PutManifest stores data as a new manifest of scope, newer than every
-	// one listed before.
-	PutManifest(ctx context.Context, scope string, data []byte) error
-	// DeleteManifests removes the named manifests.
+	// PutManifest stores data as the manifest id of scope. id is new
+	// (newManifestID) and sorts after every manifest listed before.
+	PutManifest(ctx context.Context, scope, id string, data []byte) error
+	// DeleteManifests removes the named manifests and their packs.
 	DeleteManifests(ctx context.Context, names []string) error
+
+	// PutPack stores data as pack i of the manifest id of scope, which is
+	// stored after its packs. A pack is never overwritten: its manifest's
+	// id is new.
+	PutPack(ctx context.Context, scope, id string, i int, data []byte) error
+	// GetPackRange returns a reader of bytes [off, off+n) of pack i of the
+	// manifest named name (as ListManifests returned it), from that
+	// manifest's location; ErrNotFound if the pack is gone. The reader
+	// fails if the answer stalls; the caller closes it.
+	GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error)
 }
 
 // manifestInfo names one stored manifest.

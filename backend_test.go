@@ -50,7 +50,7 @@ func TestConformance(t *testing.T) {
 		}},
 		{"Prefetcher", func(t *testing.T) CacheBackend {
 			mem := newMemBackend(t)
-			p := newPrefetcher(newTier(t, mem), mem, "scope", 4, true, new(Stats), quietLog)
+			p := newPrefetcher(newTier(t, mem), mem, prefetchOptions{scope: "scope", parallelism: 4, upload: true, packs: true}, new(Stats), quietLog)
 			p.Started()
 			t.Cleanup(func() { p.Close(context.Background()) })
 			return p

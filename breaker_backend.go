@@ -192,16 +192,41 @@ func (b *breakerBackend) GetManifest(ctx context.Context, name string) ([]byte, 
 }
 
 // PutManifest implements manifestStore.
-func (b *breakerBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+func (b *breakerBackend) PutManifest(ctx context.Context, scope, id string, data []byte) error {
 	if b.writesOff() {
 		return errWritesOff
 	}
 	if !b.allow(false) {
 		return errBreakerOpen
 	}
-	err := b.remote.PutManifest(ctx, scope, data)
+	err := b.remote.PutManifest(ctx, scope, id, data)
 	b.recordWrite(ctx, err)
 	return err
+}
+
+// PutPack implements manifestStore.
+func (b *breakerBackend) PutPack(ctx context.Context, scope, id string, i int, data []byte) error {
+	if b.writesOff() {
+		return errWritesOff
+	}
+	if !b.allow(false) {
+		return errBreakerOpen
+	}
+	err := b.remote.PutPack(ctx, scope, id, i, data)
+	b.recordWrite(ctx, err)
+	return err
+}
+
+// GetPackRange implements manifestStore. Only the request is accounted
+// for: a body that breaks off later is the reader's problem (the prefetch
+// fetches those entries on their own).
+func (b *breakerBackend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	if !b.allow(false) {
+		return nil, errBreakerOpen
+	}
+	r, err := b.remote.GetPackRange(ctx, name, i, off, n)
+	b.record(ctx, err)
+	return r, err
 }
 
 // DeleteManifests implements manifestStore.

@@ -27,7 +27,7 @@ func newScriptedRemote(err error) *scriptedRemote {
 	r.GetFn = func(context.Context, ActionID) (Entry, error) { return Entry{}, r.err }
 	r.PutFn = func(context.Context, ActionID, OutputID, int64, io.Reader) (Entry, error) { return Entry{}, r.err }
 	r.ListManifestsFn = func(context.Context, string, int) ([]manifestInfo, error) { return nil, r.err }
-	r.PutManifestFn = func(context.Context, string, []byte) error { return r.err }
+	r.PutManifestFn = func(context.Context, string, string, []byte) error { return r.err }
 	return r
 }
 
@@ -163,7 +163,7 @@ func TestBreakerDeniedWriteKeepsReads(t *testing.T) {
 	for range 5 {
 		b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
 	}
-	if err := b.PutManifest(ctx, "scope", []byte("m")); !errors.Is(err, errWritesOff) {
+	if err := b.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("m")); !errors.Is(err, errWritesOff) {
 		t.Errorf("manifest put after a refused write: %v, want errWritesOff", err)
 	}
 	if remote.count() != 1 {

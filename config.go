@@ -39,6 +39,7 @@ type Config struct {
 	Prefetch            bool
 	PrefetchScope       string
 	PrefetchConcurrency int
+	PrefetchPacks       bool
 	Compression         string
 	CompressionMinSize  byteSize
 
@@ -74,6 +75,7 @@ func defaultConfig() Config {
 
 		Prefetch:            true,
 		PrefetchConcurrency: 16,
+		PrefetchPacks:       true,
 		Compression:         "zstd",
 		CompressionMinSize:  4 << 10,
 
@@ -166,8 +168,10 @@ var options = []option{
 		func(c *Config) flag.Value { return (*boolValue)(&c.Prefetch) }},
 	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name (default: derived from the working directory)", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.PrefetchScope) }},
-	{"prefetch-concurrency", "PREFETCH_CONCURRENCY", "prefetch requests in flight at once", serveOnly,
+	{"prefetch-concurrency", "PREFETCH_CONCURRENCY", "prefetch requests in flight at once, at most (fewer while the remote is slow to answer)", serveOnly,
 		func(c *Config) flag.Value { return &intValue{&c.PrefetchConcurrency, 1, 1024} }},
+	{"prefetch-packs", "PREFETCH_PACKS", "store what a run used as a few large packs beside its manifest, and prefetch from packs with a few ranged GETs instead of one GET per entry", serveOnly,
+		func(c *Config) flag.Value { return (*boolValue)(&c.PrefetchPacks) }},
 	{"compression", "COMPRESSION", "how uploads are stored: none or zstd (readers decode either, whatever their own setting)", serveOnly,
 		func(c *Config) flag.Value { return &enumValue{&c.Compression, []string{"none", "zstd"}} }},
 	{"compression-min-size", "COMPRESSION_MIN_SIZE", "smallest body that -compression=zstd compresses", serveOnly,

@@ -188,7 +188,7 @@ func TestS3Prefetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		var keys, whole int
-		for _, m := range decodeManifest(obj) {
+		for _, m := range decodeManifest(obj).entries {
 			keys++
 			if m.inline {
 				whole++

@@ -73,8 +73,9 @@ type memBackend struct {
 
 	mu        sync.Mutex
 	entries   map[ActionID]memEntry
-	manifests map[string][]byte // by name: "<scope>/<unix ns, 19 digits>-<n>"
-	seq       int
+	manifests map[string][]byte // by name: "<scope>/<manifest id>"
+	packs     map[string][]byte // by "<manifest name>.<i>"
+	packGets  atomic.Int64      // GetPackRange calls
 }
 
 type memEntry struct {
@@ -85,7 +86,7 @@ type memEntry struct {
 var _ Remote = (*memBackend)(nil)
 
 func newMemBackend(t *testing.T) *memBackend {
-	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), manifests: make(map[string][]byte)}
+	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), manifests: make(map[string][]byte), packs: make(map[string][]byte)}
 }
 
 func (m *memBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
@@ -161,11 +162,10 @@ func (m *memBackend) GetManifest(ctx context.Context, name string) ([]byte, erro
 	return bytes.Clone(b), nil
 }
 
-func (m *memBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+func (m *memBackend) PutManifest(ctx context.Context, scope, id string, data []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.seq++
-	m.manifests[fmt.Sprintf("%s/%019d-%06d", scope, time.Now().UnixNano(), m.seq)] = bytes.Clone(data)
+	m.manifests[scope+"/"+id] = bytes.Clone(data)
 	return nil
 }
 
@@ -174,8 +174,34 @@ func (m *memBackend) DeleteManifests(ctx context.Context, names []string) error 
 	defer m.mu.Unlock()
 	for _, name := range names {
 		delete(m.manifests, name)
+		for k := range m.packs {
+			if strings.HasPrefix(k, name+".") {
+				delete(m.packs, k)
+			}
+		}
 	}
 	return nil
+}
+
+func (m *memBackend) PutPack(ctx context.Context, scope, id string, i int, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.packs[fmt.Sprintf("%s/%s.%d", scope, id, i)] = bytes.Clone(data)
+	return nil
+}
+
+func (m *memBackend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	m.packGets.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.packs[fmt.Sprintf("%s.%d", name, i)]
+	if !ok {
+		return nil, fmt.Errorf("get pack %d of %s: %w", i, name, ErrNotFound)
+	}
+	if off < 0 || n <= 0 || off+n > int64(len(b)) {
+		return nil, fmt.Errorf("get pack %d of %s: range %d+%d of %d bytes", i, name, off, n, len(b))
+	}
+	return io.NopCloser(bytes.NewReader(bytes.Clone(b[off : off+n]))), nil
 }
 
 // mockBackend is a Remote whose methods call its function fields; a nil
@@ -187,8 +213,10 @@ type mockBackend struct {
 
 	ListManifestsFn   func(ctx context.Context, scope string, n int) ([]manifestInfo, error)
 	GetManifestFn     func(ctx context.Context, name string) ([]byte, error)
-	PutManifestFn     func(ctx context.Context, scope string, data []byte) error
+	PutManifestFn     func(ctx context.Context, scope, id string, data []byte) error
 	DeleteManifestsFn func(ctx context.Context, names []string) error
+	PutPackFn         func(ctx context.Context, scope, id string, i int, data []byte) error
+	GetPackRangeFn    func(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error)
 
 	calls atomic.Int64
 }
@@ -204,8 +232,10 @@ func failingMock(err error) *mockBackend {
 		},
 		ListManifestsFn:   func(context.Context, string, int) ([]manifestInfo, error) { return nil, err },
 		GetManifestFn:     func(context.Context, string) ([]byte, error) { return nil, err },
-		PutManifestFn:     func(context.Context, string, []byte) error { return err },
+		PutManifestFn:     func(context.Context, string, string, []byte) error { return err },
 		DeleteManifestsFn: func(context.Context, []string) error { return err },
+		PutPackFn:         func(context.Context, string, string, int, []byte) error { return err },
+		GetPackRangeFn:    func(context.Context, string, int, int64, int64) (io.ReadCloser, error) { return nil, err },
 	}
 }
 
@@ -248,12 +278,28 @@ func (m *mockBackend) GetManifest(ctx context.Context, name string) ([]byte, err
 	return m.GetManifestFn(ctx, name)
 }
 
-func (m *mockBackend) PutManifest(ctx context.Context, scope string, data []byte) error {
+func (m *mockBackend) PutManifest(ctx context.Context, scope, id string, data []byte) error {
 	m.calls.Add(1)
 	if m.PutManifestFn == nil {
 		return nil
 	}
-	return m.PutManifestFn(ctx, scope, data)
+	return m.PutManifestFn(ctx, scope, id, data)
+}
+
+func (m *mockBackend) PutPack(ctx context.Context, scope, id string, i int, data []byte) error {
+	m.calls.Add(1)
+	if m.PutPackFn == nil {
+		return nil
+	}
+	return m.PutPackFn(ctx, scope, id, i, data)
+}
+
+func (m *mockBackend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	m.calls.Add(1)
+	if m.GetPackRangeFn == nil {
+		return nil, ErrNotFound
+	}
+	return m.GetPackRangeFn(ctx, name, i, off, n)
 }
 
 func (m *mockBackend) DeleteManifests(ctx context.Context, names []string) error {

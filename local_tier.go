@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +39,7 @@ type flight struct {
 	done chan struct{}
 	e    Entry
 	err  error
-	// whole: the entry came whole in a prefetch manifest, no request of
+	// whole: the entry came in a prefetch manifest or pack, no request of
 	// its own: a get that waited for it is a local hit, not a remote one.
 	whole bool
 }
@@ -96,21 +95,20 @@ func (t *localTier) fetchShared(ctx context.Context, actionID ActionID) (e Entry
 	return f.e, true, f.err
 }
 
-// putShared implements prefetchTarget: it stores a whole entry the
-// prefetcher holds (a small one, from a manifest) in the local cache, unless a fetch of actionID is already
-// under way, in which case it reports stored false at once. A body it
-// writes is verified against the output ID (errVerify if it does not
-// match); if that output's body is in the cache already, body is not
-// needed and not read.
-func (t *localTier) putShared(ctx context.Context, actionID ActionID, outputID OutputID, body []byte) (e Entry, stored bool, err error) {
+// putShared implements prefetchTarget: it stores a body the prefetcher
+// holds (from a manifest or a pack) in the local cache, unless a fetch of
+// actionID is already under way, in which case it reports stored false at
+// once. The body it writes is verified against the output ID (errVerify if
+// it does not match); if that output's body is in the cache already, body
+// is not needed and not read.
+func (t *localTier) putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (e Entry, stored bool, err error) {
 	f, isNew := t.flight(actionID)
 	if !isNew {
 		return Entry{}, false, nil
 	}
 	defer t.land(actionID, f)
 	f.whole = true
-	size := int64(len(body))
-	f.e, f.err = t.local.Put(ctx, actionID, outputID, size, newVerifyingReader(bytes.NewReader(body), size, outputID))
+	f.e, f.err = t.local.Put(ctx, actionID, outputID, size, newVerifyingReader(body, size, outputID))
 	return f.e, true, f.err
 }
 

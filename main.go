@@ -87,7 +87,12 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	backend := st.backend
 	var observer Observer
 	if st.tier != nil && cfg.Prefetch {
-		p := newPrefetcher(st.tier, st.remote, prefetchScope(cfg.PrefetchScope), cfg.PrefetchConcurrency, !cfg.ReadOnly, stats, log)
+		p := newPrefetcher(st.tier, st.remote, prefetchOptions{
+			scope:       prefetchScope(cfg.PrefetchScope),
+			parallelism: cfg.PrefetchConcurrency,
+			upload:      !cfg.ReadOnly,
+			packs:       cfg.PrefetchPacks,
+		}, stats, log)
 		backend, observer = p, p
 	}
 	srv := NewServer(backend, stats, log, ServerOptions{

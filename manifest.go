@@ -5,30 +5,43 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // A manifest lists the action IDs one run of the go command used, in the
-// order it first used them, and carries the small entries whole, so that a
-// fresh machine gets most entries (by count) in one request instead of one
-// request each (see prefetcher). Stored, it is a zstd frame of:
+// order it first used them, and says where a fresh machine gets each one
+// with the fewest requests (see prefetcher): small entries it carries
+// whole; most others sit in the run's packs (pack.go), a few large objects
+// read with ranged GETs; the rest are fetched as their own objects. Stored,
+// it is a zstd frame of:
 //
-//	"gbcm2\n", then per action ID one record:
-//	  'k' <action ID>                                  fetch it from the remote
-//	  'e' <action ID> <output ID> <size, 4 bytes BE> <body>   the entry itself (size <= inlineMax)
+//	"gbcm3\n", then per action ID, in first-use order, one record:
+//	  'k' <action ID>                                          fetch its own object
+//	  'e' <action ID> <output ID> <size, 4 bytes BE> <body>    the entry itself (size <= inlineMax)
+//	  'p' <action ID> <output ID> <size, 4 bytes BE>           the next body of the current pack frame
+//	and before the first 'p' of each pack frame:
+//	  'f' <pack, 2 bytes BE> <offset, 4 bytes BE> <length, 4 bytes BE>
+//	      a zstd frame at bytes [offset, offset+length) of pack <pack>: the
+//	      bodies of the 'p' records up to the next 'f', back to back
 //
-// Bodies from a manifest are verified against their output ID like any
-// other. Manifests of the first version, "gbcm1\n" + 32-byte action IDs, not
-// compressed, are read too. Where manifests are kept is the remote's
-// business (manifestStore; S3: s3Location).
+// Nothing in a manifest or pack is trusted: every body is verified against
+// its output ID, a record that does not fit rejects the whole manifest,
+// and a pack that is gone or corrupt costs its entries a fetch of their
+// own objects. Manifests of earlier versions are read too: "gbcm2\n"
+// (records 'k' and 'e' only) and "gbcm1\n" + 32-byte action IDs, not
+// compressed. Where manifests and packs are kept is the remote's business
+// (manifestStore; S3: s3Location).
 
 const (
 	manifestMagicV1   = "gbcm1\n"
-	manifestMagic     = "gbcm2\n"
+	manifestMagicV2   = "gbcm2\n"
+	manifestMagic     = "gbcm3\n"
 	maxManifestIDs    = 1 << 20
 	maxManifestSize   = 64 << 20 // decoded
 	maxManifestObject = 32 << 20 // stored
@@ -36,106 +49,176 @@ const (
 	inlineBudget      = 8 << 20  // body bytes one manifest carries at most
 )
 
+// manifest is a decoded manifest: its entries in first-use order, and the
+// pack frames its packed entries sit in.
+type manifest struct {
+	entries []manifestEntry
+	frames  []packFrame
+}
+
 // manifestEntry is one action ID of a manifest, with its entry if the
-// manifest carries it.
+// manifest carries it (inline) or where its body sits in a pack (packed).
 type manifestEntry struct {
 	id       ActionID
 	inline   bool
-	outputID OutputID
-	body     []byte
+	packed   bool
+	outputID OutputID // inline or packed
+	body     []byte   // inline
+	size     int64    // packed
+	frame    int      // packed: its frame, an index into manifest.frames
 }
 
-// encodeManifestObject returns the manifest of entries as it is stored.
-func encodeManifestObject(entries []manifestEntry) ([]byte, error) {
+// newManifestID returns the ID of a new manifest written at t: IDs sort
+// by time.
+func newManifestID(t time.Time) string {
+	return fmt.Sprintf("%019d-%s", t.UnixNano(), randomSuffix())
+}
+
+// encodeManifestObject returns the manifest m as it is stored.
+func encodeManifestObject(m manifest) ([]byte, error) {
 	var frame bytes.Buffer
-	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
+	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(m))); err != nil {
 		return nil, err
 	}
 	return frame.Bytes(), nil
 }
 
-// encodeManifest returns the manifest of entries, before compression.
-func encodeManifest(entries []manifestEntry) []byte {
+// encodeManifest returns the manifest m, before compression. The packed
+// entries of a frame must follow each other in m.entries (others may come
+// between), frames in the order they sit in their packs.
+func encodeManifest(m manifest) []byte {
 	var b bytes.Buffer
 	b.WriteString(manifestMagic)
-	for _, m := range entries {
-		if !m.inline {
+	frame := -1
+	for _, e := range m.entries {
+		switch {
+		case e.inline:
+			b.WriteByte('e')
+			b.Write(e.id[:])
+			b.Write(e.outputID[:])
+			b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(e.body))))
+			b.Write(e.body)
+		case e.packed:
+			if e.frame != frame {
+				frame = e.frame
+				f := m.frames[frame]
+				b.WriteByte('f')
+				b.Write(binary.BigEndian.AppendUint16(nil, uint16(f.pack)))
+				b.Write(binary.BigEndian.AppendUint32(nil, uint32(f.off)))
+				b.Write(binary.BigEndian.AppendUint32(nil, uint32(f.n)))
+			}
+			b.WriteByte('p')
+			b.Write(e.id[:])
+			b.Write(e.outputID[:])
+			b.Write(binary.BigEndian.AppendUint32(nil, uint32(e.size)))
+		default:
 			b.WriteByte('k')
-			b.Write(m.id[:])
-			continue
+			b.Write(e.id[:])
 		}
-		b.WriteByte('e')
-		b.Write(m.id[:])
-		b.Write(m.outputID[:])
-		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(m.body))))
-		b.Write(m.body)
 	}
 	return b.Bytes()
 }
 
-// decodeManifest returns the entries of a manifest as stored, none if it
-// is not one.
-func decodeManifest(obj []byte) []manifestEntry {
+// decodeManifest returns the manifest as stored, an empty one if it is not
+// one.
+func decodeManifest(obj []byte) manifest {
 	if bytes.HasPrefix(obj, []byte(manifestMagicV1)) {
 		return parseManifest(obj)
 	}
 	d := getZstdDecoder(bytes.NewReader(obj))
 	if d == nil {
-		return nil
+		return manifest{}
 	}
 	defer zstdDecoders.Put(d)
 	b, err := io.ReadAll(io.LimitReader(d, maxManifestSize+1))
 	if err != nil || len(b) > maxManifestSize {
-		return nil
+		return manifest{}
 	}
 	return parseManifest(b)
 }
 
-// parseManifest returns the entries of a decoded manifest (either version),
-// none if it is not one. Nothing in it is trusted: a record that does not
-// fit rejects the whole manifest.
-func parseManifest(b []byte) []manifestEntry {
+// parseManifest returns a decoded manifest (any version), an empty one if
+// it is not one. Nothing in it is trusted: a record that does not fit
+// rejects the whole manifest.
+func parseManifest(b []byte) manifest {
 	if rest, ok := bytes.CutPrefix(b, []byte(manifestMagicV1)); ok {
 		if len(rest)%idLen != 0 || len(rest)/idLen > maxManifestIDs {
-			return nil
+			return manifest{}
 		}
 		entries := make([]manifestEntry, 0, len(rest)/idLen)
 		for ; len(rest) > 0; rest = rest[idLen:] {
 			entries = append(entries, manifestEntry{id: ActionID(rest[:idLen])})
 		}
-		return entries
+		return manifest{entries: entries}
 	}
 	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
+	v2 := false
 	if !ok {
-		return nil
-	}
-	var entries []manifestEntry
-	for len(rest) > 0 {
-		if len(entries) == maxManifestIDs || len(rest) < 1+idLen {
-			return nil
+		if rest, v2 = bytes.CutPrefix(b, []byte(manifestMagicV2)); !v2 {
+			return manifest{}
 		}
+	}
+	var m manifest
+	var frameBytes int64   // decoded bytes of the current frame so far
+	frameHasEntry := false // every frame holds an entry
+	for len(rest) > 0 {
 		tag := rest[0]
-		m := manifestEntry{id: ActionID(rest[1 : 1+idLen])}
+		if v2 && tag != 'k' && tag != 'e' {
+			return manifest{}
+		}
+		if tag == 'f' {
+			if len(rest) < 11 || len(m.frames) == maxManifestIDs {
+				return manifest{}
+			}
+			f := packFrame{
+				pack: int(binary.BigEndian.Uint16(rest[1:])),
+				off:  int64(binary.BigEndian.Uint32(rest[3:])),
+				n:    int64(binary.BigEndian.Uint32(rest[7:])),
+			}
+			if f.n == 0 || f.off+f.n > packMaxObject || (len(m.frames) > 0 && !frameHasEntry) {
+				return manifest{}
+			}
+			m.frames = append(m.frames, f)
+			frameBytes, frameHasEntry, rest = 0, false, rest[11:]
+			continue
+		}
+		if len(m.entries) == maxManifestIDs || len(rest) < 1+idLen {
+			return manifest{}
+		}
+		e := manifestEntry{id: ActionID(rest[1 : 1+idLen])}
 		rest = rest[1+idLen:]
 		switch tag {
 		case 'k':
-		case 'e':
+		case 'e', 'p':
 			if len(rest) < idLen+4 {
-				return nil
+				return manifest{}
 			}
-			m.inline, m.outputID = true, OutputID(rest[:idLen])
-			size := binary.BigEndian.Uint32(rest[idLen:])
+			e.outputID = OutputID(rest[:idLen])
+			size := int64(binary.BigEndian.Uint32(rest[idLen:]))
 			rest = rest[idLen+4:]
-			if size > inlineMax || uint64(size) > uint64(len(rest)) {
-				return nil
+			if tag == 'p' {
+				frameBytes += size
+				if len(m.frames) == 0 || size > packEntryMax || frameBytes > packFrameMax {
+					return manifest{}
+				}
+				e.packed, e.size, e.frame = true, size, len(m.frames)-1
+				frameHasEntry = true
+				break
 			}
-			m.body, rest = rest[:size:size], rest[size:]
+			if size > inlineMax || size > int64(len(rest)) {
+				return manifest{}
+			}
+			e.inline = true
+			e.body, rest = rest[:size:size], rest[size:]
 		default:
-			return nil
+			return manifest{}
 		}
-		entries = append(entries, m)
+		m.entries = append(m.entries, e)
 	}
-	return entries
+	if len(m.frames) > 0 && !frameHasEntry {
+		return manifest{}
+	}
+	return m
 }
 
 // newestFirst sorts manifest names that start with their time (as every

@@ -3,46 +3,68 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 )
 
 func TestManifestFormat(t *testing.T) {
 	small := []byte("a small object file")
-	entries := []manifestEntry{
-		{id: actionID("a")},
-		{id: actionID("b"), inline: true, outputID: outputID(string(small)), body: small},
-		{id: actionID("c"), inline: true, outputID: outputID(""), body: []byte{}},
+	m := manifest{
+		entries: []manifestEntry{
+			{id: actionID("a")},
+			{id: actionID("b"), inline: true, outputID: outputID(string(small)), body: small},
+			{id: actionID("p1"), packed: true, outputID: outputID("x"), size: 1, frame: 0},
+			{id: actionID("c"), inline: true, outputID: outputID(""), body: []byte{}},
+			{id: actionID("p2"), packed: true, outputID: outputID("yy"), size: 2, frame: 0},
+			{id: actionID("p3"), packed: true, outputID: outputID("zzz"), size: 3, frame: 1},
+		},
+		frames: []packFrame{{pack: 0, off: 0, n: 20}, {pack: 1, off: 7, n: 30}},
 	}
-	var frame bytes.Buffer
-	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(entries))); err != nil {
+	obj, err := encodeManifestObject(m)
+	if err != nil {
 		t.Fatal(err)
 	}
-	got := decodeManifest(frame.Bytes())
-	if len(got) != len(entries) {
-		t.Fatalf("decoded %d entries, want %d", len(got), len(entries))
+	got := decodeManifest(obj)
+	if len(got.entries) != len(m.entries) || !slices.Equal(got.frames, m.frames) {
+		t.Fatalf("decoded %d entries, frames %v; want %d, %v", len(got.entries), got.frames, len(m.entries), m.frames)
 	}
-	for i, m := range got {
-		w := entries[i]
-		if m.id != w.id || m.inline != w.inline || m.outputID != w.outputID || !bytes.Equal(m.body, w.body) {
-			t.Errorf("entry %d: %+v, want %+v", i, m, w)
+	for i, e := range got.entries {
+		w := m.entries[i]
+		if e.id != w.id || e.inline != w.inline || e.packed != w.packed || e.outputID != w.outputID ||
+			!bytes.Equal(e.body, w.body) || e.size != w.size || e.frame != w.frame {
+			t.Errorf("entry %d: %+v, want %+v", i, e, w)
 		}
 	}
 
-	// Manifests of the first version (keys only, not compressed) are read.
-	v1 := manifestMagicV1 + string(entries[0].id[:]) + string(entries[1].id[:])
-	if got := decodeManifest([]byte(v1)); len(got) != 2 || got[1].id != entries[1].id || got[1].inline {
+	// Manifests of earlier versions are read: keys only, not compressed;
+	// keys and whole entries.
+	v1 := manifestMagicV1 + string(m.entries[0].id[:]) + string(m.entries[1].id[:])
+	if got := decodeManifest([]byte(v1)).entries; len(got) != 2 || got[1].id != m.entries[1].id || got[1].inline {
 		t.Fatalf("v1 manifest: %+v", got)
+	}
+	v2 := manifestMagicV2 + "k" + string(m.entries[0].id[:])
+	if got := parseManifest([]byte(v2)).entries; len(got) != 1 || got[0].id != m.entries[0].id {
+		t.Fatalf("v2 manifest: %+v", got)
 	}
 
 	long := append([]byte(manifestMagic+"e"), make([]byte, 2*idLen)...)
 	long = binary.BigEndian.AppendUint32(long, inlineMax+1)
 	long = append(long, make([]byte, inlineMax+1)...)
-	for _, bad := range []string{"", "gbcm3\n", manifestMagicV1 + "short", manifestMagic + "k short",
-		manifestMagic + "x" + strings.Repeat("a", idLen), manifestMagic + "e" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x09short",
-		string(long), strings.Repeat("x", 70)} {
-		if got := parseManifest([]byte(bad)); got != nil {
-			t.Errorf("parseManifest(%q) = %d entries, want none", bad, len(got))
+	id2 := strings.Repeat("a", 2*idLen)
+	frame := "f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10"
+	for _, bad := range []string{"", "gbcm9\n", manifestMagicV1 + "short", manifestMagic + "k short",
+		manifestMagic + "x" + strings.Repeat("a", idLen), manifestMagic + "e" + id2 + "\x00\x00\x00\x09short",
+		string(long), strings.Repeat("x", 70),
+		manifestMagic + "p" + id2 + "\x00\x00\x00\x01",                                               // packed before any frame
+		manifestMagic + frame,                                                                        // a frame without entries
+		manifestMagic + frame + frame + "p" + id2 + "\x00\x00\x00\x01",                               // likewise
+		manifestMagic + frame + "p" + id2 + "\x01\x00\x00\x01",                                       // larger than packEntryMax
+		manifestMagic + "f\x00\x00\x10\x00\x00\x00\x10\x00\x00\x00" + "p" + id2 + "\x00\x00\x00\x01", // beyond packMaxObject
+		manifestMagicV2 + frame + "p" + id2 + "\x00\x00\x00\x01",                                     // packs in a v2 manifest
+	} {
+		if got := parseManifest([]byte(bad)); got.entries != nil || got.frames != nil {
+			t.Errorf("parseManifest(%q) = %d entries, want none", bad, len(got.entries))
 		}
 	}
 }
@@ -72,18 +94,21 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte(manifestMagicV1 + strings.Repeat("a", idLen)))
 	f.Add([]byte(manifestMagic + "k" + strings.Repeat("a", idLen)))
 	f.Add([]byte(manifestMagic + "e" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02hi"))
+	f.Add([]byte(manifestMagic + "f\x00\x01\x00\x00\x00\x00\x00\x00\x00\x10p" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02"))
 	f.Add([]byte("gbcm1"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		entries := parseManifest(b)
+		m := parseManifest(b)
+		entries := m.entries
 		if entries == nil {
 			return
 		}
-		for _, m := range entries {
-			if len(m.body) > inlineMax || (!m.inline && m.body != nil) {
-				t.Fatalf("accepted %+v", m)
+		for _, e := range entries {
+			if len(e.body) > inlineMax || (!e.inline && e.body != nil) || e.size > packEntryMax ||
+				(e.packed && (e.frame < 0 || e.frame >= len(m.frames))) {
+				t.Fatalf("accepted %+v", e)
 			}
 		}
-		if bytes.HasPrefix(b, []byte(manifestMagic)) && !bytes.Equal(encodeManifest(entries), b) {
+		if bytes.HasPrefix(b, []byte(manifestMagic)) && !bytes.Equal(encodeManifest(m), b) {
 			t.Fatalf("%q parsed and encoded again differs", b)
 		}
 		if bytes.HasPrefix(b, []byte(manifestMagicV1)) && len(manifestMagicV1)+len(entries)*idLen != len(b) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -19,20 +20,28 @@ import (
 // local cache pays roughly (entries × round trip) / cores. Instead, each
 // server records which action IDs its go command looked up and found, or
 // stored, and at exit stores them as a manifest (manifest.go) of its scope,
-// unless a manifest it read already describes the run (see named). The next
-// server of the same scope, right after its capabilities line, reads the
-// newest manifests, installs the small entries they carry whole, and
-// fetches the others into the local tier with many requests in flight,
-// while the build is already running. A get for an entry being prefetched
-// waits for that fetch (the local tier's one-fetch-per-key rule); a get for
-// an entry not reached yet is fetched at once.
+// with packs (pack.go) of their bodies, unless a manifest it read already
+// describes the run (see named). The next server of the same scope, right
+// after its capabilities line, reads the newest manifests and, while the
+// build is already running, installs the small entries they carry whole,
+// streams the packs with a few ranged GETs at a time in first-use order
+// (each entry landing in the local tier as its bytes arrive, verified), and
+// fetches the remaining entries one object each, many at once. Requests in
+// flight adapt to the remote (flowLimit).
 //
-// The newest manifestsKept of a scope are kept; older ones are deleted by
-// the server that stores a new one.
+// A get for an entry being fetched waits for that fetch (the local tier's
+// one-fetch-per-key rule); a get for an entry whose pack range is on its
+// way waits for the range, which is a few round trips at most; a get for
+// an entry not reached yet is fetched at once, on its own.
+//
+// The newest manifestsKept of a scope are kept; older ones, with their
+// packs, are deleted by the server that stores a new one.
 
 const (
 	manifestsToRead   = 4 // newest manifests a prefetch reads
 	manifestsKept     = 8 // newest manifests kept per scope
+	packRangesAtOnce  = 4 // ranged GETs of packs in flight, at most
+	packUploadsAtOnce = 2 // pack uploads in flight at exit
 	prefetchCloseWait = 2 * time.Second
 	// manifestRefresh: a run whose entries the manifests it read already
 	// name writes none, unless the newest of them is older than this, so
@@ -49,9 +58,10 @@ type prefetchTarget interface {
 	// fetchShared fetches actionID from the remote into the local cache
 	// under ctx, unless a fetch of it is under way already (fetched false).
 	fetchShared(ctx context.Context, actionID ActionID) (e Entry, fetched bool, err error)
-	// putShared stores a whole entry, verified against outputID, in the
-	// local cache, unless a fetch of it is under way already (stored false).
-	putShared(ctx context.Context, actionID ActionID, outputID OutputID, body []byte) (e Entry, stored bool, err error)
+	// putShared stores an entry's body of size bytes, verified against
+	// outputID, in the local cache, unless a fetch of it is under way
+	// already (stored false). It need not read all of body.
+	putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (e Entry, stored bool, err error)
 }
 
 // prefetchTier is the local tier as the prefetcher wraps it.
@@ -61,28 +71,42 @@ type prefetchTier interface {
 }
 
 // prefetcher adds prefetch to the local tier. Gets and puts pass through to
-// the tier; the server tells it which entries its go command used (it is
-// the server's Observer); Close stops the prefetch, closes the tier (which
-// waits for the uploads) and then stores this run's manifest, so that it
-// names only entries in the remote. Manifests are read and stored through
-// manifests, the remote's manifestStore below the breaker.
+// the tier (a get waits first for an entry whose pack range is on its way);
+// the server tells it which entries its go command used (it is the
+// server's Observer); Close stops the prefetch, closes the tier (which
+// waits for the uploads) and then stores this run's packs and manifest, so
+// that the manifest names only entries in the remote. Manifests and packs
+// are read and stored through manifests, the remote's manifestStore below
+// the breaker.
 type prefetcher struct {
-	tier        prefetchTier
-	manifests   manifestStore
-	scope       string
-	parallelism int
-	upload      bool // store a manifest at exit (not with -read-only)
-	stats       *Stats
-	log         *slog.Logger
+	tier      prefetchTier
+	manifests manifestStore
+	opts      prefetchOptions
+	stats     *Stats
+	log       *slog.Logger
 
 	used       *keySet                       // looked up and found, or stored: the next manifest
 	requested  *keySet                       // every key a get asked for
 	prefetched *keySet                       // fetched by the prefetch
 	seen       atomic.Pointer[manifestsSeen] // set once every manifest listed is read
 
+	objects *flowLimit // requests for entries' own objects in flight
+	ranges  *flowLimit // ranged GETs of packs in flight
+
+	mu      sync.Mutex
+	landing map[ActionID]chan struct{} // entries whose pack range is on its way; closed once landed or given up
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// prefetchOptions are the prefetcher's settings.
+type prefetchOptions struct {
+	scope       string // of the manifests read and written
+	parallelism int    // requests for entries' own objects in flight, at most
+	upload      bool   // store a manifest at exit (not with -read-only)
+	packs       bool   // read and write packs (-prefetch-packs)
 }
 
 var (
@@ -90,17 +114,31 @@ var (
 	_ Observer     = (*prefetcher)(nil)
 )
 
-func newPrefetcher(tier prefetchTier, manifests manifestStore, scope string, parallelism int, upload bool, stats *Stats, log *slog.Logger) *prefetcher {
+func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOptions, stats *Stats, log *slog.Logger) *prefetcher {
 	ctx, cancel := context.WithCancel(context.Background())
+	opts.parallelism = max(opts.parallelism, 1)
 	return &prefetcher{
-		tier: tier, manifests: manifests, scope: scope, parallelism: max(parallelism, 1), upload: upload, stats: stats, log: log,
+		tier: tier, manifests: manifests, opts: opts, stats: stats, log: log,
 		used: newKeySet(), requested: newKeySet(), prefetched: newKeySet(),
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		objects: newFlowLimit(opts.parallelism), ranges: newFlowLimit(min(opts.parallelism, packRangesAtOnce)),
+		landing: make(map[ActionID]chan struct{}),
+		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
 	}
 }
 
-// Get implements CacheBackend.
+// Get implements CacheBackend. An entry whose pack range is on its way is
+// waited for: the range is nearer than a request of its own.
 func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	p.mu.Lock()
+	wait := p.landing[actionID]
+	p.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return Entry{}, ctx.Err()
+		}
+	}
 	return p.tier.Get(ctx, actionID)
 }
 
@@ -110,8 +148,8 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 }
 
 // Close implements CacheBackend: the prefetch stops, the tier closes
-// (pending uploads get until ctx's deadline), and then this run's manifest
-// is stored.
+// (pending uploads get until ctx's deadline), and then this run's packs
+// and manifest are stored.
 func (p *prefetcher) Close(ctx context.Context) error {
 	p.stop()
 	err := p.tier.Close(ctx)
@@ -144,15 +182,11 @@ func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
 
 // run reads the newest manifests and fetches their entries.
 func (p *prefetcher) run() error {
-	infos, err := p.manifests.ListManifests(p.ctx, p.scope, manifestsToRead)
+	infos, err := p.manifests.ListManifests(p.ctx, p.opts.scope, manifestsToRead)
 	if err != nil {
 		return err
 	}
-	// Each manifest lists its entries in the order its run first used
-	// them, and the runs of a scope are different go commands (go build,
-	// go test, ...) of which this one is not known: interleave them, so
-	// that whichever this is, what it wants first is fetched first.
-	lists := make([][]manifestEntry, len(infos))
+	ms := make([]manifest, len(infos))
 	var mwg sync.WaitGroup
 	for i, m := range infos { // at once: each is a round trip
 		mwg.Add(1)
@@ -160,60 +194,113 @@ func (p *prefetcher) run() error {
 			defer mwg.Done()
 			b, err := p.manifests.GetManifest(p.ctx, m.name)
 			if err == nil { // else expired or written meanwhile: the others will do
-				lists[i] = decodeManifest(b)
+				ms[i] = decodeManifest(b)
 			}
 		}()
 	}
 	mwg.Wait()
-	p.noteRead(infos, lists)
-	var order []*manifestEntry
-	byID := make(map[ActionID]*manifestEntry)
+	p.noteRead(infos, ms)
+	objects, ranges := p.plan(infos, ms)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		p.each(p.ranges, len(ranges), func(i int) (time.Duration, bool) { return p.fetchRange(ranges[i]) })
+	}()
+	go func() {
+		defer wg.Done()
+		p.each(p.objects, len(objects), func(i int) (time.Duration, bool) {
+			if m := objects[i]; m.inline {
+				p.install(m)
+				return 0, false
+			}
+			return p.fetch(objects[i].id)
+		})
+	}()
+	wg.Wait()
+	return nil
+}
+
+// plan orders the work of a prefetch: the entries to install or fetch on
+// their own, and the pack ranges to read, each in the order of first use.
+// Each manifest lists its entries in the order its run first used them,
+// and the runs of a scope are different go commands (go build, go test,
+// ...) of which this one is not known: they are interleaved, so that
+// whichever this is, what it wants first comes first. An entry that
+// several manifests name is taken from the first that names it, whole if
+// one carries it whole; a range none of whose entries is taken from it is
+// not read.
+func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manifestEntry, ranges []*packRange) {
+	rangeOf := make([]map[*manifestEntry]*packRange, len(ms))
+	for i := range ms {
+		if !p.opts.packs || len(ms[i].frames) == 0 {
+			continue
+		}
+		rangeOf[i] = make(map[*manifestEntry]*packRange)
+		for _, r := range planRanges(infos[i].name, &ms[i]) {
+			for _, e := range r.entries {
+				rangeOf[i][e] = r
+			}
+		}
+	}
+	asObject := make(map[ActionID]*manifestEntry)
+	inRange := make(map[ActionID]bool)
+	owns := make(map[*packRange]bool)
 	for i := 0; ; i++ {
 		more := false
-		for _, l := range lists {
+		for j := range ms {
+			l := ms[j].entries
 			if i >= len(l) {
 				continue
 			}
 			more = true
 			m := &l[i]
-			if prev, ok := byID[m.id]; !ok {
-				byID[m.id] = m
-				order = append(order, m)
-			} else if m.inline && !prev.inline {
-				*prev = *m // the same key, carried whole
+			if prev, ok := asObject[m.id]; ok {
+				if m.inline && !prev.inline {
+					*prev = *m // the same key, carried whole
+				}
+				continue
+			}
+			r := rangeOf[j][m]
+			switch {
+			case m.inline || (r == nil && !inRange[m.id]):
+				// An entry carried whole is installed whole, even if a
+				// range holds it too.
+				asObject[m.id] = m
+				objects = append(objects, m)
+			case r != nil && !inRange[m.id]:
+				inRange[m.id] = true
+				if !owns[r] {
+					owns[r] = true
+					ranges = append(ranges, r)
+				}
 			}
 		}
 		if !more {
 			break
 		}
 	}
-	work := make(chan *manifestEntry)
+	return objects, ranges
+}
+
+// each calls do(0), ..., do(n-1), in order, with as many calls at once as
+// limit allows, until the prefetch stops. do returns how long its request
+// took until the answer began (0 if it sent none) and whether it failed for
+// overload.
+func (p *prefetcher) each(limit *flowLimit, n int, do func(i int) (took time.Duration, overloaded bool)) {
 	var wg sync.WaitGroup
-	for range p.parallelism {
+	for i := range n {
+		if limit.acquire(p.ctx) != nil {
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for m := range work {
-				if m.inline {
-					p.install(m)
-				} else {
-					p.fetch(m.id)
-				}
-			}
+			limit.release(do(i))
 		}()
 	}
-	for _, m := range order {
-		select {
-		case work <- m:
-		case <-p.ctx.Done():
-		}
-		if p.ctx.Err() != nil {
-			break
-		}
-	}
-	close(work)
 	wg.Wait()
-	return nil
 }
 
 // manifestsSeen is what a prefetch read: the keys of each manifest it
@@ -225,7 +312,7 @@ type manifestsSeen struct {
 
 // noteRead records what the manifests infos named, if every one of them was
 // read.
-func (p *prefetcher) noteRead(infos []manifestInfo, lists [][]manifestEntry) {
+func (p *prefetcher) noteRead(infos []manifestInfo, ms []manifest) {
 	r := &manifestsSeen{}
 	for _, m := range infos { // each location's newest first
 		if m.time.IsZero() {
@@ -235,12 +322,12 @@ func (p *prefetcher) noteRead(infos []manifestInfo, lists [][]manifestEntry) {
 			r.newest = m.time
 		}
 	}
-	for _, l := range lists {
-		if l == nil {
+	for _, m := range ms {
+		if m.entries == nil {
 			return // unreadable: this run's manifest is written
 		}
-		set := make(map[ActionID]struct{}, len(l))
-		for _, m := range l {
+		set := make(map[ActionID]struct{}, len(m.entries))
+		for _, m := range m.entries {
 			set[m.id] = struct{}{}
 		}
 		r.keys = append(r.keys, set)
@@ -254,7 +341,8 @@ func (p *prefetcher) install(m *manifestEntry) {
 	if _, err := p.tier.localEntry(m.id); err == nil {
 		return
 	}
-	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, m.body)
+	size := int64(len(m.body))
+	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, size, bytes.NewReader(m.body))
 	switch {
 	case !stored:
 		// A get got there first.
@@ -269,21 +357,147 @@ func (p *prefetcher) install(m *manifestEntry) {
 }
 
 // fetch prefetches one entry unless it is local or already being fetched.
-func (p *prefetcher) fetch(id ActionID) {
+// It returns how long the request took and whether it failed for overload
+// (see each).
+func (p *prefetcher) fetch(id ActionID) (took time.Duration, overloaded bool) {
 	if _, err := p.tier.localEntry(id); err == nil {
-		return
+		return 0, false
 	}
+	start := time.Now()
 	e, fetched, err := p.tier.fetchShared(p.ctx, id)
 	switch {
 	case !fetched:
 		// A get got there first.
+		return 0, false
 	case err == nil:
 		p.prefetched.add(id)
 		p.stats.PrefetchObjects.Add(1)
 		p.stats.PrefetchBytes.Add(e.Size)
 	case errors.Is(err, ErrNotFound) && p.ctx.Err() == nil:
 		p.stats.PrefetchMisses.Add(1)
+	case overloadedBy(err):
+		return time.Since(start), true
+	case p.ctx.Err() != nil || !errors.Is(err, ErrNotFound):
+		return 0, false // says nothing of the remote's load
 	}
+	return time.Since(start), false
+}
+
+// overloadedBy reports whether err says the remote is overloaded: a
+// timeout, or a request to slow down.
+func overloadedBy(err error) bool {
+	k := errKind(err)
+	return k == KindTimeout || k == KindThrottled
+}
+
+// fetchRange reads one range of a pack and lands its entries in the local
+// tier as they arrive; gets of them wait meanwhile (see Get). Entries it
+// does not land (the range failed, broke off, or a body did not verify)
+// are fetched on their own. It returns how long the range took to begin
+// and whether it failed for overload (see each).
+func (p *prefetcher) fetchRange(r *packRange) (took time.Duration, overloaded bool) {
+	var todo []*manifestEntry
+	p.mu.Lock()
+	for _, e := range r.entries {
+		if _, ok := p.landing[e.id]; ok {
+			continue
+		}
+		if _, err := p.tier.localEntry(e.id); err == nil {
+			continue
+		}
+		p.landing[e.id] = make(chan struct{})
+		todo = append(todo, e)
+	}
+	p.mu.Unlock()
+	done := func(e *manifestEntry) {
+		p.mu.Lock()
+		if w, ok := p.landing[e.id]; ok {
+			close(w)
+			delete(p.landing, e.id)
+		}
+		p.mu.Unlock()
+	}
+	var left []*manifestEntry // not landed: fetched on their own
+	defer func() {
+		for _, e := range todo {
+			done(e) // any the range did not reach
+		}
+		p.fetchAlone(left)
+	}()
+	if len(todo) == 0 {
+		return 0, false
+	}
+	start := time.Now()
+	p.stats.PackRanges.Add(1)
+	body, err := p.manifests.GetPackRange(p.ctx, r.manifest, r.pack, r.off, r.n)
+	if err != nil {
+		left = todo
+		if overloadedBy(err) {
+			return time.Since(start), true
+		}
+		return 0, false
+	}
+	took = time.Since(start)
+	defer body.Close()
+	mine := make(map[*manifestEntry]bool, len(todo))
+	for _, e := range todo {
+		mine[e] = true
+	}
+	unreached, err := readPackRange(r, body, func(e *manifestEntry, body io.Reader) {
+		if !mine[e] {
+			return
+		}
+		if !p.landFromPack(e, body) {
+			left = append(left, e)
+		}
+		done(e)
+	})
+	if err != nil {
+		p.log.Debug("pack range broke off; its entries are fetched on their own", "pack", r.pack, "manifest", r.manifest, "err", err)
+		for _, e := range unreached {
+			if mine[e] {
+				left = append(left, e)
+			}
+		}
+		if overloadedBy(err) {
+			return took, true
+		}
+	}
+	return took, false
+}
+
+// landFromPack stores an entry's body from a pack, unless it is local or
+// being fetched already. It reports false if the body did not verify, or
+// did not arrive whole.
+func (p *prefetcher) landFromPack(m *manifestEntry, body io.Reader) bool {
+	if _, err := p.tier.localEntry(m.id); err == nil {
+		return true
+	}
+	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, m.size, body)
+	switch {
+	case !stored:
+		return true // a get got there first
+	case err == nil:
+		p.prefetched.add(m.id)
+		p.stats.PrefetchObjects.Add(1)
+		p.stats.PackEntries.Add(1)
+		p.stats.PrefetchBytes.Add(e.Size)
+		p.stats.RemoteBytesDown.Add(e.Size)
+		return true
+	case errors.Is(err, errVerify):
+		p.stats.VerifyFailures.Add(1)
+	}
+	return false
+}
+
+// fetchAlone fetches entries a pack did not deliver as their own objects,
+// within the objects' flow limit.
+func (p *prefetcher) fetchAlone(entries []*manifestEntry) {
+	if len(entries) == 0 || p.ctx.Err() != nil {
+		return
+	}
+	p.stats.PackFallbacks.Add(int64(len(entries)))
+	p.each(p.objects, len(entries), func(i int) (time.Duration, bool) { return p.fetch(entries[i].id) })
 }
 
 // stop ends the prefetch (waiting at most prefetchCloseWait for fetches in
@@ -302,17 +516,25 @@ func (p *prefetcher) stop() {
 		}
 	}
 	p.stats.PrefetchWasted.Store(wasted)
+	p.stats.PrefetchInFlight.Store(int64(p.objects.limit()))
 }
 
-// writeOut stores this run's manifest, unless the server is read-only,
-// nothing was used, the remote is failing (the breaker refuses), or a
-// manifest read describes the run already.
+// writeOut stores this run's packs and manifest, unless the server is
+// read-only, nothing was used, the remote is failing (the breaker refuses),
+// or a manifest read describes the run already.
 func (p *prefetcher) writeOut(ctx context.Context) {
 	ids := p.used.list()
-	if !p.upload || len(ids) == 0 || p.named(ids) {
+	if !p.opts.upload || len(ids) == 0 || p.named(ids) {
 		return
 	}
-	if err := p.writeManifest(ctx, p.manifestEntries(ids)); err != nil {
+	m := manifest{entries: p.manifestEntries(ids)}
+	id := newManifestID(time.Now())
+	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 && p.stats.UploadsAbandoned.Load() == 0 {
+		// (Not when uploads were dropped or abandoned: the remote is
+		// behind already.)
+		m.frames = p.writePacks(ctx, id, m.entries)
+	}
+	if err := p.writeManifest(ctx, id, m); err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
 		p.log.Debug("writing prefetch manifest", "err", err)
 	}
@@ -369,17 +591,79 @@ func (p *prefetcher) manifestEntries(ids []ActionID) []manifestEntry {
 	return entries
 }
 
-// writeManifest stores entries as a new manifest and deletes the oldest
-// ones beyond manifestsKept.
-func (p *prefetcher) writeManifest(ctx context.Context, entries []manifestEntry) error {
-	obj, err := encodeManifestObject(entries)
+// writePacks stores the packs of entries that the manifest does not carry
+// whole and that are in the local cache (up to packRunMax bytes of them, in
+// order), marks them packed, and returns the frames. The packs are stored
+// as they fill, packUploadsAtOnce at a time. Entries of a pack that failed
+// to store are left unpacked.
+func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manifestEntry) []packFrame {
+	type upload struct {
+		i    int
+		data []byte
+	}
+	uploads := make(chan upload, 1)
+	var mu sync.Mutex
+	failed := make(map[int]bool)
+	var wg sync.WaitGroup
+	for range packUploadsAtOnce {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range uploads {
+				err := p.manifests.PutPack(ctx, p.opts.scope, id, u.i, u.data)
+				if err == nil {
+					p.stats.PacksWritten.Add(1)
+					p.stats.PackBytesUp.Add(int64(len(u.data)))
+					continue
+				}
+				// Deliberately swallowed: its entries are named without it.
+				p.log.Debug("writing prefetch pack", "pack", u.i, "err", err)
+				mu.Lock()
+				failed[u.i] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	b := packBuilder{emit: func(i int, data []byte) { uploads <- upload{i, data} }}
+	var total int64
+	for i := range entries {
+		m := &entries[i]
+		if m.inline || ctx.Err() != nil {
+			continue
+		}
+		e, err := p.tier.localEntry(m.id)
+		if err != nil || e.Size == 0 || e.Size > packEntryMax || total+e.Size > packRunMax {
+			continue
+		}
+		body, err := os.ReadFile(e.DiskPath)
+		if err != nil || int64(len(body)) != e.Size {
+			continue // trimmed or replaced meanwhile: fetched on its own
+		}
+		total += e.Size
+		m.packed, m.outputID, m.size, m.frame = true, e.OutputID, e.Size, b.add(body)
+	}
+	frames, err := b.finish()
+	close(uploads)
+	wg.Wait()
+	for i := range entries {
+		if m := &entries[i]; m.packed && (err != nil || m.frame >= len(frames) || failed[frames[m.frame].pack]) {
+			m.packed = false
+		}
+	}
+	return frames
+}
+
+// writeManifest stores m as the new manifest id and deletes the oldest
+// ones beyond manifestsKept, with their packs.
+func (p *prefetcher) writeManifest(ctx context.Context, id string, m manifest) error {
+	obj, err := encodeManifestObject(m)
 	if err != nil {
 		return err
 	}
-	if err := p.manifests.PutManifest(ctx, p.scope, obj); err != nil {
+	if err := p.manifests.PutManifest(ctx, p.opts.scope, id, obj); err != nil {
 		return err
 	}
-	all, err := p.manifests.ListManifests(ctx, p.scope, -1)
+	all, err := p.manifests.ListManifests(ctx, p.opts.scope, -1)
 	if err != nil {
 		return err
 	}

@@ -13,16 +13,16 @@ import (
 // manifest, unless a manifest could not be read or the newest is more than
 // a day old.
 func TestManifestNotRewritten(t *testing.T) {
-	p := &prefetcher{scope: "job"}
+	p := &prefetcher{opts: prefetchOptions{scope: "job"}}
 	a, b, c := actionID("a"), actionID("b"), actionID("c")
 	name := func(age time.Duration) manifestInfo {
 		return manifestInfo{name: fmt.Sprint(age), time: time.Now().Add(-age)}
 	}
-	lists := [][]manifestEntry{{{id: a}}, {{id: b}}}
+	lists := []manifest{{entries: []manifestEntry{{id: a}}}, {entries: []manifestEntry{{id: b}}}}
 	if p.named([]ActionID{a}) {
 		t.Fatal("named before any manifest was read")
 	}
-	lists = [][]manifestEntry{{{id: a}, {id: b}}, {{id: c}}}
+	lists = []manifest{{entries: []manifestEntry{{id: a}, {id: b}}}, {entries: []manifestEntry{{id: c}}}}
 	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, lists)
 	if !p.named([]ActionID{b, a, b}) || !p.named([]ActionID{c}) {
 		t.Error("the entries of a manifest read: not named")
@@ -34,13 +34,13 @@ func TestManifestNotRewritten(t *testing.T) {
 		t.Error("entries of two manifests: named")
 	}
 
-	p = &prefetcher{scope: "job"}
+	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
 	p.noteRead([]manifestInfo{name(25 * time.Hour)}, lists[:1])
 	if p.named([]ActionID{a}) {
 		t.Error("newest manifest a day old: named (not renewed)")
 	}
-	p = &prefetcher{scope: "job"}
-	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, [][]manifestEntry{{{id: a}}, nil})
+	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
+	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, []manifest{{entries: []manifestEntry{{id: a}}}, {}})
 	if p.named([]ActionID{a}) {
 		t.Error("a manifest unreadable: named")
 	}
@@ -56,7 +56,7 @@ func TestPrefetchFromManifest(t *testing.T) {
 	large := strings.Repeat("L", inlineMax+1)
 
 	statsA := new(Stats)
-	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, "job", 4, true, statsA, quietLog)
+	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsA, quietLog)
 	a.Started()
 	for k, body := range map[string]string{"small": "small body", "empty": "", "large": large} {
 		putString(t, a, k, body)
@@ -73,7 +73,7 @@ func TestPrefetchFromManifest(t *testing.T) {
 
 	statsB := new(Stats)
 	tierB := newLocalTier(newTestDisk(t), mem, false, statsB)
-	b := newPrefetcher(tierB, mem, "job", 4, true, statsB, quietLog)
+	b := newPrefetcher(tierB, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsB, quietLog)
 	b.Started()
 	<-b.done
 	for k, body := range map[string]string{"small": "small body", "empty": "", "large": large} {
@@ -102,8 +102,8 @@ func TestPrefetchKeepsNewestManifests(t *testing.T) {
 	ctx := context.Background()
 	mem := newMemBackend(t)
 	for i := range manifestsKept + 3 {
-		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, new(Stats)), mem, "job", 1, true, new(Stats), quietLog)
-		if err := p.writeManifest(ctx, []manifestEntry{{id: actionID(fmt.Sprint(i))}}); err != nil {
+		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, new(Stats)), mem, prefetchOptions{scope: "job", parallelism: 1, upload: true, packs: true}, new(Stats), quietLog)
+		if err := p.writeManifest(ctx, newManifestID(time.Now()), manifest{entries: []manifestEntry{{id: actionID(fmt.Sprint(i))}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,7 +112,7 @@ func TestPrefetchKeepsNewestManifests(t *testing.T) {
 		t.Fatalf("%d manifests kept, want %d", len(infos), manifestsKept)
 	}
 	newest, _ := mem.GetManifest(ctx, infos[0].name)
-	if got := decodeManifest(newest); len(got) != 1 || got[0].id != actionID(fmt.Sprint(manifestsKept+2)) {
+	if got := decodeManifest(newest).entries; len(got) != 1 || got[0].id != actionID(fmt.Sprint(manifestsKept+2)) {
 		t.Fatalf("newest manifest holds %+v", got)
 	}
 }
@@ -131,7 +131,7 @@ func TestBreakerGuardsManifests(t *testing.T) {
 		t.Fatalf("stats %+v", stats.Snapshot())
 	}
 	before := remote.count()
-	p := newPrefetcher(newLocalTier(newTestDisk(t), b, false, new(Stats)), b, "job", 1, true, new(Stats), quietLog)
+	p := newPrefetcher(newLocalTier(newTestDisk(t), b, false, new(Stats)), b, prefetchOptions{scope: "job", parallelism: 1, upload: true, packs: true}, new(Stats), quietLog)
 	p.Started()
 	putString(t, p, "k", "body")
 	p.Stored(actionID("k"))

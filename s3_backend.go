@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,16 +368,13 @@ func (b *S3Backend) listManifests(ctx context.Context, i int, scope string, n in
 
 // GetManifest implements manifestStore.
 func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error) {
-	bucket, key := b.loc.bucket, name
-	if rest, ok := strings.CutPrefix(name, "s3://"); ok {
-		bucket, key, _ = strings.Cut(rest, "/")
-		if !slices.ContainsFunc(b.reads, func(l s3Location) bool { return l.bucket == bucket && strings.HasPrefix(key, l.prefix) }) {
-			return nil, fmt.Errorf("get %.200s: not in a read location", name)
-		}
+	loc, key, err := b.manifestLocation(name)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &loc.bucket, Key: &key})
 	if err != nil {
 		return nil, s3Error("get", name, err, false)
 	}
@@ -393,16 +389,109 @@ func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error
 	return data, nil
 }
 
+// manifestLocation returns the location and key of a manifest named as
+// ListManifests names it: a key of the write location, or s3://BUCKET/KEY
+// in a read location.
+func (b *S3Backend) manifestLocation(name string) (s3Location, string, error) {
+	rest, ok := strings.CutPrefix(name, "s3://")
+	if !ok {
+		return b.loc, name, nil
+	}
+	bucket, key, _ := strings.Cut(rest, "/")
+	for _, l := range b.reads {
+		if l.bucket == bucket && strings.HasPrefix(key, l.prefix) {
+			return l, key, nil
+		}
+	}
+	return s3Location{}, "", fmt.Errorf("get %.200s: not in a read location", name)
+}
+
+// GetPackRange implements manifestStore with one ranged GetObject. Its
+// deadline is getFrom's: b.timeout until the answer begins, then b.timeout
+// plus a second per 8 MiB, failing as soon as the answer stalls for
+// attemptCeiling.
+func (b *S3Backend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	loc, mkey, err := b.manifestLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := loc.packKey(mkey, i)
+	if !ok || off < 0 || n <= 0 {
+		return nil, fmt.Errorf("get pack %d of %.200s: not a pack range", i, name)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: &loc.bucket, Key: &key,
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	})
+	if err != nil {
+		deadline.Stop()
+		cancel(nil)
+		return nil, s3Error("get", key, getCause(ctx, err), false)
+	}
+	if got := aws.ToInt64(out.ContentLength); got != n {
+		deadline.Stop()
+		cancel(nil)
+		out.Body.Close()
+		return nil, fmt.Errorf("get %s: %w: range of %d bytes, want %d", key, errVerify, got, n)
+	}
+	deadline.Reset(b.timeout + time.Duration(n/(8<<20))*time.Second)
+	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
+	return &packRangeReader{stallReader{out.Body, stall}, ctx, key, func() {
+		stall.Stop()
+		deadline.Stop()
+		cancel(nil)
+	}}, nil
+}
+
+// packRangeReader is the body of a pack range: its errors are classified
+// like a get's, and Close releases the request's timers.
+type packRangeReader struct {
+	body    stallReader
+	ctx     context.Context
+	key     string
+	release func()
+}
+
+func (r *packRangeReader) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if err != nil && err != io.EOF {
+		err = s3Error("get", r.key, getCause(r.ctx, err), false)
+	}
+	return n, err
+}
+
+func (r *packRangeReader) Close() error {
+	err := r.body.Close()
+	r.release()
+	return err
+}
+
 // PutManifest implements manifestStore.
-func (b *S3Backend) PutManifest(ctx context.Context, scope string, data []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+func (b *S3Backend) PutManifest(ctx context.Context, scope, id string, data []byte) error {
+	return b.putBlob(ctx, b.loc.manifestKey(scope, id), data)
+}
+
+// PutPack implements manifestStore.
+func (b *S3Backend) PutPack(ctx context.Context, scope, id string, i int, data []byte) error {
+	key, ok := b.loc.packKey(b.loc.manifestKey(scope, id), i)
+	if !ok {
+		return fmt.Errorf("put pack %d of %s/%s: not a manifest id", i, scope, id)
+	}
+	return b.putBlob(ctx, key, data)
+}
+
+// putBlob stores data under key with one PutObject.
+func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(int64(len(data))))
 	defer cancel()
-	key := b.loc.manifestKey(scope, b.now())
 	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &b.loc.bucket,
 		Key:           &key,
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
+		ContentType:   aws.String("application/octet-stream"),
 	})
 	if err != nil {
 		return s3Error("put", key, err, true)
@@ -410,7 +499,8 @@ func (b *S3Backend) PutManifest(ctx context.Context, scope string, data []byte) 
 	return nil
 }
 
-// DeleteManifests implements manifestStore. Only manifests of the write
+// DeleteManifests implements manifestStore: one listing of each
+// manifest's packs, then one DeleteObjects. Only manifests of the write
 // location can be deleted.
 func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 	if len(names) == 0 {
@@ -423,9 +513,20 @@ func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	objs := make([]types.ObjectIdentifier, len(names))
-	for i, k := range names {
-		objs[i] = types.ObjectIdentifier{Key: aws.String(k)}
+	var objs []types.ObjectIdentifier
+	for _, k := range names {
+		objs = append(objs, types.ObjectIdentifier{Key: aws.String(k)})
+		dir, ok := b.loc.packDir(k)
+		if !ok {
+			continue
+		}
+		out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
+		if err != nil {
+			return s3Error("list", b.loc.bucket+"/"+dir, err, false)
+		}
+		for _, o := range out.Contents {
+			objs = append(objs, types.ObjectIdentifier{Key: o.Key})
+		}
 	}
 	_, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 //
 //	<prefix>v1/a/<actionID hex>                      one object per action: the body itself
 //	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<rand>  a prefetch manifest of a scope (manifest.go)
+//	<prefix>v1/p/<scope>/<that manifest's id>.<i>       its i-th pack (pack.go), written before it
 //
 // An action's object carries the entry's metadata in its user metadata, so
 // that a hit is a single GetObject and a miss a single 404:
@@ -61,10 +62,26 @@ func (l s3Location) manifestDir(scope string) string {
 	return l.prefix + s3LayoutVersion + "/m/" + scope + "/"
 }
 
-// manifestKey is the key of a new manifest of scope written at t. Keys of
+// manifestKey is the key of manifest id (newManifestID) of scope. Keys of
 // one scope sort by time.
-func (l s3Location) manifestKey(scope string, t time.Time) string {
-	return fmt.Sprintf("%s%019d-%s", l.manifestDir(scope), t.UnixNano(), randomSuffix())
+func (l s3Location) manifestKey(scope, id string) string {
+	return l.manifestDir(scope) + id
+}
+
+// packDir is the key prefix of the packs of the manifest with key
+// manifestKey, a key in l; false if that is not a manifest key of l.
+func (l s3Location) packDir(manifestKey string) (string, bool) {
+	rest, ok := strings.CutPrefix(manifestKey, l.prefix+s3LayoutVersion+"/m/")
+	if !ok || strings.Count(rest, "/") != 1 || strings.HasSuffix(rest, "/") || strings.HasPrefix(rest, "/") {
+		return "", false
+	}
+	return l.prefix + s3LayoutVersion + "/p/" + rest + ".", true
+}
+
+// packKey is the key of pack i of the manifest with key manifestKey.
+func (l s3Location) packKey(manifestKey string, i int) (string, bool) {
+	dir, ok := l.packDir(manifestKey)
+	return dir + strconv.Itoa(i), ok
 }
 
 // manifestTime returns the time a manifest key was written, from its name.

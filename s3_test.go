@@ -169,6 +169,11 @@ func TestS3Conformance(t *testing.T) {
 			return newBreakerBackend(newTestS3(t, tg), new(Stats), newWarnings(quietLog), "")
 		})
 	})
+	t.Run("ManifestStore", func(t *testing.T) {
+		tg := tg
+		tg.Prefix += randomHex(4) + "/"
+		testManifestStore(t, newTestS3(t, tg))
+	})
 	t.Run("LocalTierAsync", func(t *testing.T) {
 		testConformance(t, func(t *testing.T) CacheBackend {
 			tg := tg

@@ -573,10 +573,10 @@ func TestS3ReadLocations(t *testing.T) {
 	}
 
 	// Manifests: every location's, the write location's first.
-	if err := mainB.PutManifest(ctx, "scope", []byte("main manifest")); err != nil {
+	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main manifest")); err != nil {
 		t.Fatal(err)
 	}
-	if err := prB.PutManifest(ctx, "scope", []byte("pr manifest")); err != nil {
+	if err := prB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("pr manifest")); err != nil {
 		t.Fatal(err)
 	}
 	infos, err := prB.ListManifests(ctx, "scope", 4)
@@ -659,7 +659,7 @@ func TestS3ExpressTrustedBucket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := mainB.PutManifest(ctx, "scope", []byte("main's manifest")); err != nil {
+	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main's manifest")); err != nil {
 		t.Fatal(err)
 	}
 	mainBefore := objectState(t, rawClient(t, mainTarget), mainTarget.Bucket, "")

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+)
+
+// A pack holds the bodies of many entries back to back, so that a fresh
+// machine gets them with a few large ranged GETs instead of one GET each.
+// The run that writes a manifest writes its packs first: the entries it
+// used that the manifest does not carry whole, in the order the go command
+// first asked for them. A pack is a sequence of zstd frames, each holding
+// the bodies of consecutive entries (about packFrameRaw bytes decoded; an
+// entry never spans two frames), so that any run of consecutive frames is
+// one range that decodes as one stream. Its manifest says, for each frame,
+// where it sits, and for each entry, its frame, output ID and size
+// (manifest.go). A pack is never overwritten (its name is its manifest's,
+// which is new) and is deleted with its manifest (manifestStore).
+//
+// Packs only accelerate: the entries' own objects stay the source of
+// truth. A pack that is gone, stale, cut short or corrupt costs its
+// entries a fetch of their own objects; every body from a pack is verified
+// against its output ID before it lands.
+
+const (
+	packFrameRaw  = 1 << 20  // decoded bytes per frame, about
+	packEntryMax  = 16 << 20 // larger entries are not packed: fetched on their own
+	packFrameMax  = packFrameRaw + packEntryMax
+	packTarget    = 32 << 20  // stored bytes per pack: a pack is closed once it is this large
+	packMaxObject = 256 << 20 // stored bytes per pack that a reader accepts
+	packRunMax    = 1 << 30   // decoded bytes a run packs at most; the rest are fetched on their own
+	packRangeMax  = 8 << 20   // stored bytes one ranged GET asks for, about
+)
+
+// packFrame is one zstd frame of a pack: bytes [off, off+n) of pack
+// number pack.
+type packFrame struct {
+	pack   int
+	off, n int64
+}
+
+// packBuilder builds a run's packs from its entries' bodies, in order.
+// Each full pack is handed to emit as it is closed, with its number.
+type packBuilder struct {
+	emit   func(i int, data []byte)
+	frames []packFrame
+	pack   bytes.Buffer // stored bytes of the pack being built
+	raw    bytes.Buffer // decoded bytes of the frame being built
+	packs  int          // packs emitted
+	err    error
+}
+
+// add appends body to the packs and returns the index of its frame.
+func (b *packBuilder) add(body []byte) int {
+	if b.raw.Len() > 0 && b.raw.Len()+len(body) > packFrameRaw {
+		b.closeFrame()
+	}
+	b.raw.Write(body)
+	return len(b.frames)
+}
+
+// closeFrame compresses the frame being built into the pack, and closes
+// the pack if it is large enough.
+func (b *packBuilder) closeFrame() {
+	if b.raw.Len() == 0 || b.err != nil {
+		return
+	}
+	start := b.pack.Len()
+	if err := zstdTo(&b.pack, bytes.NewReader(b.raw.Bytes())); err != nil {
+		b.err = err
+		return
+	}
+	b.raw.Reset()
+	b.frames = append(b.frames, packFrame{pack: b.packs, off: int64(start), n: int64(b.pack.Len() - start)})
+	if b.pack.Len() >= packTarget {
+		b.closePack()
+	}
+}
+
+func (b *packBuilder) closePack() {
+	if b.pack.Len() == 0 {
+		return
+	}
+	b.emit(b.packs, bytes.Clone(b.pack.Bytes()))
+	b.pack.Reset()
+	b.packs++
+}
+
+// finish closes the last frame and pack. It returns the frames, or the
+// error that stopped the build.
+func (b *packBuilder) finish() ([]packFrame, error) {
+	b.closeFrame()
+	b.closePack()
+	return b.frames, b.err
+}
+
+// packRange is one ranged GET: consecutive frames of one pack, and the
+// entries they hold, in order.
+type packRange struct {
+	manifest string // name of the manifest naming the pack
+	pack     int
+	off, n   int64
+	entries  []*manifestEntry
+}
+
+// planRanges groups the packed entries of m, the manifest named name, into
+// ranges of consecutive frames of one pack of about packRangeMax stored
+// bytes each, in pack order (first-use order).
+func planRanges(name string, m *manifest) []*packRange {
+	byFrame := make([][]*manifestEntry, len(m.frames))
+	for i := range m.entries {
+		if e := &m.entries[i]; e.packed {
+			byFrame[e.frame] = append(byFrame[e.frame], e)
+		}
+	}
+	var ranges []*packRange
+	var cur *packRange
+	for i, f := range m.frames {
+		if cur == nil || f.pack != cur.pack || f.off != cur.off+cur.n || cur.n+f.n > packRangeMax {
+			cur = &packRange{manifest: name, pack: f.pack, off: f.off}
+			ranges = append(ranges, cur)
+		}
+		cur.n += f.n
+		cur.entries = append(cur.entries, byFrame[i]...)
+	}
+	return ranges
+}
+
+// readPackRange decodes the stream of a range and hands each entry's body
+// to land, in order, as an io.Reader of exactly its size; land need not
+// read it all. It returns the entries it did not reach (the stream broke
+// off or did not decode) and why.
+func readPackRange(r *packRange, stream io.Reader, land func(e *manifestEntry, body io.Reader)) ([]*manifestEntry, error) {
+	src := &sourceErr{r: stream}
+	dec := getZstdDecoder(src)
+	if dec == nil {
+		if src.err != nil {
+			return r.entries, src.err
+		}
+		return r.entries, fmt.Errorf("%w: pack range is not zstd", errVerify)
+	}
+	defer zstdDecoders.Put(dec)
+	z := zstdReader{dec, src}
+	for i, e := range r.entries {
+		body := &io.LimitedReader{R: z, N: e.size}
+		land(e, body)
+		if _, err := copyBuffered(io.Discard, body); err != nil {
+			return r.entries[i:], err
+		}
+		if body.N > 0 {
+			return r.entries[i:], fmt.Errorf("%w: pack range ends early", errVerify)
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testManifestStore runs the manifestStore contract against a store:
+// manifests listed newest first, packs read back by range, a manifest's
+// packs deleted with it.
+func testManifestStore(t *testing.T, s manifestStore) {
+	ctx := context.Background()
+	first := newManifestID(time.Now())
+	second := newManifestID(time.Now().Add(time.Second))
+	pack := []byte("0123456789abcdefghij")
+	if err := s.PutPack(ctx, "sc", first, 0, pack); err != nil {
+		t.Fatalf("PutPack: %v", err)
+	}
+	if err := s.PutPack(ctx, "sc", first, 1, []byte("second pack")); err != nil {
+		t.Fatalf("PutPack: %v", err)
+	}
+	for _, id := range []string{first, second} {
+		if err := s.PutManifest(ctx, "sc", id, []byte("manifest "+id)); err != nil {
+			t.Fatalf("PutManifest: %v", err)
+		}
+	}
+	infos, err := s.ListManifests(ctx, "sc", -1)
+	if err != nil || len(infos) != 2 {
+		t.Fatalf("ListManifests: %v, %v; want 2", infos, err)
+	}
+	newest, oldest := infos[0].name, infos[1].name
+	if b, err := s.GetManifest(ctx, newest); err != nil || string(b) != "manifest "+second {
+		t.Fatalf("GetManifest(newest) = %q, %v", b, err)
+	}
+	r, err := s.GetPackRange(ctx, oldest, 0, 3, 5)
+	if err != nil {
+		t.Fatalf("GetPackRange: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || string(got) != "34567" {
+		t.Fatalf("range 3+5 = %q, %v; want 34567", got, err)
+	}
+	if _, err := s.GetPackRange(ctx, newest, 0, 0, 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("range of a pack never stored: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteManifests(ctx, []string{oldest}); err != nil {
+		t.Fatalf("DeleteManifests: %v", err)
+	}
+	for i := range 2 {
+		if _, err := s.GetPackRange(ctx, oldest, i, 0, 1); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("pack %d of a deleted manifest: %v, want ErrNotFound", i, err)
+		}
+	}
+	if infos, err := s.ListManifests(ctx, "sc", -1); err != nil || len(infos) != 1 || infos[0].name != newest {
+		t.Fatalf("after delete: %v, %v", infos, err)
+	}
+}
+
+func TestManifestStoreConformance(t *testing.T) {
+	t.Run("Mem", func(t *testing.T) { testManifestStore(t, newMemBackend(t)) })
+	t.Run("Breaker", func(t *testing.T) {
+		testManifestStore(t, newBreakerBackend(newMemBackend(t), new(Stats), newWarnings(quietLog), ""))
+	})
+}
+
+// packRun stores bodies through a prefetcher over remote, as one run of
+// the go command would, and closes it: its manifest and packs are stored.
+func packRun(t *testing.T, remote *memBackend, bodies map[string]string, order []string) *Stats {
+	t.Helper()
+	stats := new(Stats)
+	p := newPrefetcher(newLocalTier(newTestDisk(t), remote, false, stats), remote, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+	p.Started()
+	for _, k := range order {
+		putString(t, p, k, bodies[k])
+		p.Stored(actionID(k))
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return stats
+}
+
+// packBodies returns n bodies, in order: most large enough not to ride in
+// the manifest, some larger than a pack frame, a few small ones.
+func packBodies(n int) (map[string]string, []string) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	bodies := make(map[string]string)
+	var order []string
+	for i := range n {
+		size := inlineMax + 1 + rng.IntN(200<<10)
+		switch {
+		case i%10 == 3:
+			size = 100 // carried whole
+		case i%17 == 5:
+			size = packFrameRaw + rng.IntN(1<<20) // a frame of its own
+		}
+		k := fmt.Sprintf("k%03d", i)
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte('a' + (i+j/512)%26) // compressible
+		}
+		bodies[k] = string(b)
+		order = append(order, k)
+	}
+	return bodies, order
+}
+
+// TestPrefetchFromPacks: a run stores packs of what it used; the next run
+// with an empty local cache gets every packed entry from a few ranged
+// GETs, none by a request of its own, and each lands verified.
+func TestPrefetchFromPacks(t *testing.T) {
+	mem := newMemBackend(t)
+	bodies, order := packBodies(60)
+	statsA := packRun(t, mem, bodies, order)
+	if statsA.PacksWritten.Load() == 0 || len(mem.packs) == 0 {
+		t.Fatalf("run A wrote %d packs", statsA.PacksWritten.Load())
+	}
+
+	counting := &countingRemote{memBackend: mem}
+	statsB := new(Stats)
+	tierB := newLocalTier(newTestDisk(t), counting, false, statsB)
+	b := newPrefetcher(tierB, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsB, quietLog)
+	b.Started()
+	<-b.done
+	for _, k := range order {
+		e, err := tierB.localEntry(actionID(k))
+		if err != nil {
+			t.Fatalf("%s not prefetched: %v", k, err)
+		}
+		checkEntry(t, e, []byte(bodies[k]))
+	}
+	whole := statsB.PrefetchWhole.Load()
+	packed := statsB.PackEntries.Load()
+	if whole+packed != int64(len(order)) || counting.gets.Load() != 0 {
+		t.Fatalf("%d whole + %d from packs of %d; %d gets of own objects: want all from the manifest and packs, no gets",
+			whole, packed, len(order), counting.gets.Load())
+	}
+	if n := mem.packGets.Load(); n == 0 || n > int64(len(order))/4 {
+		t.Fatalf("%d ranged GETs for %d entries", n, packed)
+	}
+	b.Close(context.Background())
+}
+
+// TestPackDamage: packs are only an accelerator: gone, cut short or with
+// a corrupt byte, their entries are fetched as their own objects, and
+// nothing corrupt lands.
+func TestPackDamage(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func(pack []byte) []byte // nil: the pack is gone
+	}{
+		{"gone", nil},
+		{"truncated", func(p []byte) []byte { return p[:len(p)/2] }},
+		{"flipped byte", func(p []byte) []byte { p[len(p)/2] ^= 0x55; return p }},
+		{"zeroed", func(p []byte) []byte { return make([]byte, len(p)) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mem := newMemBackend(t)
+			bodies, order := packBodies(40)
+			packRun(t, mem, bodies, order)
+			mem.mu.Lock()
+			for k, p := range mem.packs {
+				if c.damage == nil {
+					delete(mem.packs, k)
+				} else {
+					mem.packs[k] = c.damage(bytes.Clone(p))
+				}
+			}
+			mem.mu.Unlock()
+
+			stats := new(Stats)
+			tier := newLocalTier(newTestDisk(t), mem, false, stats)
+			p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+			p.Started()
+			<-p.done
+			for _, k := range order {
+				e, err := p.Get(context.Background(), actionID(k))
+				if err != nil {
+					t.Fatalf("%s: %v", k, err)
+				}
+				checkEntry(t, e, []byte(bodies[k]))
+			}
+			if stats.PackFallbacks.Load() == 0 {
+				t.Errorf("no entry fetched on its own after the pack was damaged")
+			}
+			p.Close(context.Background())
+		})
+	}
+}
+
+// TestGetWaitsForPackRange: a get of an entry whose pack range is on its
+// way waits for the range instead of sending a request of its own.
+func TestGetWaitsForPackRange(t *testing.T) {
+	mem := newMemBackend(t)
+	bodies, order := packBodies(8)
+	packRun(t, mem, bodies, order)
+
+	release := make(chan struct{})
+	started := make(chan struct{}, 16)
+	gated := &gatedPacks{memBackend: mem, started: started, release: release}
+	counting := &countingRemote{memBackend: mem}
+	stats := new(Stats)
+	p := newPrefetcher(newLocalTier(newTestDisk(t), counting, false, stats), gated, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+	p.Started()
+	<-started // the range is asked for, and held
+	k := order[len(order)-1]
+	got := make(chan error, 1)
+	go func() {
+		e, err := p.Get(context.Background(), actionID(k))
+		if err == nil && (e.Size != int64(len(bodies[k])) || e.OutputID != outputID(bodies[k])) {
+			err = fmt.Errorf("got %+v", e)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("get returned before its range arrived: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if n := counting.gets.Load(); n != 0 {
+		t.Fatalf("%d gets of own objects, want 0: the get waited for the range", n)
+	}
+	p.Close(context.Background())
+}
+
+// TestPacksOff: with -prefetch-packs=false a run writes no packs, and a
+// fresh one fetches packed entries as their own objects.
+func TestPacksOff(t *testing.T) {
+	mem := newMemBackend(t)
+	bodies, order := packBodies(20)
+	packRun(t, mem, bodies, order)
+	counting := &countingRemote{memBackend: mem}
+	stats := new(Stats)
+	tier := newLocalTier(newTestDisk(t), counting, false, stats)
+	p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true}, stats, quietLog)
+	p.Started()
+	<-p.done
+	if mem.packGets.Load() != 0 || stats.PackEntries.Load() != 0 || counting.gets.Load() == 0 {
+		t.Fatalf("packs off: %d ranges, %d entries from packs, %d own gets", mem.packGets.Load(), stats.PackEntries.Load(), counting.gets.Load())
+	}
+	p.Close(context.Background())
+}
+
+// countingRemote is a memBackend that counts gets of entries' own objects.
+type countingRemote struct {
+	*memBackend
+	gets atomic.Int64
+}
+
+func (c *countingRemote) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	c.gets.Add(1)
+	return c.memBackend.Get(ctx, actionID)
+}
+
+// gatedPacks holds every pack range's answer until release is closed.
+type gatedPacks struct {
+	*memBackend
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedPacks) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	g.started <- struct{}{}
+	r, err := g.memBackend.GetPackRange(ctx, name, i, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedReader{r: r, release: g.release}, nil
+}
+
+type gatedReader struct {
+	r       io.ReadCloser
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	g.once.Do(func() { <-g.release })
+	return g.r.Read(p)
+}
+
+func (g *gatedReader) Close() error { return g.r.Close() }
+
+func TestFlowLimit(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	l := newFlowLimit(8)
+	l.now = clock.now
+	ctx := context.Background()
+	for range 8 {
+		if err := l.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if err := l.acquire(short); err == nil {
+		t.Fatal("a ninth request in flight with a bound of 8")
+	}
+	l.release(10*time.Millisecond, false) // fast: the bound stays at its max
+	l.release(0, true)                    // a timeout: halved
+	if got := l.limit(); got != 4 {
+		t.Fatalf("bound after a timeout %d, want 4", got)
+	}
+	l.release(time.Second, false) // slow, but within flowCutEvery: one cut per episode
+	if got := l.limit(); got != 4 {
+		t.Fatalf("bound after a second slow answer at once %d, want 4", got)
+	}
+	clock.advance(time.Second)
+	l.release(time.Second, false) // slow (more than 4x the fastest + 100 ms), later
+	if got := l.limit(); got != 2 {
+		t.Fatalf("bound after a slow answer %d, want 2", got)
+	}
+	for range 4 {
+		l.release(0, false) // failed otherwise: says nothing
+	}
+	if got := l.limit(); got != 2 {
+		t.Fatalf("bound after answers that say nothing %d, want 2", got)
+	}
+	for range 4 { // fast answers: back up by about one per round
+		l.acquire(ctx)
+		l.release(10*time.Millisecond, false)
+	}
+	if got := l.limit(); got < 3 || got > 4 {
+		t.Fatalf("bound after 4 fast answers %d, want 3 or 4", got)
+	}
+	for range 100 {
+		clock.advance(time.Second)
+		l.acquire(ctx)
+		l.release(0, true)
+	}
+	if got := l.limit(); got != 1 {
+		t.Fatalf("bound after many timeouts %d, want 1", got)
+	}
+}
