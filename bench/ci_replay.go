@@ -249,6 +249,7 @@ type ciResult struct {
 	jobs        int           // matrix shards (0: one job)
 	jobsWall    time.Duration // the shards' wall times added up
 	note        string
+	repeats     int // not timed: the result of this run, repeated (see noCacheRepeats)
 }
 
 // ---------------------------------------------------------------- settings
@@ -263,7 +264,8 @@ type ciSettings struct {
 	gbcRTTs       []time.Duration // gobuildcache histories without mtimes
 	mtimesRTTs    []time.Duration // ... with mtimes (if the binary has it)
 	runs          map[int]bool    // runs to replay (nil: all); run 1 always
-	noCacheAlways bool            // the no-cache way at every run, not just (1)
+	intoLatest    bool            // also a section of outDir/latest.md (make bench)
+	noCacheAlways bool            // the no-cache way timed at every run, not just (1) and a matrix (see noCacheRepeats)
 }
 
 // ciFeatures are what the binary under test offers the replay.
@@ -487,12 +489,22 @@ func (c *ciBench) defineHistories() {
 			continue
 		}
 		for _, h := range c.hists {
-			if h.way == wayNone && !c.set.noCacheAlways {
+			if h.way == wayNone && c.noCacheRepeats(run) {
 				continue
 			}
 			c.jobsPlan += jobs
 		}
 	}
+}
+
+// noCacheRepeats reports whether the no-cache way repeats run (1)'s job for
+// run instead of timing one. Without a cache every one-job run is a cold
+// build of (1)'s code with at most a function body or two edited: the same
+// work, timed once (it was the replay's costliest row: nearly half of its
+// time). A matrix run is timed: its jobs are other work. -quick times none
+// but (1).
+func (c *ciBench) noCacheRepeats(run ciRun) bool {
+	return run.n != 1 && !c.set.noCacheAlways && (run.shards == 0 || c.set.quick)
 }
 
 func rowName(way ciWay, rtt time.Duration, mtimes bool) (key, label string) {
@@ -521,7 +533,12 @@ func (c *ciBench) replay(run ciRun) error {
 		return c.sharedCold(run)
 	}
 	for _, h := range c.hists {
-		if h.way == wayNone && !c.set.noCacheAlways {
+		if h.way == wayNone && c.noCacheRepeats(run) {
+			if first := h.rows[0].res[1]; first != nil && run.shards == 0 {
+				cp := *first
+				cp.repeats, cp.note = 1, "not timed: (1)'s cold job, the same work"
+				c.record(h, run, map[time.Duration]*ciResult{0: &cp})
+			}
 			continue
 		}
 		if err := c.matrix(h, run); err != nil {

@@ -411,3 +411,35 @@ func TestCIMarkdown(t *testing.T) {
 		t.Log(md)
 	}
 }
+
+func TestWithSection(t *testing.T) {
+	s3 := "# gobuildcache S3 benchmark (full)\n\n| a | b |\n\n## mtimes on a 50000-file tree\n\nmtimes table\n\nThe whole benchmark took 12m0s.\n"
+	sec1 := ciSectionTitle + " (full, make bench-ci)\n\ntable one\n\nThe CI replay took 20m0s.\n"
+	sec2 := ciSectionTitle + " (full, make bench-ci)\n\ntable two\n\nThe CI replay took 21m0s.\n"
+	once := withSection(s3, sec1)
+	want := "# gobuildcache S3 benchmark (full)\n\n| a | b |\n\n## mtimes on a 50000-file tree\n\nmtimes table\n\n" + sec1 + "\nThe whole benchmark took 12m0s.\n"
+	if once != want {
+		t.Errorf("inserted:\n%s\nwant:\n%s", once, want)
+	}
+	if twice := withSection(once, sec2); twice != strings.Replace(want, sec1, sec2, 1) {
+		t.Errorf("replaced:\n%s", twice)
+	}
+	if got := withSection("# report\n", sec1); got != "# report\n\n"+sec1 {
+		t.Errorf("appended:\n%s", got)
+	}
+}
+
+func TestNoCacheRepeats(t *testing.T) {
+	c := &ciBench{}
+	for _, r := range ciHistory() {
+		if got, want := c.noCacheRepeats(r), r.n != 1 && r.shards == 0; got != want {
+			t.Errorf("full, run %d: repeats %v, want %v", r.n, got, want)
+		}
+	}
+	c.set.noCacheAlways = true
+	for _, r := range ciHistory() {
+		if c.noCacheRepeats(r) {
+			t.Errorf("-ci-no-cache-every-run, run %d: repeats", r.n)
+		}
+	}
+}
