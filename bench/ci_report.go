@@ -187,21 +187,8 @@ func (c *ciBench) markdown() string {
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
 	s.WriteString("- bytes moved: everything through the proxy during the job (both directions, S3 headers included), from the proxy's written-bytes counter\n\n")
 
-	secs := func(_ *ciRow, r *ciResult) string {
-		if r.repeats > 0 {
-			return fmt.Sprintf("(%.1f)", r.wall.Seconds())
-		}
-		return fmt.Sprintf("%.1f", r.wall.Seconds())
-	}
-	sumSecs := func(r *ciRow) string {
-		if v, ok := r.sumWall(runs); ok {
-			return fmt.Sprintf("**%.1f**", v.Seconds())
-		}
-		return "-"
-	}
 	s.WriteString("## Wall time of each run, s\n\n")
-	wallTable := ciTable("way", c.rows, runs, secs, sumSecs)
-	s.WriteString(wallTable)
+	s.WriteString(ciWallTable(c.rows, runs))
 
 	if len(runs) > 1 {
 		s.WriteString("\n" + ciSums(c.rows, runs))
@@ -362,6 +349,23 @@ func durList(ds []time.Duration) string {
 	return strings.Join(ss, " and ")
 }
 
+// ciWallTable is the table of every run's wall time, s, and the sums; a
+// result repeated from another run, not timed, is in parentheses.
+func ciWallTable(rows []*ciRow, runs []int) string {
+	return ciTable("way", rows, runs, func(_ *ciRow, r *ciResult) string {
+		if r.repeats > 0 {
+			return fmt.Sprintf("(%.1f)", r.wall.Seconds())
+		}
+		return fmt.Sprintf("%.1f", r.wall.Seconds())
+	}, func(r *ciRow) string {
+		if v, ok := r.sumWall(runs); ok {
+			return fmt.Sprintf("**%.1f**", v.Seconds())
+		}
+		return "-"
+	})
+}
+
+// ciTargetTable is the table of ciTargets.
 func ciTargetTable(rows []*ciRow, runs []int) string {
 	var s strings.Builder
 	s.WriteString("| target | measured | result |\n|---|---|---|\n")
@@ -384,17 +388,7 @@ func (c *ciBench) latestSection() string {
 	fmt.Fprintf(&s, "Seven CI runs of `%s` %s, three ways, each run a fresh clone on a fresh VM; the setup, the history, hit rates, bytes and every job's steps: [ci-replay.md](ci-replay.md) ([chart](ci-replay.svg)).\n\n",
 		c.modPath, c.modVer)
 	s.WriteString("Wall time of each run, s:\n\n")
-	s.WriteString(ciTable("way", c.rows, runs, func(_ *ciRow, r *ciResult) string {
-		if r.repeats > 0 {
-			return fmt.Sprintf("(%.1f)", r.wall.Seconds())
-		}
-		return fmt.Sprintf("%.1f", r.wall.Seconds())
-	}, func(r *ciRow) string {
-		if v, ok := r.sumWall(runs); ok {
-			return fmt.Sprintf("**%.1f**", v.Seconds())
-		}
-		return "-"
-	}))
+	s.WriteString(ciWallTable(c.rows, runs))
 	s.WriteString("\n" + ciTargetTable(c.rows, runs))
 	fmt.Fprintf(&s, "\nThe CI replay took %s.\n", time.Since(c.start).Round(time.Second))
 	return s.String()

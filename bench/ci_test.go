@@ -391,8 +391,17 @@ func TestCIMarkdown(t *testing.T) {
 	c := &ciBench{set: ciSettings{seed: 1, gbcRTTs: []time.Duration{2 * time.Millisecond, 10 * time.Millisecond}, mtimesRTTs: []time.Duration{10 * time.Millisecond}, noCacheAlways: true},
 		runs: ciHistory(), done: []int{1, 2, 3, 4, 5, 6, 7}, rows: rows, feat: ciFeatures{mtimes: true, readFrom: true, prefetch: true},
 		modPath: "example.com/m", modVer: "v1.0.0", pkgs: 47, testPkg: 39, start: time.Now(), partial: "partial: written after run (7)"}
+	rows[0].res[2].repeats = 1
 	md := c.markdown()
+	sec := c.latestSection()
+	for _, want := range []string{"## CI replay (full, make bench-ci)", "[ci-replay.md](ci-replay.md)", "| no cache | 60.0 | (60.0) | 60.0 |",
+		"run (5) at least 3x faster: gobuildcache, 10 ms + mtimes", "no run more than 1.2x slower", "the sum over the history", "The CI replay took"} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("latest.md's section lacks %q:\n%s", want, sec)
+		}
+	}
 	for _, want := range []string{
+		"| no cache | 60.0 | (60.0) | 60.0 |",
 		"**incomplete: partial: written after run (7)**",
 		"`example.com/m` v1.0.0 from the module proxy (47 packages, 39 with tests)",
 		"with `-s3-read-from`",
