@@ -322,8 +322,14 @@ type ciBench struct {
 	seq      int
 	machine  string
 	jobsPlan int
-	partial  string // why the report is incomplete ("" when it is not)
-	done     []int  // the runs replayed so far
+	// Where the replay's time went (the report's last line): the setup
+	// before run (1), and the jobs, each from its fresh VM to its save.
+	setup         time.Duration
+	jobsDone      int
+	jobsTime      time.Duration
+	jobsTimeOfRun map[int]time.Duration
+	partial       string // why the report is incomplete ("" when it is not)
+	done          []int  // the runs replayed so far
 }
 
 func runCIBench(ctx context.Context, set ciSettings) error {
@@ -383,6 +389,7 @@ func runCIBench(ctx context.Context, set ciSettings) error {
 	c.directS3 = newS3Client(c.env.endpoint, c.env.region, c.env.akid, c.env.skey)
 
 	c.defineHistories()
+	c.setup, c.jobsTimeOfRun = time.Since(c.start), map[int]time.Duration{}
 	logf("%s", c.machine)
 	logf("CI replay of %s: runs %v; gobuildcache %s: mtimes %v, -s3-read-from %v; %d jobs planned",
 		set.module, runNumbers(c.runs), set.bin, c.feat.mtimes, c.feat.readFrom, c.jobsPlan)
@@ -733,6 +740,11 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	if run.shards > 0 {
 		label += fmt.Sprintf("-shard%d", shard)
 	}
+	defer func(t time.Time) {
+		c.jobsDone++
+		c.jobsTime += time.Since(t)
+		c.jobsTimeOfRun[run.n] += time.Since(t)
+	}(time.Now())
 	dir, err := c.newVM(label)
 	if err != nil {
 		return nil, err

@@ -297,11 +297,20 @@ func (c *ciBench) markdown() string {
 			fmt.Fprintf(&s, "  - %s: %s\n", r.label, line)
 		}
 	}
-	fmt.Fprintf(&s, "\nThe whole replay took %s", time.Since(c.start).Round(time.Second))
+	total := time.Since(c.start)
+	fmt.Fprintf(&s, "\nThe whole replay took %s", total.Round(time.Second))
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&s, " (load average at the end: %s)", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
 	s.WriteString(".\n")
+	if c.jobsDone > 0 {
+		var by []string
+		for _, n := range runs {
+			by = append(by, fmt.Sprintf("(%d) %.0fs", n, c.jobsTimeOfRun[n].Seconds()))
+		}
+		fmt.Fprintf(&s, "Where it went: setup (module, repository, history, toxiproxy) %.0fs; %d jobs %.0fs, from a fresh VM to its save, by run: %s; the rest (copies of run (1)'s prefix, reports) %.0fs.\n",
+			c.setup.Seconds(), c.jobsDone, c.jobsTime.Seconds(), strings.Join(by, ", "), (total - c.setup - c.jobsTime).Seconds())
+	}
 	return s.String()
 }
 
