@@ -403,7 +403,12 @@ func (b *s3Bench) markdown() string {
 			fmt.Fprintf(&s, " %s |", p)
 		}
 		if showCost {
-			fmt.Fprintf(&s, " %s |", r.cost())
+			cost := r.cost()
+			if r.group == "many" && r.hasKey("remote_requests") && r.hasKey("cpu_seconds") {
+				n := int64(b.set.manyVMs)
+				cost += fmt.Sprintf(" (%d VMs; %d / %.2fs each)", n, r.medianStat("remote_requests")/n, float64(r.medianStat("cpu_seconds"))/1e6/float64(n))
+			}
+			fmt.Fprintf(&s, " %s |", cost)
 		}
 		fmt.Fprintf(&s, " %s |\n", testsCached(r))
 	}

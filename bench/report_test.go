@@ -78,7 +78,7 @@ func TestReport(t *testing.T) {
 				}
 			}
 			packs := []string{"| fresh VM: empty local dir, warm bucket, RTT 10 ms, prefetch on, packs off", "| fresh VM: empty local dir, warm bucket, RTT 2 ms, prefetch on, packs off",
-				" requests / gbc CPU |", " 450 / 1.25s |", "packs off -> on", "packs: 4 ranges, 300 entries"}
+				" requests / gbc CPU |", " 450 / 1.25s |", " 450 / 1.25s (8 VMs; 56 / 0.16s each) |", "packs off -> on", "packs: 4 ranges, 300 entries"}
 			for _, want := range packs {
 				if got := strings.Contains(md, want); got != tc.feat.prefetchPacks {
 					t.Errorf("report with packs %v: has %q = %v:\n%s", tc.feat.prefetchPacks, want, got, md)
