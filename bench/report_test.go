@@ -119,12 +119,16 @@ func TestDetectFeaturesRegexps(t *testing.T) {
 	// detectFeatures runs the binary; here, the parsing of a help text like
 	// gobuildcache's, with the variable line before and after the
 	// GOBUILDCACHE_ names.
-	for _, envLine := range []string{
+	for i, envLine := range []string{
 		`env COMPRESSION, default "zstd"`,
 		`env GOBUILDCACHE_COMPRESSION (or COMPRESSION), default "zstd"`,
 	} {
+		packs := i == 1 // the second help also has -prefetch-packs
 		help := "Flags:\n  -prefetch\n      at start...\n      env PREFETCH, default \"true\"\n" +
 			"  -compression value\n      how uploads are stored\n      " + envLine + "\n"
+		if packs {
+			help += "  -prefetch-packs\n      store what a run used as a few large packs\n      env GOBUILDCACHE_PREFETCH_PACKS (or PREFETCH_PACKS), default \"true\"\n"
+		}
 		dir := t.TempDir()
 		bin := filepath.Join(dir, "fake")
 		if err := os.WriteFile(bin, []byte("#!/bin/sh\ncat <<'EOF'\n"+help+"EOF\n"), 0o755); err != nil {
@@ -134,7 +138,7 @@ func TestDetectFeaturesRegexps(t *testing.T) {
 		if err != nil {
 			t.Skip("cannot run a shell script here:", err)
 		}
-		if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" {
+		if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" || f.prefetchPacks != packs {
 			t.Errorf("%s: detectFeatures = %+v", envLine, f)
 		}
 	}
