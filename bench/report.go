@@ -437,9 +437,13 @@ func (b *s3Bench) markdown() string {
 			line += fmt.Sprintf("; MinIO and toxiproxy CPU %.2fs", m)
 		}
 		if r.hasStats() && r.sumStat("pack_ranges")+r.sumStat("packs_written") > 0 {
-			line += fmt.Sprintf("; packs: %d ranges, %d entries, %d fallbacks read, %d written (%s), prefetch in flight at the end %d",
+			cmds := len(b.wl.parts)
+			if r.group == "many" {
+				cmds *= b.set.manyVMs
+			}
+			line += fmt.Sprintf("; packs: %d ranges, %d entries, %d fallbacks read, %d written (%s), prefetch in flight at the end %.1f per go command",
 				r.medianStat("pack_ranges"), r.medianStat("pack_entries"), r.medianStat("pack_fallbacks"),
-				r.medianStat("packs_written"), fmtBytes(r.medianStat("pack_bytes_up")), r.medianStat("prefetch_in_flight"))
+				r.medianStat("packs_written"), fmtBytes(r.medianStat("pack_bytes_up")), float64(r.medianStat("prefetch_in_flight"))/float64(max(cmds, 1)))
 		}
 		fmt.Fprintf(&s, "| %s | %s |\n", r.short, line)
 	}
