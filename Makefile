@@ -42,20 +42,21 @@ bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, a
 	$(GO) run ./bench -bin $(BIN)
 
 .PHONY: bench bench-quick
-bench: build ## the S3 benchmark on MinIO behind toxiproxy (see TESTING.md); about 12 min on an idle 2-core machine
+bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); about 12 min on an idle 2-core machine, plus the replay's
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
+	scripts/minio.sh run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
 
 bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5 min on 2 cores
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 .PHONY: bench-ci bench-ci-quick
-bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); its one full run so far took 43 min on a busy 2-core VM
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores, about 8-12 min estimated from a quick run on a lightly loaded 2-core VM
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -ci -bin $(BIN)
 
-bench-ci-quick: build ## the CI replay's runs (1), (2), (4), (5), gobuildcache at 10 ms only, no mtimes rows
+bench-ci-quick: build ## the CI replay's runs (1), (2), (4), (5), gobuildcache at 10 ms only, no gobuildcache mtimes row; about 3 min
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -ci -quick -bin $(BIN)
 

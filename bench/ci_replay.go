@@ -249,6 +249,7 @@ type ciResult struct {
 	jobs        int           // matrix shards (0: one job)
 	jobsWall    time.Duration // the shards' wall times added up
 	note        string
+	repeats     int // not timed: the result of this run, repeated (see noCacheRepeats)
 }
 
 // ---------------------------------------------------------------- settings
@@ -263,7 +264,8 @@ type ciSettings struct {
 	gbcRTTs       []time.Duration // gobuildcache histories without mtimes
 	mtimesRTTs    []time.Duration // ... with mtimes (if the binary has it)
 	runs          map[int]bool    // runs to replay (nil: all); run 1 always
-	noCacheAlways bool            // the no-cache way at every run, not just (1)
+	intoLatest    bool            // also a section of outDir/latest.md (make bench)
+	noCacheAlways bool            // the no-cache way timed at every run, not just (1) and a matrix (see noCacheRepeats)
 }
 
 // ciFeatures are what the binary under test offers the replay.
@@ -320,8 +322,14 @@ type ciBench struct {
 	seq      int
 	machine  string
 	jobsPlan int
-	partial  string // why the report is incomplete ("" when it is not)
-	done     []int  // the runs replayed so far
+	// Where the replay's time went (the report's last line): the setup
+	// before run (1), and the jobs, each from its fresh VM to its save.
+	setup         time.Duration
+	jobsDone      int
+	jobsTime      time.Duration
+	jobsTimeOfRun map[int]time.Duration
+	partial       string // why the report is incomplete ("" when it is not)
+	done          []int  // the runs replayed so far
 }
 
 func runCIBench(ctx context.Context, set ciSettings) error {
@@ -381,6 +389,7 @@ func runCIBench(ctx context.Context, set ciSettings) error {
 	c.directS3 = newS3Client(c.env.endpoint, c.env.region, c.env.akid, c.env.skey)
 
 	c.defineHistories()
+	c.setup, c.jobsTimeOfRun = time.Since(c.start), map[int]time.Duration{}
 	logf("%s", c.machine)
 	logf("CI replay of %s: runs %v; gobuildcache %s: mtimes %v, -s3-read-from %v; %d jobs planned",
 		set.module, runNumbers(c.runs), set.bin, c.feat.mtimes, c.feat.readFrom, c.jobsPlan)
@@ -487,12 +496,22 @@ func (c *ciBench) defineHistories() {
 			continue
 		}
 		for _, h := range c.hists {
-			if h.way == wayNone && !c.set.noCacheAlways {
+			if h.way == wayNone && c.noCacheRepeats(run) {
 				continue
 			}
 			c.jobsPlan += jobs
 		}
 	}
+}
+
+// noCacheRepeats reports whether the no-cache way repeats run (1)'s job for
+// run instead of timing one. Without a cache every one-job run is a cold
+// build of (1)'s code with at most a function body or two edited: the same
+// work, timed once (it was the replay's costliest row: nearly half of its
+// time). A matrix run is timed: its jobs are other work. -quick times none
+// but (1).
+func (c *ciBench) noCacheRepeats(run ciRun) bool {
+	return run.n != 1 && !c.set.noCacheAlways && (run.shards == 0 || c.set.quick)
 }
 
 func rowName(way ciWay, rtt time.Duration, mtimes bool) (key, label string) {
@@ -521,7 +540,12 @@ func (c *ciBench) replay(run ciRun) error {
 		return c.sharedCold(run)
 	}
 	for _, h := range c.hists {
-		if h.way == wayNone && !c.set.noCacheAlways {
+		if h.way == wayNone && c.noCacheRepeats(run) {
+			if first := h.rows[0].res[1]; first != nil && run.shards == 0 {
+				cp := *first
+				cp.repeats, cp.note = 1, "not timed: (1)'s cold job, the same work"
+				c.record(h, run, map[time.Duration]*ciResult{0: &cp})
+			}
 			continue
 		}
 		if err := c.matrix(h, run); err != nil {
@@ -716,6 +740,11 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	if run.shards > 0 {
 		label += fmt.Sprintf("-shard%d", shard)
 	}
+	defer func(t time.Time) {
+		c.jobsDone++
+		c.jobsTime += time.Since(t)
+		c.jobsTimeOfRun[run.n] += time.Since(t)
+	}(time.Now())
 	dir, err := c.newVM(label)
 	if err != nil {
 		return nil, err

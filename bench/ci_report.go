@@ -165,8 +165,12 @@ func (c *ciBench) markdown() string {
 	}
 	s.WriteString("- ways, all through one toxiproxy v2.12.0 in front of MinIO on 127.0.0.1, which adds the RTT:\n")
 	s.WriteString("  - no cache: an empty GOCACHE every job (it uses no network: one row, whatever the RTT)")
-	if !c.set.noCacheAlways {
-		s.WriteString("; -quick measures it in run (1) only")
+	switch {
+	case c.set.noCacheAlways:
+	case c.set.quick:
+		s.WriteString("; timed in run (1) only, which the other one-job runs repeat, in parentheses: each is a cold build of (1)'s code with at most two function bodies edited, the same work")
+	default:
+		s.WriteString("; timed in run (1) and in the matrix run (6); the other runs repeat (1)'s job, in parentheses: each is a cold build of (1)'s code with at most two function bodies edited, the same work (-ci-no-cache-every-run times them)")
 	}
 	s.WriteString("\n")
 	s.WriteString("  - tar-and-restore as actions/cache does it, in its most favourable form (a save after every push to main, key per commit): " +
@@ -183,15 +187,8 @@ func (c *ciBench) markdown() string {
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
 	s.WriteString("- bytes moved: everything through the proxy during the job (both directions, S3 headers included), from the proxy's written-bytes counter\n\n")
 
-	secs := func(_ *ciRow, r *ciResult) string { return fmt.Sprintf("%.1f", r.wall.Seconds()) }
-	sumSecs := func(r *ciRow) string {
-		if v, ok := r.sumWall(runs); ok {
-			return fmt.Sprintf("**%.1f**", v.Seconds())
-		}
-		return "-"
-	}
 	s.WriteString("## Wall time of each run, s\n\n")
-	s.WriteString(ciTable("way", c.rows, runs, secs, sumSecs))
+	s.WriteString(ciWallTable(c.rows, runs))
 
 	if len(runs) > 1 {
 		s.WriteString("\n" + ciSums(c.rows, runs))
@@ -276,10 +273,7 @@ func (c *ciBench) markdown() string {
 		}
 	}
 
-	s.WriteString("\n## Targets\n\n| target | measured | result |\n|---|---|---|\n")
-	for _, t := range ciTargets(c.rows, runs) {
-		fmt.Fprintf(&s, "| %s | %s | %s |\n", t.name, t.measured, t.result)
-	}
+	s.WriteString("\n## Targets\n\n" + ciTargetTable(c.rows, runs))
 
 	s.WriteString("\n## Steps of each job (s; a matrix: its slowest shard)\n\n")
 	for _, n := range runs {
@@ -303,11 +297,20 @@ func (c *ciBench) markdown() string {
 			fmt.Fprintf(&s, "  - %s: %s\n", r.label, line)
 		}
 	}
-	fmt.Fprintf(&s, "\nThe whole replay took %s", time.Since(c.start).Round(time.Second))
+	total := time.Since(c.start)
+	fmt.Fprintf(&s, "\nThe whole replay took %s", total.Round(time.Second))
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&s, " (load average at the end: %s)", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
 	s.WriteString(".\n")
+	if c.jobsDone > 0 {
+		var by []string
+		for _, n := range runs {
+			by = append(by, fmt.Sprintf("(%d) %.0fs", n, c.jobsTimeOfRun[n].Seconds()))
+		}
+		fmt.Fprintf(&s, "Where it went: setup (module, repository, history, toxiproxy) %.0fs; %d jobs %.0fs, from a fresh VM to its save, by run: %s; the rest (copies of run (1)'s prefix, reports) %.0fs.\n",
+			c.setup.Seconds(), c.jobsDone, c.jobsTime.Seconds(), strings.Join(by, ", "), (total - c.setup - c.jobsTime).Seconds())
+	}
 	return s.String()
 }
 
@@ -355,11 +358,95 @@ func durList(ds []time.Duration) string {
 	return strings.Join(ss, " and ")
 }
 
+// ciWallTable is the table of every run's wall time, s, and the sums; a
+// result repeated from another run, not timed, is in parentheses.
+func ciWallTable(rows []*ciRow, runs []int) string {
+	return ciTable("way", rows, runs, func(_ *ciRow, r *ciResult) string {
+		if r.repeats > 0 {
+			return fmt.Sprintf("(%.1f)", r.wall.Seconds())
+		}
+		return fmt.Sprintf("%.1f", r.wall.Seconds())
+	}, func(r *ciRow) string {
+		if v, ok := r.sumWall(runs); ok {
+			return fmt.Sprintf("**%.1f**", v.Seconds())
+		}
+		return "-"
+	})
+}
+
+// ciTargetTable is the table of ciTargets.
+func ciTargetTable(rows []*ciRow, runs []int) string {
+	var s strings.Builder
+	s.WriteString("| target | measured | result |\n|---|---|---|\n")
+	for _, t := range ciTargets(rows, runs) {
+		fmt.Fprintf(&s, "| %s | %s | %s |\n", t.name, t.measured, t.result)
+	}
+	return s.String()
+}
+
+// latestSection is the replay's section of the S3 benchmark's latest.md
+// (make bench): its wall-time table and targets, a link to the rest.
+func (c *ciBench) latestSection() string {
+	runs := c.done
+	var s strings.Builder
+	mode := "full"
+	if c.set.quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(&s, "%s (%s, make bench-ci)\n\n", ciSectionTitle, mode)
+	fmt.Fprintf(&s, "Seven CI runs of `%s` %s, three ways, each run a fresh clone on a fresh VM; the setup, the history, hit rates, bytes and every job's steps: [ci-replay.md](ci-replay.md) ([chart](ci-replay.svg)).\n\n",
+		c.modPath, c.modVer)
+	s.WriteString("Wall time of each run, s:\n\n")
+	s.WriteString(ciWallTable(c.rows, runs))
+	s.WriteString("\n" + ciTargetTable(c.rows, runs))
+	fmt.Fprintf(&s, "\nThe CI replay took %s.\n", time.Since(c.start).Round(time.Second))
+	return s.String()
+}
+
+const ciSectionTitle = "## CI replay"
+
+// withSection returns the report md with section in place of its CI
+// replay section, if it has one, else before its closing "The whole
+// benchmark took" line, else at its end.
+func withSection(md, section string) string {
+	const closing = "\nThe whole benchmark took"
+	if i := strings.Index(md, "\n"+ciSectionTitle); i >= 0 {
+		rest := md[i+1:]
+		end := len(rest)
+		if j := strings.Index(rest, closing); j >= 0 {
+			end = j + 1
+		}
+		if j := strings.Index(rest[len(ciSectionTitle):], "\n## "); j >= 0 && len(ciSectionTitle)+j+1 < end {
+			end = len(ciSectionTitle) + j + 1
+		}
+		return md[:i+1] + section + "\n" + strings.TrimLeft(rest[end:], "\n")
+	}
+	if i := strings.Index(md, closing); i >= 0 {
+		return md[:i+1] + section + md[i:]
+	}
+	return strings.TrimRight(md, "\n") + "\n\n" + section
+}
+
 // report writes the tables to stdout and to ci-replay.md, the chart to
-// ci-replay.svg.
+// ci-replay.svg, and with -ci-into-latest the section of latest.md.
 func (c *ciBench) report() error {
 	fmt.Print(c.markdown())
-	return c.writeReport()
+	if err := c.writeReport(); err != nil {
+		return err
+	}
+	if !c.set.intoLatest {
+		return nil
+	}
+	path := filepath.Join(c.set.outDir, "latest.md")
+	md, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("-ci-into-latest: %v (make bench writes it first)", err)
+	}
+	if err := os.WriteFile(path, []byte(withSection(string(md), c.latestSection())), 0o644); err != nil {
+		return err
+	}
+	logf("added the CI replay's section to %s", path)
+	return nil
 }
 
 // writeReport writes ci-replay.md and ci-replay.svg.

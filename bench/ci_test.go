@@ -391,8 +391,17 @@ func TestCIMarkdown(t *testing.T) {
 	c := &ciBench{set: ciSettings{seed: 1, gbcRTTs: []time.Duration{2 * time.Millisecond, 10 * time.Millisecond}, mtimesRTTs: []time.Duration{10 * time.Millisecond}, noCacheAlways: true},
 		runs: ciHistory(), done: []int{1, 2, 3, 4, 5, 6, 7}, rows: rows, feat: ciFeatures{mtimes: true, readFrom: true, prefetch: true},
 		modPath: "example.com/m", modVer: "v1.0.0", pkgs: 47, testPkg: 39, start: time.Now(), partial: "partial: written after run (7)"}
+	rows[0].res[2].repeats = 1
 	md := c.markdown()
+	sec := c.latestSection()
+	for _, want := range []string{"## CI replay (full, make bench-ci)", "[ci-replay.md](ci-replay.md)", "| no cache | 60.0 | (60.0) | 60.0 |",
+		"run (5) at least 3x faster: gobuildcache, 10 ms + mtimes", "no run more than 1.2x slower", "the sum over the history", "The CI replay took"} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("latest.md's section lacks %q:\n%s", want, sec)
+		}
+	}
 	for _, want := range []string{
+		"| no cache | 60.0 | (60.0) | 60.0 |",
 		"**incomplete: partial: written after run (7)**",
 		"`example.com/m` v1.0.0 from the module proxy (47 packages, 39 with tests)",
 		"with `-s3-read-from`",
@@ -409,5 +418,37 @@ func TestCIMarkdown(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(md)
+	}
+}
+
+func TestWithSection(t *testing.T) {
+	s3 := "# gobuildcache S3 benchmark (full)\n\n| a | b |\n\n## mtimes on a 50000-file tree\n\nmtimes table\n\nThe whole benchmark took 12m0s.\n"
+	sec1 := ciSectionTitle + " (full, make bench-ci)\n\ntable one\n\nThe CI replay took 20m0s.\n"
+	sec2 := ciSectionTitle + " (full, make bench-ci)\n\ntable two\n\nThe CI replay took 21m0s.\n"
+	once := withSection(s3, sec1)
+	want := "# gobuildcache S3 benchmark (full)\n\n| a | b |\n\n## mtimes on a 50000-file tree\n\nmtimes table\n\n" + sec1 + "\nThe whole benchmark took 12m0s.\n"
+	if once != want {
+		t.Errorf("inserted:\n%s\nwant:\n%s", once, want)
+	}
+	if twice := withSection(once, sec2); twice != strings.Replace(want, sec1, sec2, 1) {
+		t.Errorf("replaced:\n%s", twice)
+	}
+	if got := withSection("# report\n", sec1); got != "# report\n\n"+sec1 {
+		t.Errorf("appended:\n%s", got)
+	}
+}
+
+func TestNoCacheRepeats(t *testing.T) {
+	c := &ciBench{}
+	for _, r := range ciHistory() {
+		if got, want := c.noCacheRepeats(r), r.n != 1 && r.shards == 0; got != want {
+			t.Errorf("full, run %d: repeats %v, want %v", r.n, got, want)
+		}
+	}
+	c.set.noCacheAlways = true
+	for _, r := range ciHistory() {
+		if c.noCacheRepeats(r) {
+			t.Errorf("-ci-no-cache-every-run, run %d: repeats", r.n)
+		}
 	}
 }

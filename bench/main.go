@@ -18,6 +18,9 @@
 //	                          against gobuildcache on S3, under
 //	                          scripts/minio.sh run (ci_replay.go)
 //	go run ./bench -ci -quick runs (1), (2), (4) and (5), fewer ways
+//	go run ./bench -ci -ci-into-latest
+//	                          the CI replay, also as a section of
+//	                          latest.md (make bench, after -s3)
 //
 // See TESTING.md.
 package main
@@ -68,6 +71,8 @@ func main() {
 	ciSeed := flag.Uint64("ci-seed", 1, "with -ci: seed of the history's edits")
 	ciRuns := flag.String("ci-runs", "", "with -ci: the runs to replay, e.g. 1,4,5 (default all seven; -quick: 1,2,4,5)")
 	ciGBCRTTs := flag.String("ci-rtts", "2ms,10ms", "with -ci: RTTs of the gobuildcache histories without mtimes (-quick: 10ms)")
+	ciNoCacheEvery := flag.Bool("ci-no-cache-every-run", false, "with -ci: time the no-cache way at every run (by default only at (1) and the matrix (6): the other runs are (1)'s cold build again)")
+	ciIntoLatest := flag.Bool("ci-into-latest", false, "with -ci: also put the replay's wall-time table and targets as a section of -out/latest.md (make bench)")
 	ciMtimesRTTs := flag.String("ci-mtimes-rtts", "10ms", "with -ci: RTTs of the gobuildcache histories with mtimes (empty: none; -quick: none)")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
@@ -105,6 +110,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
+		set.noCacheAlways, set.intoLatest = *ciNoCacheEvery, *ciIntoLatest
 		runInterruptible(func(ctx context.Context) error { return runCIBench(ctx, set) })
 		return
 	}
@@ -197,7 +203,7 @@ func defaultToxiproxy() string {
 
 // ciSettingsFromFlags checks the -ci flags.
 func ciSettingsFromFlags(quick bool, bin, tox, outDir, module string, seed uint64, runs, gbcRTTs, mtimesRTTs string) (ciSettings, error) {
-	set := ciSettings{quick: quick, bin: bin, toxiproxy: tox, outDir: outDir, module: module, seed: seed, noCacheAlways: !quick}
+	set := ciSettings{quick: quick, bin: bin, toxiproxy: tox, outDir: outDir, module: module, seed: seed}
 	if set.toxiproxy == "" {
 		set.toxiproxy = defaultToxiproxy()
 	}

@@ -31,6 +31,11 @@ func fakeBench(t *testing.T, feat features, quick bool) *s3Bench {
 			if r.group != "plain" && r.group != "tar" {
 				run.stats = map[string]int64{"gets": 100, "hits": 99, "remote_bytes_down": 1 << 20, "remote_errors": 1, "remote_errors_by_kind.timeout": 1}
 				run.statsKeys = map[string]bool{"gets": true, "prefetch_objects": feat.prefetch}
+				if feat.prefetchPacks { // a binary with packs writes these
+					run.stats["remote_requests"], run.stats["cpu_seconds"] = 450, 1_250_000 // 1.25 s, in microseconds
+					run.stats["pack_ranges"], run.stats["pack_entries"] = 4, 300
+					run.statsKeys["remote_requests"], run.statsKeys["cpu_seconds"] = true, true
+				}
 				run.serverCPU = 300 * time.Millisecond
 			}
 			r.runs = append(r.runs, run)
@@ -47,11 +52,12 @@ func TestReport(t *testing.T) {
 	}{
 		{"old binary", features{}, false},
 		{"prefetch and compression", features{prefetch: true, prefetchScope: true, compression: true, compressionDefault: "none"}, true},
+		{"packs", features{prefetch: true, prefetchScope: true, compression: true, compressionDefault: "zstd", readFrom: true, prefetchPacks: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fakeBench(t, tc.feat, tc.quick)
 			md := b.markdown()
-			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)", "s3 0.61s; MinIO and toxiproxy CPU 0.30s |"} {
+			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)", "s3 0.61s; MinIO and toxiproxy CPU 0.30s"} {
 				if !strings.Contains(md, want) {
 					t.Errorf("report lacks %q:\n%s", want, md)
 				}
@@ -61,6 +67,22 @@ func TestReport(t *testing.T) {
 			}
 			if tc.feat.compression && !strings.Contains(md, "compression zstd") {
 				t.Errorf("report lacks the zstd rows:\n%s", md)
+			}
+			// The fleet's counters, shown even when zero.
+			if !strings.Contains(md, "8 fresh VMs at once, 2 ms, over 2 runs: first-byte timeouts 2, misses 2") {
+				t.Errorf("report lacks the 8-VM timeouts and misses:\n%s", md)
+			}
+			for _, want := range []string{"at most 0.9x the time of tar-and-restore at 10 ms", "within 3x of plain warm", "0 first-byte timeouts and 0 misses over every run | 2 timeouts, 2 misses over 2 runs | FAIL |", "at most 9.0s"} {
+				if !strings.Contains(md, want) {
+					t.Errorf("report lacks the target %q:\n%s", want, md)
+				}
+			}
+			packs := []string{"| fresh VM: empty local dir, warm bucket, RTT 10 ms, prefetch on, packs off", "| fresh VM: empty local dir, warm bucket, RTT 2 ms, prefetch on, packs off",
+				" requests / gbc CPU |", " 450 / 1.25s |", " 450 / 1.25s (8 VMs; 56 / 0.16s each) |", "packs off -> on", "packs: 4 ranges, 300 entries"}
+			for _, want := range packs {
+				if got := strings.Contains(md, want); got != tc.feat.prefetchPacks {
+					t.Errorf("report with packs %v: has %q = %v:\n%s", tc.feat.prefetchPacks, want, got, md)
+				}
 			}
 			path := filepath.Join(b.set.outDir, "chart.svg")
 			if err := b.writeChart(path); err != nil {
@@ -97,12 +119,16 @@ func TestDetectFeaturesRegexps(t *testing.T) {
 	// detectFeatures runs the binary; here, the parsing of a help text like
 	// gobuildcache's, with the variable line before and after the
 	// GOBUILDCACHE_ names.
-	for _, envLine := range []string{
+	for i, envLine := range []string{
 		`env COMPRESSION, default "zstd"`,
 		`env GOBUILDCACHE_COMPRESSION (or COMPRESSION), default "zstd"`,
 	} {
+		packs := i == 1 // the second help also has -prefetch-packs
 		help := "Flags:\n  -prefetch\n      at start...\n      env PREFETCH, default \"true\"\n" +
 			"  -compression value\n      how uploads are stored\n      " + envLine + "\n"
+		if packs {
+			help += "  -prefetch-packs\n      store what a run used as a few large packs\n      env GOBUILDCACHE_PREFETCH_PACKS (or PREFETCH_PACKS), default \"true\"\n"
+		}
 		dir := t.TempDir()
 		bin := filepath.Join(dir, "fake")
 		if err := os.WriteFile(bin, []byte("#!/bin/sh\ncat <<'EOF'\n"+help+"EOF\n"), 0o755); err != nil {
@@ -112,7 +138,7 @@ func TestDetectFeaturesRegexps(t *testing.T) {
 		if err != nil {
 			t.Skip("cannot run a shell script here:", err)
 		}
-		if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" {
+		if !f.prefetch || f.prefetchScope || !f.compression || f.compressionDefault != "zstd" || f.prefetchPacks != packs {
 			t.Errorf("%s: detectFeatures = %+v", envLine, f)
 		}
 	}

@@ -49,6 +49,7 @@ type s3Settings struct {
 type features struct {
 	prefetch, prefetchScope, compression bool
 	readFrom                             bool // -s3-read-from: the PR-VM row
+	prefetchPacks                        bool // -prefetch-packs: the packs-off rows (issue 15's before)
 	compressionDefault                   string
 }
 
@@ -61,7 +62,8 @@ func detectFeatures(bin string) (features, error) {
 	has := func(flag string) bool {
 		return regexp.MustCompile(`(?m)^\s*-` + regexp.QuoteMeta(flag) + `(\s|$)`).MatchString(help)
 	}
-	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression"), readFrom: has("s3-read-from")}
+	f := features{prefetch: has("prefetch"), prefetchScope: has("prefetch-scope"), compression: has("compression"), readFrom: has("s3-read-from"),
+		prefetchPacks: has("prefetch-packs")}
 	if f.compression {
 		// The help's variable line is "env COMPRESSION, default ..." up to
 		// issue 12, "env GOBUILDCACHE_COMPRESSION (or COMPRESSION), default ..."
@@ -321,16 +323,35 @@ type freshConfig struct {
 	rtt      time.Duration
 	prefetch bool
 	comp     string
+	noPacks  bool // -prefetch-packs=false: each entry fetched as its own object
 }
+
+// noPacksKey is the key of the fresh-VM row with prefetch on and packs off.
+func noPacksKey(rtt time.Duration, comp string) string { return freshKey(rtt, true, comp) + "-nopacks" }
+
+func (c freshConfig) key() string {
+	if c.noPacks {
+		return noPacksKey(c.rtt, c.comp)
+	}
+	return freshKey(c.rtt, c.prefetch, c.comp)
+}
+
+// noPacksRTTs are the RTTs of the packs-off rows: the same bucket, read
+// the way a fresh VM read it before packs (issue 15's before and after).
+var noPacksRTTs = []time.Duration{2 * time.Millisecond, 10 * time.Millisecond}
 
 func (b *s3Bench) freshConfigs() []freshConfig {
 	comps := b.allCompressions()
 	var cs []freshConfig
 	for _, rtt := range freshRTTs {
-		cs = append(cs, freshConfig{rtt, true, comps[0]}, freshConfig{rtt, false, comps[0]})
+		cs = append(cs, freshConfig{rtt: rtt, prefetch: true, comp: comps[0]})
+		if b.feat.prefetchPacks && slices.Contains(noPacksRTTs, rtt) {
+			cs = append(cs, freshConfig{rtt: rtt, prefetch: true, comp: comps[0], noPacks: true})
+		}
+		cs = append(cs, freshConfig{rtt: rtt, prefetch: false, comp: comps[0]})
 	}
 	if len(comps) > 1 {
-		cs = append(cs, freshConfig{10 * time.Millisecond, true, comps[1]})
+		cs = append(cs, freshConfig{rtt: 10 * time.Millisecond, prefetch: true, comp: comps[1]})
 	}
 	return cs
 }
@@ -366,9 +387,13 @@ func (b *s3Bench) defineRows() {
 		if c.prefetch {
 			pf = "on"
 		}
-		r := &row{key: freshKey(c.rtt, c.prefetch, c.comp),
-			label: fmt.Sprintf("fresh VM: empty local dir, warm bucket, RTT %s, prefetch %s%s", rttName(c.rtt), pf, compSuffix(c.comp)),
-			short: fmt.Sprintf("fresh VM, %s, prefetch %s%s", rttName(c.rtt), pf, compShort(c.comp)),
+		packs := ""
+		if c.noPacks {
+			packs = ", packs off"
+		}
+		r := &row{key: c.key(),
+			label: fmt.Sprintf("fresh VM: empty local dir, warm bucket, RTT %s, prefetch %s%s%s", rttName(c.rtt), pf, packs, compSuffix(c.comp)),
+			short: fmt.Sprintf("fresh VM, %s, prefetch %s%s%s", rttName(c.rtt), pf, packs, compShort(c.comp)),
 			group: "fresh-" + pf}
 		if c.prefetch && !b.feat.prefetch {
 			r.na = "binary has no -prefetch"
@@ -669,7 +694,7 @@ func (b *s3Bench) packTarball() error {
 func (b *s3Bench) freshPhase() error {
 	for i := 0; i < b.set.freshRuns; i++ {
 		for _, c := range b.freshConfigs() {
-			key := freshKey(c.rtt, c.prefetch, c.comp)
+			key := c.key()
 			if b.byKey[key].na != "" {
 				continue
 			}
@@ -681,7 +706,11 @@ func (b *s3Bench) freshPhase() error {
 				return err
 			}
 			b.settle()
-			r, err := b.run(b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp))
+			m := b.s3VM(dir, b.warmBucket[c.comp], c.prefetch, c.comp)
+			if c.noPacks {
+				m.prog += " -prefetch-packs=false"
+			}
+			r, err := b.run(m)
 			b.discard(dir)
 			if err != nil {
 				return fmt.Errorf("%s: %v", b.byKey[key].label, err)

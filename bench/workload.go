@@ -98,7 +98,7 @@ type partResult struct {
 type runResult struct {
 	total       time.Duration
 	parts       []partResult
-	stats       map[string]int64 // summed over the run's go commands; nil without gobuildcache
+	stats       map[string]int64 // summed over the run's go commands (*_seconds in microseconds); nil without gobuildcache
 	statsKeys   map[string]bool  // fields present in the stats JSON
 	serverCPU   time.Duration    // CPU time of MinIO and toxiproxy during the run
 	testsCached int              // packages `go test` printed as (cached)
@@ -213,8 +213,8 @@ func runWorkload(ctx context.Context, w *workload, m vm) (runResult, error) {
 	return r, nil
 }
 
-// readStats reads a -stats-json file: its numeric fields, and the names of
-// all fields. The server writes it before it exits; it is waited for a
+// readStats reads a -stats-json file: its numeric fields (those named
+// *_seconds in microseconds), and the names of all fields. The server writes it before it exits; it is waited for a
 // little in case the go command returned first.
 func readStats(path string) (map[string]int64, map[string]bool, error) {
 	var b []byte
@@ -237,7 +237,11 @@ func readStats(path string) (map[string]int64, map[string]bool, error) {
 		keys[k] = true
 		switch v := v.(type) {
 		case float64:
-			nums[k] = int64(v)
+			if strings.HasSuffix(k, "_seconds") { // a fraction (cpu_seconds): kept in microseconds
+				nums[k] = int64(v*1e6 + 0.5)
+			} else {
+				nums[k] = int64(v)
+			}
 		case bool:
 			if v {
 				nums[k] = 1
