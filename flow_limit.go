@@ -26,9 +26,15 @@ type flowLimit struct {
 	now      func() time.Time
 }
 
+// An answer is slow when it took more than eight times the fastest plus
+// half a second: well beyond what a busy machine's own scheduling adds (on
+// two cores shared by eight builds, first bytes of 100-400 ms are common
+// and harmless; halving on those serialized the packs and doubled the
+// time), and below the remote's first-byte limit (attemptLimiter) once
+// that has adapted.
 const (
-	flowSlowFactor = 4
-	flowSlowMargin = 100 * time.Millisecond
+	flowSlowFactor = 8
+	flowSlowMargin = 500 * time.Millisecond
 	flowCutEvery   = 100 * time.Millisecond
 )
 

@@ -319,7 +319,7 @@ func TestFlowLimit(t *testing.T) {
 		t.Fatalf("bound after a second slow answer at once %d, want 4", got)
 	}
 	clock.advance(time.Second)
-	l.release(time.Second, false) // slow (more than 4x the fastest + 100 ms), later
+	l.release(time.Second, false) // slow (more than 8x the fastest + 500 ms), later
 	if got := l.limit(); got != 2 {
 		t.Fatalf("bound after a slow answer %d, want 2", got)
 	}

@@ -73,11 +73,13 @@ type prefetchTier interface {
 // prefetcher adds prefetch to the local tier. Gets and puts pass through to
 // the tier (a get waits first for an entry whose pack range is on its way);
 // the server tells it which entries its go command used (it is the
-// server's Observer); Close stops the prefetch, closes the tier (which
-// waits for the uploads) and then stores this run's packs and manifest, so
-// that the manifest names only entries in the remote. Manifests and packs
-// are read and stored through manifests, the remote's manifestStore below
-// the breaker.
+// server's Observer); Close stops the prefetch, stores this run's packs
+// and manifest, and then closes the tier (which waits for the entries'
+// uploads): the manifest goes out while those are still on their way, so
+// a machine that reads it at once may miss an entry it names on its own
+// (one counted prefetch miss); the packs are stored before it. Manifests
+// and packs are read and stored through manifests, the remote's
+// manifestStore below the breaker, which the tier closes last.
 type prefetcher struct {
 	tier      prefetchTier
 	manifests manifestStore
@@ -147,14 +149,13 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 	return p.tier.Put(ctx, actionID, outputID, size, body)
 }
 
-// Close implements CacheBackend: the prefetch stops, the tier closes
-// (pending uploads get until ctx's deadline), and then this run's packs
-// and manifest are stored.
+// Close implements CacheBackend: the prefetch stops, this run's packs and
+// manifest are stored, and the tier closes (pending uploads get until
+// ctx's deadline).
 func (p *prefetcher) Close(ctx context.Context) error {
 	p.stop()
-	err := p.tier.Close(ctx)
 	p.writeOut(ctx)
-	return err
+	return p.tier.Close(ctx)
 }
 
 // Started implements Observer: the prefetch begins, in the background.
@@ -529,8 +530,8 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	}
 	m := manifest{entries: p.manifestEntries(ids)}
 	id := newManifestID(time.Now())
-	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 && p.stats.UploadsAbandoned.Load() == 0 {
-		// (Not when uploads were dropped or abandoned: the remote is
+	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
+		// (Not when uploads were dropped for a full queue: the remote is
 		// behind already.)
 		m.frames = p.writePacks(ctx, id, m.entries)
 	}
