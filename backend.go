@@ -83,6 +83,25 @@ type CacheBackend interface {
 	Close(ctx context.Context) error
 }
 
+// speculativeKey marks a context whose requests are sent ahead of need:
+// the prefetch's. No build waits on such a request alone (a get that needs
+// its entry waits at most as long as a request of its own would take), and
+// the prefetch adapts how many it sends to how the remote answers
+// (flowLimit), so a timeout or a "slow down" of one is the prefetch's to
+// handle: the circuit breaker counts it but does not open for it.
+type speculativeKey struct{}
+
+// withSpeculative marks ctx's requests as speculative.
+func withSpeculative(ctx context.Context) context.Context {
+	return context.WithValue(ctx, speculativeKey{}, true)
+}
+
+// isSpeculative reports whether ctx's requests are speculative.
+func isSpeculative(ctx context.Context) bool {
+	v, _ := ctx.Value(speculativeKey{}).(bool)
+	return v
+}
+
 // manifestStore keeps a remote's prefetch manifests (see manifest.go) and
 // the packs they name (pack.go), by scope. Both are opaque blobs to it.
 type manifestStore interface {

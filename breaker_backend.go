@@ -288,6 +288,12 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 	}
 	name := kind.String()
 	b.stats.AddRemoteError(name)
+	if (kind == KindTimeout || kind == KindThrottled) && isSpeculative(ctx) {
+		// The prefetch's: counted, and it sends fewer (flowLimit). Not a
+		// failure in a row, or eight machines starting at once would turn
+		// the remote off for each other.
+		return
+	}
 	switch kind {
 	case KindSession:
 		// An S3 Express session refused even though it was new: counted,

@@ -28,6 +28,7 @@ func newScriptedRemote(err error) *scriptedRemote {
 	r.PutFn = func(context.Context, ActionID, OutputID, int64, io.Reader) (Entry, error) { return Entry{}, r.err }
 	r.ListManifestsFn = func(context.Context, string, int) ([]manifestInfo, error) { return nil, r.err }
 	r.PutManifestFn = func(context.Context, string, string, []byte) error { return r.err }
+	r.GetPackRangeFn = func(context.Context, string, int, int64, int64) (io.ReadCloser, error) { return nil, r.err }
 	return r
 }
 
@@ -248,6 +249,39 @@ func TestBreakerIgnoresSessionErrors(t *testing.T) {
 	}
 	if s := stats.Snapshot(); remote.count() != 10 || s.BreakerOpenings != 0 || s.RemoteErrorsByKind["session"] != 10 {
 		t.Errorf("%d of 10 requests reached the remote; breaker openings %d, errors %v", remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
+	}
+}
+
+// TestBreakerSpeculativeTimeouts: timeouts and "slow down" answers of the
+// prefetch's requests are counted but never open the breaker (the prefetch
+// sends fewer instead); a refused connection still does, and so do the go
+// command's own timeouts.
+func TestBreakerSpeculativeTimeouts(t *testing.T) {
+	spec := withSpeculative(context.Background())
+	for _, err := range []error{errTimeout, withKind(KindThrottled, errors.New("api error SlowDown"))} {
+		remote := newScriptedRemote(err)
+		b, _, stats := newTestBreaker(remote, "")
+		for range 10 {
+			b.Get(spec, actionID("k"))
+			b.GetPackRange(spec, "m", 0, 0, 1)
+		}
+		if s := stats.Snapshot(); remote.count() != 20 || s.BreakerOpenings != 0 || s.RemoteErrors != 20 {
+			t.Errorf("%v: %d of 20 speculative requests reached the remote; breaker openings %d, errors %v", err, remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
+		}
+		b.Get(context.Background(), actionID("k"))
+		b.Get(context.Background(), actionID("k"))
+		b.Get(context.Background(), actionID("k"))
+		if s := stats.Snapshot(); s.BreakerOpenings != 1 {
+			t.Errorf("%v: the go command's own failures: breaker openings %d, want 1", err, s.BreakerOpenings)
+		}
+	}
+	remote := newScriptedRemote(errRefused)
+	b, _, stats := newTestBreaker(remote, "")
+	for range breakerThreshold {
+		b.Get(spec, actionID("k"))
+	}
+	if s := stats.Snapshot(); s.BreakerOpenings != 1 {
+		t.Errorf("speculative requests refused: breaker openings %d, want 1", s.BreakerOpenings)
 	}
 }
 

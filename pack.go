@@ -31,6 +31,7 @@ const (
 	packMaxObject = 256 << 20 // stored bytes per pack that a reader accepts
 	packRunMax    = 1 << 30   // decoded bytes a run packs at most; the rest are fetched on their own
 	packRangeMax  = 8 << 20   // stored bytes one ranged GET asks for, about
+	packRangeMin  = 256 << 10 // stored bytes of a manifest's first range: the ranges double up to packRangeMax
 )
 
 // packFrame is one zstd frame of a pack: bytes [off, off+n) of pack
@@ -82,8 +83,8 @@ func (b *packBuilder) closePack() {
 	if b.pack.Len() == 0 {
 		return
 	}
-	b.emit(b.packs, bytes.Clone(b.pack.Bytes()))
-	b.pack.Reset()
+	b.emit(b.packs, b.pack.Bytes()) // handed over: a new buffer follows
+	b.pack = bytes.Buffer{}
 	b.packs++
 }
 
@@ -105,8 +106,10 @@ type packRange struct {
 }
 
 // planRanges groups the packed entries of m, the manifest named name, into
-// ranges of consecutive frames of one pack of about packRangeMax stored
-// bytes each, in pack order (first-use order).
+// ranges of consecutive frames of one pack, in pack order (first-use
+// order). The first is about packRangeMin stored bytes, each next one twice
+// the one before, up to packRangeMax: the go command's first gets wait for
+// the first range, and later ones arrive while it works.
 func planRanges(name string, m *manifest) []*packRange {
 	byFrame := make([][]*manifestEntry, len(m.frames))
 	for i := range m.entries {
@@ -117,7 +120,8 @@ func planRanges(name string, m *manifest) []*packRange {
 	var ranges []*packRange
 	var cur *packRange
 	for i, f := range m.frames {
-		if cur == nil || f.pack != cur.pack || f.off != cur.off+cur.n || cur.n+f.n > packRangeMax {
+		limit := min(int64(packRangeMin)<<min(max(len(ranges)-1, 0), 8), packRangeMax)
+		if cur == nil || f.pack != cur.pack || f.off != cur.off+cur.n || cur.n+f.n > limit {
 			cur = &packRange{manifest: name, pack: f.pack, off: f.off}
 			ranges = append(ranges, cur)
 		}

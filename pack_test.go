@@ -296,10 +296,13 @@ func (g *gatedReader) Close() error { return g.r.Close() }
 
 func TestFlowLimit(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(0, 0)}
-	l := newFlowLimit(8)
+	l := newFlowLimit(16)
 	l.now = clock.now
 	ctx := context.Background()
-	for range 8 {
+	if got := l.limit(); got != 4 {
+		t.Fatalf("starting bound %d, want 4 (a quarter of the max)", got)
+	}
+	for range 4 {
 		if err := l.acquire(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -307,41 +310,106 @@ func TestFlowLimit(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	if err := l.acquire(short); err == nil {
-		t.Fatal("a ninth request in flight with a bound of 8")
+		t.Fatal("a fifth request in flight with a bound of 4")
 	}
-	l.release(10*time.Millisecond, false) // fast: the bound stays at its max
-	l.release(0, true)                    // a timeout: halved
+	for range 4 { // slow start: one more per fast answer
+		l.observe(10*time.Millisecond, false)
+		l.release()
+	}
+	if got := l.limit(); got != 8 {
+		t.Fatalf("bound after 4 fast answers in slow start %d, want 8", got)
+	}
+	l.observe(0, false) // a request that says nothing
+	if got := l.limit(); got != 8 {
+		t.Fatalf("bound after an answer that says nothing %d, want 8", got)
+	}
+	l.observe(0, true) // a timeout: halved
 	if got := l.limit(); got != 4 {
 		t.Fatalf("bound after a timeout %d, want 4", got)
 	}
-	l.release(time.Second, false) // slow, but within flowCutEvery: one cut per episode
+	l.observe(time.Second, false) // slow, but within flowCutEvery: one cut per episode
 	if got := l.limit(); got != 4 {
 		t.Fatalf("bound after a second slow answer at once %d, want 4", got)
 	}
 	clock.advance(time.Second)
-	l.release(time.Second, false) // slow (more than 8x the fastest + 500 ms), later
+	l.observe(time.Second, false) // slow (more than 8x the fastest + 500 ms), later
 	if got := l.limit(); got != 2 {
 		t.Fatalf("bound after a slow answer %d, want 2", got)
 	}
-	for range 4 {
-		l.release(0, false) // failed otherwise: says nothing
-	}
-	if got := l.limit(); got != 2 {
-		t.Fatalf("bound after answers that say nothing %d, want 2", got)
-	}
-	for range 4 { // fast answers: back up by about one per round
-		l.acquire(ctx)
-		l.release(10*time.Millisecond, false)
+	for range 4 { // after slow start: about one more per round
+		l.observe(10*time.Millisecond, false)
 	}
 	if got := l.limit(); got < 3 || got > 4 {
 		t.Fatalf("bound after 4 fast answers %d, want 3 or 4", got)
 	}
 	for range 100 {
 		clock.advance(time.Second)
-		l.acquire(ctx)
-		l.release(0, true)
+		l.observe(0, true)
 	}
 	if got := l.limit(); got != 1 {
 		t.Fatalf("bound after many timeouts %d, want 1", got)
 	}
+}
+
+// TestPacksOnlyWhatIsNew: a run whose entries recent packs hold already
+// packs only its new ones, and a fresh run still gets every entry from
+// packs (the old run's and the new one's), none by a request of its own.
+func TestPacksOnlyWhatIsNew(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies, order := packBodies(40)
+	packRun(t, mem, bodies, order[:30])
+
+	// Run B: a prefetch of A's manifest, then the 30 old entries used and
+	// 10 new ones stored.
+	statsB := new(Stats)
+	b := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsB), mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsB, quietLog)
+	b.Started()
+	<-b.done
+	for _, k := range order[:30] {
+		b.Got(actionID(k), true)
+	}
+	for _, k := range order[30:] {
+		putString(t, b, k, bodies[k])
+		b.Stored(actionID(k))
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "job", -1)
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	isNew := make(map[ActionID]bool)
+	for _, k := range order[30:] {
+		isNew[actionID(k)] = true
+	}
+	var packedNew, packedOld int
+	for _, e := range decodeManifest(obj).entries {
+		switch {
+		case e.packed && isNew[e.id]:
+			packedNew++
+		case e.packed:
+			packedOld++
+		}
+	}
+	if len(infos) != 2 || packedNew != 9 || packedOld != 0 {
+		t.Fatalf("%d manifests; run B packed %d new entries and %d old ones: want 9 (the tenth rides whole) and 0", len(infos), packedNew, packedOld)
+	}
+
+	counting := &countingRemote{memBackend: mem}
+	statsC := new(Stats)
+	tierC := newLocalTier(newTestDisk(t), counting, false, statsC)
+	c := newPrefetcher(tierC, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsC, quietLog)
+	c.Started()
+	<-c.done
+	for _, k := range order {
+		e, err := tierC.localEntry(actionID(k))
+		if err != nil {
+			t.Fatalf("%s not prefetched: %v", k, err)
+		}
+		checkEntry(t, e, []byte(bodies[k]))
+	}
+	if n := counting.gets.Load(); n != 0 {
+		t.Fatalf("%d gets of own objects; want every entry from a manifest or a pack", n)
+	}
+	c.Close(ctx)
 }

@@ -117,7 +117,7 @@ var (
 )
 
 func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOptions, stats *Stats, log *slog.Logger) *prefetcher {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(withSpeculative(context.Background()))
 	opts.parallelism = max(opts.parallelism, 1)
 	return &prefetcher{
 		tier: tier, manifests: manifests, opts: opts, stats: stats, log: log,
@@ -207,16 +207,16 @@ func (p *prefetcher) run() error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		p.each(p.ranges, len(ranges), func(i int) (time.Duration, bool) { return p.fetchRange(ranges[i]) })
+		p.each(p.ranges, len(ranges), func(i int) { p.fetchRange(ranges[i]) })
 	}()
 	go func() {
 		defer wg.Done()
-		p.each(p.objects, len(objects), func(i int) (time.Duration, bool) {
+		p.each(p.objects, len(objects), func(i int) {
 			if m := objects[i]; m.inline {
 				p.install(m)
-				return 0, false
+			} else {
+				p.objects.observe(p.fetch(m.id))
 			}
-			return p.fetch(objects[i].id)
 		})
 	}()
 	wg.Wait()
@@ -230,10 +230,11 @@ func (p *prefetcher) run() error {
 // ...) of which this one is not known: they are interleaved, so that
 // whichever this is, what it wants first comes first. An entry that
 // several manifests name is taken from the first that names it, whole if
-// one carries it whole; a range none of whose entries is taken from it is
-// not read.
+// one carries it whole, from a pack if one holds it; a range none of whose
+// entries is taken from it is not read.
 func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manifestEntry, ranges []*packRange) {
 	rangeOf := make([]map[*manifestEntry]*packRange, len(ms))
+	packedSomewhere := make(map[ActionID]bool)
 	for i := range ms {
 		if !p.opts.packs || len(ms[i].frames) == 0 {
 			continue
@@ -242,6 +243,7 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 		for _, r := range planRanges(infos[i].name, &ms[i]) {
 			for _, e := range r.entries {
 				rangeOf[i][e] = r
+				packedSomewhere[e.id] = true
 			}
 		}
 	}
@@ -264,6 +266,9 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 				continue
 			}
 			r := rangeOf[j][m]
+			if r == nil && !m.inline && packedSomewhere[m.id] {
+				continue // a later manifest's pack holds it (see writePacks)
+			}
 			switch {
 			case m.inline || (r == nil && !inRange[m.id]):
 				// An entry carried whole is installed whole, even if a
@@ -286,10 +291,8 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 }
 
 // each calls do(0), ..., do(n-1), in order, with as many calls at once as
-// limit allows, until the prefetch stops. do returns how long its request
-// took until the answer began (0 if it sent none) and whether it failed for
-// overload.
-func (p *prefetcher) each(limit *flowLimit, n int, do func(i int) (took time.Duration, overloaded bool)) {
+// limit allows, until the prefetch stops. do tells limit what it observed.
+func (p *prefetcher) each(limit *flowLimit, n int, do func(i int)) {
 	var wg sync.WaitGroup
 	for i := range n {
 		if limit.acquire(p.ctx) != nil {
@@ -298,18 +301,28 @@ func (p *prefetcher) each(limit *flowLimit, n int, do func(i int) (took time.Dur
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			limit.release(do(i))
+			defer limit.release()
+			do(i)
 		}()
 	}
 	wg.Wait()
 }
 
 // manifestsSeen is what a prefetch read: the keys of each manifest it
-// listed, and when the newest of them was written.
+// listed, when the newest of them was written, and which entries the packs
+// of the newest few hold (packCovered).
 type manifestsSeen struct {
 	keys   []map[ActionID]struct{}
 	newest time.Time
+	packed map[ActionID]bool
 }
+
+// packCovering is how many of the newest manifests read may spare this
+// run's packs the entries their own packs hold: one fewer than a prefetch
+// reads, so that the next prefetch still reads them (this run's manifest
+// being newer). A run whose entries sit only in older packs packs them
+// again, so a scope's packs are renewed every few runs.
+const packCovering = manifestsToRead - 1
 
 // noteRead records what the manifests infos named, if every one of them was
 // read.
@@ -332,6 +345,19 @@ func (p *prefetcher) noteRead(infos []manifestInfo, ms []manifest) {
 			set[m.id] = struct{}{}
 		}
 		r.keys = append(r.keys, set)
+	}
+	newest := make([]int, len(infos))
+	for i := range newest {
+		newest[i] = i
+	}
+	slices.SortStableFunc(newest, func(a, b int) int { return infos[b].time.Compare(infos[a].time) })
+	r.packed = make(map[ActionID]bool)
+	for _, i := range newest[:min(len(newest), packCovering)] {
+		for _, e := range ms[i].entries {
+			if e.packed {
+				r.packed[e.id] = true
+			}
+		}
 	}
 	p.seen.Store(r)
 }
@@ -359,7 +385,7 @@ func (p *prefetcher) install(m *manifestEntry) {
 
 // fetch prefetches one entry unless it is local or already being fetched.
 // It returns how long the request took and whether it failed for overload
-// (see each).
+// (for flowLimit.observe; 0 and false if it says nothing of the remote).
 func (p *prefetcher) fetch(id ActionID) (took time.Duration, overloaded bool) {
 	if _, err := p.tier.localEntry(id); err == nil {
 		return 0, false
@@ -394,9 +420,9 @@ func overloadedBy(err error) bool {
 // fetchRange reads one range of a pack and lands its entries in the local
 // tier as they arrive; gets of them wait meanwhile (see Get). Entries it
 // does not land (the range failed, broke off, or a body did not verify)
-// are fetched on their own. It returns how long the range took to begin
-// and whether it failed for overload (see each).
-func (p *prefetcher) fetchRange(r *packRange) (took time.Duration, overloaded bool) {
+// are fetched on their own. How long the range took to begin tells
+// p.ranges how the remote is doing.
+func (p *prefetcher) fetchRange(r *packRange) {
 	var todo []*manifestEntry
 	p.mu.Lock()
 	for _, e := range r.entries {
@@ -426,19 +452,21 @@ func (p *prefetcher) fetchRange(r *packRange) (took time.Duration, overloaded bo
 		p.fetchAlone(left)
 	}()
 	if len(todo) == 0 {
-		return 0, false
+		return
 	}
 	start := time.Now()
 	p.stats.PackRanges.Add(1)
 	body, err := p.manifests.GetPackRange(p.ctx, r.manifest, r.pack, r.off, r.n)
+	switch {
+	case err == nil:
+		p.ranges.observe(time.Since(start), false)
+	case overloadedBy(err):
+		p.ranges.observe(time.Since(start), true)
+	}
 	if err != nil {
 		left = todo
-		if overloadedBy(err) {
-			return time.Since(start), true
-		}
-		return 0, false
+		return
 	}
-	took = time.Since(start)
 	defer body.Close()
 	mine := make(map[*manifestEntry]bool, len(todo))
 	for _, e := range todo {
@@ -461,10 +489,9 @@ func (p *prefetcher) fetchRange(r *packRange) (took time.Duration, overloaded bo
 			}
 		}
 		if overloadedBy(err) {
-			return took, true
+			p.ranges.observe(0, true)
 		}
 	}
-	return took, false
 }
 
 // landFromPack stores an entry's body from a pack, unless it is local or
@@ -498,7 +525,7 @@ func (p *prefetcher) fetchAlone(entries []*manifestEntry) {
 		return
 	}
 	p.stats.PackFallbacks.Add(int64(len(entries)))
-	p.each(p.objects, len(entries), func(i int) (time.Duration, bool) { return p.fetch(entries[i].id) })
+	p.each(p.objects, len(entries), func(i int) { p.objects.observe(p.fetch(entries[i].id)) })
 }
 
 // stop ends the prefetch (waiting at most prefetchCloseWait for fetches in
@@ -533,7 +560,11 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
 		// (Not when uploads were dropped for a full queue: the remote is
 		// behind already.)
-		m.frames = p.writePacks(ctx, id, m.entries)
+		var covered map[ActionID]bool
+		if r := p.seen.Load(); r != nil {
+			covered = r.packed
+		}
+		m.frames = p.writePacks(ctx, id, m.entries, covered)
 	}
 	if err := p.writeManifest(ctx, id, m); err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
@@ -593,11 +624,12 @@ func (p *prefetcher) manifestEntries(ids []ActionID) []manifestEntry {
 }
 
 // writePacks stores the packs of entries that the manifest does not carry
-// whole and that are in the local cache (up to packRunMax bytes of them, in
-// order), marks them packed, and returns the frames. The packs are stored
-// as they fill, packUploadsAtOnce at a time. Entries of a pack that failed
-// to store are left unpacked.
-func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manifestEntry) []packFrame {
+// whole, that no recent pack holds already (covered: a prefetch finds them
+// in those packs, see plan) and that are in the local cache (up to
+// packRunMax bytes of them, in order), marks them packed, and returns the
+// frames. The packs are stored as they fill, packUploadsAtOnce at a time.
+// Entries of a pack that failed to store are left unpacked.
+func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manifestEntry, covered map[ActionID]bool) []packFrame {
 	type upload struct {
 		i    int
 		data []byte
@@ -629,7 +661,7 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 	var total int64
 	for i := range entries {
 		m := &entries[i]
-		if m.inline || ctx.Err() != nil {
+		if m.inline || covered[m.id] || ctx.Err() != nil {
 			continue
 		}
 		e, err := p.tier.localEntry(m.id)
