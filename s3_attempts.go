@@ -25,8 +25,11 @@ import (
 // For reads (GET, HEAD) the bound follows the remote: four times the 99th
 // percentile of the last readSamples first-byte latencies, within
 // [attemptFloor, attemptCeiling]; attemptStart until enough reads have been
-// seen. Writes wait attemptCeiling plus a second per writeRate bytes, since
-// the service answers a write only once it holds the whole body.
+// seen. Speculative reads (the prefetch's, see withSpeculative) wait
+// attemptCeiling: no build waits on them alone, and retrying them early
+// would add load just when the remote is slow. Writes wait attemptCeiling
+// plus a second per writeRate bytes, since the service answers a write
+// only once it holds the whole body.
 type attemptLimiter struct {
 	next aws.HTTPClient
 
@@ -70,6 +73,9 @@ func (e *firstByteTimeoutError) Temporary() bool { return true }
 func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 	read := req.Method == http.MethodGet || req.Method == http.MethodHead
 	limit := a.readLimit()
+	if read && isSpeculative(req.Context()) {
+		limit = attemptCeiling
+	}
 	if !read {
 		limit = attemptCeiling + time.Duration(max(req.ContentLength, 0)/writeRate)*time.Second
 	}

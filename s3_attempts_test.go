@@ -77,6 +77,23 @@ func TestAttemptTimeoutRetried(t *testing.T) {
 	}
 }
 
+// TestAttemptSpeculativeWaits: a speculative read (the prefetch's) waits
+// up to the ceiling for its first byte instead of being retried at the
+// adaptive bound: a retry would only add load to a slow remote.
+func TestAttemptSpeculativeWaits(t *testing.T) {
+	srv, n := slowFirstServer(t, attemptStart+500*time.Millisecond, 0, "hello")
+	c := testClient(t, srv.URL)
+	out, err := c.GetObject(withSpeculative(t.Context()), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	if err != nil {
+		t.Fatalf("speculative GetObject: %v", err)
+	}
+	body, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if string(body) != "hello" || n.Load() != 1 {
+		t.Errorf("got %q after %d attempts; want the first attempt's answer, waited for", body, n.Load())
+	}
+}
+
 // TestAttemptLimitAdapts: the bound for reads follows the remote's
 // latency tail, within its floor and ceiling.
 func TestAttemptLimitAdapts(t *testing.T) {
