@@ -267,7 +267,7 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 			}
 			r := rangeOf[j][m]
 			if r == nil && !m.inline && packedSomewhere[m.id] {
-				continue // a later manifest's pack holds it (see writePacks)
+				continue // another manifest's pack holds it (see writePacks)
 			}
 			switch {
 			case m.inline || (r == nil && !inRange[m.id]):

@@ -422,6 +422,9 @@ func (b *s3Bench) defineRows() {
 	b.add(&row{key: "many",
 		label: fmt.Sprintf("%d fresh VMs at once, one warm bucket, RTT %s%s (time until the last is done)", s.manyVMs, rttName(s.manyRTT), pf),
 		short: fmt.Sprintf("%d fresh VMs at once, %s", s.manyVMs, rttName(s.manyRTT)), group: "many"}, s.manyRuns)
+	b.add(&row{key: "many-tar",
+		label: fmt.Sprintf("%d tar-and-restores at once (download, unpack, build), RTT %s (time until the last is done)", s.manyVMs, rttName(s.manyRTT)),
+		short: fmt.Sprintf("%d tar-and-restores at once, %s", s.manyVMs, rttName(s.manyRTT)), group: "tar"}, s.manyRuns)
 	if s.prOnly {
 		keep := map[string]bool{"s3-cold-" + b.compressions()[0]: true, freshKey(prRTT, true, b.compressions()[0]): true, prKey: true}
 		b.planned = 0
@@ -784,8 +787,16 @@ func (b *s3Bench) tarRestore() (runResult, error) {
 	}
 	defer b.discard(dir)
 	b.settle()
-	archive := filepath.Join(dir, "gocache.tar.zst")
 	cpu := b.serverCPU()
+	r, err := b.tarJob(dir)
+	r.serverCPU = b.serverCPU() - cpu
+	return r, err
+}
+
+// tarJob is the tar-and-restore pattern on the machine dir: download,
+// unpack into an empty GOCACHE, build.
+func (b *s3Bench) tarJob(dir string) (runResult, error) {
+	archive := filepath.Join(dir, "gocache.tar.zst")
 	start := time.Now()
 	if _, err := b.proxyS3.download(b.ctx, b.bucket, b.tarKey, archive); err != nil {
 		return runResult{}, fmt.Errorf("download: %v", err)
@@ -802,63 +813,78 @@ func (b *s3Bench) tarRestore() (runResult, error) {
 	}
 	r.parts = append([]partResult{{"download", dl}, {"unpack", unpack}}, r.parts...)
 	r.total += dl + unpack
-	r.serverCPU = b.serverCPU() - cpu
 	return r, nil
 }
 
-// manyPhase: several fresh machines build at once against one warm bucket.
+// manyPhase: several fresh machines build at once against one warm bucket,
+// and, interleaved, as many tar-and-restores at once (what the same
+// machines would do with the tarball: the floor of that row).
 func (b *s3Bench) manyPhase() error {
 	if err := b.tox.setRTT(b.set.manyRTT); err != nil {
 		return err
 	}
 	comp := b.compressions()[0]
 	for i := 0; i < b.set.manyRuns; i++ {
-		var dirs []string
-		for v := 0; v < b.set.manyVMs; v++ {
-			dir, err := b.newDir(fmt.Sprintf("many-%d", v))
-			if err != nil {
-				return err
-			}
-			dirs = append(dirs, dir)
+		if err := b.manyAtOnce("many", func(dir string) (runResult, error) {
+			return runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[comp], true, comp))
+		}); err != nil {
+			return err
 		}
-		results := make([]runResult, len(dirs))
-		errs := make([]error, len(dirs))
-		var wg sync.WaitGroup
-		b.settle()
-		cpu := b.serverCPU()
-		start := time.Now()
-		for v, dir := range dirs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[v], errs[v] = runWorkload(b.ctx, b.wl, b.s3VM(dir, b.warmBucket[comp], true, comp))
-			}()
+		if err := b.manyAtOnce("many-tar", b.tarJob); err != nil {
+			return err
 		}
-		wg.Wait()
-		wall := time.Since(start)
-		for _, dir := range dirs {
-			b.discard(dir)
-		}
-		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("%d VMs at once: %v", b.set.manyVMs, err)
-		}
-		agg := runResult{total: wall, serverCPU: b.serverCPU() - cpu, stats: map[string]int64{}, statsKeys: map[string]bool{}}
-		var slowest, sum time.Duration
-		for _, r := range results {
-			slowest = max(slowest, r.total)
-			sum += r.total
-			for k, v := range r.stats {
-				agg.stats[k] += v
-			}
-			for k := range r.statsKeys {
-				agg.statsKeys[k] = true
-			}
-			agg.testsCached += r.testsCached
-			agg.testsTotal += r.testsTotal
-		}
-		agg.parts = []partResult{{"slowest VM", slowest}, {"mean VM", sum / time.Duration(len(results))}}
-		b.record("many", agg)
 	}
+	return nil
+}
+
+// manyAtOnce runs job on b.set.manyVMs fresh machines at once and records
+// the time until the last is done as a run of row key.
+func (b *s3Bench) manyAtOnce(key string, job func(dir string) (runResult, error)) error {
+	var dirs []string
+	for v := 0; v < b.set.manyVMs; v++ {
+		dir, err := b.newDir(fmt.Sprintf("%s-%d", key, v))
+		if err != nil {
+			return err
+		}
+		dirs = append(dirs, dir)
+	}
+	results := make([]runResult, len(dirs))
+	errs := make([]error, len(dirs))
+	var wg sync.WaitGroup
+	b.settle()
+	cpu := b.serverCPU()
+	start := time.Now()
+	for v, dir := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[v], errs[v] = job(dir)
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	for _, dir := range dirs {
+		b.discard(dir)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%d VMs at once (%s): %v", b.set.manyVMs, key, err)
+	}
+	agg := runResult{total: wall, serverCPU: b.serverCPU() - cpu, stats: map[string]int64{}, statsKeys: map[string]bool{}}
+	var slowest, sum time.Duration
+	for _, r := range results {
+		slowest = max(slowest, r.total)
+		sum += r.total
+		for k, v := range r.stats {
+			agg.stats[k] += v
+		}
+		for k := range r.statsKeys {
+			agg.statsKeys[k] = true
+		}
+		agg.testsCached += r.testsCached
+		agg.testsTotal += r.testsTotal
+	}
+	agg.parts = []partResult{{"slowest VM", slowest}, {"mean VM", sum / time.Duration(len(results))}}
+	b.record(key, agg)
 	return nil
 }
 
