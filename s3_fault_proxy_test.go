@@ -50,16 +50,17 @@ type faultProxy struct {
 
 	requests  atomic.Int64 // requests seen, in any mode
 	damaged   atomic.Int64 // object downloads cut off or corrupted
+	packs     atomic.Int64 // of damaged, pack ranges
 	untouched atomic.Int64 // object downloads in reset/corrupt mode passed as they were (empty)
 }
 
 type faultModeKey struct{}
 
 // faultCounts is a snapshot of a faultProxy's counters.
-type faultCounts struct{ requests, damaged, untouched int64 }
+type faultCounts struct{ requests, damaged, untouched, packs int64 }
 
 func (c faultCounts) sub(d faultCounts) faultCounts {
-	return faultCounts{c.requests - d.requests, c.damaged - d.damaged, c.untouched - d.untouched}
+	return faultCounts{c.requests - d.requests, c.damaged - d.damaged, c.untouched - d.untouched, c.packs - d.packs}
 }
 
 func newFaultProxy(t *testing.T, endpoint string) *faultProxy {
@@ -101,7 +102,7 @@ func newFaultProxy(t *testing.T, endpoint string) *faultProxy {
 func (p *faultProxy) URL() string { return "http://" + p.addr }
 
 func (p *faultProxy) snapshot() faultCounts {
-	return faultCounts{p.requests.Load(), p.damaged.Load(), p.untouched.Load()}
+	return faultCounts{p.requests.Load(), p.damaged.Load(), p.untouched.Load(), p.packs.Load()}
 }
 
 // setMode switches the proxy to m: refuse closes the listener, any other
@@ -169,13 +170,19 @@ func faultS3Error(w http.ResponseWriter, r *http.Request, status int, code, msg 
 	io.WriteString(w, body)
 }
 
-// modifyResponse damages object downloads in reset and corrupt modes.
+// modifyResponse damages downloads of entries' objects and of pack ranges
+// in reset and corrupt modes.
 func (p *faultProxy) modifyResponse(res *http.Response) error {
 	mode, _ := res.Request.Context().Value(faultModeKey{}).(faultMode)
+	path := res.Request.URL.Path
+	pack := strings.Contains(path, "/"+s3LayoutVersion+"/p/")
 	if mode != faultReset && mode != faultCorrupt ||
-		res.Request.Method != http.MethodGet || res.StatusCode != http.StatusOK ||
-		!strings.Contains(res.Request.URL.Path, "/"+s3LayoutVersion+"/a/") {
+		res.Request.Method != http.MethodGet || (res.StatusCode != http.StatusOK && res.StatusCode != http.StatusPartialContent) ||
+		!strings.Contains(path, "/"+s3LayoutVersion+"/a/") && !pack {
 		return nil
+	}
+	if pack {
+		p.packs.Add(1)
 	}
 	if res.ContentLength <= 0 {
 		p.untouched.Add(1) // nothing to damage
