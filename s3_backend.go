@@ -146,26 +146,15 @@ func (b *S3Backend) location(i int) s3Location {
 	return b.reads[i-1]
 }
 
-// getFrom gets actionID's entry from one location with one GetObject.
-//
-// Its deadline (see newS3Client): b.timeout until the answer begins; then
-// the body gets b.timeout plus a second per 8 MiB, and fails as soon as it
-// stalls for attemptCeiling.
+// getFrom gets actionID's entry from one location with one GetObject
+// (openObject).
 func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID ActionID) (Entry, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
-	defer deadline.Stop()
 	key := loc.actionKey(actionID)
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &loc.bucket, Key: &key})
+	out, ctx, err := b.openObject(ctx, &s3.GetObjectInput{Bucket: &loc.bucket, Key: &key})
 	if err != nil {
-		return Entry{}, s3Error("get", key, getCause(ctx, err), false)
+		return Entry{}, err
 	}
 	defer out.Body.Close()
-	deadline.Reset(b.timeout + time.Duration(aws.ToInt64(out.ContentLength)/(8<<20))*time.Second)
-	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
-	defer stall.Stop()
-	out.Body = stallReader{out.Body, stall}
 	e, encoding, err := parseS3Metadata(out.Metadata)
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %s: %w", key, err)
@@ -211,6 +200,43 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 	}
 	e.DiskPath = f.Name()
 	return e, nil
+}
+
+// openObject sends in's GetObject under the get deadlines (see
+// newS3Client): b.timeout until the answer begins; then the body gets
+// b.timeout plus a second per 8 MiB, and fails as soon as it stalls for
+// attemptCeiling. It returns the answer, whose body the caller closes
+// (which releases the deadlines), and the request's context, for getCause
+// of an error reading the body; an error is classified.
+func (b *S3Backend) openObject(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObjectOutput, context.Context, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
+	out, err := b.client.GetObject(ctx, in)
+	if err != nil {
+		deadline.Stop()
+		cancel(nil)
+		return nil, ctx, s3Error("get", aws.ToString(in.Key), getCause(ctx, err), false)
+	}
+	deadline.Reset(b.timeout + time.Duration(aws.ToInt64(out.ContentLength)/(8<<20))*time.Second)
+	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
+	out.Body = releasingBody{stallReader{out.Body, stall}, func() {
+		stall.Stop()
+		deadline.Stop()
+		cancel(nil)
+	}}
+	return out, ctx, nil
+}
+
+// releasingBody calls release once the body is closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r releasingBody) Close() error {
+	err := r.ReadCloser.Close()
+	r.release()
+	return err
 }
 
 var (
@@ -406,10 +432,8 @@ func (b *S3Backend) manifestLocation(name string) (s3Location, string, error) {
 	return s3Location{}, "", fmt.Errorf("get %.200s: not in a read location", name)
 }
 
-// GetPackRange implements manifestStore with one ranged GetObject. Its
-// deadline is getFrom's: b.timeout until the answer begins, then b.timeout
-// plus a second per 8 MiB, failing as soon as the answer stalls for
-// attemptCeiling.
+// GetPackRange implements manifestStore with one ranged GetObject
+// (openObject).
 func (b *S3Backend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
 	loc, mkey, err := b.manifestLocation(name)
 	if err != nil {
@@ -419,53 +443,34 @@ func (b *S3Backend) GetPackRange(ctx context.Context, name string, i int, off, n
 	if !ok || off < 0 || n <= 0 {
 		return nil, fmt.Errorf("get pack %d of %.200s: not a pack range", i, name)
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	deadline := time.AfterFunc(b.timeout, func() { cancel(errGetDeadline) })
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{
+	out, ctx, err := b.openObject(ctx, &s3.GetObjectInput{
 		Bucket: &loc.bucket, Key: &key,
 		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
 	})
 	if err != nil {
-		deadline.Stop()
-		cancel(nil)
-		return nil, s3Error("get", key, getCause(ctx, err), false)
+		return nil, err
 	}
 	if got := aws.ToInt64(out.ContentLength); got != n {
-		deadline.Stop()
-		cancel(nil)
 		out.Body.Close()
 		return nil, fmt.Errorf("get %s: %w: range of %d bytes, want %d", key, errVerify, got, n)
 	}
-	deadline.Reset(b.timeout + time.Duration(n/(8<<20))*time.Second)
-	stall := time.AfterFunc(attemptCeiling, func() { cancel(errGetStalled) })
-	return &packRangeReader{stallReader{out.Body, stall}, ctx, key, func() {
-		stall.Stop()
-		deadline.Stop()
-		cancel(nil)
-	}}, nil
+	return &packRangeReader{out.Body, ctx, key}, nil
 }
 
-// packRangeReader is the body of a pack range: its errors are classified
-// like a get's, and Close releases the request's timers.
+// packRangeReader is the body of a pack range, its errors classified like
+// a get's.
 type packRangeReader struct {
-	body    stallReader
-	ctx     context.Context
-	key     string
-	release func()
+	io.ReadCloser
+	ctx context.Context
+	key string
 }
 
 func (r *packRangeReader) Read(p []byte) (int, error) {
-	n, err := r.body.Read(p)
+	n, err := r.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
 		err = s3Error("get", r.key, getCause(r.ctx, err), false)
 	}
 	return n, err
-}
-
-func (r *packRangeReader) Close() error {
-	err := r.body.Close()
-	r.release()
-	return err
 }
 
 // PutManifest implements manifestStore.
