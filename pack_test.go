@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -255,6 +256,65 @@ func TestPacksOff(t *testing.T) {
 }
 
 // countingRemote is a memBackend that counts gets of entries' own objects.
+// TestPacksCoverReadLocations: a pull request's run packs none of the
+// entries that its read location's packs hold, however many of that
+// location's manifests it read, since its own manifests never push them out
+// of the next prefetch's reading.
+func TestPacksCoverReadLocations(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies, order := packBodies(40)
+	for i := range manifestsToRead { // main's runs, a quarter of the entries each
+		packRun(t, mem, bodies, order[i*10:(i+1)*10])
+	}
+	pr := &readsFrom{memBackend: mem, read: "job"}
+	stats := new(Stats)
+	p := newPrefetcher(newLocalTier(newTestDisk(t), pr, false, stats), pr, prefetchOptions{scope: "pr", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+	p.Started()
+	<-p.done
+	for _, k := range order {
+		p.Got(actionID(k), true)
+	}
+	putString(t, p, "new", "a new entry of the pull request, larger than a manifest carries: "+strings.Repeat("x", inlineMax))
+	p.Stored(actionID("new"))
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "pr", -1)
+	if len(infos) != 1 {
+		t.Fatalf("%d manifests of the pull request, want 1", len(infos))
+	}
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	var packed []ActionID
+	for _, e := range decodeManifest(obj).entries {
+		if e.packed {
+			packed = append(packed, e.id)
+		}
+	}
+	if len(packed) != 1 || packed[0] != actionID("new") {
+		t.Fatalf("the pull request packed %d entries; want only its new one (main's %d manifests hold the rest)", len(packed), manifestsToRead)
+	}
+}
+
+// readsFrom lists, besides a scope's own manifests, those of the scope read
+// as a read location's (readOnly).
+type readsFrom struct {
+	*memBackend
+	read string
+}
+
+func (r *readsFrom) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
+	own, err := r.memBackend.ListManifests(ctx, scope, n)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := r.memBackend.ListManifests(ctx, r.read, n)
+	for i := range theirs {
+		theirs[i].readOnly = true
+	}
+	return append(own, theirs...), err
+}
+
 type countingRemote struct {
 	*memBackend
 	gets atomic.Int64
@@ -412,4 +472,39 @@ func TestPacksOnlyWhatIsNew(t *testing.T) {
 		t.Fatalf("%d gets of own objects; want every entry from a manifest or a pack", n)
 	}
 	c.Close(ctx)
+}
+
+// TestPlanOrder: a prefetch takes its own location's manifests first (two
+// of them interleaved), then the read location's; an entry that its own
+// manifest names as an object but the read location's packs hold comes
+// from that pack, at its own manifest's place in the order.
+func TestPlanOrder(t *testing.T) {
+	k := func(names ...string) []manifestEntry {
+		var l []manifestEntry
+		for _, n := range names {
+			l = append(l, manifestEntry{id: actionID(n)})
+		}
+		return l
+	}
+	read := manifest{entries: k("x", "y", "z", "b2"), frames: []packFrame{{pack: 0, off: 0, n: 100}}}
+	for _, i := range []int{1, 3} { // y and b2 are packed
+		read.entries[i].packed, read.entries[i].size = true, 10
+	}
+	infos := []manifestInfo{{name: "own1"}, {name: "own2"}, {name: "main1", readOnly: true}}
+	ms := []manifest{{entries: k("a1", "a2")}, {entries: k("b1", "b2", "b3")}, read}
+	objects, ranges := (&prefetcher{opts: prefetchOptions{packs: true}}).plan(infos, ms)
+	var got []string
+	names := map[ActionID]string{}
+	for _, n := range []string{"a1", "a2", "b1", "b2", "b3", "x", "y", "z"} {
+		names[actionID(n)] = n
+	}
+	for _, o := range objects {
+		got = append(got, names[o.id])
+	}
+	if want := "[a1 b1 a2 b3 x z]"; fmt.Sprint(got) != want {
+		t.Errorf("objects in order %v, want %s", got, want)
+	}
+	if len(ranges) != 1 || ranges[0].manifest != "main1" || len(ranges[0].entries) != 2 {
+		t.Fatalf("ranges %+v, want main1's one range holding y and b2", ranges)
+	}
 }

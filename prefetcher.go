@@ -228,13 +228,15 @@ func (p *prefetcher) run() error {
 // Each manifest lists its entries in the order its run first used them,
 // and the runs of a scope are different go commands (go build, go test,
 // ...) of which this one is not known: they are interleaved, so that
-// whichever this is, what it wants first comes first. An entry that
-// several manifests name is taken from the first that names it, whole if
-// one carries it whole, from a pack if one holds it; a range none of whose
-// entries is taken from it is not read.
+// whichever this is, what it wants first comes first; this location's
+// manifests before those of the locations it reads. An entry is taken
+// where the first manifest that names it puts it: whole if one carries it
+// whole, else from a pack if one holds it (any manifest's: a run packs
+// only what recent packs do not hold), else as its own object. A range
+// none of whose entries is taken from it is not read.
 func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manifestEntry, ranges []*packRange) {
 	rangeOf := make([]map[*manifestEntry]*packRange, len(ms))
-	packedSomewhere := make(map[ActionID]bool)
+	packedIn := make(map[ActionID]*packRange) // the first range holding each
 	for i := range ms {
 		if !p.opts.packs || len(ms[i].frames) == 0 {
 			continue
@@ -243,48 +245,62 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 		for _, r := range planRanges(infos[i].name, &ms[i]) {
 			for _, e := range r.entries {
 				rangeOf[i][e] = r
-				packedSomewhere[e.id] = true
+				if packedIn[e.id] == nil {
+					packedIn[e.id] = r
+				}
 			}
+		}
+	}
+	// Own manifests first: a read location's (-s3-read-from) describe
+	// other branches' runs, less likely to be this one's.
+	var own, read []int
+	for j := range ms {
+		if infos[j].readOnly {
+			read = append(read, j)
+		} else {
+			own = append(own, j)
 		}
 	}
 	asObject := make(map[ActionID]*manifestEntry)
 	inRange := make(map[ActionID]bool)
 	owns := make(map[*packRange]bool)
-	for i := 0; ; i++ {
-		more := false
-		for j := range ms {
-			l := ms[j].entries
-			if i >= len(l) {
-				continue
+	take := func(j int, m *manifestEntry) {
+		if prev, ok := asObject[m.id]; ok {
+			if m.inline && !prev.inline {
+				*prev = *m // the same key, carried whole
 			}
-			more = true
-			m := &l[i]
-			if prev, ok := asObject[m.id]; ok {
-				if m.inline && !prev.inline {
-					*prev = *m // the same key, carried whole
-				}
-				continue
-			}
-			r := rangeOf[j][m]
-			if r == nil && !m.inline && packedSomewhere[m.id] {
-				continue // another manifest's pack holds it (see writePacks)
-			}
-			switch {
-			case m.inline || (r == nil && !inRange[m.id]):
-				// An entry carried whole is installed whole, even if a
-				// range holds it too.
-				asObject[m.id] = m
-				objects = append(objects, m)
-			case r != nil && !inRange[m.id]:
-				inRange[m.id] = true
-				if !owns[r] {
-					owns[r] = true
-					ranges = append(ranges, r)
-				}
+			return
+		}
+		r := rangeOf[j][m]
+		if r == nil && !m.inline {
+			r = packedIn[m.id] // another manifest's pack holds it (see writePacks)
+		}
+		switch {
+		case m.inline || (r == nil && !inRange[m.id]):
+			// An entry carried whole is installed whole, even if a range
+			// holds it too.
+			asObject[m.id] = m
+			objects = append(objects, m)
+		case r != nil && !inRange[m.id]:
+			inRange[m.id] = true
+			if !owns[r] {
+				owns[r] = true
+				ranges = append(ranges, r)
 			}
 		}
-		if !more {
-			break
+	}
+	for _, group := range [][]int{own, read} {
+		for i := 0; ; i++ {
+			more := false
+			for _, j := range group {
+				if i < len(ms[j].entries) {
+					more = true
+					take(j, &ms[j].entries[i])
+				}
+			}
+			if !more {
+				break
+			}
 		}
 	}
 	return objects, ranges
@@ -317,11 +333,15 @@ type manifestsSeen struct {
 	packed map[ActionID]bool
 }
 
-// packCovering is how many of the newest manifests read may spare this
-// run's packs the entries their own packs hold: one fewer than a prefetch
-// reads, so that the next prefetch still reads them (this run's manifest
-// being newer). A run whose entries sit only in older packs packs them
-// again, so a scope's packs are renewed every few runs.
+// packCovering is how many of the newest manifests read from the write
+// location may spare this run's packs the entries their own packs hold:
+// one fewer than a prefetch reads, so that the next prefetch still reads
+// them (this run's manifest being newer). A run whose entries sit only in
+// older packs packs them again, so a scope's packs are renewed every few
+// runs. The manifests read from read locations (-s3-read-from) all cover:
+// this run's manifest does not push them out of the next prefetch's
+// reading, and a pull request's first job would otherwise re-pack what its
+// base branch's packs hold.
 const packCovering = manifestsToRead - 1
 
 // noteRead records what the manifests infos named, if every one of them was
@@ -346,13 +366,18 @@ func (p *prefetcher) noteRead(infos []manifestInfo, ms []manifest) {
 		}
 		r.keys = append(r.keys, set)
 	}
-	newest := make([]int, len(infos))
-	for i := range newest {
-		newest[i] = i
+	var covering, own []int
+	for i, m := range infos {
+		if m.readOnly {
+			covering = append(covering, i)
+		} else {
+			own = append(own, i)
+		}
 	}
-	slices.SortStableFunc(newest, func(a, b int) int { return infos[b].time.Compare(infos[a].time) })
+	slices.SortStableFunc(own, func(a, b int) int { return infos[b].time.Compare(infos[a].time) })
+	covering = append(covering, own[:min(len(own), packCovering)]...)
 	r.packed = make(map[ActionID]bool)
-	for _, i := range newest[:min(len(newest), packCovering)] {
+	for _, i := range covering {
 		for _, e := range ms[i].entries {
 			if e.packed {
 				r.packed[e.id] = true
