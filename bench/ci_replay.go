@@ -266,6 +266,7 @@ type ciSettings struct {
 	runs          map[int]bool    // runs to replay (nil: all); run 1 always
 	intoLatest    bool            // also a section of outDir/latest.md (make bench)
 	noCacheAlways bool            // the no-cache way timed at every run, not just (1) and a matrix (see noCacheRepeats)
+	keep          bool            // keep the work directory
 }
 
 // ciFeatures are what the binary under test offers the replay.
@@ -348,7 +349,11 @@ func runCIBench(ctx context.Context, set ciSettings) error {
 	if c.work, err = os.MkdirTemp("", "gobuildcache-bench-ci-"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(c.work)
+	if set.keep {
+		logf("work directory (kept): %s", c.work)
+	} else {
+		defer os.RemoveAll(c.work)
+	}
 	c.src = filepath.Join(c.work, "ci", "src")
 
 	c.modPath, c.modVer, _ = strings.Cut(set.module, "@")

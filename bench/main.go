@@ -74,6 +74,7 @@ func main() {
 	ciNoCacheEvery := flag.Bool("ci-no-cache-every-run", false, "with -ci: time the no-cache way at every run (by default only at (1) and the matrix (6): the other runs are (1)'s cold build again)")
 	ciIntoLatest := flag.Bool("ci-into-latest", false, "with -ci: also put the replay's wall-time table and targets as a section of -out/latest.md (make bench)")
 	ciMtimesRTTs := flag.String("ci-mtimes-rtts", "10ms", "with -ci: RTTs of the gobuildcache histories with mtimes (empty: none; -quick: none)")
+	ciKeep := flag.Bool("ci-keep", false, "with -ci: keep the work directory (each VM's checkout, caches and -stats-json files) and print where it is")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -110,7 +111,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		set.noCacheAlways, set.intoLatest = *ciNoCacheEvery, *ciIntoLatest
+		set.noCacheAlways, set.intoLatest, set.keep = *ciNoCacheEvery, *ciIntoLatest, *ciKeep
 		runInterruptible(func(ctx context.Context) error { return runCIBench(ctx, set) })
 		return
 	}
