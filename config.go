@@ -40,6 +40,7 @@ type Config struct {
 	PrefetchScope       string
 	PrefetchConcurrency int
 	PrefetchPacks       bool
+	PredictMisses       bool
 	Compression         string
 	CompressionMinSize  byteSize
 
@@ -76,6 +77,7 @@ func defaultConfig() Config {
 		Prefetch:            true,
 		PrefetchConcurrency: 16,
 		PrefetchPacks:       true,
+		PredictMisses:       true,
 		Compression:         "zstd",
 		CompressionMinSize:  4 << 10,
 
@@ -172,6 +174,8 @@ var options = []option{
 		func(c *Config) flag.Value { return &intValue{&c.PrefetchConcurrency, 1, 1024} }},
 	{"prefetch-packs", "PREFETCH_PACKS", "store what a run used as a few large packs beside its manifest, and prefetch from packs with a few ranged GETs instead of one GET per entry", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.PrefetchPacks) }},
+	{"predict-misses", "PREDICT_MISSES", "with -prefetch: once the remote has missed 16 keys in a row that no manifest names, answer such keys from the local cache alone, but one in 4 (a wrong guess costs one rebuilt action)", serveOnly,
+		func(c *Config) flag.Value { return (*boolValue)(&c.PredictMisses) }},
 	{"compression", "COMPRESSION", "how uploads are stored: none or zstd (readers decode either, whatever their own setting)", serveOnly,
 		func(c *Config) flag.Value { return &enumValue{&c.Compression, []string{"none", "zstd"}} }},
 	{"compression-min-size", "COMPRESSION_MIN_SIZE", "smallest body that -compression=zstd compresses", serveOnly,

@@ -88,10 +88,11 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	var observer Observer
 	if st.tier != nil && cfg.Prefetch {
 		p := newPrefetcher(st.tier, st.remote, prefetchOptions{
-			scope:       prefetchScope(cfg.PrefetchScope),
-			parallelism: cfg.PrefetchConcurrency,
-			upload:      !cfg.ReadOnly,
-			packs:       cfg.PrefetchPacks,
+			scope:         prefetchScope(cfg.PrefetchScope),
+			parallelism:   cfg.PrefetchConcurrency,
+			upload:        !cfg.ReadOnly,
+			packs:         cfg.PrefetchPacks,
+			predictMisses: cfg.PredictMisses,
 		}, stats, log)
 		backend, observer = p, p
 	}

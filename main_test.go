@@ -73,9 +73,9 @@ func TestConfigSources(t *testing.T) {
 		{name: "prefixed wins over bare",
 			env: map[string]string{"GOBUILDCACHE_CACHE_DIR": "/p", "CACHE_DIR": "/b", "GOBUILDCACHE_BACKEND": "disk", "BACKEND_TYPE": "s3",
 				"GOBUILDCACHE_S3_REGION": "us-west-2", "AWS_REGION": "eu-west-1", "GOBUILDCACHE_STATS": "1", "PRINT_STATS": "false",
-				"GOBUILDCACHE_PREFETCH_PACKS": "false", "PREFETCH_PACKS": "true"},
+				"GOBUILDCACHE_PREFETCH_PACKS": "false", "PREFETCH_PACKS": "true", "GOBUILDCACHE_PREDICT_MISSES": "false", "PREDICT_MISSES": "true"},
 			want: func(c *Config) bool {
-				return c.CacheDir == "/p" && c.Backend == "disk" && c.S3Region == "us-west-2" && c.Stats && !c.PrefetchPacks
+				return c.CacheDir == "/p" && c.Backend == "disk" && c.S3Region == "us-west-2" && c.Stats && !c.PrefetchPacks && !c.PredictMisses
 			}},
 		{name: "flag wins over both", args: []string{"-cache-dir=/f", "-debug=false"},
 			env:  map[string]string{"GOBUILDCACHE_CACHE_DIR": "/p", "CACHE_DIR": "/b", "GOBUILDCACHE_DEBUG": "true", "DEBUG": "true"},
@@ -84,12 +84,13 @@ func TestConfigSources(t *testing.T) {
 			env:  map[string]string{"DEBUG": "express:*", "GOBUILDCACHE_BACKEND": "disk", "BACKEND_TYPE": "docker"},
 			want: func(c *Config) bool { return c.Debug && c.Backend == "disk" }},
 		{name: "bad bare bool and enum",
-			env:  map[string]string{"DEBUG": "express:*", "BACKEND_TYPE": "docker", "PREFETCH_PACKS": "sometimes"},
-			want: func(c *Config) bool { return !c.Debug && c.Backend == "disk" && c.PrefetchPacks },
+			env:  map[string]string{"DEBUG": "express:*", "BACKEND_TYPE": "docker", "PREFETCH_PACKS": "sometimes", "PREDICT_MISSES": "maybe"},
+			want: func(c *Config) bool { return !c.Debug && c.Backend == "disk" && c.PrefetchPacks && c.PredictMisses },
 			warns: [][]string{
 				{"ignoring BACKEND_TYPE=\"docker\"", "want disk or s3", "GOBUILDCACHE_BACKEND", "-backend"},
 				{"ignoring DEBUG=\"express:*\"", "want true or false", "GOBUILDCACHE_DEBUG", "-debug"},
 				{"ignoring PREFETCH_PACKS=\"sometimes\"", "want true or false", "GOBUILDCACHE_PREFETCH_PACKS", "-prefetch-packs"},
+				{"ignoring PREDICT_MISSES=\"maybe\"", "want true or false", "GOBUILDCACHE_PREDICT_MISSES", "-predict-misses"},
 			}},
 		{name: "bare s3 without a bucket",
 			env:   map[string]string{"BACKEND_TYPE": "s3"},

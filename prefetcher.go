@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -98,6 +99,8 @@ type prefetcher struct {
 	mu      sync.Mutex
 	landing map[ActionID]chan struct{} // entries whose pack range is on its way; closed once landed or given up
 
+	misses missPredictor
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -109,6 +112,10 @@ type prefetchOptions struct {
 	parallelism int    // requests for entries' own objects in flight, at most
 	upload      bool   // store a manifest at exit (not with -read-only)
 	packs       bool   // read and write packs (-prefetch-packs)
+	// predictMisses: answer keys that no manifest names from the local
+	// cache alone while the remote keeps missing them (missPredictor,
+	// -predict-misses).
+	predictMisses bool
 }
 
 var (
@@ -129,7 +136,9 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 }
 
 // Get implements CacheBackend. An entry whose pack range is on its way is
-// waited for: the range is nearer than a request of its own.
+// waited for: the range is nearer than a request of its own. A key that no
+// manifest names may be answered from the local cache alone (see
+// missPredictor).
 func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	p.mu.Lock()
 	wait := p.landing[actionID]
@@ -141,7 +150,36 @@ func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 			return Entry{}, ctx.Err()
 		}
 	}
-	return p.tier.Get(ctx, actionID)
+	if !p.opts.predictMisses || !p.unnamed(actionID) {
+		return p.tier.Get(ctx, actionID)
+	}
+	if e, err := p.tier.localEntry(actionID); err == nil {
+		return e, nil
+	}
+	if !p.misses.ask() {
+		p.stats.LookupsSkipped.Add(1)
+		return Entry{}, fmt.Errorf("get %s: predicted miss: %w", actionID, ErrNotFound)
+	}
+	e, err := p.tier.Get(ctx, actionID)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		p.misses.observe(err == nil)
+	}
+	return e, err
+}
+
+// unnamed reports whether no manifest the prefetch read names actionID
+// (false until every manifest it listed is read).
+func (p *prefetcher) unnamed(actionID ActionID) bool {
+	r := p.seen.Load()
+	if r == nil {
+		return false
+	}
+	for _, keys := range r.keys {
+		if _, ok := keys[actionID]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Put implements CacheBackend.

@@ -48,6 +48,7 @@ type Stats struct {
 	PackFallbacks                    atomic.Int64 // pack entries fetched on their own instead
 	PacksWritten, PackBytesUp        atomic.Int64 // packs stored at exit, and their bytes
 	PrefetchInFlight                 atomic.Int64 // the prefetch's limit on requests in flight, at its end
+	LookupsSkipped                   atomic.Int64 // misses answered without asking the remote (missPredictor)
 
 	mu           sync.Mutex
 	errors       map[string]int64 // by kind
@@ -124,6 +125,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		PackBytesUp:        s.PackBytesUp.Load(),
 		PrefetchInFlight:   s.PrefetchInFlight.Load(),
 		CPUSeconds:         processCPU().Seconds(),
+		LookupsSkipped:     s.LookupsSkipped.Load(),
 	}}
 	snap.LocalHits = snap.Hits - snap.RemoteHits
 	if snap.Gets > 0 {
@@ -187,7 +189,7 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"remote put", fmt.Sprintf("p50 %s, p99 %s", us(snap.RemotePutP50Us), us(snap.RemotePutP99Us))},
 			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
 			[2]string{"packs", fmt.Sprintf("read: %d ranges, %d entries (%d fetched on their own instead); written: %d, %s", snap.PackRanges, snap.PackEntries, snap.PackFallbacks, snap.PacksWritten, formatBytes(snap.PackBytesUp))},
-			[2]string{"requests", fmt.Sprintf("%d to the remote; this process used %.2fs CPU", snap.RemoteRequests, snap.CPUSeconds)},
+			[2]string{"requests", fmt.Sprintf("%d to the remote, %d lookups skipped (predicted misses); this process used %.2fs CPU", snap.RemoteRequests, snap.LookupsSkipped, snap.CPUSeconds)},
 			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); breaker opened %d times, skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.BreakerOpenings, snap.RemoteSkipped, snap.VerifyFailures)},
 		)

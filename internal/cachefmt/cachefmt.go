@@ -65,6 +65,7 @@ type Stats struct {
 	PackBytesUp      int64   `json:"pack_bytes_up"`      // stored bytes of those packs (compressed)
 	PrefetchInFlight int64   `json:"prefetch_in_flight"` // the prefetch's requests in flight when it ended (adaptive; see prefetcher)
 	CPUSeconds       float64 `json:"cpu_seconds"`        // user+system CPU time of this gobuildcache process (0 where unknown)
+	LookupsSkipped   int64   `json:"lookups_skipped"`    // misses answered without asking the remote: keys no manifest names, while the remote kept missing them (-predict-misses)
 }
 
 // The local cache directory's layout (see DiskBackend):
