@@ -183,6 +183,15 @@ func (m *memBackend) DeleteManifests(ctx context.Context, names []string) error 
 	return nil
 }
 
+// DeleteManifestsOnly deletes the manifest name and keeps its packs, as if
+// it were beyond what a prefetch reads.
+func (m *memBackend) DeleteManifestsOnly(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.manifests, name)
+	return nil
+}
+
 func (m *memBackend) PutPack(ctx context.Context, scope, id string, i int, data []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

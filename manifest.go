@@ -21,19 +21,26 @@ import (
 // read with ranged GETs; the rest are fetched as their own objects. Stored,
 // it is a zstd frame of:
 //
-//	"gbcm3\n", then per action ID, in first-use order, one record:
+//	"gbcm4\n", then per action ID, in first-use order, one record:
 //	  'k' <action ID>                                          fetch its own object
 //	  'e' <action ID> <output ID> <size, 4 bytes BE> <body>    the entry itself (size <= inlineMax)
 //	  'p' <action ID> <output ID> <size, 4 bytes BE>           the next body of the current pack frame
 //	and before the first 'p' of each pack frame:
-//	  'f' <pack, 2 bytes BE> <offset, 4 bytes BE> <length, 4 bytes BE>
+//	  'f' <owner length, 1 byte> <owner> <pack, 2 bytes BE> <offset, 4 bytes BE> <length, 4 bytes BE>
 //	      a zstd frame at bytes [offset, offset+length) of pack <pack>: the
-//	      bodies of the 'p' records up to the next 'f', back to back
+//	      bodies of the 'p' records up to the next 'f', back to back. The
+//	      owner is empty for this manifest's own packs, or the ID of an
+//	      older manifest of the same scope and location whose pack holds
+//	      the frame: a run refers to the frames recent packs hold instead of
+//	      packing their entries again (see writePacks). A frame decodes as
+//	      one stream, so a manifest lists every entry of each frame it
+//	      names, in order, at the place of the first one it used.
 //
 // Nothing in a manifest or pack is trusted: every body is verified against
 // its output ID, a record that does not fit rejects the whole manifest,
 // and a pack that is gone or corrupt costs its entries a fetch of their
-// own objects. Manifests of earlier versions are read too: "gbcm2\n"
+// own objects. Manifests of earlier versions are read too: "gbcm3\n"
+// (frames without an owner: 'f' <pack> <offset> <length>), "gbcm2\n"
 // (records 'k' and 'e' only) and "gbcm1\n" + 32-byte action IDs, not
 // compressed. Where manifests and packs are kept is the remote's business
 // (manifestStore; S3: s3Location).
@@ -41,7 +48,8 @@ import (
 const (
 	manifestMagicV1   = "gbcm1\n"
 	manifestMagicV2   = "gbcm2\n"
-	manifestMagic     = "gbcm3\n"
+	manifestMagicV3   = "gbcm3\n"
+	manifestMagic     = "gbcm4\n"
 	maxManifestIDs    = 1 << 20
 	maxManifestSize   = 64 << 20 // decoded
 	maxManifestObject = 32 << 20 // stored
@@ -74,6 +82,20 @@ func newManifestID(t time.Time) string {
 	return fmt.Sprintf("%019d-%s", t.UnixNano(), randomSuffix())
 }
 
+// manifestIDPattern matches what newManifestID returns.
+var manifestIDPattern = regexp.MustCompile(`^[0-9]{19}-[0-9a-f]{1,12}$`)
+
+// manifestID returns the ID of the manifest a store names name (its last
+// path element: every manifestStore names a manifest by a path ending in
+// its ID).
+func manifestID(name string) string { return name[strings.LastIndexByte(name, '/')+1:] }
+
+// siblingManifest returns the name of manifest id in the same scope and
+// location as the manifest named name.
+func siblingManifest(name, id string) string {
+	return name[:strings.LastIndexByte(name, '/')+1] + id
+}
+
 // encodeManifestObject returns the manifest m as it is stored.
 func encodeManifestObject(m manifest) ([]byte, error) {
 	var frame bytes.Buffer
@@ -103,6 +125,8 @@ func encodeManifest(m manifest) []byte {
 				frame = e.frame
 				f := m.frames[frame]
 				b.WriteByte('f')
+				b.WriteByte(byte(len(f.owner)))
+				b.WriteString(f.owner)
 				b.Write(binary.BigEndian.AppendUint16(nil, uint16(f.pack)))
 				b.Write(binary.BigEndian.AppendUint32(nil, uint32(f.off)))
 				b.Write(binary.BigEndian.AppendUint32(nil, uint32(f.n)))
@@ -152,10 +176,13 @@ func parseManifest(b []byte) manifest {
 		return manifest{entries: entries}
 	}
 	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
-	v2 := false
+	v2, v3 := false, false
 	if !ok {
-		if rest, v2 = bytes.CutPrefix(b, []byte(manifestMagicV2)); !v2 {
-			return manifest{}
+		rest, v3 = bytes.CutPrefix(b, []byte(manifestMagicV3))
+		if !v3 {
+			if rest, v2 = bytes.CutPrefix(b, []byte(manifestMagicV2)); !v2 {
+				return manifest{}
+			}
 		}
 	}
 	var m manifest
@@ -167,19 +194,28 @@ func parseManifest(b []byte) manifest {
 			return manifest{}
 		}
 		if tag == 'f' {
-			if len(rest) < 11 || len(m.frames) == maxManifestIDs {
+			var f packFrame
+			rest = rest[1:]
+			if !v3 {
+				if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+					return manifest{}
+				}
+				f.owner, rest = string(rest[1:1+rest[0]]), rest[1+rest[0]:]
+				if f.owner != "" && !manifestIDPattern.MatchString(f.owner) {
+					return manifest{}
+				}
+			}
+			if len(rest) < 10 || len(m.frames) == maxManifestIDs {
 				return manifest{}
 			}
-			f := packFrame{
-				pack: int(binary.BigEndian.Uint16(rest[1:])),
-				off:  int64(binary.BigEndian.Uint32(rest[3:])),
-				n:    int64(binary.BigEndian.Uint32(rest[7:])),
-			}
+			f.pack = int(binary.BigEndian.Uint16(rest))
+			f.off = int64(binary.BigEndian.Uint32(rest[2:]))
+			f.n = int64(binary.BigEndian.Uint32(rest[6:]))
 			if f.n == 0 || f.off+f.n > packMaxObject || (len(m.frames) > 0 && !frameHasEntry) {
 				return manifest{}
 			}
 			m.frames = append(m.frames, f)
-			frameBytes, frameHasEntry, rest = 0, false, rest[11:]
+			frameBytes, frameHasEntry, rest = 0, false, rest[10:]
 			continue
 		}
 		if len(m.entries) == maxManifestIDs || len(rest) < 1+idLen {

@@ -19,7 +19,7 @@ func TestManifestFormat(t *testing.T) {
 			{id: actionID("p2"), packed: true, outputID: outputID("yy"), size: 2, frame: 0},
 			{id: actionID("p3"), packed: true, outputID: outputID("zzz"), size: 3, frame: 1},
 		},
-		frames: []packFrame{{pack: 0, off: 0, n: 20}, {pack: 1, off: 7, n: 30}},
+		frames: []packFrame{{pack: 0, off: 0, n: 20}, {owner: "1796200759832245732-17ab1be5da5b", pack: 1, off: 7, n: 30}},
 	}
 	obj, err := encodeManifestObject(m)
 	if err != nil {
@@ -48,20 +48,29 @@ func TestManifestFormat(t *testing.T) {
 		t.Fatalf("v2 manifest: %+v", got)
 	}
 
+	// gbcm3: frames without an owner.
+	v3 := manifestMagicV3 + "f\x00\x02\x00\x00\x00\x05\x00\x00\x00\x10" + "p" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x01"
+	if got := parseManifest([]byte(v3)); len(got.entries) != 1 || !got.entries[0].packed || len(got.frames) != 1 || got.frames[0] != (packFrame{pack: 2, off: 5, n: 16}) {
+		t.Fatalf("v3 manifest: %+v", got)
+	}
+
 	long := append([]byte(manifestMagic+"e"), make([]byte, 2*idLen)...)
 	long = binary.BigEndian.AppendUint32(long, inlineMax+1)
 	long = append(long, make([]byte, inlineMax+1)...)
 	id2 := strings.Repeat("a", 2*idLen)
-	frame := "f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10"
+	frame := "f\x00" + "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10"
+	p1 := "p" + id2 + "\x00\x00\x00\x01"
 	for _, bad := range []string{"", "gbcm9\n", manifestMagicV1 + "short", manifestMagic + "k short",
 		manifestMagic + "x" + strings.Repeat("a", idLen), manifestMagic + "e" + id2 + "\x00\x00\x00\x09short",
 		string(long), strings.Repeat("x", 70),
-		manifestMagic + "p" + id2 + "\x00\x00\x00\x01",                                               // packed before any frame
-		manifestMagic + frame,                                                                        // a frame without entries
-		manifestMagic + frame + frame + "p" + id2 + "\x00\x00\x00\x01",                               // likewise
-		manifestMagic + frame + "p" + id2 + "\x01\x00\x00\x01",                                       // larger than packEntryMax
-		manifestMagic + "f\x00\x00\x10\x00\x00\x00\x10\x00\x00\x00" + "p" + id2 + "\x00\x00\x00\x01", // beyond packMaxObject
-		manifestMagicV2 + frame + "p" + id2 + "\x00\x00\x00\x01",                                     // packs in a v2 manifest
+		manifestMagic + "p" + id2 + "\x00\x00\x00\x01",                       // packed before any frame
+		manifestMagic + frame,                                                // a frame without entries
+		manifestMagic + frame + frame + "p" + id2 + "\x00\x00\x00\x01",       // likewise
+		manifestMagic + frame + "p" + id2 + "\x01\x00\x00\x01",               // larger than packEntryMax
+		manifestMagic + "f\x00\x00\x00\x10\x00\x00\x00\x10\x00\x00\x00" + p1, // beyond packMaxObject
+		manifestMagicV2 + frame + p1,                                         // packs in a v2 manifest
+		manifestMagic + "f\x04../x" + frame[2:] + p1,                         // an owner that is not a manifest ID
+		manifestMagic + "f\x30" + frame[2:] + p1,                             // an owner longer than the record
 	} {
 		if got := parseManifest([]byte(bad)); got.entries != nil || got.frames != nil {
 			t.Errorf("parseManifest(%q) = %d entries, want none", bad, len(got.entries))
@@ -95,6 +104,7 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte(manifestMagic + "k" + strings.Repeat("a", idLen)))
 	f.Add([]byte(manifestMagic + "e" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02hi"))
 	f.Add([]byte(manifestMagic + "f\x00\x01\x00\x00\x00\x00\x00\x00\x00\x10p" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02"))
+	f.Add([]byte(manifestMagic + "f\x0d1234567890123456789-a\x00\x01\x00\x00\x00\x00\x00\x00\x00\x10p" + strings.Repeat("a", 2*idLen) + "\x00\x00\x00\x02"))
 	f.Add([]byte("gbcm1"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m := parseManifest(b)

@@ -17,12 +17,7 @@ func TestPredictMisses(t *testing.T) {
 	packRun(t, mem, map[string]string{"named": "an entry a manifest names"}, []string{"named"})
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("predict=%v", on), func(t *testing.T) {
-			counting := &countingRemote{memBackend: mem}
-			stats := new(Stats)
-			tier := newLocalTier(newTestDisk(t), counting, false, stats)
-			p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, predictMisses: on}, stats, quietLog)
-			p.Started()
-			<-p.done
+			p, _, counting, stats := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, predictMisses: on})
 			defer p.Close(ctx)
 			get := func(key string) error {
 				_, err := p.Get(ctx, actionID(key))

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // A pack holds the bodies of many entries back to back, so that a fresh
@@ -16,7 +18,9 @@ import (
 // one range that decodes as one stream. Its manifest says, for each frame,
 // where it sits, and for each entry, its frame, output ID and size
 // (manifest.go). A pack is never overwritten (its name is its manifest's,
-// which is new) and is deleted with its manifest (manifestStore).
+// which is new) and is deleted with its manifest (manifestStore). Newer
+// manifests of its scope name its frames instead of packing the same
+// entries again, for as long as it is recent (packCovering).
 //
 // Packs only accelerate: the entries' own objects stay the source of
 // truth. A pack that is gone, stale, cut short or corrupt costs its
@@ -35,10 +39,29 @@ const (
 )
 
 // packFrame is one zstd frame of a pack: bytes [off, off+n) of pack
-// number pack.
+// number pack of the manifest owner ("": the manifest naming the frame;
+// else the ID of an older manifest of its scope and location).
 type packFrame struct {
+	owner  string
 	pack   int
 	off, n int64
+}
+
+// frameKey is where a frame sits, whichever manifests name it: the
+// manifest whose pack holds it (as its store names it), the pack, the
+// offset.
+type frameKey struct {
+	manifest string
+	pack     int
+	off      int64
+}
+
+// key returns where f, named by the manifest named name, sits.
+func (f packFrame) key(name string) frameKey {
+	if f.owner != "" {
+		name = siblingManifest(name, f.owner)
+	}
+	return frameKey{name, f.pack, f.off}
 }
 
 // packBuilder builds a run's packs from its entries' bodies, in order.
@@ -99,35 +122,63 @@ func (b *packBuilder) finish() ([]packFrame, error) {
 // packRange is one ranged GET: consecutive frames of one pack, and the
 // entries they hold, in order.
 type packRange struct {
-	manifest string // name of the manifest naming the pack
+	manifest string // name of the manifest whose pack it reads
 	pack     int
 	off, n   int64
 	entries  []*manifestEntry
 }
 
-// planRanges groups the packed entries of m, the manifest named name, into
-// ranges of consecutive frames of one pack, in pack order (first-use
-// order). The first is about packRangeMin stored bytes, each next one twice
-// the one before, up to packRangeMax: the go command's first gets wait for
-// the first range, and later ones arrive while it works.
-func planRanges(name string, m *manifest) []*packRange {
-	byFrame := make([][]*manifestEntry, len(m.frames))
-	for i := range m.entries {
-		if e := &m.entries[i]; e.packed {
-			byFrame[e.frame] = append(byFrame[e.frame], e)
+// plannedFrame is a frame a prefetch reads, with the entries it holds in
+// order (as the first manifest naming it lists them).
+type plannedFrame struct {
+	key     frameKey
+	n       int64
+	entries []*manifestEntry
+}
+
+// planRanges groups frames, in the order a prefetch wants them, into
+// ranged GETs: adjacent frames of one pack, each range about packRangeMin
+// stored bytes for a pack's first, twice the one before for each next one,
+// up to packRangeMax (the go command's first gets wait for the first
+// range; later ones arrive while it works). A range comes in the order of
+// its first frame.
+func planRanges(frames []*plannedFrame) []*packRange {
+	type pack struct {
+		manifest string
+		i        int
+	}
+	byPack := make(map[pack][]*plannedFrame)
+	var packs []pack
+	rank := make(map[*plannedFrame]int, len(frames))
+	for i, f := range frames {
+		k := pack{f.key.manifest, f.key.pack}
+		if byPack[k] == nil {
+			packs = append(packs, k)
 		}
+		byPack[k] = append(byPack[k], f)
+		rank[f] = i
 	}
 	var ranges []*packRange
-	var cur *packRange
-	for i, f := range m.frames {
-		limit := min(int64(packRangeMin)<<min(max(len(ranges)-1, 0), 8), packRangeMax)
-		if cur == nil || f.pack != cur.pack || f.off != cur.off+cur.n || cur.n+f.n > limit {
-			cur = &packRange{manifest: name, pack: f.pack, off: f.off}
-			ranges = append(ranges, cur)
+	first := make(map[*packRange]int)
+	for _, k := range packs {
+		fs := byPack[k]
+		slices.SortFunc(fs, func(a, b *plannedFrame) int { return cmp.Compare(a.key.off, b.key.off) })
+		var cur *packRange
+		made := 0
+		for _, f := range fs {
+			limit := min(int64(packRangeMin)<<min(max(made-1, 0), 8), packRangeMax)
+			if cur == nil || f.key.off != cur.off+cur.n || cur.n+f.n > limit {
+				cur = &packRange{manifest: k.manifest, pack: k.i, off: f.key.off}
+				ranges = append(ranges, cur)
+				first[cur] = rank[f]
+				made++
+			}
+			cur.n += f.n
+			cur.entries = append(cur.entries, f.entries...)
+			first[cur] = min(first[cur], rank[f])
 		}
-		cur.n += f.n
-		cur.entries = append(cur.entries, byFrame[i]...)
 	}
+	slices.SortStableFunc(ranges, func(a, b *packRange) int { return cmp.Compare(first[a], first[b]) })
 	return ranges
 }
 

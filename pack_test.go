@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,12 +127,7 @@ func TestPrefetchFromPacks(t *testing.T) {
 		t.Fatalf("run A wrote %d packs", statsA.PacksWritten.Load())
 	}
 
-	counting := &countingRemote{memBackend: mem}
-	statsB := new(Stats)
-	tierB := newLocalTier(newTestDisk(t), counting, false, statsB)
-	b := newPrefetcher(tierB, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsB, quietLog)
-	b.Started()
-	<-b.done
+	b, tierB, counting, statsB := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true})
 	for _, k := range order {
 		e, err := tierB.localEntry(actionID(k))
 		if err != nil {
@@ -243,16 +239,25 @@ func TestPacksOff(t *testing.T) {
 	mem := newMemBackend(t)
 	bodies, order := packBodies(20)
 	packRun(t, mem, bodies, order)
-	counting := &countingRemote{memBackend: mem}
-	stats := new(Stats)
-	tier := newLocalTier(newTestDisk(t), counting, false, stats)
-	p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true}, stats, quietLog)
-	p.Started()
-	<-p.done
+	p, _, counting, stats := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true})
 	if mem.packGets.Load() != 0 || stats.PackEntries.Load() != 0 || counting.gets.Load() == 0 {
 		t.Fatalf("packs off: %d ranges, %d entries from packs, %d own gets", mem.packGets.Load(), stats.PackEntries.Load(), counting.gets.Load())
 	}
 	p.Close(context.Background())
+}
+
+// freshMachine returns a prefetcher of an empty local cache over mem, its
+// prefetch done, with the tier, the remote that counts own gets, and the
+// stats.
+func freshMachine(t *testing.T, mem *memBackend, opts prefetchOptions) (*prefetcher, *localTier, *countingRemote, *Stats) {
+	t.Helper()
+	counting := &countingRemote{memBackend: mem}
+	stats := new(Stats)
+	tier := newLocalTier(newTestDisk(t), counting, false, stats)
+	p := newPrefetcher(tier, mem, opts, stats, quietLog)
+	p.Started()
+	<-p.done
+	return p, tier, counting, stats
 }
 
 // countingRemote is a memBackend that counts gets of entries' own objects.
@@ -412,8 +417,10 @@ func TestFlowLimit(t *testing.T) {
 }
 
 // TestPacksOnlyWhatIsNew: a run whose entries recent packs hold already
-// packs only its new ones, and a fresh run still gets every entry from
-// packs (the old run's and the new one's), none by a request of its own.
+// packs only its new ones and refers to the old run's frames for the rest,
+// and a fresh run that reads only the new manifest still gets every entry
+// from packs (the old run's and the new one's), none by a request of its
+// own.
 func TestPacksOnlyWhatIsNew(t *testing.T) {
 	ctx := context.Background()
 	mem := newMemBackend(t)
@@ -442,25 +449,30 @@ func TestPacksOnlyWhatIsNew(t *testing.T) {
 	for _, k := range order[30:] {
 		isNew[actionID(k)] = true
 	}
-	var packedNew, packedOld int
-	for _, e := range decodeManifest(obj).entries {
-		switch {
-		case e.packed && isNew[e.id]:
+	var packedNew, packedOld, referred int
+	mB := decodeManifest(obj)
+	for _, e := range mB.entries {
+		switch owner := mB.frames[e.frame].owner; {
+		case !e.packed:
+		case owner == manifestID(infos[1].name) && !isNew[e.id]:
+			referred++
+		case owner != "":
+			t.Fatalf("a frame of %q", owner)
+		case isNew[e.id]:
 			packedNew++
-		case e.packed:
+		default:
 			packedOld++
 		}
 	}
-	if len(infos) != 2 || packedNew != 9 || packedOld != 0 {
-		t.Fatalf("%d manifests; run B packed %d new entries and %d old ones: want 9 (the tenth rides whole) and 0", len(infos), packedNew, packedOld)
+	if len(infos) != 2 || packedNew != 9 || packedOld != 0 || referred != 27 {
+		t.Fatalf("%d manifests; run B packed %d new entries and %d old ones, and referred to %d in run A's packs: want 9 (the tenth rides whole), 0 and 27 (3 ride whole)", len(infos), packedNew, packedOld, referred)
+	}
+	// The next prefetch reads only B's manifest.
+	if err := mem.DeleteManifestsOnly(ctx, infos[1].name); err != nil {
+		t.Fatal(err)
 	}
 
-	counting := &countingRemote{memBackend: mem}
-	statsC := new(Stats)
-	tierC := newLocalTier(newTestDisk(t), counting, false, statsC)
-	c := newPrefetcher(tierC, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsC, quietLog)
-	c.Started()
-	<-c.done
+	c, tierC, counting, _ := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true})
 	for _, k := range order {
 		e, err := tierC.localEntry(actionID(k))
 		if err != nil {
@@ -506,5 +518,63 @@ func TestPlanOrder(t *testing.T) {
 	}
 	if len(ranges) != 1 || ranges[0].manifest != "main1" || len(ranges[0].entries) != 2 {
 		t.Fatalf("ranges %+v, want main1's one range holding y and b2", ranges)
+	}
+}
+
+// TestPacksReferRecentFrames: jobs of three go commands each (a build, a
+// vet, a test: three manifests a job, more than a prefetch reads) pack
+// each entry once: every later run refers to the frame that holds it. A
+// fresh machine then gets every entry from packs, none on its own.
+func TestPacksReferRecentFrames(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies, order := packBodies(60)
+	run := func(used []string) manifest {
+		t.Helper()
+		stats := new(Stats)
+		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, stats), mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+		p.Started()
+		<-p.done
+		for _, k := range used {
+			if _, err := p.Get(ctx, actionID(k)); err == nil {
+				p.Got(actionID(k), true)
+			} else {
+				putString(t, p, k, bodies[k])
+				p.Stored(actionID(k))
+			}
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		infos, _ := mem.ListManifests(ctx, "job", 1)
+		obj, _ := mem.GetManifest(ctx, infos[0].name)
+		return decodeManifest(obj)
+	}
+	packedBy := make(map[ActionID]int) // new frames holding each entry
+	for job := range 5 {
+		extra := order[30+job*5 : 35+job*5] // each job's new entries
+		for i, used := range [][]string{order[:20], order[:25], order[5:30]} {
+			m := run(append(slices.Clone(used), extra[i:i+2]...))
+			for _, e := range m.entries {
+				if e.packed && m.frames[e.frame].owner == "" {
+					packedBy[e.id]++
+				}
+			}
+		}
+	}
+	for k, n := range packedBy {
+		if n > 1 {
+			t.Errorf("an entry packed %d times: %x", n, k[:4])
+		}
+	}
+	p, tier, counting, _ := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, packs: true})
+	defer p.Close(ctx)
+	for _, k := range order[:30] {
+		if _, err := tier.localEntry(actionID(k)); err != nil {
+			t.Fatalf("%s not prefetched: %v", k, err)
+		}
+	}
+	if n := counting.gets.Load(); n != 0 {
+		t.Fatalf("%d gets of own objects; want every entry from a manifest or a pack", n)
 	}
 }

@@ -39,10 +39,10 @@ import (
 // packs, are deleted by the server that stores a new one.
 
 const (
-	manifestsToRead   = 4 // newest manifests a prefetch reads
-	manifestsKept     = 8 // newest manifests kept per scope
-	packRangesAtOnce  = 4 // ranged GETs of packs in flight, at most
-	packUploadsAtOnce = 2 // pack uploads in flight at exit
+	manifestsToRead   = 4  // newest manifests a prefetch reads, of each location
+	manifestsKept     = 32 // newest manifests kept per scope
+	packRangesAtOnce  = 4  // ranged GETs of packs in flight, at most
+	packUploadsAtOnce = 2  // pack uploads in flight at exit
 	prefetchCloseWait = 2 * time.Second
 	// manifestRefresh: a run whose entries the manifests it read already
 	// name writes none, unless the newest of them is older than this, so
@@ -221,9 +221,18 @@ func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
 
 // run reads the newest manifests and fetches their entries.
 func (p *prefetcher) run() error {
-	infos, err := p.manifests.ListManifests(p.ctx, p.opts.scope, manifestsToRead)
+	listed, err := p.manifests.ListManifests(p.ctx, p.opts.scope, manifestsKept)
 	if err != nil {
 		return err
+	}
+	var infos []manifestInfo // the newest manifestsToRead of each location
+	perLocation := make(map[string]int)
+	for _, m := range listed { // each location's newest first
+		dir := siblingManifest(m.name, "")
+		if perLocation[dir] < manifestsToRead {
+			perLocation[dir]++
+			infos = append(infos, m)
+		}
 	}
 	ms := make([]manifest, len(infos))
 	var mwg sync.WaitGroup
@@ -238,7 +247,7 @@ func (p *prefetcher) run() error {
 		}()
 	}
 	mwg.Wait()
-	p.noteRead(infos, ms)
+	p.noteRead(listed, infos, ms)
 	objects, ranges := p.plan(infos, ms)
 
 	var wg sync.WaitGroup
@@ -269,23 +278,39 @@ func (p *prefetcher) run() error {
 // whichever this is, what it wants first comes first; this location's
 // manifests before those of the locations it reads. An entry is taken
 // where the first manifest that names it puts it: whole if one carries it
-// whole, else from a pack if one holds it (any manifest's: a run packs
-// only what recent packs do not hold), else as its own object. A range
-// none of whose entries is taken from it is not read.
+// whole, else from a pack frame if one names it (any manifest's: a run
+// packs only what recent packs do not hold), else as its own object. A
+// frame is read once, however many manifests name it; one none of whose
+// entries is taken from it is not read.
 func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manifestEntry, ranges []*packRange) {
-	rangeOf := make([]map[*manifestEntry]*packRange, len(ms))
-	packedIn := make(map[ActionID]*packRange) // the first range holding each
+	frameOf := make([]map[*manifestEntry]*plannedFrame, len(ms))
+	frames := make(map[frameKey]*plannedFrame)
+	packedIn := make(map[ActionID]*plannedFrame) // the first frame holding each
 	for i := range ms {
 		if !p.opts.packs || len(ms[i].frames) == 0 {
 			continue
 		}
-		rangeOf[i] = make(map[*manifestEntry]*packRange)
-		for _, r := range planRanges(infos[i].name, &ms[i]) {
-			for _, e := range r.entries {
-				rangeOf[i][e] = r
-				if packedIn[e.id] == nil {
-					packedIn[e.id] = r
-				}
+		frameOf[i] = make(map[*manifestEntry]*plannedFrame)
+		mine := make([]*plannedFrame, len(ms[i].frames)) // frames this manifest lists first
+		for k, f := range ms[i].frames {
+			key := f.key(infos[i].name)
+			if frames[key] == nil {
+				frames[key] = &plannedFrame{key: key, n: f.n}
+				mine[k] = frames[key]
+			}
+		}
+		for j := range ms[i].entries {
+			e := &ms[i].entries[j]
+			if !e.packed {
+				continue
+			}
+			pf := frames[ms[i].frames[e.frame].key(infos[i].name)]
+			if mine[e.frame] != nil {
+				pf.entries = append(pf.entries, e)
+			}
+			frameOf[i][e] = pf
+			if packedIn[e.id] == nil {
+				packedIn[e.id] = pf
 			}
 		}
 	}
@@ -300,8 +325,9 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 		}
 	}
 	asObject := make(map[ActionID]*manifestEntry)
-	inRange := make(map[ActionID]bool)
-	owns := make(map[*packRange]bool)
+	inFrame := make(map[ActionID]bool)
+	queued := make(map[*plannedFrame]bool)
+	var wanted []*plannedFrame
 	take := func(j int, m *manifestEntry) {
 		if prev, ok := asObject[m.id]; ok {
 			if m.inline && !prev.inline {
@@ -309,21 +335,21 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 			}
 			return
 		}
-		r := rangeOf[j][m]
-		if r == nil && !m.inline {
-			r = packedIn[m.id] // another manifest's pack holds it (see writePacks)
+		f := frameOf[j][m]
+		if f == nil && !m.inline {
+			f = packedIn[m.id] // another manifest's frame holds it (see writePacks)
 		}
 		switch {
-		case m.inline || (r == nil && !inRange[m.id]):
-			// An entry carried whole is installed whole, even if a range
+		case m.inline || (f == nil && !inFrame[m.id]):
+			// An entry carried whole is installed whole, even if a frame
 			// holds it too.
 			asObject[m.id] = m
 			objects = append(objects, m)
-		case r != nil && !inRange[m.id]:
-			inRange[m.id] = true
-			if !owns[r] {
-				owns[r] = true
-				ranges = append(ranges, r)
+		case f != nil && !inFrame[m.id]:
+			inFrame[m.id] = true
+			if !queued[f] {
+				queued[f] = true
+				wanted = append(wanted, f)
 			}
 		}
 	}
@@ -341,7 +367,7 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 			}
 		}
 	}
-	return objects, ranges
+	return objects, planRanges(wanted)
 }
 
 // each calls do(0), ..., do(n-1), in order, with as many calls at once as
@@ -363,30 +389,48 @@ func (p *prefetcher) each(limit *flowLimit, n int, do func(i int)) {
 }
 
 // manifestsSeen is what a prefetch read: the keys of each manifest it
-// listed, when the newest of them was written, and which entries the packs
-// of the newest few hold (packCovered).
+// read, when the newest of them was written, and what their packs hold
+// that this run's packs need not hold again.
 type manifestsSeen struct {
 	keys   []map[ActionID]struct{}
 	newest time.Time
-	packed map[ActionID]bool
+	cover  packCover
 }
 
-// packCovering is how many of the newest manifests read from the write
-// location may spare this run's packs the entries their own packs hold:
-// one fewer than a prefetch reads, so that the next prefetch still reads
-// them (this run's manifest being newer). A run whose entries sit only in
-// older packs packs them again, so a scope's packs are renewed every few
-// runs. The manifests read from read locations (-s3-read-from) all cover:
-// this run's manifest does not push them out of the next prefetch's
-// reading, and a pull request's first job would otherwise re-pack what its
-// base branch's packs hold.
-const packCovering = manifestsToRead - 1
+// packCover is what the packs of the manifests a run read hold, as its own
+// packs may use it (see writePacks).
+type packCover struct {
+	// elsewhere: entries that the packs of read locations' manifests
+	// (-s3-read-from) hold. This run's manifest names them as objects: the
+	// next prefetch of this scope reads those manifests too (this run's
+	// manifest never pushes them out of its reading) and takes them from
+	// their packs.
+	elsewhere map[ActionID]bool
+	// frames: entries that frames of this location's packs hold, owned by
+	// one of its newest packCovering manifests. This run's manifest refers
+	// to those frames.
+	frames map[ActionID]*coverFrame
+}
 
-// noteRead records what the manifests infos named, if every one of them was
-// read.
-func (p *prefetcher) noteRead(infos []manifestInfo, ms []manifest) {
-	r := &manifestsSeen{}
-	for _, m := range infos { // each location's newest first
+// coverFrame is a frame of an older pack that a new manifest may refer to:
+// the frame (its owner set) and its entries, in order.
+type coverFrame struct {
+	frame   packFrame
+	entries []manifestEntry
+}
+
+// packCovering: a run refers to frames of packs that belong to the newest
+// packCovering manifests of its location (listed, whether read or not),
+// and packs the entries of older ones again. A manifest a prefetch reads
+// is among the newest manifestsToRead, so the packs it refers to belong
+// to the newest packCovering+manifestsToRead, which are still kept.
+const packCovering = manifestsKept - 2*manifestsToRead
+
+// noteRead records what the manifests infos (the newest of those listed,
+// read into ms) named, if every one of them was read.
+func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest) {
+	r := &manifestsSeen{cover: packCover{elsewhere: make(map[ActionID]bool), frames: make(map[ActionID]*coverFrame)}}
+	for _, m := range infos {
 		if m.time.IsZero() {
 			return
 		}
@@ -404,21 +448,41 @@ func (p *prefetcher) noteRead(infos []manifestInfo, ms []manifest) {
 		}
 		r.keys = append(r.keys, set)
 	}
-	var covering, own []int
-	for i, m := range infos {
-		if m.readOnly {
-			covering = append(covering, i)
-		} else {
-			own = append(own, i)
+	age := make(map[string]int) // of this location's manifests, by ID: 0 the newest
+	for _, m := range listed {
+		if !m.readOnly {
+			age[manifestID(m.name)] = len(age)
 		}
 	}
-	slices.SortStableFunc(own, func(a, b int) int { return infos[b].time.Compare(infos[a].time) })
-	covering = append(covering, own[:min(len(own), packCovering)]...)
-	r.packed = make(map[ActionID]bool)
-	for _, i := range covering {
-		for _, e := range ms[i].entries {
-			if e.packed {
-				r.packed[e.id] = true
+	frames := make(map[frameKey]*coverFrame)
+	filledBy := make(map[*coverFrame]int) // the manifest whose list of the frame's entries is kept
+	for i, m := range ms {
+		for _, e := range m.entries {
+			if !e.packed {
+				continue
+			}
+			if infos[i].readOnly {
+				r.cover.elsewhere[e.id] = true
+				continue
+			}
+			f := m.frames[e.frame]
+			if f.owner == "" {
+				f.owner = manifestID(infos[i].name)
+			}
+			if a, ok := age[f.owner]; !ok || a >= packCovering {
+				continue
+			}
+			key := f.key(infos[i].name)
+			cf := frames[key]
+			if cf == nil {
+				cf = &coverFrame{frame: f}
+				frames[key], filledBy[cf] = cf, i
+			}
+			if filledBy[cf] == i {
+				cf.entries = append(cf.entries, e)
+			}
+			if r.cover.frames[e.id] == nil {
+				r.cover.frames[e.id] = cf
 			}
 		}
 	}
@@ -623,11 +687,11 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
 		// (Not when uploads were dropped for a full queue: the remote is
 		// behind already.)
-		var covered map[ActionID]bool
+		var cover packCover
 		if r := p.seen.Load(); r != nil {
-			covered = r.packed
+			cover = r.cover
 		}
-		m.frames = p.writePacks(ctx, id, m.entries, covered)
+		m = p.writePacks(ctx, id, m.entries, cover)
 	}
 	if err := p.writeManifest(ctx, id, m); err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
@@ -687,12 +751,15 @@ func (p *prefetcher) manifestEntries(ids []ActionID) []manifestEntry {
 }
 
 // writePacks stores the packs of entries that the manifest does not carry
-// whole, that no recent pack holds already (covered: a prefetch finds them
-// in those packs, see plan) and that are in the local cache (up to
-// packRunMax bytes of them, in order), marks them packed, and returns the
-// frames. The packs are stored as they fill, packUploadsAtOnce at a time.
-// Entries of a pack that failed to store are left unpacked.
-func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manifestEntry, covered map[ActionID]bool) []packFrame {
+// whole, that no recent pack holds already (cover) and that are in the
+// local cache (up to packRunMax bytes of them, in order), and returns the
+// manifest of entries: each entry a recent frame of this location holds is
+// named in that frame (referred to, not packed again), each newly packed
+// one in its frame of the new packs, the rest as they are. A frame's
+// entries are listed together, in its order, where the first of them was
+// used. The packs are stored as they fill, packUploadsAtOnce at a time;
+// the entries of a pack that failed to store are named as objects.
+func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manifestEntry, cover packCover) manifest {
 	type upload struct {
 		i    int
 		data []byte
@@ -724,7 +791,7 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 	var total int64
 	for i := range entries {
 		m := &entries[i]
-		if m.inline || covered[m.id] || ctx.Err() != nil {
+		if m.inline || cover.elsewhere[m.id] || cover.frames[m.id] != nil || ctx.Err() != nil {
 			continue
 		}
 		e, err := p.tier.localEntry(m.id)
@@ -738,15 +805,47 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 		total += e.Size
 		m.packed, m.outputID, m.size, m.frame = true, e.OutputID, e.Size, b.add(body)
 	}
-	frames, err := b.finish()
+	newFrames, err := b.finish()
 	close(uploads)
 	wg.Wait()
-	for i := range entries {
-		if m := &entries[i]; m.packed && (err != nil || m.frame >= len(frames) || failed[frames[m.frame].pack]) {
-			m.packed = false
+
+	var out manifest
+	byFrame := make(map[int][]manifestEntry) // the new frames' entries
+	for _, m := range entries {
+		if m.packed {
+			byFrame[m.frame] = append(byFrame[m.frame], m)
 		}
 	}
-	return frames
+	listed := make(map[int]bool)           // new frames named
+	referred := make(map[*coverFrame]bool) // recent frames named
+	addFrame := func(f packFrame, fes []manifestEntry) {
+		for _, e := range fes {
+			e.packed, e.frame = true, len(out.frames)
+			out.entries = append(out.entries, e)
+		}
+		out.frames = append(out.frames, f)
+	}
+	for _, m := range entries {
+		cf := cover.frames[m.id]
+		switch {
+		case m.packed && (err != nil || m.frame >= len(newFrames) || failed[newFrames[m.frame].pack]):
+			m.packed = false
+			out.entries = append(out.entries, m)
+		case m.packed:
+			if !listed[m.frame] {
+				listed[m.frame] = true
+				addFrame(newFrames[m.frame], byFrame[m.frame])
+			}
+		case !m.inline && cf != nil:
+			if !referred[cf] {
+				referred[cf] = true
+				addFrame(cf.frame, cf.entries)
+			}
+		default:
+			out.entries = append(out.entries, m)
+		}
+	}
+	return out
 }
 
 // writeManifest stores m as the new manifest id and deletes the oldest

@@ -23,7 +23,8 @@ func TestManifestNotRewritten(t *testing.T) {
 		t.Fatal("named before any manifest was read")
 	}
 	lists = []manifest{{entries: []manifestEntry{{id: a}, {id: b}}}, {entries: []manifestEntry{{id: c}}}}
-	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, lists)
+	infos := []manifestInfo{name(time.Hour), name(2 * time.Hour)}
+	p.noteRead(infos, infos, lists)
 	if !p.named([]ActionID{b, a, b}) || !p.named([]ActionID{c}) {
 		t.Error("the entries of a manifest read: not named")
 	}
@@ -35,12 +36,14 @@ func TestManifestNotRewritten(t *testing.T) {
 	}
 
 	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
-	p.noteRead([]manifestInfo{name(25 * time.Hour)}, lists[:1])
+	infos = []manifestInfo{name(25 * time.Hour)}
+	p.noteRead(infos, infos, lists[:1])
 	if p.named([]ActionID{a}) {
 		t.Error("newest manifest a day old: named (not renewed)")
 	}
 	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
-	p.noteRead([]manifestInfo{name(time.Hour), name(2 * time.Hour)}, []manifest{{entries: []manifestEntry{{id: a}}}, {}})
+	infos = []manifestInfo{name(time.Hour), name(2 * time.Hour)}
+	p.noteRead(infos, infos, []manifest{{entries: []manifestEntry{{id: a}}}, {}})
 	if p.named([]ActionID{a}) {
 		t.Error("a manifest unreadable: named")
 	}
