@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -246,6 +247,8 @@ type ciResult struct {
 	moved       int64         // bytes through the proxy; -1 unknown
 	testsCached int
 	testsTotal  int
+	serverCPU   time.Duration // gobuildcache: CPU time of MinIO and toxiproxy during the go commands
+	gbcCPU      time.Duration // gobuildcache: its own CPU time (cpu_seconds, summed)
 	jobs        int           // matrix shards (0: one job)
 	jobsWall    time.Duration // the shards' wall times added up
 	note        string
@@ -314,6 +317,7 @@ type ciBench struct {
 
 	tox      *rttProxy
 	toxPid   int
+	servers  []int // pids of toxiproxy and MinIO, whose CPU time is measured
 	proxyURL string
 	proxyS3  *s3Client
 	directS3 *s3Client // MinIO itself, for what is not timed
@@ -389,6 +393,10 @@ func runCIBench(ctx context.Context, set ciSettings) error {
 		return err
 	}
 	c.tox, c.toxPid = &rttProxy{Proxy: proxy}, tox.Pid()
+	c.servers = []int{tox.Pid()}
+	if pid, err := strconv.Atoi(os.Getenv("MINIO_PID")); err == nil { // from scripts/minio.sh run
+		c.servers = append(c.servers, pid)
+	}
 	c.proxyURL = "http://" + proxy.Listen
 	c.proxyS3 = newS3Client(c.proxyURL, c.env.region, c.env.akid, c.env.skey)
 	c.directS3 = newS3Client(c.env.endpoint, c.env.region, c.env.akid, c.env.skey)
@@ -702,6 +710,8 @@ func (c *ciBench) matrix(h *ciHist, run ciRun) error {
 				a.wall, a.parts = r.wall, r.parts
 			}
 			a.jobsWall += r.wall
+			a.serverCPU += r.serverCPU
+			a.gbcCPU += r.gbcCPU
 			a.gets += r.gets
 			a.hits += r.hits
 			if r.moved >= 0 && a.moved >= 0 {
@@ -847,7 +857,7 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	if h.way == wayGBC {
 		m.prog, m.stats = c.gbcProg(h, run, dir), filepath.Join(dir, "stats")
 	}
-	goStart := time.Now()
+	goStart, cpu0 := time.Now(), cpuTime(c.servers)
 	wr, err := runWorkload(c.ctx, w, m)
 	if err != nil {
 		return nil, err
@@ -857,6 +867,8 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	if h.way == wayGBC {
 		res.gets, res.hits = wr.stats["gets"], wr.stats["hits"]
 		res.moved = ioDelta(io0, ioBytes(c.toxPid))
+		res.serverCPU = cpuTime(c.servers) - cpu0
+		res.gbcCPU = time.Duration(wr.stats["cpu_seconds"]) * time.Microsecond
 	} else {
 		res.gets, res.hits = hitCounts(gocache, goStart)
 	}

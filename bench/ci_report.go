@@ -250,6 +250,18 @@ func (c *ciBench) markdown() string {
 		}
 		return fmtBytes(n)
 	}))
+	s.WriteString("\n## CPU time during gobuildcache's go commands, s: the remote's (MinIO and toxiproxy, on this machine's two cores here, not on a CI VM) / gobuildcache's own (a matrix: its shards added up)\n\n")
+	s.WriteString(ciTable("way", gbcRows, runs, func(_ *ciRow, r *ciResult) string {
+		return fmt.Sprintf("%.1f / %.1f", r.serverCPU.Seconds(), r.gbcCPU.Seconds())
+	}, func(r *ciRow) string {
+		var server, own time.Duration
+		for _, run := range runs {
+			if res := r.res[run]; res != nil {
+				server, own = server+res.serverCPU, own+res.gbcCPU
+			}
+		}
+		return fmt.Sprintf("%.1f / %.1f", server.Seconds(), own.Seconds())
+	}))
 	s.WriteString("\n## Test packages cached (of those with tests run)\n\n")
 	s.WriteString(ciTable("way", c.rows, runs, func(_ *ciRow, r *ciResult) string {
 		return fmt.Sprintf("%d/%d", r.testsCached, r.testsTotal)
