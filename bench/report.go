@@ -282,11 +282,11 @@ func (b *s3Bench) manyTargets() []target {
 	}
 	if fl := b.byKey["many-local"]; fl != nil && len(fl.runs) > 0 {
 		floor := target{
-			name: fmt.Sprintf("(the floor of the line above) %d machines at once that find the tarball on their disk: unpack and build, no network; below %.1fs?",
+			name: fmt.Sprintf("(the floor of the two lines above) %d machines at once that find the tarball on their disk: unpack and build, no network; the target is out of reach here if every run of it took longer than %.1fs",
 				b.set.manyVMs, manyTargetSeconds),
 			measured: fmt.Sprintf("%.2fs (%.2f-%.2f); gobuildcache's time against it %.2fx", fl.median(), slices.Min(fl.times()), slices.Max(fl.times()), r.median()/fl.median()),
 			result:   "-"}
-		if t2.result == "FAIL" && fl.median() > manyTargetSeconds {
+		if t2.result == "FAIL" && slices.Min(fl.times()) > manyTargetSeconds {
 			floor.result = "the target is below this machine's floor"
 		}
 		ts = append(ts, floor)
