@@ -136,6 +136,60 @@ type plannedFrame struct {
 	entries []*manifestEntry
 }
 
+// frameIndex is where the packed entries of some manifests sit: each
+// frame once, however many manifests name it, with its entries as the
+// first manifest naming it lists them.
+type frameIndex struct {
+	frames map[frameKey]*plannedFrame
+	of     []map[*manifestEntry]*plannedFrame // per manifest: each packed entry's frame
+}
+
+// indexFrames returns the frame index of ms, the manifests infos name.
+func indexFrames(infos []manifestInfo, ms []manifest) frameIndex {
+	idx := frameIndex{frames: make(map[frameKey]*plannedFrame), of: make([]map[*manifestEntry]*plannedFrame, len(ms))}
+	for i := range ms {
+		if len(ms[i].frames) == 0 {
+			continue
+		}
+		idx.of[i] = make(map[*manifestEntry]*plannedFrame)
+		mine := make([]*plannedFrame, len(ms[i].frames)) // frames this manifest lists first
+		for k, f := range ms[i].frames {
+			key := f.key(infos[i].name)
+			if idx.frames[key] == nil {
+				idx.frames[key] = &plannedFrame{key: key, n: f.n}
+				mine[k] = idx.frames[key]
+			}
+		}
+		for j := range ms[i].entries {
+			e := &ms[i].entries[j]
+			if !e.packed {
+				continue
+			}
+			pf := idx.frames[ms[i].frames[e.frame].key(infos[i].name)]
+			if mine[e.frame] != nil {
+				pf.entries = append(pf.entries, e)
+			}
+			idx.of[i][e] = pf
+		}
+	}
+	return idx
+}
+
+// frame returns the frame of e, a packed entry of manifest i (nil if the
+// index has none).
+func (x frameIndex) frame(i int, e *manifestEntry) *plannedFrame {
+	if i >= len(x.of) {
+		return nil
+	}
+	return x.of[i][e]
+}
+
+// ref returns f as a manifest names a frame of another's pack: its owner
+// set to the ID of the manifest whose pack holds it.
+func (f *plannedFrame) ref() packFrame {
+	return packFrame{owner: manifestID(f.key.manifest), pack: f.key.pack, off: f.key.off, n: f.n}
+}
+
 // planRanges groups frames, in the order a prefetch wants them, into
 // ranged GETs: adjacent frames of one pack, each range about packRangeMin
 // stored bytes for a pack's first, twice the one before for each next one,

@@ -247,8 +247,12 @@ func (p *prefetcher) run() error {
 		}()
 	}
 	mwg.Wait()
-	p.noteRead(listed, infos, ms)
-	objects, ranges := p.plan(infos, ms)
+	var idx frameIndex // none without packs
+	if p.opts.packs {
+		idx = indexFrames(infos, ms)
+	}
+	p.noteRead(listed, infos, ms, idx)
+	objects, ranges := p.plan(infos, ms, idx)
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -280,37 +284,15 @@ func (p *prefetcher) run() error {
 // where the first manifest that names it puts it: whole if one carries it
 // whole, else from a pack frame if one names it (any manifest's: a run
 // packs only what recent packs do not hold), else as its own object. A
-// frame is read once, however many manifests name it; one none of whose
-// entries is taken from it is not read.
-func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manifestEntry, ranges []*packRange) {
-	frameOf := make([]map[*manifestEntry]*plannedFrame, len(ms))
-	frames := make(map[frameKey]*plannedFrame)
+// frame is read once, however many manifests name it (idx: the frames of
+// ms, none without packs); one none of whose entries is taken from it is
+// not read.
+func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (objects []*manifestEntry, ranges []*packRange) {
 	packedIn := make(map[ActionID]*plannedFrame) // the first frame holding each
 	for i := range ms {
-		if !p.opts.packs || len(ms[i].frames) == 0 {
-			continue
-		}
-		frameOf[i] = make(map[*manifestEntry]*plannedFrame)
-		mine := make([]*plannedFrame, len(ms[i].frames)) // frames this manifest lists first
-		for k, f := range ms[i].frames {
-			key := f.key(infos[i].name)
-			if frames[key] == nil {
-				frames[key] = &plannedFrame{key: key, n: f.n}
-				mine[k] = frames[key]
-			}
-		}
 		for j := range ms[i].entries {
-			e := &ms[i].entries[j]
-			if !e.packed {
-				continue
-			}
-			pf := frames[ms[i].frames[e.frame].key(infos[i].name)]
-			if mine[e.frame] != nil {
-				pf.entries = append(pf.entries, e)
-			}
-			frameOf[i][e] = pf
-			if packedIn[e.id] == nil {
-				packedIn[e.id] = pf
+			if e := &ms[i].entries[j]; packedIn[e.id] == nil {
+				packedIn[e.id] = idx.frame(i, e)
 			}
 		}
 	}
@@ -335,7 +317,7 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest) (objects []*manif
 			}
 			return
 		}
-		f := frameOf[j][m]
+		f := idx.frame(j, m)
 		if f == nil && !m.inline {
 			f = packedIn[m.id] // another manifest's frame holds it (see writePacks)
 		}
@@ -409,14 +391,7 @@ type packCover struct {
 	// frames: entries that frames of this location's packs hold, owned by
 	// one of its newest packCovering manifests. This run's manifest refers
 	// to those frames.
-	frames map[ActionID]*coverFrame
-}
-
-// coverFrame is a frame of an older pack that a new manifest may refer to:
-// the frame (its owner set) and its entries, in order.
-type coverFrame struct {
-	frame   packFrame
-	entries []manifestEntry
+	frames map[ActionID]*plannedFrame
 }
 
 // packCovering: a run refers to frames of packs that belong to the newest
@@ -427,9 +402,9 @@ type coverFrame struct {
 const packCovering = manifestsKept - 2*manifestsToRead
 
 // noteRead records what the manifests infos (the newest of those listed,
-// read into ms) named, if every one of them was read.
-func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest) {
-	r := &manifestsSeen{cover: packCover{elsewhere: make(map[ActionID]bool), frames: make(map[ActionID]*coverFrame)}}
+// read into ms, their frames idx) named, if every one of them was read.
+func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest, idx frameIndex) {
+	r := &manifestsSeen{cover: packCover{elsewhere: make(map[ActionID]bool), frames: make(map[ActionID]*plannedFrame)}}
 	for _, m := range infos {
 		if m.time.IsZero() {
 			return
@@ -454,35 +429,18 @@ func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest) {
 			age[manifestID(m.name)] = len(age)
 		}
 	}
-	frames := make(map[frameKey]*coverFrame)
-	filledBy := make(map[*coverFrame]int) // the manifest whose list of the frame's entries is kept
 	for i, m := range ms {
-		for _, e := range m.entries {
-			if !e.packed {
-				continue
-			}
-			if infos[i].readOnly {
+		for j := range m.entries {
+			e := &m.entries[j]
+			f := idx.frame(i, e)
+			switch {
+			case f == nil || r.cover.frames[e.id] != nil:
+			case infos[i].readOnly:
 				r.cover.elsewhere[e.id] = true
-				continue
-			}
-			f := m.frames[e.frame]
-			if f.owner == "" {
-				f.owner = manifestID(infos[i].name)
-			}
-			if a, ok := age[f.owner]; !ok || a >= packCovering {
-				continue
-			}
-			key := f.key(infos[i].name)
-			cf := frames[key]
-			if cf == nil {
-				cf = &coverFrame{frame: f}
-				frames[key], filledBy[cf] = cf, i
-			}
-			if filledBy[cf] == i {
-				cf.entries = append(cf.entries, e)
-			}
-			if r.cover.frames[e.id] == nil {
-				r.cover.frames[e.id] = cf
+			default:
+				if a, ok := age[manifestID(f.key.manifest)]; ok && a < packCovering {
+					r.cover.frames[e.id] = f
+				}
 			}
 		}
 	}
@@ -816,8 +774,8 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 			byFrame[m.frame] = append(byFrame[m.frame], m)
 		}
 	}
-	listed := make(map[int]bool)           // new frames named
-	referred := make(map[*coverFrame]bool) // recent frames named
+	listed := make(map[int]bool)             // new frames named
+	referred := make(map[*plannedFrame]bool) // recent frames named
 	addFrame := func(f packFrame, fes []manifestEntry) {
 		for _, e := range fes {
 			e.packed, e.frame = true, len(out.frames)
@@ -839,7 +797,11 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 		case !m.inline && cf != nil:
 			if !referred[cf] {
 				referred[cf] = true
-				addFrame(cf.frame, cf.entries)
+				fes := make([]manifestEntry, len(cf.entries))
+				for k, e := range cf.entries {
+					fes[k] = *e
+				}
+				addFrame(cf.ref(), fes)
 			}
 		default:
 			out.entries = append(out.entries, m)

@@ -24,7 +24,7 @@ func TestManifestNotRewritten(t *testing.T) {
 	}
 	lists = []manifest{{entries: []manifestEntry{{id: a}, {id: b}}}, {entries: []manifestEntry{{id: c}}}}
 	infos := []manifestInfo{name(time.Hour), name(2 * time.Hour)}
-	p.noteRead(infos, infos, lists)
+	p.noteRead(infos, infos, lists, frameIndex{})
 	if !p.named([]ActionID{b, a, b}) || !p.named([]ActionID{c}) {
 		t.Error("the entries of a manifest read: not named")
 	}
@@ -37,13 +37,13 @@ func TestManifestNotRewritten(t *testing.T) {
 
 	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
 	infos = []manifestInfo{name(25 * time.Hour)}
-	p.noteRead(infos, infos, lists[:1])
+	p.noteRead(infos, infos, lists[:1], frameIndex{})
 	if p.named([]ActionID{a}) {
 		t.Error("newest manifest a day old: named (not renewed)")
 	}
 	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
 	infos = []manifestInfo{name(time.Hour), name(2 * time.Hour)}
-	p.noteRead(infos, infos, []manifest{{entries: []manifestEntry{{id: a}}}, {}})
+	p.noteRead(infos, infos, []manifest{{entries: []manifestEntry{{id: a}}}, {}}, frameIndex{})
 	if p.named([]ActionID{a}) {
 		t.Error("a manifest unreadable: named")
 	}
