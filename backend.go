@@ -133,8 +133,9 @@ type manifestStore interface {
 type manifestInfo struct {
 	name string    // as ListManifests returns it, for GetManifest and DeleteManifests
 	time time.Time // when it was written; zero if unknown
-	// readOnly: in a location this server reads and never writes
-	// (-s3-read-from), so never deleted.
+	// readOnly: one this server reads and never writes, so never
+	// deletes: in a read location (-s3-read-from), or of a further scope
+	// (-prefetch-scope's names after the first).
 	readOnly bool
 }
 

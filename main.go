@@ -87,8 +87,10 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	backend := st.backend
 	var observer Observer
 	if st.tier != nil && cfg.Prefetch {
+		scope, readScopes := prefetchScopes(cfg.PrefetchScope)
 		p := newPrefetcher(st.tier, st.remote, prefetchOptions{
-			scope:         prefetchScope(cfg.PrefetchScope),
+			scope:         scope,
+			readScopes:    readScopes,
 			parallelism:   cfg.PrefetchConcurrency,
 			upload:        !cfg.ReadOnly,
 			packs:         cfg.PrefetchPacks,

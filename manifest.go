@@ -272,21 +272,39 @@ func newestFirst(names []string, n int) []string {
 
 var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-// prefetchScope returns the manifest scope: the flag's value made safe for
-// a key, or by default one derived from the working directory (the go
+// prefetchScopes returns the manifest scopes of -prefetch-scope: the
+// scope a run writes (and reads first) and, after commas, further scopes
+// it reads and never writes, as a cache key's restore keys: a matrix leg's
+// "test-linux,build" also reads what the build job's runs used. Each name
+// is made safe for a key; duplicates and names left empty are dropped. By
+// default the one scope is derived from the working directory (the go
 // command's, usually the checkout, which CI machines of one job share).
-func prefetchScope(flag string) string {
-	if flag != "" {
-		s := strings.Trim(scopeUnsafe.ReplaceAllString(flag, "_"), "._")
-		if len(s) > 100 {
-			h := sha256.Sum256([]byte(flag))
-			s = s[:80] + "-" + hex.EncodeToString(h[:8])
-		}
-		if s != "" {
-			return s
+func prefetchScopes(flag string) (own string, further []string) {
+	seen := make(map[string]bool)
+	for _, name := range strings.Split(flag, ",") {
+		if s := scopeName(name); s != "" && !seen[s] {
+			seen[s] = true
+			if own == "" {
+				own = s
+			} else {
+				further = append(further, s)
+			}
 		}
 	}
-	wd, _ := os.Getwd()
-	h := sha256.Sum256([]byte(wd))
-	return "dir-" + hex.EncodeToString(h[:8])
+	if own == "" {
+		wd, _ := os.Getwd()
+		h := sha256.Sum256([]byte(wd))
+		own = "dir-" + hex.EncodeToString(h[:8])
+	}
+	return own, further
+}
+
+// scopeName returns name made safe for a key ("" if nothing is left).
+func scopeName(name string) string {
+	s := strings.Trim(scopeUnsafe.ReplaceAllString(name, "_"), "._")
+	if len(s) > 100 {
+		h := sha256.Sum256([]byte(name))
+		s = s[:80] + "-" + hex.EncodeToString(h[:8])
+	}
+	return s
 }

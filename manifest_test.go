@@ -78,22 +78,28 @@ func TestManifestFormat(t *testing.T) {
 	}
 }
 
-func TestPrefetchScope(t *testing.T) {
+func TestPrefetchScopes(t *testing.T) {
 	for in, want := range map[string]string{
 		"build":              "build",
 		"ci job/linux amd64": "ci_job_linux_amd64",
 		"../../etc":          "etc",
 		"a\x00b":             "a_b",
 	} {
-		if got := prefetchScope(in); got != want {
-			t.Errorf("prefetchScope(%q) = %q, want %q", in, got, want)
+		if got, further := prefetchScopes(in); got != want || further != nil {
+			t.Errorf("prefetchScopes(%q) = %q, %q, want %q alone", in, got, further, want)
 		}
 	}
-	if got := prefetchScope(strings.Repeat("x", 300)); len(got) > 100 {
+	own, further := prefetchScopes("test-1, build,,test-1,../x")
+	if own != "test-1" || !slices.Equal(further, []string{"build", "x"}) {
+		t.Errorf("a list: %q, %q; want test-1 then build, x", own, further)
+	}
+	if got, _ := prefetchScopes(strings.Repeat("x", 300)); len(got) > 100 {
 		t.Errorf("long scope kept %d bytes", len(got))
 	}
-	if a, b := prefetchScope(""), prefetchScope(""); a != b || !strings.HasPrefix(a, "dir-") {
-		t.Errorf("default scope %q, %q: want a stable dir- name", a, b)
+	a, _ := prefetchScopes("")
+	b, further := prefetchScopes(" , /")
+	if a != b || !strings.HasPrefix(a, "dir-") || further != nil {
+		t.Errorf("default scope %q, %q (%q): want one stable dir- name", a, b, further)
 	}
 }
 

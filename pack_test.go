@@ -578,3 +578,74 @@ func TestPacksReferRecentFrames(t *testing.T) {
 		t.Fatalf("%d gets of own objects; want every entry from a manifest or a pack", n)
 	}
 }
+
+// TestFurtherScopes: a matrix leg with -prefetch-scope=leg,job starts warm
+// from the build job's manifests and packs, writes its manifest to its own
+// scope only, packs only what the job's packs do not hold, and its next
+// run reads both scopes.
+func TestFurtherScopes(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies, order := packBodies(40)
+	packRun(t, mem, bodies, order[:30]) // the build job, scope "job"
+	opts := prefetchOptions{scope: "leg", readScopes: []string{"job"}, parallelism: 4, upload: true, packs: true}
+
+	p, tier, counting, _ := freshMachine(t, mem, opts)
+	for _, k := range order[:30] {
+		e, err := tier.localEntry(actionID(k))
+		if err != nil {
+			t.Fatalf("%s, in the job's scope, not prefetched: %v", k, err)
+		}
+		checkEntry(t, e, []byte(bodies[k]))
+	}
+	if n := counting.gets.Load(); n != 0 {
+		t.Fatalf("%d gets of own objects; want every entry from the job's manifest and packs", n)
+	}
+	for _, k := range order[10:20] {
+		p.Got(actionID(k), true)
+	}
+	for _, k := range order[30:] { // the leg's own
+		putString(t, p, k, bodies[k])
+		p.Stored(actionID(k))
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if job, _ := mem.ListManifests(ctx, "job", -1); len(job) != 1 {
+		t.Fatalf("%d manifests in the job's scope, want its 1: a further scope is never written", len(job))
+	}
+	leg, _ := mem.ListManifests(ctx, "leg", -1)
+	if len(leg) != 1 {
+		t.Fatalf("%d manifests in the leg's scope, want 1", len(leg))
+	}
+	obj, _ := mem.GetManifest(ctx, leg[0].name)
+	m := decodeManifest(obj)
+	if len(m.entries) != 20 {
+		t.Fatalf("the leg's manifest names %d entries, want the 20 it used", len(m.entries))
+	}
+	for _, e := range m.entries {
+		if e.packed && !slices.Contains(order[30:], keyOf(order, e.id)) {
+			t.Errorf("the leg packed %s again: the job's pack holds it", keyOf(order, e.id))
+		}
+	}
+
+	_, tier2, counting2, _ := freshMachine(t, mem, opts)
+	for _, k := range order {
+		if _, err := tier2.localEntry(actionID(k)); err != nil {
+			t.Fatalf("the leg's second run: %s not prefetched: %v", k, err)
+		}
+	}
+	if n := counting2.gets.Load(); n != 0 {
+		t.Fatalf("the leg's second run: %d gets of own objects, want none", n)
+	}
+}
+
+// keyOf returns the key of order whose action ID is id ("" if none).
+func keyOf(order []string, id ActionID) string {
+	for _, k := range order {
+		if actionID(k) == id {
+			return k
+		}
+	}
+	return ""
+}

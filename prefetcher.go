@@ -108,10 +108,11 @@ type prefetcher struct {
 
 // prefetchOptions are the prefetcher's settings.
 type prefetchOptions struct {
-	scope       string // of the manifests read and written
-	parallelism int    // requests for entries' own objects in flight, at most
-	upload      bool   // store a manifest at exit (not with -read-only)
-	packs       bool   // read and write packs (-prefetch-packs)
+	scope       string   // of the manifests read and written
+	readScopes  []string // further scopes whose manifests are read, never written
+	parallelism int      // requests for entries' own objects in flight, at most
+	upload      bool     // store a manifest at exit (not with -read-only)
+	packs       bool     // read and write packs (-prefetch-packs)
 	// predictMisses: answer keys that no manifest names from the local
 	// cache alone while the remote keeps missing them (missPredictor,
 	// -predict-misses).
@@ -221,11 +222,11 @@ func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
 
 // run reads the newest manifests and fetches their entries.
 func (p *prefetcher) run() error {
-	listed, err := p.manifests.ListManifests(p.ctx, p.opts.scope, manifestsKept)
+	listed, err := p.list()
 	if err != nil {
 		return err
 	}
-	var infos []manifestInfo // the newest manifestsToRead of each location
+	var infos []manifestInfo // the newest manifestsToRead of each location and scope
 	perLocation := make(map[string]int)
 	for _, m := range listed { // each location's newest first
 		dir := siblingManifest(m.name, "")
@@ -235,18 +236,12 @@ func (p *prefetcher) run() error {
 		}
 	}
 	ms := make([]manifest, len(infos))
-	var mwg sync.WaitGroup
-	for i, m := range infos { // at once: each is a round trip
-		mwg.Add(1)
-		go func() {
-			defer mwg.Done()
-			b, err := p.manifests.GetManifest(p.ctx, m.name)
-			if err == nil { // else expired or written meanwhile: the others will do
-				ms[i] = decodeManifest(b)
-			}
-		}()
-	}
-	mwg.Wait()
+	atOnce(len(infos), func(i int) { // each is a round trip
+		b, err := p.manifests.GetManifest(p.ctx, infos[i].name)
+		if err == nil { // else expired or written meanwhile: the others will do
+			ms[i] = decodeManifest(b)
+		}
+	})
 	var idx frameIndex // none without packs
 	if p.opts.packs {
 		idx = indexFrames(infos, ms)
@@ -274,13 +269,48 @@ func (p *prefetcher) run() error {
 	return nil
 }
 
+// list lists the manifests of the prefetch's scope, each location's
+// newest manifestsKept, then those of its further scopes (readScopes),
+// each location's newest manifestsToRead, marked readOnly: this server
+// never writes or deletes them. A further scope that cannot be listed is
+// left out.
+func (p *prefetcher) list() ([]manifestInfo, error) {
+	scopes := append([]string{p.opts.scope}, p.opts.readScopes...)
+	lists := make([][]manifestInfo, len(scopes))
+	errs := make([]error, len(scopes))
+	atOnce(len(scopes), func(i int) { // each is a round trip
+		n := manifestsKept
+		if i > 0 {
+			n = manifestsToRead
+		}
+		lists[i], errs[i] = p.manifests.ListManifests(p.ctx, scopes[i], n)
+	})
+	if errs[0] != nil {
+		return nil, errs[0]
+	}
+	listed := lists[0]
+	for i, l := range lists[1:] {
+		if errs[i+1] != nil {
+			// Deliberately swallowed: the scope's own manifests will do.
+			p.log.Debug("prefetch: cannot list a further scope", "scope", scopes[i+1], "err", errs[i+1])
+			continue
+		}
+		for _, m := range l {
+			m.readOnly = true
+			listed = append(listed, m)
+		}
+	}
+	return listed, nil
+}
+
 // plan orders the work of a prefetch: the entries to install or fetch on
 // their own, and the pack ranges to read, each in the order of first use.
 // Each manifest lists its entries in the order its run first used them,
 // and the runs of a scope are different go commands (go build, go test,
 // ...) of which this one is not known: they are interleaved, so that
 // whichever this is, what it wants first comes first; this location's
-// manifests before those of the locations it reads. An entry is taken
+// manifests before the readOnly ones (of the locations and further scopes
+// it reads). An entry is taken
 // where the first manifest that names it puts it: whole if one carries it
 // whole, else from a pack frame if one names it (any manifest's: a run
 // packs only what recent packs do not hold), else as its own object. A
@@ -296,8 +326,9 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (
 			}
 		}
 	}
-	// Own manifests first: a read location's (-s3-read-from) describe
-	// other branches' runs, less likely to be this one's.
+	// Own manifests first: a read location's (-s3-read-from) or a further
+	// scope's describe other branches' or jobs' runs, less likely to be
+	// this one's.
 	var own, read []int
 	for j := range ms {
 		if infos[j].readOnly {
@@ -352,6 +383,20 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (
 	return objects, planRanges(wanted)
 }
 
+// atOnce calls do(0), ..., do(n-1), all at once, and returns when every
+// call has.
+func atOnce(n int, do func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			do(i)
+		}()
+	}
+	wg.Wait()
+}
+
 // each calls do(0), ..., do(n-1), in order, with as many calls at once as
 // limit allows, until the prefetch stops. do tells limit what it observed.
 func (p *prefetcher) each(limit *flowLimit, n int, do func(i int)) {
@@ -382,11 +427,11 @@ type manifestsSeen struct {
 // packCover is what the packs of the manifests a run read hold, as its own
 // packs may use it (see writePacks).
 type packCover struct {
-	// elsewhere: entries that the packs of read locations' manifests
-	// (-s3-read-from) hold. This run's manifest names them as objects: the
-	// next prefetch of this scope reads those manifests too (this run's
-	// manifest never pushes them out of its reading) and takes them from
-	// their packs.
+	// elsewhere: entries that the packs of readOnly manifests (of read
+	// locations and further scopes) hold. This run's manifest names them
+	// as objects: the next prefetch of this scope reads those manifests
+	// too (this run's manifest never pushes them out of its reading) and
+	// takes them from their packs.
 	elsewhere map[ActionID]bool
 	// frames: entries that frames of this location's packs hold, owned by
 	// one of its newest packCovering manifests. This run's manifest refers

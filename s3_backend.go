@@ -344,15 +344,9 @@ func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]m
 	defer cancel()
 	lists := make([][]manifestInfo, 1+len(b.reads))
 	errs := make([]error, len(lists))
-	var wg sync.WaitGroup
-	for i := range lists { // at once: each is a round trip
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lists[i], errs[i] = b.listManifests(ctx, i, scope, n)
-		}()
-	}
-	wg.Wait()
+	atOnce(len(lists), func(i int) { // each is a round trip
+		lists[i], errs[i] = b.listManifests(ctx, i, scope, n)
+	})
 	var infos []manifestInfo
 	for i, l := range lists {
 		switch err := errs[i]; {
