@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
 // TestPredictMisses: once the remote has missed missStreak keys in a row
 // that no manifest names, such keys are answered from the local cache
-// alone, but one in missProbe; a probe that hits ends the streak. Keys a
+// alone, but probes, one in missProbe growing to one in missProbeMax; a
+// probe that hits ends the streak. Keys a
 // manifest names, and entries in the local cache, are never predicted.
 func TestPredictMisses(t *testing.T) {
 	ctx := context.Background()
@@ -56,6 +58,28 @@ func TestPredictMisses(t *testing.T) {
 			putString(t, mem, "after", "stored by another machine")
 			if get("after") != nil {
 				t.Fatal("after a probe hit: a miss; want the remote asked")
+			}
+			// Probes that miss grow apart: one in missProbe, twice
+			// that, ..., at most one in missProbeMax.
+			if on {
+				for i := range missStreak {
+					get(fmt.Sprint("again", i))
+				}
+				before := counting.gets.Load()
+				var gaps []int
+				last := 0
+				for i := range 200 {
+					get(fmt.Sprint("gap", i))
+					if n := counting.gets.Load(); n != before {
+						before = n
+						gaps = append(gaps, i+1-last)
+						last = i + 1
+					}
+				}
+				want := []int{missProbe, 2 * missProbe, 4 * missProbe, missProbeMax, missProbeMax}
+				if len(gaps) < len(want) || !slices.Equal(gaps[:len(want)], want) {
+					t.Fatalf("lookups per probe %v; want %v, then %d", gaps, want, missProbeMax)
+				}
 			}
 			// A named key is asked whatever the streak, a local entry served.
 			for i := range missStreak + missProbe {
