@@ -275,6 +275,9 @@ type ciSettings struct {
 // ciFeatures are what the binary under test offers the replay.
 type ciFeatures struct {
 	mtimes, readFrom, prefetch bool
+	// scopes: -prefetch-scope takes further scopes after commas, so a
+	// matrix shard reads the one-job runs' manifests without writing them.
+	scopes bool
 }
 
 func detectCIFeatures(bin string) (ciFeatures, error) {
@@ -287,6 +290,7 @@ func detectCIFeatures(bin string) (ciFeatures, error) {
 		mtimes:   regexp.MustCompile(`(?m)^\s*gobuildcache mtimes\b`).MatchString(help),
 		readFrom: regexp.MustCompile(`(?m)^\s*-s3-read-from(\s|$)`).MatchString(help),
 		prefetch: regexp.MustCompile(`(?m)^\s*-prefetch(\s|$)`).MatchString(help),
+		scopes:   strings.Contains(help, "further scopes"),
 	}
 	if f.mtimes {
 		// The help may name it before it works: ask the command itself.
@@ -855,7 +859,7 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	}
 	m := vm{gocache: gocache}
 	if h.way == wayGBC {
-		m.prog, m.stats = c.gbcProg(h, run, dir), filepath.Join(dir, "stats")
+		m.prog, m.stats = c.gbcProg(h, run, shard, dir), filepath.Join(dir, "stats")
 	}
 	goStart, cpu0 := time.Now(), cpuTime(c.servers)
 	wr, err := runWorkload(c.ctx, w, m)
@@ -933,8 +937,12 @@ func ioDelta(before, after int64) int64 {
 	return after - before
 }
 
-// gbcProg is the GOCACHEPROG of a gobuildcache job of h for run.
-func (c *ciBench) gbcProg(h *ciHist, run ciRun, dir string) string {
+// gbcProg is the GOCACHEPROG of a gobuildcache job of h for run (shard k
+// of a matrix). As the tarball's keys do, a job's -prefetch-scope is
+// "build" and a matrix shard's its own, "test-K", then "build" read too
+// (if the binary takes further scopes; else the default, one scope for
+// every job).
+func (c *ciBench) gbcProg(h *ciHist, run ciRun, shard int, dir string) string {
 	write, read := h.locations(run, c.feat.readFrom)
 	args := []string{quoteArg(c.set.bin), "-backend=s3", "-s3-bucket=" + c.env.bucket, "-s3-endpoint=" + c.proxyURL,
 		"-s3-path-style", "-s3-region=" + c.env.region, "-s3-prefix=" + write,
@@ -948,6 +956,13 @@ func (c *ciBench) gbcProg(h *ciHist, run ciRun, dir string) string {
 	}
 	if c.feat.prefetch {
 		args = append(args, "-prefetch=true")
+	}
+	if c.feat.scopes {
+		scope := "build"
+		if run.shards > 0 {
+			scope = fmt.Sprintf("test-%d,build", shard)
+		}
+		args = append(args, "-prefetch-scope="+scope)
 	}
 	return strings.Join(args, " ")
 }

@@ -177,7 +177,11 @@ func (c *ciBench) markdown() string {
 		"download the newest tar.zst that main saved (a matrix shard: its own shard's newest, else main's one-job save), unpack it into the empty GOCACHE, build; " +
 		"on main, pack GOCACHE as tar+zstd and upload it (each matrix shard its own). Nothing but the download and upload uses the network, " +
 		"so each tar job is built once and its download and upload are timed at 2 ms and at 10 ms, alternating which goes first\n")
-	fmt.Fprintf(&s, "  - gobuildcache on S3 with prefetch (`-prefetch=%v`), at %s; %s\n", c.feat.prefetch, durList(c.set.gbcRTTs), readFrom)
+	scopes := "every job in one `-prefetch-scope` (the binary takes no further scopes)"
+	if c.feat.scopes {
+		scopes = "`-prefetch-scope=build` for a one-job run, `-prefetch-scope=test-K,build` for matrix shard K (its own scope, and the one-job runs' read too, as the tarball's keys)"
+	}
+	fmt.Fprintf(&s, "  - gobuildcache on S3 with prefetch (`-prefetch=%v`), at %s; %s; %s\n", c.feat.prefetch, durList(c.set.gbcRTTs), readFrom, scopes)
 	fmt.Fprintf(&s, "  - %s\n", mt)
 	s.WriteString("- run (1) is two cold jobs: one shared by no cache and tar-and-restore (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps), " +
 		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +

@@ -56,7 +56,7 @@ func main() {
 	quick := flag.Bool("quick", false, "with -s3: a smaller workload and fewer runs (under 5 minutes on 2 cores); with -ci: fewer runs and ways")
 	coldRuns := flag.Int("cold-runs", 0, "with -s3: runs of the cold scenarios (default 3, 1 with -quick)")
 	freshRuns := flag.Int("fresh-runs", 0, "with -s3: runs of the fresh-VM and tar-and-restore scenarios (default 5, 1 with -quick)")
-	manyRuns := flag.Int("many-runs", 0, "with -s3: runs of the many-VM scenario (default 2, 1 with -quick)")
+	manyRuns := flag.Int("many-runs", 0, "with -s3: runs of the many-VM scenario (default 4, 1 with -quick)")
 	manyVMs := flag.Int("vms", 8, "with -s3: VMs building at once in the many-VM scenario")
 	manyRTT := flag.Duration("many-rtt", 2*time.Millisecond, "with -s3: round-trip time of the many-VM scenario")
 	toxBin := flag.String("toxiproxy", "", "with -s3: toxiproxy-server binary (default: the one scripts/toxiproxy.sh installs)")
@@ -119,7 +119,7 @@ func main() {
 		set := s3Settings{
 			mtimesFiles: *mtimesFiles, mtimesRuns: *mtimesRuns,
 			quick: *quick, prOnly: *prOnly, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
-			runs: 7, coldRuns: 3, freshRuns: 5, manyRuns: 2, manyVMs: *manyVMs, manyRTT: *manyRTT,
+			runs: 7, coldRuns: 3, freshRuns: 5, manyRuns: 4, manyVMs: *manyVMs, manyRTT: *manyRTT,
 			compareCompression: true,
 		}
 		if *quick {

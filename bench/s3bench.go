@@ -428,6 +428,9 @@ func (b *s3Bench) defineRows() {
 	b.add(&row{key: "many-local",
 		label: fmt.Sprintf("%d VMs at once that each unpack the tarball, already on their disk, and build: no network (the work any cache leaves each machine: write the entries, build)", s.manyVMs),
 		short: fmt.Sprintf("%d unpack-and-builds at once, no network", s.manyVMs), group: "tar"}, s.manyRuns)
+	b.add(&row{key: "many-floor",
+		label: fmt.Sprintf("%d VMs at once that each unpack the tarball, already on their disk, and build through the protocol floor over it: no network (the work any GOCACHEPROG leaves each machine)", s.manyVMs),
+		short: fmt.Sprintf("%d unpack-and-builds at once through the protocol floor", s.manyVMs), group: "plain"}, s.manyRuns)
 	if s.prOnly {
 		keep := map[string]bool{"s3-cold-" + b.compressions()[0]: true, freshKey(prRTT, true, b.compressions()[0]): true, prKey: true}
 		b.planned = 0
@@ -520,11 +523,18 @@ func plainVM(dir string) vm { return vm{gocache: filepath.Join(dir, "gocache")} 
 // over the plain warm GOCACHE (read only; the go command's own GOCACHE is
 // elsewhere).
 func (b *s3Bench) floorVM() vm {
+	return floorVMOver(b.plainWarm, filepath.Join(b.work, "floor-gocache"))
+}
+
+// floorVMOver runs the go command with this program as a minimal
+// GOCACHEPROG over the plain GOCACHE warm (read only), the go command's own
+// GOCACHE at gocache.
+func floorVMOver(warm, gocache string) vm {
 	self, err := os.Executable()
 	if err != nil {
 		self = os.Args[0]
 	}
-	return vm{gocache: filepath.Join(b.work, "floor-gocache"), prog: quoteArg(self) + " -floor-server " + quoteArg(b.plainWarm)}
+	return vm{gocache: gocache, prog: quoteArg(self) + " -floor-server " + quoteArg(warm)}
 }
 
 func (b *s3Bench) diskVM(dir string) vm {
@@ -831,12 +841,25 @@ func (b *s3Bench) copyTarball(dir string) error {
 // writes every output the go command reads to disk (it opens them by
 // path) and the build runs: this is that work, with nothing to download.
 func (b *s3Bench) localTarJob(dir string) (runResult, error) {
+	return b.unpackAndBuild(dir, plainVM(dir))
+}
+
+// localFloorJob is localTarJob's work for any GOCACHEPROG: the go command
+// reads the unpacked entries through the protocol floor, the least a
+// cache program costs it.
+func (b *s3Bench) localFloorJob(dir string) (runResult, error) {
+	return b.unpackAndBuild(dir, floorVMOver(filepath.Join(dir, "gocache"), filepath.Join(dir, "own-gocache")))
+}
+
+// unpackAndBuild unpacks the tarball on the machine dir into dir/gocache
+// and builds on m.
+func (b *s3Bench) unpackAndBuild(dir string, m vm) (runResult, error) {
 	start := time.Now()
 	if err := unpackGocache(filepath.Join(dir, "gocache.tar.zst"), filepath.Join(dir, "gocache")); err != nil {
 		return runResult{}, fmt.Errorf("unpack: %v", err)
 	}
 	unpack := time.Since(start)
-	r, err := runWorkload(b.ctx, b.wl, plainVM(dir))
+	r, err := runWorkload(b.ctx, b.wl, m)
 	if err != nil {
 		return r, err
 	}
@@ -864,6 +887,9 @@ func (b *s3Bench) manyPhase() error {
 			return err
 		}
 		if err := b.manyAtOnce("many-local", b.copyTarball, b.localTarJob); err != nil {
+			return err
+		}
+		if err := b.manyAtOnce("many-floor", b.copyTarball, b.localFloorJob); err != nil {
 			return err
 		}
 	}
