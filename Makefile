@@ -34,7 +34,7 @@ lint: ## formatting and vet
 
 FUZZTIME ?= 60s
 fuzz: ## run every fuzz target for FUZZTIME each
-	for t in FuzzParseRequest FuzzRequestStream FuzzBodyDecoder FuzzActionRecord FuzzS3Metadata FuzzManifest; do \
+	for t in FuzzParseRequest FuzzRequestStream FuzzBodyDecoder FuzzBase64Reader FuzzActionRecord FuzzS3Metadata FuzzManifest; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -185,4 +186,60 @@ func FuzzBodyDecoder(f *testing.F) {
 			t.Fatalf("finish: %T %v", ferr, ferr)
 		}
 	})
+}
+
+// FuzzBase64Reader: base64Reader, over a source that returns its bytes a
+// few at a time and read into buffers of any size, decodes what the
+// standard library decodes and fails where it fails; stringEnd finds what
+// bytes.IndexAny finds.
+func FuzzBase64Reader(f *testing.F) {
+	f.Add([]byte("aGVsbG8="), uint8(3), uint16(1))
+	f.Add([]byte("aGVsbG8"), uint8(1), uint16(5))
+	f.Add([]byte("!!!!"), uint8(7), uint16(100))
+	f.Add(bytes.Repeat([]byte("QUJD"), 500), uint8(200), uint16(4096))
+	f.Fuzz(func(t *testing.T, s []byte, chunk uint8, readSize uint16) {
+		if got, want := stringEnd(s), bytes.IndexAny(s, "\"\\\n\r"); got != want {
+			t.Fatalf("stringEnd(%q) = %d, want %d", s, got, want)
+		}
+		if bytes.ContainsAny(s, "\"\\\n\r") {
+			return // quotedReader never yields these
+		}
+		want, wantErr := base64.StdEncoding.DecodeString(string(s))
+		d := &base64Reader{src: &chunkedReader{b: s, n: int(chunk) + 1}}
+		var got []byte
+		buf := make([]byte, int(readSize)+1)
+		var err error
+		for {
+			var n int
+			n, err = d.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if err == io.EOF {
+			err = nil
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("decoding %q: error %v, the standard library's %v", s, err, wantErr)
+		}
+		if err == nil && !bytes.Equal(got, want) {
+			t.Fatalf("decoding %q: %q, want %q", s, got, want)
+		}
+	})
+}
+
+// chunkedReader returns b at most n bytes at a time.
+type chunkedReader struct {
+	b []byte
+	n int
+}
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p, c.b[:min(c.n, len(c.b))])
+	c.b = c.b[k:]
+	return k, nil
 }

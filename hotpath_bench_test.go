@@ -4,12 +4,15 @@ package main
 // replaces. Run with -count 6 and compare medians (benchstat).
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -126,6 +129,54 @@ func BenchmarkVerifyingReader(b *testing.B) {
 			h := sha256.New()
 			if _, err := copyBuffered(h, bytes.NewReader(body)); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkBodyDecode: a put's 1 MiB body, from its base64 string to the
+// bytes, with base64Reader and with the standard library's decoder (which
+// filters line breaks byte by byte), both over quotedReader.
+func BenchmarkBodyDecode(b *testing.B) {
+	body := bytes.Repeat([]byte("an object file, more or less compressible. "), 1<<20/43)
+	line := `"` + base64.StdEncoding.EncodeToString(body) + `"` + "\n"
+	for _, c := range []struct {
+		name string
+		dec  func(io.Reader) io.Reader
+	}{
+		{"fast", func(q io.Reader) io.Reader { return &base64Reader{src: q} }},
+		{"stdlib", func(q io.Reader) io.Reader { return base64.NewDecoder(base64.StdEncoding, q) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			buf := make([]byte, 32<<10)
+			for b.Loop() {
+				br := bufio.NewReaderSize(strings.NewReader(line[1:]), 64<<10)
+				n, err := io.CopyBuffer(io.Discard, c.dec(&quotedReader{br: br}), buf)
+				if err != nil || n != int64(len(body)) {
+					b.Fatalf("%d bytes, %v", n, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStringEnd: finding the end of a 1 MiB body string.
+func BenchmarkStringEnd(b *testing.B) {
+	s := []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("xyz"), 1<<20/3)) + `"`)
+	b.Run("fast", func(b *testing.B) {
+		b.SetBytes(int64(len(s)))
+		for b.Loop() {
+			if stringEnd(s) != len(s)-1 {
+				b.Fatal("wrong end")
+			}
+		}
+	})
+	b.Run("IndexAny", func(b *testing.B) {
+		b.SetBytes(int64(len(s)))
+		for b.Loop() {
+			if bytes.IndexAny(s, "\"\\\n\r") != len(s)-1 {
+				b.Fatal("wrong end")
 			}
 		}
 	})

@@ -126,7 +126,7 @@ func (rr *requestReader) body(req *Request) (*bodyReader, error) {
 		return nil, &ProtocolError{ID: req.ID, Msg: fmt.Sprintf("body line starts with %q, want a JSON string", c)}
 	}
 	q := &quotedReader{br: rr.br, id: req.ID}
-	return &bodyReader{q: q, dec: base64.NewDecoder(base64.StdEncoding, q)}, nil
+	return &bodyReader{q: q, dec: &base64Reader{src: q}}, nil
 }
 
 // errBadBody marks a body string whose content is not valid base64.
@@ -156,6 +156,66 @@ func (b *bodyReader) finish() error {
 	return nil
 }
 
+// base64Reader decodes standard base64 from src, which holds no line
+// breaks (quotedReader refuses them), in chunks straight into the caller's
+// buffer: base64.NewDecoder filters line breaks byte by byte, a tenth of
+// the server's CPU time in a cold build (BenchmarkBodyDecode).
+type base64Reader struct {
+	src  io.Reader
+	in   [16 << 10]byte // undecoded input: in[:n]
+	n    int
+	out  [12 << 10]byte // decoded, not yet returned: out[o:m]
+	o, m int
+	eof  bool
+}
+
+func (d *base64Reader) Read(p []byte) (int, error) {
+	for d.o == d.m {
+		if d.eof && d.n == 0 {
+			return 0, io.EOF
+		}
+		for !d.eof && d.n < 4 {
+			k, err := d.src.Read(d.in[d.n:])
+			d.n += k
+			if err == io.EOF {
+				d.eof = true
+			} else if err != nil {
+				return 0, err
+			}
+		}
+		if !d.eof {
+			k, err := d.src.Read(d.in[d.n:]) // fill up, once
+			d.n += k
+			if err == io.EOF {
+				d.eof = true
+			} else if err != nil {
+				return 0, err
+			}
+		}
+		whole := d.n &^ 3 // only whole quads, but at the end all of it
+		if d.eof {
+			whole = d.n
+		}
+		dst := d.out[:]
+		direct := len(p) >= base64.StdEncoding.DecodedLen(whole)
+		if direct {
+			dst = p
+		}
+		k, err := base64.StdEncoding.Decode(dst, d.in[:whole])
+		if err != nil {
+			return 0, err
+		}
+		d.n = copy(d.in[:], d.in[whole:d.n])
+		if direct {
+			return k, nil
+		}
+		d.o, d.m = 0, k
+	}
+	k := copy(p, d.out[d.o:d.m])
+	d.o += k
+	return k, nil
+}
+
 // quotedReader yields the raw characters of a JSON string whose opening
 // quote has been read, stopping at the closing quote. Base64 needs no
 // escapes, so a backslash, a control character or the end of the stream
@@ -181,7 +241,7 @@ func (q *quotedReader) Read(p []byte) (int, error) {
 	if n := q.br.Buffered(); n > 1 {
 		buf, _ = q.br.Peek(min(n, len(p)))
 	}
-	end := bytes.IndexAny(buf, "\"\\\n\r")
+	end := stringEnd(buf)
 	if end < 0 {
 		n := copy(p, buf)
 		q.br.Discard(n)
@@ -201,6 +261,22 @@ func (q *quotedReader) Read(p []byte) (int, error) {
 	default:
 		return 0, &ProtocolError{ID: q.id, Msg: "body string not terminated before end of line"}
 	}
+}
+
+// stringEnd returns the index of the first '"', '\\', '\n' or '\r' in b, or
+// -1: bytes.IndexAny with those four, in four passes of bytes.IndexByte,
+// which are each many times faster (BenchmarkBodyDecode).
+func stringEnd(b []byte) int {
+	end := -1
+	for _, c := range []byte{'"', '\\', '\n', '\r'} {
+		if end >= 0 {
+			b = b[:end]
+		}
+		if i := bytes.IndexByte(b, c); i >= 0 {
+			end = i
+		}
+	}
+	return end
 }
 
 func isProtocolError(err error) bool {
