@@ -310,10 +310,10 @@ func (p *prefetcher) list() ([]manifestInfo, error) {
 // ...) of which this one is not known: they are interleaved, so that
 // whichever this is, what it wants first comes first; this location's
 // manifests before the readOnly ones (of the locations and further scopes
-// it reads). An entry is taken
-// where the first manifest that names it puts it: whole if one carries it
-// whole, else from a pack frame if one names it (any manifest's: a run
-// packs only what recent packs do not hold), else as its own object. A
+// it reads). An entry is taken where the first manifest that names it
+// puts it: whole if one carries it whole, else from a pack frame if one
+// names it (any manifest's: a run packs only what recent packs do not
+// hold), else as its own object. A
 // frame is read once, however many manifests name it (idx: the frames of
 // ms, none without packs); one none of whose entries is taken from it is
 // not read.

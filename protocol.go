@@ -162,9 +162,9 @@ func (b *bodyReader) finish() error {
 // the server's CPU time in a cold build (BenchmarkBodyDecode).
 type base64Reader struct {
 	src  io.Reader
-	in   [16 << 10]byte // undecoded input: in[:n]
+	in   [8 << 10]byte // undecoded input: in[:n]
 	n    int
-	out  [12 << 10]byte // decoded, not yet returned: out[o:m]
+	out  [6 << 10]byte // decoded, not yet returned: out[o:m]
 	o, m int
 	eof  bool
 }
