@@ -42,7 +42,7 @@ bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, a
 	$(GO) run ./bench -bin $(BIN)
 
 .PHONY: bench bench-quick
-bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); about 18 min on an idle 2-core machine, plus the replay's 9-10 min
+bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); about 20 min on an idle 2-core machine, plus the replay's 9-10 min
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
 	scripts/minio.sh run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
