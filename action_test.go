@@ -67,6 +67,21 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("default scope", func(t *testing.T) {
+		// A comma in the workflow's name does not make the default a list.
+		t.Setenv("GITHUB_WORKFLOW", "ci, lint")
+		t.Setenv("GITHUB_JOB", "test")
+		t.Setenv("RUNNER_OS", "Linux")
+		t.Setenv("RUNNER_ARCH", "X64")
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "MTIMES": "false"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if env := readOr(filepath.Join(tmp, "env")); !strings.Contains(env, `-prefetch-scope='ci_ lint-test-Linux-X64'`) {
+			t.Errorf("GITHUB_ENV %q: want the default scope without its comma", env)
+		}
+	})
+
 	t.Run("disk, not a git work tree", func(t *testing.T) {
 		// mtimes failing costs test cache hits, never the job.
 		ws := t.TempDir()

@@ -48,7 +48,14 @@ if [ -n "${INPUT_S3_BUCKET:-}" ]; then
 	[ "${INPUT_S3_PATH_STYLE:-false}" != true ] || flag s3-path-style true
 	[ -z "${INPUT_S3_READ_FROM:-}" ] || flag s3-read-from "$INPUT_S3_READ_FROM"
 	[ "${INPUT_READ_ONLY:-false}" != true ] || flag read-only true
-	[ -z "${INPUT_PREFETCH_SCOPE:-}" ] || flag prefetch-scope "$INPUT_PREFETCH_SCOPE"
+	scope="${INPUT_PREFETCH_SCOPE:-}"
+	if [ -z "$scope" ] && [ -n "${GITHUB_WORKFLOW:-}" ]; then
+		# The default names one scope: a comma in the workflow's name
+		# would make it a list (-prefetch-scope's further scopes).
+		scope="$GITHUB_WORKFLOW-${GITHUB_JOB:-}-${RUNNER_OS:-}-${RUNNER_ARCH:-}"
+		scope="${scope//,/_}"
+	fi
+	[ -z "$scope" ] || flag prefetch-scope "$scope"
 else
 	flag backend disk
 fi
