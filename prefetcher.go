@@ -313,10 +313,9 @@ func (p *prefetcher) list() ([]manifestInfo, error) {
 // it reads). An entry is taken where the first manifest that names it
 // puts it: whole if one carries it whole, else from a pack frame if one
 // names it (any manifest's: a run packs only what recent packs do not
-// hold), else as its own object. A
-// frame is read once, however many manifests name it (idx: the frames of
-// ms, none without packs); one none of whose entries is taken from it is
-// not read.
+// hold), else as its own object. A frame is read once, however many
+// manifests name it (idx: the frames of ms, none without packs); one none
+// of whose entries is taken from it is not read.
 func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (objects []*manifestEntry, ranges []*packRange) {
 	packedIn := make(map[ActionID]*plannedFrame) // the first frame holding each
 	for i := range ms {
