@@ -24,8 +24,11 @@ import (
 // permissions, a missing bucket, a wrong region), the breaker opens: for a cooldown, requests fail at once without
 // reaching the remote, so a dead or black-holed endpoint costs a build
 // seconds, not a timeout per request. Then one get at a time probes the
-// remote (uploads never do: they would only hold up the end of the build); a
-// success closes the breaker, a failure reopens it for twice as long.
+// remote, in the background: the get that triggers a probe is answered
+// with errBreakerOpen at once and the probe asks the remote for the same
+// entry on its own, so a remote that still hangs costs the go command
+// nothing (uploads never probe). A probe's success closes the breaker, its
+// failure reopens it for twice as long.
 //
 // Each go command starts its own server, so an open breaker is also written
 // to a marker file in the local cache directory, named for the remote: the
@@ -43,6 +46,11 @@ type breakerBackend struct {
 	openTill time.Time // zero when closed
 	cooldown time.Duration
 	probing  bool
+	// probeCtx bounds the background probes; Close cancels it and waits
+	// for them.
+	probeCtx    context.Context
+	probeCancel context.CancelFunc
+	probes      sync.WaitGroup
 	// writesOffTill stops uploads alone: writes were refused (a read-only
 	// role without -read-only) while reads may still work.
 	writesOffTill time.Time
@@ -72,6 +80,7 @@ var errWritesOff = errors.New("remote cache writes off: the remote refused a wri
 
 func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker string) *breakerBackend {
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
+	b.probeCtx, b.probeCancel = context.WithCancel(context.Background())
 	if till, kind, ok := readBreakerMarker(marker); ok && b.now().Before(till) {
 		b.openTill = till
 		b.warn.once("breaker", fmt.Sprintf("remote cache disabled until %s: another gobuildcache on this cache dir found it failing (%s)", till.Format(time.TimeOnly), kind), nil)
@@ -98,10 +107,20 @@ func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
 
 // Get implements CacheBackend.
 func (b *breakerBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
-	if !b.allow(true) {
+	switch b.admit(true) {
+	case admitRefuse:
+		b.stats.RemoteSkipped.Add(1)
+		return Entry{}, errBreakerOpen
+	case admitProbe:
+		b.probe(actionID)
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
 	}
+	return b.get(ctx, actionID)
+}
+
+// get sends one get to the remote and accounts for it.
+func (b *breakerBackend) get(ctx context.Context, actionID ActionID) (Entry, error) {
 	start := b.now()
 	e, err := b.remote.Get(ctx, actionID)
 	b.stats.RemoteGetLatency.Observe(b.now().Sub(start))
@@ -136,7 +155,7 @@ func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID Ou
 	if b.writesOff() {
 		return Entry{}, errWritesOff // counted once, as the refusal
 	}
-	if !b.allow(false) {
+	if !b.allow() {
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
 	}
@@ -173,7 +192,7 @@ func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
 
 // ListManifests implements manifestStore.
 func (b *breakerBackend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
-	if !b.allow(false) {
+	if !b.allow() {
 		return nil, errBreakerOpen
 	}
 	infos, err := b.remote.ListManifests(ctx, scope, n)
@@ -183,7 +202,7 @@ func (b *breakerBackend) ListManifests(ctx context.Context, scope string, n int)
 
 // GetManifest implements manifestStore.
 func (b *breakerBackend) GetManifest(ctx context.Context, name string) ([]byte, error) {
-	if !b.allow(false) {
+	if !b.allow() {
 		return nil, errBreakerOpen
 	}
 	data, err := b.remote.GetManifest(ctx, name)
@@ -196,7 +215,7 @@ func (b *breakerBackend) PutManifest(ctx context.Context, scope, id string, data
 	if b.writesOff() {
 		return errWritesOff
 	}
-	if !b.allow(false) {
+	if !b.allow() {
 		return errBreakerOpen
 	}
 	err := b.remote.PutManifest(ctx, scope, id, data)
@@ -209,7 +228,7 @@ func (b *breakerBackend) PutPack(ctx context.Context, scope, id string, i int, d
 	if b.writesOff() {
 		return errWritesOff
 	}
-	if !b.allow(false) {
+	if !b.allow() {
 		return errBreakerOpen
 	}
 	err := b.remote.PutPack(ctx, scope, id, i, data)
@@ -221,7 +240,7 @@ func (b *breakerBackend) PutPack(ctx context.Context, scope, id string, i int, d
 // for: a body that breaks off later is the reader's problem (the prefetch
 // fetches those entries on their own).
 func (b *breakerBackend) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
-	if !b.allow(false) {
+	if !b.allow() {
 		return nil, errBreakerOpen
 	}
 	r, err := b.remote.GetPackRange(ctx, name, i, off, n)
@@ -234,7 +253,7 @@ func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) er
 	if b.writesOff() {
 		return errWritesOff
 	}
-	if !b.allow(false) {
+	if !b.allow() {
 		return errBreakerOpen
 	}
 	err := b.remote.DeleteManifests(ctx, names)
@@ -242,8 +261,25 @@ func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) er
 	return err
 }
 
-// Close implements CacheBackend.
-func (b *breakerBackend) Close(ctx context.Context) error { return b.remote.Close(ctx) }
+// probe gets actionID from the remote in the background, to learn whether
+// it answers again; the body, if any, is thrown away.
+func (b *breakerBackend) probe(actionID ActionID) {
+	b.probes.Add(1)
+	go func() {
+		defer b.probes.Done()
+		if e, err := b.get(b.probeCtx, actionID); err == nil {
+			os.Remove(e.DiskPath) // ours: see CacheBackend.Get
+		}
+	}()
+}
+
+// Close implements CacheBackend. A probe still waiting for the remote is
+// canceled: it is of no use to anyone once the go command is done.
+func (b *breakerBackend) Close(ctx context.Context) error {
+	b.probeCancel()
+	b.probes.Wait()
+	return b.remote.Close(ctx)
+}
 
 func (b *breakerBackend) writesOff() bool {
 	b.mu.Lock()
@@ -251,21 +287,37 @@ func (b *breakerBackend) writesOff() bool {
 	return b.now().Before(b.writesOffTill)
 }
 
-// allow reports whether a request may go to the remote now. While the
+// admission is what admit decides for one request.
+type admission int
+
+const (
+	admitSend   admission = iota // the breaker is closed: send it
+	admitRefuse                  // the breaker is open: fail at once
+	admitProbe                   // the breaker is open and due a probe: send one in the background
+)
+
+// admit decides whether a request may go to the remote now. While the
 // breaker is open, after the cooldown, one request that may probe at a time
-// is let through. A request let through is counted (RemoteRequests).
-func (b *breakerBackend) allow(mayProbe bool) bool {
+// is told to probe. A request allowed or told to probe is counted
+// (RemoteRequests).
+func (b *breakerBackend) admit(mayProbe bool) admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	a := admitSend
 	if !b.openTill.IsZero() {
 		if !mayProbe || b.probing || b.now().Before(b.openTill) {
-			return false
+			return admitRefuse
 		}
 		b.probing = true
+		a = admitProbe
 	}
 	b.stats.RemoteRequests.Add(1)
-	return true
+	return a
 }
+
+// allow reports whether a request that never probes may go to the remote
+// now.
+func (b *breakerBackend) allow() bool { return b.admit(false) == admitSend }
 
 func (b *breakerBackend) succeeded() {
 	b.mu.Lock()

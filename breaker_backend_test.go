@@ -68,12 +68,16 @@ func TestBreakerOpensAfterThreshold(t *testing.T) {
 		t.Fatal("an upload probed the remote")
 	}
 	remote.err = ErrNotFound
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Fatalf("the get that probes: %v, want errBreakerOpen at once (the probe runs in the background)", err)
+	}
+	b.probes.Wait()
 	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("probe: %v", err)
+		t.Fatalf("the get after a successful probe: %v, want the remote's answer", err)
 	}
 	// Closed again.
 	b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
-	if remote.count() != breakerThreshold+2 {
+	if remote.count() != breakerThreshold+3 {
 		t.Fatalf("breaker did not close after a successful probe: %d calls", remote.count())
 	}
 }
@@ -91,6 +95,7 @@ func TestBreakerTimeoutsOpenItAndItBacksOff(t *testing.T) {
 	// A failed probe doubles the cooldown.
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Get(ctx, actionID("k"))
+	b.probes.Wait()
 	clock.advance(breakerCooldown + time.Millisecond)
 	b.Get(ctx, actionID("k"))
 	if remote.count() != breakerTimeouts+1 {
@@ -98,8 +103,41 @@ func TestBreakerTimeoutsOpenItAndItBacksOff(t *testing.T) {
 	}
 	clock.advance(breakerCooldown)
 	b.Get(ctx, actionID("k"))
+	b.probes.Wait()
 	if remote.count() != breakerTimeouts+2 {
 		t.Fatalf("no probe after twice the cooldown: %d calls", remote.count())
+	}
+}
+
+// TestBreakerProbesInTheBackground: the get that is due to probe a remote
+// that still hangs is answered at once; the probe waits for the remote on
+// its own, and Close cancels it.
+func TestBreakerProbesInTheBackground(t *testing.T) {
+	ctx := context.Background()
+	remote := newScriptedRemote(errTimeout)
+	b, clock, _ := newTestBreaker(remote, "")
+	for range breakerTimeouts {
+		b.Get(ctx, actionID("k"))
+	}
+	hung := make(chan struct{})
+	remote.GetFn = func(ctx context.Context, _ ActionID) (Entry, error) {
+		close(hung)
+		<-ctx.Done() // a black hole: no answer until the caller gives up
+		return Entry{}, ctx.Err()
+	}
+	clock.advance(breakerCooldown + time.Millisecond)
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Fatalf("the get that probes: %v, want errBreakerOpen at once", err)
+	}
+	<-hung
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Fatalf("a get while the probe waits: %v, want errBreakerOpen", err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := remote.count(); n != breakerTimeouts+1 {
+		t.Errorf("%d calls reached the remote, want %d: the opening timeouts and one probe", n, breakerTimeouts+1)
 	}
 }
 
@@ -144,6 +182,7 @@ func TestBreakerMarkerIsShared(t *testing.T) {
 	// After the marker's time, it probes, succeeds and removes the marker.
 	clock.advance(breakerMarkerMax)
 	b2.Get(ctx, actionID("k"))
+	b2.probes.Wait()
 	if remote2.count() != 1 {
 		t.Fatalf("no probe after the marker expired: %d calls", remote2.count())
 	}
@@ -200,7 +239,7 @@ func TestBreakerDeniedReadIsAMiss(t *testing.T) {
 		}
 	}
 	s := stats.Snapshot()
-	if !b.allow(false) || remote.count() != 3*breakerThreshold || s.RemoteDenied != 3*breakerThreshold || s.RemoteErrors != 0 {
+	if !b.allow() || remote.count() != 3*breakerThreshold || s.RemoteDenied != 3*breakerThreshold || s.RemoteErrors != 0 {
 		t.Fatalf("denied reads: %d calls, stats %+v", remote.count(), s)
 	}
 	if _, _, ok := readBreakerMarker(marker); ok {
@@ -228,6 +267,7 @@ func TestBreakerBusyRemote(t *testing.T) {
 			back = clock.now()
 			break
 		}
+		b.probes.Wait()
 		clock.advance(500 * time.Millisecond)
 	}
 	if late := back.Sub(start) - waking; back.IsZero() || late > breakerBusyMaxCooldown {
