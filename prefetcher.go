@@ -101,6 +101,12 @@ type prefetcher struct {
 
 	misses missPredictor
 
+	// roomListed: the listing at the start showed fewer than manifestsKept
+	// manifests of this location and scope, so this run's manifest needs
+	// no trimming (one written meanwhile by another run is trimmed by a
+	// later run, whose listing then shows it).
+	roomListed atomic.Bool
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -226,6 +232,13 @@ func (p *prefetcher) run() error {
 	if err != nil {
 		return err
 	}
+	own := 0
+	for _, m := range listed {
+		if !m.readOnly {
+			own++
+		}
+	}
+	p.roomListed.Store(own < manifestsKept)
 	var infos []manifestInfo // the newest manifestsToRead of each location and scope
 	perLocation := make(map[string]int)
 	for _, m := range listed { // each location's newest first
@@ -855,7 +868,8 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 }
 
 // writeManifest stores m as the new manifest id and deletes the oldest
-// ones beyond manifestsKept, with their packs.
+// ones beyond manifestsKept, with their packs, unless the listing at the
+// start showed room for it (a round trip saved on the go command's exit).
 func (p *prefetcher) writeManifest(ctx context.Context, id string, m manifest) error {
 	obj, err := encodeManifestObject(m)
 	if err != nil {
@@ -863,6 +877,9 @@ func (p *prefetcher) writeManifest(ctx context.Context, id string, m manifest) e
 	}
 	if err := p.manifests.PutManifest(ctx, p.opts.scope, id, obj); err != nil {
 		return err
+	}
+	if p.roomListed.Load() {
+		return nil
 	}
 	all, err := p.manifests.ListManifests(ctx, p.opts.scope, -1)
 	if err != nil {

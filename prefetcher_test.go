@@ -118,6 +118,27 @@ func TestPrefetchKeepsNewestManifests(t *testing.T) {
 	if got := decodeManifest(newest).entries; len(got) != 1 || got[0].id != actionID(fmt.Sprint(manifestsKept+2)) {
 		t.Fatalf("newest manifest holds %+v", got)
 	}
+
+	// A run whose listing at the start shows room skips the listing after
+	// its write; one whose listing is full trims.
+	for _, tc := range []struct {
+		scope string
+		room  bool
+	}{{"job", false}, {"other", true}} {
+		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, new(Stats)), mem, prefetchOptions{scope: tc.scope, parallelism: 1, upload: true, packs: true}, new(Stats), quietLog)
+		if err := p.run(); err != nil {
+			t.Fatal(err)
+		}
+		if p.roomListed.Load() != tc.room {
+			t.Errorf("scope %q: room listed %v, want %v", tc.scope, p.roomListed.Load(), tc.room)
+		}
+		if err := p.writeManifest(ctx, newManifestID(time.Now()), manifest{entries: []manifestEntry{{id: actionID("new")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if infos, _ := mem.ListManifests(ctx, "job", -1); len(infos) != manifestsKept {
+		t.Errorf("after a run on a full scope: %d manifests kept, want %d", len(infos), manifestsKept)
+	}
 }
 
 // TestBreakerGuardsManifests: manifest traffic goes through the breaker:
