@@ -17,8 +17,11 @@ import (
 // A manifest lists the action IDs one run of the go command used, in the
 // order it first used them, and says where a fresh machine gets each one
 // with the fewest requests (see prefetcher): small entries it carries
-// whole; most others sit in the run's packs (pack.go), a few large objects
-// read with ranged GETs; the rest are fetched as their own objects. Stored,
+// whole (unless a manifest of a read location or further scope that the
+// run read carries them: then it names them, and the next run takes them
+// from there); most others sit in the run's packs (pack.go), a few large
+// objects read with ranged GETs; the rest are fetched as their own
+// objects. Stored,
 // it is a zstd frame of:
 //
 //	"gbcm4\n", then per action ID, in first-use order, one record:

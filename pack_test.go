@@ -301,6 +301,70 @@ func TestPacksCoverReadLocations(t *testing.T) {
 	}
 }
 
+// TestManifestCarriesOnlyWhatIsNew: a pull request's manifest names the
+// small entries its base's manifests carry whole without their bodies, and
+// carries its own new ones; its next run, on an empty local cache, installs
+// both from the manifests, with no request of their own.
+func TestManifestCarriesOnlyWhatIsNew(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	base := []string{"b0", "b1", "b2", "b3", "b4"}
+	bodies := map[string]string{"new": "the pull request's own"}
+	for _, k := range base {
+		bodies[k] = "main's " + k
+	}
+	packRun(t, mem, bodies, base) // main's run: its manifest carries them
+	remote := &countingRemote{memBackend: mem}
+	pr := &readsFrom{memBackend: mem, read: "job"}
+	run := func() (*prefetcher, *localTier) {
+		tier := newLocalTier(newTestDisk(t), remote, false, new(Stats))
+		p := newPrefetcher(tier, pr, prefetchOptions{scope: "pr", parallelism: 4, upload: true, packs: true}, new(Stats), quietLog)
+		p.Started()
+		<-p.done
+		return p, tier
+	}
+
+	p, _ := run()
+	for _, k := range base {
+		p.Got(actionID(k), true)
+	}
+	putString(t, p, "new", bodies["new"])
+	p.Stored(actionID("new"))
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "pr", -1)
+	if len(infos) != 1 {
+		t.Fatalf("%d manifests of the pull request, want 1", len(infos))
+	}
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	carried := make(map[ActionID]bool)
+	for _, e := range decodeManifest(obj).entries {
+		carried[e.id] = e.inline
+	}
+	for _, k := range base {
+		if v, ok := carried[actionID(k)]; !ok || v {
+			t.Errorf("%s: named %v, carried whole %v; want named, not carried (main's manifest carries it)", k, ok, v)
+		}
+	}
+	if !carried[actionID("new")] {
+		t.Error("the pull request's new entry is not carried whole")
+	}
+
+	p, tier := run()
+	defer p.Close(ctx)
+	for k, body := range bodies {
+		e, err := tier.localEntry(actionID(k))
+		if err != nil {
+			t.Fatalf("%s not prefetched: %v", k, err)
+		}
+		checkEntry(t, e, []byte(body))
+	}
+	if n := remote.gets.Load(); n != 0 {
+		t.Errorf("%d gets of entries' own objects; want none: every entry is carried by a manifest read", n)
+	}
+}
+
 // readsFrom lists, besides a scope's own manifests, those of the scope read
 // as a read location's (readOnly).
 type readsFrom struct {

@@ -449,6 +449,13 @@ type packCover struct {
 	// one of its newest packCovering manifests. This run's manifest refers
 	// to those frames.
 	frames map[ActionID]*plannedFrame
+	// whole: entries that readOnly manifests carry whole. This run's
+	// manifest names them without their bodies, as it does the elsewhere
+	// ones, and the next prefetch installs them from those manifests: a
+	// pull request's manifest carries only what its base's do not, so it
+	// is encoded and stored in a fraction of the time, at the exit of each
+	// of its go commands.
+	whole map[ActionID]bool
 }
 
 // packCovering: a run refers to frames of packs that belong to the newest
@@ -461,7 +468,7 @@ const packCovering = manifestsKept - 2*manifestsToRead
 // noteRead records what the manifests infos (the newest of those listed,
 // read into ms, their frames idx) named, if every one of them was read.
 func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest, idx frameIndex) {
-	r := &manifestsSeen{cover: packCover{elsewhere: make(map[ActionID]bool), frames: make(map[ActionID]*plannedFrame)}}
+	r := &manifestsSeen{cover: packCover{elsewhere: make(map[ActionID]bool), frames: make(map[ActionID]*plannedFrame), whole: make(map[ActionID]bool)}}
 	for _, m := range infos {
 		if m.time.IsZero() {
 			return
@@ -489,6 +496,9 @@ func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest, idx f
 	for i, m := range ms {
 		for j := range m.entries {
 			e := &m.entries[j]
+			if e.inline && infos[i].readOnly {
+				r.cover.whole[e.id] = true
+			}
 			f := idx.frame(i, e)
 			switch {
 			case f == nil || r.cover.frames[e.id] != nil:
@@ -697,15 +707,15 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	if !p.opts.upload || len(ids) == 0 || p.named(ids) {
 		return
 	}
-	m := manifest{entries: p.manifestEntries(ids)}
+	var cover packCover
+	if r := p.seen.Load(); r != nil {
+		cover = r.cover
+	}
+	m := manifest{entries: p.manifestEntries(ids, cover)}
 	id := newManifestID(time.Now())
 	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
 		// (Not when uploads were dropped for a full queue: the remote is
 		// behind already.)
-		var cover packCover
-		if r := p.seen.Load(); r != nil {
-			cover = r.cover
-		}
 		m = p.writePacks(ctx, id, m.entries, cover)
 	}
 	if err := p.writeManifest(ctx, id, m); err != nil {
@@ -744,13 +754,16 @@ next:
 }
 
 // manifestEntries returns the manifest of ids: the small entries that are
-// in the local cache whole (up to inlineBudget bytes of them), the others
-// as keys.
-func (p *prefetcher) manifestEntries(ids []ActionID) []manifestEntry {
+// in the local cache whole (up to inlineBudget bytes of them), unless a
+// readOnly manifest carries them whole (cover.whole), the others as keys.
+func (p *prefetcher) manifestEntries(ids []ActionID, cover packCover) []manifestEntry {
 	entries := make([]manifestEntry, len(ids))
 	budget := int64(inlineBudget)
 	for i, id := range ids {
 		entries[i].id = id
+		if cover.whole[id] {
+			continue
+		}
 		e, err := p.tier.localEntry(id)
 		if err != nil || e.Size > inlineMax || e.Size > budget {
 			continue
@@ -806,7 +819,7 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 	var total int64
 	for i := range entries {
 		m := &entries[i]
-		if m.inline || cover.elsewhere[m.id] || cover.frames[m.id] != nil || ctx.Err() != nil {
+		if m.inline || cover.whole[m.id] || cover.elsewhere[m.id] || cover.frames[m.id] != nil || ctx.Err() != nil {
 			continue
 		}
 		e, err := p.tier.localEntry(m.id)
