@@ -266,7 +266,6 @@ func freshMachine(t *testing.T, mem *memBackend, opts prefetchOptions) (*prefetc
 // location's manifests it read, since its own manifests never push them out
 // of the next prefetch's reading.
 func TestPacksCoverReadLocations(t *testing.T) {
-	ctx := context.Background()
 	mem := newMemBackend(t)
 	bodies, order := packBodies(40)
 	for i := range manifestsToRead { // main's runs, a quarter of the entries each
@@ -277,21 +276,8 @@ func TestPacksCoverReadLocations(t *testing.T) {
 	p := newPrefetcher(newLocalTier(newTestDisk(t), pr, false, stats), pr, prefetchOptions{scope: "pr", parallelism: 4, upload: true, packs: true}, stats, quietLog)
 	p.Started()
 	<-p.done
-	for _, k := range order {
-		p.Got(actionID(k), true)
-	}
-	putString(t, p, "new", "a new entry of the pull request, larger than a manifest carries: "+strings.Repeat("x", inlineMax))
-	p.Stored(actionID("new"))
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	infos, _ := mem.ListManifests(ctx, "pr", -1)
-	if len(infos) != 1 {
-		t.Fatalf("%d manifests of the pull request, want 1", len(infos))
-	}
-	obj, _ := mem.GetManifest(ctx, infos[0].name)
 	var packed []ActionID
-	for _, e := range decodeManifest(obj).entries {
+	for _, e := range prRun(t, p, mem, order, "a new entry of the pull request, larger than a manifest carries: "+strings.Repeat("x", inlineMax)) {
 		if e.packed {
 			packed = append(packed, e.id)
 		}
@@ -325,21 +311,8 @@ func TestManifestCarriesOnlyWhatIsNew(t *testing.T) {
 	}
 
 	p, _ := run()
-	for _, k := range base {
-		p.Got(actionID(k), true)
-	}
-	putString(t, p, "new", bodies["new"])
-	p.Stored(actionID("new"))
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	infos, _ := mem.ListManifests(ctx, "pr", -1)
-	if len(infos) != 1 {
-		t.Fatalf("%d manifests of the pull request, want 1", len(infos))
-	}
-	obj, _ := mem.GetManifest(ctx, infos[0].name)
 	carried := make(map[ActionID]bool)
-	for _, e := range decodeManifest(obj).entries {
+	for _, e := range prRun(t, p, mem, base, bodies["new"]) {
 		carried[e.id] = e.inline
 	}
 	for _, k := range base {
@@ -363,6 +336,28 @@ func TestManifestCarriesOnlyWhatIsNew(t *testing.T) {
 	if n := remote.gets.Load(); n != 0 {
 		t.Errorf("%d gets of entries' own objects; want none: every entry is carried by a manifest read", n)
 	}
+}
+
+// prRun ends a pull request's run p (scope "pr"): its go command got the
+// keys used and stored a "new" entry. It returns the entries of the one
+// manifest the run wrote.
+func prRun(t *testing.T, p *prefetcher, mem *memBackend, used []string, newBody string) []manifestEntry {
+	t.Helper()
+	ctx := context.Background()
+	for _, k := range used {
+		p.Got(actionID(k), true)
+	}
+	putString(t, p, "new", newBody)
+	p.Stored(actionID("new"))
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "pr", -1)
+	if len(infos) != 1 {
+		t.Fatalf("%d manifests of the pull request, want 1", len(infos))
+	}
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	return decodeManifest(obj).entries
 }
 
 // readsFrom lists, besides a scope's own manifests, those of the scope read
