@@ -187,6 +187,10 @@ func (c *ciBench) markdown() string {
 		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +
 		"a row without mtimes leaves out the mtimes step\n")
 	s.WriteString("- a matrix run (6) takes as long as its slowest shard; the shards ran one after another here, each on its own fresh VM; hit rates, bytes and tests are summed over the shards\n")
+	if c.set.rounds > 1 {
+		fmt.Fprintf(&s, "- runs (2)-(7): each way's job (or matrix) ran %d times, the ways interleaved round by round, every round from the same state "+
+			"(what a gobuildcache round wrote to the bucket deleted before the next, a tar round's save replaced by the next's); every cell is the fastest round's, and the steps below list each round's time\n", c.set.rounds)
+	}
 	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache and tar-and-restore, " +
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
 	s.WriteString("- bytes moved: everything through the proxy during the job (both directions, S3 headers included), from the proxy's written-bytes counter\n\n")
@@ -306,6 +310,13 @@ func (c *ciBench) markdown() string {
 			line := strings.Join(steps, ", ")
 			if res.jobs > 0 {
 				line += fmt.Sprintf("; %d shards, %.1fs added up", res.jobs, res.jobsWall.Seconds())
+			}
+			if len(res.roundWalls) > 1 {
+				var walls []string
+				for _, w := range res.roundWalls {
+					walls = append(walls, fmt.Sprintf("%.1f", w.Seconds()))
+				}
+				line += "; rounds " + strings.Join(walls, ", ")
 			}
 			if res.note != "" {
 				line += " (" + res.note + ")"

@@ -392,6 +392,8 @@ func TestCIMarkdown(t *testing.T) {
 		runs: ciHistory(), done: []int{1, 2, 3, 4, 5, 6, 7}, rows: rows, feat: ciFeatures{mtimes: true, readFrom: true, prefetch: true},
 		modPath: "example.com/m", modVer: "v1.0.0", pkgs: 47, testPkg: 39, start: time.Now(), partial: "partial: written after run (7)"}
 	rows[0].res[2].repeats = 1
+	rows[len(rows)-1].res[7].roundWalls = []time.Duration{6 * time.Second, 5 * time.Second}
+	c.set.rounds = 2
 	md := c.markdown()
 	sec := c.latestSection()
 	for _, want := range []string{"## CI replay (full, make bench-ci)", "[ci-replay.md](ci-replay.md)", "| no cache | 60.0 | (60.0) | 60.0 |",
@@ -410,6 +412,8 @@ func TestCIMarkdown(t *testing.T) {
 		"| tar-and-restore, 10 ms | 240.0s | 35.0s | 205.0s (85%) |",
 		"run (5) at least 3x faster: gobuildcache, 10 ms + mtimes against tar-and-restore, 10 ms + mtimes",
 		"; 4 shards, 20.0s added up (a note)",
+		"; 4 shards, 20.0s added up; rounds 6.0, 5.0 (a note)",
+		"each way's job (or matrix) ran 2 times, the ways interleaved round by round",
 		"| gobuildcache, 10 ms | 185.0 | 115.0 | 1.30x | 1.54x |",
 	} {
 		if !strings.Contains(md, want) {

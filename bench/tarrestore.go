@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -210,16 +211,9 @@ func unpackGocache(path, dir string) error {
 // dst, metadata included, a few at a time, and returns how many it copied.
 // The keys must need no escaping (the benchmark's prefixes and hex names).
 func (c *s3Client) copyPrefix(ctx context.Context, bucket, src, dst string) (int, error) {
-	var keys []string
-	p := s3.NewListObjectsV2Paginator(c.Client, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &src})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return 0, err
-		}
-		for _, o := range page.Contents {
-			keys = append(keys, *o.Key)
-		}
+	keys, err := c.listKeys(ctx, bucket, src)
+	if err != nil {
+		return 0, err
 	}
 	work := make(chan string)
 	errs := make(chan error, 16)
@@ -240,11 +234,47 @@ func (c *s3Client) copyPrefix(ctx context.Context, bucket, src, dst string) (int
 		work <- k
 	}
 	close(work)
-	var err error
 	for i := 0; i < cap(errs); i++ {
 		if e := <-errs; e != nil && err == nil {
 			err = e
 		}
 	}
 	return len(keys), err
+}
+
+// listKeys returns the keys of every object under prefix.
+func (c *s3Client) listKeys(ctx context.Context, bucket, prefix string) ([]string, error) {
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(c.Client, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, *o.Key)
+		}
+	}
+	return keys, nil
+}
+
+// deleteKeys deletes the objects keys, a thousand per request.
+func (c *s3Client) deleteKeys(ctx context.Context, bucket string, keys []string) error {
+	for len(keys) > 0 {
+		n := min(len(keys), 1000)
+		objs := make([]types.ObjectIdentifier, n)
+		for i, k := range keys[:n] {
+			objs[i] = types.ObjectIdentifier{Key: aws.String(k)}
+		}
+		out, err := c.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return err
+		}
+		if len(out.Errors) > 0 {
+			e := out.Errors[0]
+			return fmt.Errorf("delete %s: %s", aws.ToString(e.Key), aws.ToString(e.Message))
+		}
+		keys = keys[n:]
+	}
+	return nil
 }
