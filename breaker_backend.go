@@ -47,10 +47,12 @@ type breakerBackend struct {
 	cooldown time.Duration
 	probing  bool
 	// probeCtx bounds the background probes; Close cancels it and waits
-	// for them.
+	// for them. After Close (closed) none starts: a prefetch that
+	// outlived its wait may still ask.
 	probeCtx    context.Context
 	probeCancel context.CancelFunc
 	probes      sync.WaitGroup
+	closed      bool
 	// writesOffTill stops uploads alone: writes were refused (a read-only
 	// role without -read-only) while reads may still work.
 	writesOffTill time.Time
@@ -264,6 +266,12 @@ func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) er
 // probe gets actionID from the remote in the background, to learn whether
 // it answers again; the body, if any, is thrown away.
 func (b *breakerBackend) probe(actionID ActionID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		b.probing = false
+		return
+	}
 	b.probes.Add(1)
 	go func() {
 		defer b.probes.Done()
@@ -276,6 +284,9 @@ func (b *breakerBackend) probe(actionID ActionID) {
 // Close implements CacheBackend. A probe still waiting for the remote is
 // canceled: it is of no use to anyone once the go command is done.
 func (b *breakerBackend) Close(ctx context.Context) error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	b.probeCancel()
 	b.probes.Wait()
 	return b.remote.Close(ctx)

@@ -136,6 +136,11 @@ func TestBreakerProbesInTheBackground(t *testing.T) {
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A get after Close (a prefetch that outlived its wait) starts no probe.
+	clock.advance(breakerMaxCooldown)
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Fatalf("a get after Close: %v, want errBreakerOpen", err)
+	}
 	if n := remote.count(); n != breakerTimeouts+1 {
 		t.Errorf("%d calls reached the remote, want %d: the opening timeouts and one probe", n, breakerTimeouts+1)
 	}
