@@ -598,25 +598,31 @@ func (c *ciBench) replay(run ciRun) error {
 			if best[h] == nil {
 				best[h] = make(map[time.Duration]*ciResult)
 			}
-			for rtt, r := range res {
-				b := best[h][rtt]
-				var walls []time.Duration
-				if b != nil {
-					walls = b.roundWalls
-				}
-				r.roundWalls = append(walls, r.wall)
-				if b == nil || r.wall < b.wall {
-					best[h][rtt] = r
-				} else {
-					b.roundWalls = r.roundWalls
-				}
-			}
+			keepFaster(best[h], res)
 		}
 	}
 	for _, h := range timed {
 		c.record(h, run, best[h])
 	}
 	return nil
+}
+
+// keepFaster keeps in best, for each RTT, the faster of its result and
+// res's, with the wall time of every round so far.
+func keepFaster(best, res map[time.Duration]*ciResult) {
+	for rtt, r := range res {
+		b := best[rtt]
+		if b == nil {
+			r.roundWalls = []time.Duration{r.wall}
+			best[rtt] = r
+			continue
+		}
+		walls := append(b.roundWalls, r.wall)
+		if r.wall < b.wall {
+			best[rtt] = r
+		}
+		best[rtt].roundWalls = walls
+	}
 }
 
 // historyState is what a round of a history may change: a gobuildcache

@@ -456,3 +456,14 @@ func TestNoCacheRepeats(t *testing.T) {
 		}
 	}
 }
+
+func TestKeepFaster(t *testing.T) {
+	best := map[time.Duration]*ciResult{}
+	for _, w := range []time.Duration{5, 3, 4} {
+		keepFaster(best, map[time.Duration]*ciResult{time.Millisecond: {wall: w * time.Second, note: fmt.Sprint(int64(w))}})
+	}
+	r := best[time.Millisecond]
+	if r.note != "3" || r.wall != 3*time.Second || !slices.Equal(r.roundWalls, []time.Duration{5 * time.Second, 3 * time.Second, 4 * time.Second}) {
+		t.Errorf("kept %+v; want round 2's result with every round's wall time", r)
+	}
+}
