@@ -109,12 +109,10 @@ func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
 
 // Get implements CacheBackend.
 func (b *breakerBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
-	switch b.admit(true) {
-	case admitRefuse:
-		b.stats.RemoteSkipped.Add(1)
-		return Entry{}, errBreakerOpen
-	case admitProbe:
-		b.probe(actionID)
+	if a := b.admit(true); a != admitSend {
+		if a == admitProbe {
+			b.probe(actionID)
+		}
 		b.stats.RemoteSkipped.Add(1)
 		return Entry{}, errBreakerOpen
 	}
@@ -264,15 +262,9 @@ func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) er
 }
 
 // probe gets actionID from the remote in the background, to learn whether
-// it answers again; the body, if any, is thrown away.
+// it answers again; the body, if any, is thrown away. admit has counted it
+// in b.probes.
 func (b *breakerBackend) probe(actionID ActionID) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		b.probing = false
-		return
-	}
-	b.probes.Add(1)
 	go func() {
 		defer b.probes.Done()
 		if e, err := b.get(b.probeCtx, actionID); err == nil {
@@ -309,17 +301,18 @@ const (
 
 // admit decides whether a request may go to the remote now. While the
 // breaker is open, after the cooldown, one request that may probe at a time
-// is told to probe. A request allowed or told to probe is counted
-// (RemoteRequests).
+// is told to probe, unless Close has begun. A request allowed or told to
+// probe is counted (RemoteRequests).
 func (b *breakerBackend) admit(mayProbe bool) admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a := admitSend
 	if !b.openTill.IsZero() {
-		if !mayProbe || b.probing || b.now().Before(b.openTill) {
+		if !mayProbe || b.probing || b.closed || b.now().Before(b.openTill) {
 			return admitRefuse
 		}
 		b.probing = true
+		b.probes.Add(1) // under mu: it comes before Close's Wait, or not at all
 		a = admitProbe
 	}
 	b.stats.RemoteRequests.Add(1)
