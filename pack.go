@@ -1,11 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // A pack holds the bodies of many entries back to back, so that a fresh
@@ -65,58 +66,117 @@ func (f packFrame) key(name string) frameKey {
 }
 
 // packBuilder builds a run's packs from its entries' bodies, in order.
-// Each full pack is handed to emit as it is closed, with its number.
+// Frames are compressed on up to compressors goroutines at once (a run's
+// exit waits for its packs, and the build no longer needs the cores) and
+// appended to the pack in order. Each full pack is handed to emit as it is
+// closed, with its number.
 type packBuilder struct {
-	emit   func(i int, data []byte)
-	frames []packFrame
-	pack   bytes.Buffer // stored bytes of the pack being built
-	raw    bytes.Buffer // decoded bytes of the frame being built
-	packs  int          // packs emitted
-	err    error
+	emit        func(i int, data []byte)
+	compressors int // frames compressed at once; at least 1
+
+	frames  []packFrame   // appended to a pack, in order
+	pending []chan []byte // frames being compressed, in order, after frames
+	raw     []byte        // decoded bytes of the frame being built
+	pack    []byte        // stored bytes of the pack being built
+	packs   int           // packs emitted
+	// spare holds buffers of frames done with, decoded or compressed, for
+	// the next frames: memory already in use costs nothing to write again.
+	spare chan []byte
 }
 
-// add appends body to the packs and returns the index of its frame.
-func (b *packBuilder) add(body []byte) int {
-	if b.raw.Len() > 0 && b.raw.Len()+len(body) > packFrameRaw {
+// add reads a body of size bytes from body into the packs and returns the
+// index of its frame. If body fails or ends early, nothing of it stays in
+// the packs.
+func (b *packBuilder) add(body io.Reader, size int64) (int, error) {
+	if len(b.raw) > 0 && int64(len(b.raw))+size > packFrameRaw {
 		b.closeFrame()
 	}
-	b.raw.Write(body)
-	return len(b.frames)
+	if b.raw == nil {
+		b.raw = b.buffer()
+	}
+	n := len(b.raw)
+	b.raw = slices.Grow(b.raw, int(size))[:n+int(size)]
+	if _, err := io.ReadFull(body, b.raw[n:]); err != nil {
+		b.raw = b.raw[:n]
+		return 0, err
+	}
+	return len(b.frames) + len(b.pending), nil
 }
 
-// closeFrame compresses the frame being built into the pack, and closes
-// the pack if it is large enough.
+// closeFrame starts compressing the frame being built, once fewer than
+// compressors frames are being compressed.
 func (b *packBuilder) closeFrame() {
-	if b.raw.Len() == 0 || b.err != nil {
+	if len(b.raw) == 0 {
 		return
 	}
-	start := b.pack.Len()
-	if err := zstdTo(&b.pack, bytes.NewReader(b.raw.Bytes())); err != nil {
-		b.err = err
-		return
+	for len(b.pending) >= max(b.compressors, 1) {
+		b.appendFrame()
 	}
-	b.raw.Reset()
-	b.frames = append(b.frames, packFrame{pack: b.packs, off: int64(start), n: int64(b.pack.Len() - start)})
-	if b.pack.Len() >= packTarget {
+	raw, dst, out := b.raw, b.buffer(), make(chan []byte, 1)
+	b.raw = nil
+	b.pending = append(b.pending, out)
+	go func() {
+		enc := zstdEncoders.Get().(*zstd.Encoder)
+		defer zstdEncoders.Put(enc)
+		out <- enc.EncodeAll(raw, dst)
+		b.recycle(raw)
+	}()
+}
+
+// buffer returns an empty buffer for a frame's bytes.
+func (b *packBuilder) buffer() []byte {
+	if b.spare == nil {
+		b.spare = make(chan []byte, 2*max(b.compressors, 1)+1)
+	}
+	select {
+	case buf := <-b.spare:
+		return buf[:0]
+	default:
+		return make([]byte, 0, packFrameRaw)
+	}
+}
+
+// recycle keeps buf for buffer, if there is room.
+func (b *packBuilder) recycle(buf []byte) {
+	select {
+	case b.spare <- buf:
+	default:
+	}
+}
+
+// appendFrame waits for the oldest frame being compressed and appends it
+// to the pack, which it closes if it is large enough.
+func (b *packBuilder) appendFrame() {
+	data := <-b.pending[0]
+	b.pending = b.pending[1:]
+	if b.pack == nil {
+		b.pack = make([]byte, 0, packTarget+packFrameMax)
+	}
+	b.frames = append(b.frames, packFrame{pack: b.packs, off: int64(len(b.pack)), n: int64(len(data))})
+	b.pack = append(b.pack, data...)
+	b.recycle(data)
+	if len(b.pack) >= packTarget {
 		b.closePack()
 	}
 }
 
 func (b *packBuilder) closePack() {
-	if b.pack.Len() == 0 {
+	if len(b.pack) == 0 {
 		return
 	}
-	b.emit(b.packs, b.pack.Bytes()) // handed over: a new buffer follows
-	b.pack = bytes.Buffer{}
+	b.emit(b.packs, b.pack) // handed over: a new buffer follows
+	b.pack = nil
 	b.packs++
 }
 
-// finish closes the last frame and pack. It returns the frames, or the
-// error that stopped the build.
-func (b *packBuilder) finish() ([]packFrame, error) {
+// finish closes the last frame and pack and returns the frames.
+func (b *packBuilder) finish() []packFrame {
 	b.closeFrame()
+	for len(b.pending) > 0 {
+		b.appendFrame()
+	}
 	b.closePack()
-	return b.frames, b.err
+	return b.frames
 }
 
 // packRange is one ranged GET: consecutive frames of one pack, and the

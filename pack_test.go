@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -707,4 +709,97 @@ func keyOf(order []string, id ActionID) string {
 		}
 	}
 	return ""
+}
+
+// TestPackBuilderKeepsOrder: frames compressed at once still land in the
+// packs in the order their bodies were added, each body in the frame add
+// returned; a body that breaks off leaves nothing behind.
+func TestPackBuilderKeepsOrder(t *testing.T) {
+	var packs [][]byte
+	b := packBuilder{compressors: 3, emit: func(i int, data []byte) {
+		if i != len(packs) {
+			t.Errorf("pack %d emitted as number %d", len(packs), i)
+		}
+		packs = append(packs, data)
+	}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var bodies [][]byte
+	var frameOf []int
+	for i := range 300 {
+		body := make([]byte, 1+rng.IntN(400<<10)) // incompressible: several packs
+		for j := range body {
+			body[j] = byte(rng.Uint32())
+		}
+		if i%50 == 7 {
+			if _, err := b.add(io.LimitReader(bytes.NewReader(body), 10), int64(len(body))); err == nil {
+				t.Fatalf("add of a body cut short succeeded")
+			}
+			continue
+		}
+		f, err := b.add(bytes.NewReader(body), int64(len(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies, frameOf = append(bodies, body), append(frameOf, f)
+	}
+	frames := b.finish()
+	if len(packs) < 2 {
+		t.Fatalf("%d packs, want several", len(packs))
+	}
+	decoded := make([][]byte, len(frames))
+	for i, f := range frames {
+		d := getZstdDecoder(bytes.NewReader(packs[f.pack][f.off : f.off+f.n]))
+		out, err := io.ReadAll(d)
+		zstdDecoders.Put(d)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		decoded[i] = out
+	}
+	for i, body := range bodies {
+		f := frameOf[i]
+		if !bytes.HasPrefix(decoded[f], body) {
+			t.Fatalf("body %d is not next in its frame %d", i, f)
+		}
+		decoded[f] = decoded[f][len(body):]
+	}
+	for i, rest := range decoded {
+		if len(rest) != 0 {
+			t.Fatalf("frame %d holds %d bytes beyond its bodies", i, len(rest))
+		}
+	}
+}
+
+// BenchmarkPackBuilder: a run's exit packing 64 MiB of bodies (pieces of
+// this test binary, as compressible as a build's outputs), with one
+// compressor as before and with one per core.
+func BenchmarkPackBuilder(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := os.ReadFile(exe)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var bodies [][]byte
+	for total := 0; total < 64<<20; {
+		at := rng.IntN(len(src) - 256<<10)
+		body := src[at : at+256<<10]
+		bodies = append(bodies, body)
+		total += len(body)
+	}
+	for _, n := range []int{1, runtime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("compressors=%d", n), func(b *testing.B) {
+			b.SetBytes(64 << 20)
+			for b.Loop() {
+				pb := packBuilder{compressors: n, emit: func(int, []byte) {}}
+				for _, body := range bodies {
+					pb.add(bytes.NewReader(body), int64(len(body)))
+				}
+				pb.finish()
+			}
+		})
+	}
 }

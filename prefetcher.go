@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -815,7 +816,10 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 			}
 		}()
 	}
-	b := packBuilder{emit: func(i int, data []byte) { uploads <- upload{i, data} }}
+	b := packBuilder{
+		emit:        func(i int, data []byte) { uploads <- upload{i, data} },
+		compressors: runtime.GOMAXPROCS(0),
+	}
 	var total int64
 	for i := range entries {
 		m := &entries[i]
@@ -826,14 +830,14 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 		if err != nil || e.Size == 0 || e.Size > packEntryMax || total+e.Size > packRunMax {
 			continue
 		}
-		body, err := os.ReadFile(e.DiskPath)
-		if err != nil || int64(len(body)) != e.Size {
+		frame, err := addFile(&b, e)
+		if err != nil {
 			continue // trimmed or replaced meanwhile: fetched on its own
 		}
 		total += e.Size
-		m.packed, m.outputID, m.size, m.frame = true, e.OutputID, e.Size, b.add(body)
+		m.packed, m.outputID, m.size, m.frame = true, e.OutputID, e.Size, frame
 	}
-	newFrames, err := b.finish()
+	newFrames := b.finish()
 	close(uploads)
 	wg.Wait()
 
@@ -856,7 +860,7 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 	for _, m := range entries {
 		cf := cover.frames[m.id]
 		switch {
-		case m.packed && (err != nil || m.frame >= len(newFrames) || failed[newFrames[m.frame].pack]):
+		case m.packed && (m.frame >= len(newFrames) || failed[newFrames[m.frame].pack]):
 			m.packed = false
 			out.entries = append(out.entries, m)
 		case m.packed:
@@ -878,6 +882,20 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 		}
 	}
 	return out
+}
+
+// addFile adds the body of the local entry e to b and returns its frame.
+// It fails if the file is gone or is not e.Size bytes long.
+func addFile(b *packBuilder, e Entry) (int, error) {
+	f, err := os.Open(e.DiskPath)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != e.Size {
+		return 0, fmt.Errorf("pack %s: not a body of %d bytes", e.DiskPath, e.Size)
+	}
+	return b.add(f, e.Size)
 }
 
 // writeManifest stores m as the new manifest id and deletes the oldest
