@@ -413,7 +413,7 @@ func TestCIMarkdown(t *testing.T) {
 		"run (5) at least 3x faster: gobuildcache, 10 ms + mtimes against tar-and-restore, 10 ms + mtimes",
 		"; 4 shards, 20.0s added up (a note)",
 		"; 4 shards, 20.0s added up; rounds 6.0, 5.0 (a note)",
-		"each way's job (or matrix) ran 2 times, the ways interleaved round by round",
+		"every timed job (or matrix) ran 2 times, the ways interleaved round by round",
 		"| gobuildcache, 10 ms | 185.0 | 115.0 | 1.30x | 1.54x |",
 	} {
 		if !strings.Contains(md, want) {
