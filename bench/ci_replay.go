@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -568,29 +569,46 @@ func (c *ciBench) replay(run ciRun) error {
 		}
 		timed = append(timed, h)
 	}
-	// Each way's job (or matrix) runs c.set.rounds times, the ways
-	// interleaved round by round, and every round starts from the same
-	// state: before a later round, what a gobuildcache history's last
-	// round wrote to the bucket is deleted and a tar history's save list
-	// put back (the next save overwrites the same object). The fastest
-	// round's result is kept; the last round's state carries on (every
-	// round leaves the same).
+	best, err := c.inRounds(run, timed, false)
+	if err != nil {
+		return err
+	}
+	for _, h := range timed {
+		c.record(h, run, best[h])
+	}
+	return nil
+}
+
+// inRounds runs run's job (or matrix) of each of hs c.set.rounds times and
+// returns each one's fastest result. The histories are interleaved round
+// by round (in the other order every other round if swap), and every
+// round starts from the same state: before a later round, what a
+// gobuildcache history's last round wrote to the bucket is deleted and a
+// tar history's save list put back (the next save overwrites the same
+// object). The last round's state carries on (every round leaves the
+// same).
+func (c *ciBench) inRounds(run ciRun, hs []*ciHist, swap bool) (map[*ciHist]map[time.Duration]*ciResult, error) {
 	best := make(map[*ciHist]map[time.Duration]*ciResult)
 	snaps := make(map[*ciHist]historyState)
 	for round := 1; round <= c.set.rounds; round++ {
-		for _, h := range timed {
+		order := hs
+		if swap && round%2 == 0 {
+			order = slices.Clone(hs)
+			slices.Reverse(order)
+		}
+		for _, h := range order {
 			if round == 1 {
 				st, err := c.snapshot(h)
 				if err != nil {
-					return fmt.Errorf("%s: %v", h.key, err)
+					return nil, fmt.Errorf("%s: %v", h.key, err)
 				}
 				snaps[h] = st
 			} else if err := c.restore(h, snaps[h]); err != nil {
-				return fmt.Errorf("%s, round %d: %v", h.key, round, err)
+				return nil, fmt.Errorf("%s, round %d: %v", h.key, round, err)
 			}
 			res, err := c.matrix(h, run)
 			if err != nil {
-				return fmt.Errorf("%s: %v", h.key, err)
+				return nil, fmt.Errorf("%s: %v", h.key, err)
 			}
 			if best[h] == nil {
 				best[h] = make(map[time.Duration]*ciResult)
@@ -598,10 +616,7 @@ func (c *ciBench) replay(run ciRun) error {
 			keepFaster(best[h], res)
 		}
 	}
-	for _, h := range timed {
-		c.record(h, run, best[h])
-	}
-	return nil
+	return best, nil
 }
 
 // keepFaster keeps in best, for each RTT, the faster of its result and
@@ -673,39 +688,21 @@ func (c *ciBench) restore(h *ciHist, st historyState) error {
 
 // coldJobs is run (1): one cold job that the gobuildcache histories share
 // (shareColdGBC) and one that the no-cache and tar-and-restore histories
-// share (shareCold). Like every other job, each runs c.set.rounds times
-// from the same state (empty caches) and the faster round is kept; the two
-// take turns, in the other order each round, since the first job after
-// the set-up meets whatever the machine is still doing then (in make
-// bench, the S3 part has just deleted its runs: a file system busy with
-// the deletions, memory the VM's host must hand back).
+// share (shareCold). Like every other job, each runs in rounds (inRounds)
+// from the same state, empty caches; the two take turns, in the other
+// order each round, since the first job after the set-up meets whatever
+// the machine is still doing then (in make bench, the S3 part has just
+// deleted its runs: a file system busy with the deletions, memory the VM's
+// host must hand back).
 func (c *ciBench) coldJobs(run ciRun) error {
 	gbcLead, tarLead := c.coldLead(wayGBC), c.coldLead(wayTar)
-	best := make(map[*ciHist]map[time.Duration]*ciResult)
-	for round := 1; round <= c.set.rounds; round++ {
-		order := []*ciHist{gbcLead, tarLead}
-		if round%2 == 0 {
-			order = []*ciHist{tarLead, gbcLead}
-		}
-		for _, h := range order {
-			if h == nil {
-				continue
-			}
-			if round > 1 {
-				// Empty again: every object of the history, every save.
-				if err := c.restore(h, historyState{keys: map[string]bool{}}); err != nil {
-					return fmt.Errorf("%s, round %d: %v", h.key, round, err)
-				}
-			}
-			res, err := c.job(h, run, 0)
-			if err != nil {
-				return fmt.Errorf("%s: %v", h.key, err)
-			}
-			if best[h] == nil {
-				best[h] = make(map[time.Duration]*ciResult)
-			}
-			keepFaster(best[h], res)
-		}
+	leads := []*ciHist{tarLead}
+	if gbcLead != nil {
+		leads = []*ciHist{gbcLead, tarLead}
+	}
+	best, err := c.inRounds(run, leads, true)
+	if err != nil {
+		return err
 	}
 	if gbcLead != nil {
 		if err := c.shareColdGBC(run, gbcLead, best[gbcLead]); err != nil {
