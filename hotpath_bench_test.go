@@ -181,3 +181,40 @@ func BenchmarkStringEnd(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecodeManifest: a manifest of 2,500 entries, 8 MiB of them
+// carried whole (as a CI job's are), decoded into a buffer sized up front
+// (readAllSized) against io.ReadAll's steps of growth.
+func BenchmarkDecodeManifest(b *testing.B) {
+	var m manifest
+	body := bytes.Repeat([]byte("an export file, more or less compressible. "), 3<<10/43)
+	for i := range 2500 {
+		e := manifestEntry{id: actionID(string(rune(i)) + "entry")}
+		if i < 8<<20/len(body) {
+			e.inline, e.outputID, e.body = true, sha256.Sum256(body), body
+		}
+		m.entries = append(m.entries, e)
+	}
+	obj, err := encodeManifestObject(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		read func(io.Reader) ([]byte, error)
+	}{
+		{"sized", func(r io.Reader) ([]byte, error) { return readAllSized(r, 4*int64(len(obj)), maxManifestSize) }},
+		{"readall", func(r io.Reader) ([]byte, error) { return io.ReadAll(io.LimitReader(r, maxManifestSize+1)) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				d := getZstdDecoder(bytes.NewReader(obj))
+				raw, err := c.read(d)
+				zstdDecoders.Put(d)
+				if err != nil || len(parseManifest(raw).entries) != len(m.entries) {
+					b.Fatalf("%d bytes, %v", len(raw), err)
+				}
+			}
+		})
+	}
+}

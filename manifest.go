@@ -157,11 +157,23 @@ func decodeManifest(obj []byte) manifest {
 		return manifest{}
 	}
 	defer zstdDecoders.Put(d)
-	b, err := io.ReadAll(io.LimitReader(d, maxManifestSize+1))
+	// About 4x: the bodies compress, the IDs do not.
+	b, err := readAllSized(d, 4*int64(len(obj)), maxManifestSize)
 	if err != nil || len(b) > maxManifestSize {
 		return manifest{}
 	}
 	return parseManifest(b)
+}
+
+// readAllSized reads r to its end, or to limit+1 bytes, into a buffer
+// sized for about hint bytes up front: io.ReadAll's many small steps of
+// growth cost a later go command's server more CPU than decoding its
+// manifests does.
+func readAllSized(r io.Reader, hint, limit int64) ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(int(min(max(hint, 0), limit)) + bytes.MinRead)
+	_, err := b.ReadFrom(io.LimitReader(r, limit+1))
+	return b.Bytes(), err
 }
 
 // parseManifest returns a decoded manifest (any version), an empty one if

@@ -399,7 +399,7 @@ func (b *S3Backend) GetManifest(ctx context.Context, name string) ([]byte, error
 		return nil, s3Error("get", name, err, false)
 	}
 	defer out.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(out.Body, maxManifestObject+1))
+	data, err := readAllSized(out.Body, aws.ToInt64(out.ContentLength), maxManifestObject)
 	if err != nil {
 		return nil, s3Error("get", name, err, false)
 	}
