@@ -726,10 +726,15 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 }
 
 // named reports whether one of the recent manifests this run read already
-// describes it: it names every one of ids, and at most a tenth more. Then a
-// manifest of this run would add nothing. (A manifest naming many more, say
-// of a cold build that also linked what this run found cached, is replaced
-// by this run's, so that the next prefetch fetches less in vain.)
+// describes it: it names all of ids but at most one in a hundred, and at
+// most a tenth more. Then a manifest of this run would add next to
+// nothing. The few keys it may leave out are mostly new in every run
+// (those of a test the go command never caches, say), so writing a
+// manifest for them, on the go command's exit, would buy nothing; the
+// entries of an edit that small are fetched on their own if a later run
+// wants them. (A manifest naming many more, say of a cold build that also
+// linked what this run found cached, is replaced by this run's, so that
+// the next prefetch fetches less in vain.)
 func (p *prefetcher) named(ids []ActionID) bool {
 	r := p.seen.Load()
 	if r == nil || time.Since(r.newest) > manifestRefresh {
@@ -739,14 +744,18 @@ func (p *prefetcher) named(ids []ActionID) bool {
 	for _, id := range ids {
 		distinct[id] = struct{}{}
 	}
+	slack := len(distinct) / 100 // keys a manifest may leave out
 next:
 	for _, keys := range r.keys {
 		if len(keys) > len(distinct)+len(distinct)/10 {
 			continue
 		}
+		unnamed := 0
 		for id := range distinct {
 			if _, ok := keys[id]; !ok {
-				continue next
+				if unnamed++; unnamed > slack {
+					continue next
+				}
 			}
 		}
 		return true

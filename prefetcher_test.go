@@ -9,7 +9,8 @@ import (
 )
 
 // TestManifestNotRewritten: a run that one of the manifests it read
-// already describes (all its entries, and at most a tenth more) writes no
+// already describes (all its entries but one in a hundred, and at most a
+// tenth more) writes no
 // manifest, unless a manifest could not be read or the newest is more than
 // a day old.
 func TestManifestNotRewritten(t *testing.T) {
@@ -33,6 +34,24 @@ func TestManifestNotRewritten(t *testing.T) {
 	}
 	if p.named([]ActionID{a, c}) {
 		t.Error("entries of two manifests: named")
+	}
+
+	// One key in a hundred may be new (a test never cached, say); two are
+	// too many.
+	var many []manifestEntry
+	var run []ActionID
+	for i := range 200 {
+		many = append(many, manifestEntry{id: actionID(fmt.Sprint("k", i))})
+		run = append(run, actionID(fmt.Sprint("k", i)))
+	}
+	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
+	infos = []manifestInfo{name(time.Hour)}
+	p.noteRead(infos, infos, []manifest{{entries: many}}, frameIndex{})
+	if !p.named(append(run[:199:199], actionID("new"))) || !p.named(append(run[:198:198], actionID("new1"), actionID("new2"))) {
+		t.Error("a run one key in a hundred of which is new: not named")
+	}
+	if p.named(append(run[:197:197], actionID("new1"), actionID("new2"), actionID("new3"))) {
+		t.Error("a run three keys in 200 of which are new: named")
 	}
 
 	p = &prefetcher{opts: prefetchOptions{scope: "job"}}
