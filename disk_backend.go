@@ -27,7 +27,10 @@ import (
 //	v1/a/<aa>/<actionID>   action record: "<outputID> <size> <put time, unix ns>\n"
 //	v1/o/<oo>/<outputID>   body: exactly <size> bytes whose SHA-256 is <outputID>
 //	v1/tmp/                spool files of queued uploads (asyncUploads)
+//	v1/remote-down-<h>     a remote is failing until then (breakerBackend)
+//	v1/miss-streak-<h>     how a remote has been missing (missPredictor)
 //
+// <h> names the remote: 16 hex digits of the SHA-256 of its settings.
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
 // are content-addressed, so actions with equal outputs share one file. Every
 // file is written as a temp file (.tmp-*) in the fan-out directory it goes
@@ -216,12 +219,12 @@ func (d *DiskBackend) writeRecord(actionID ActionID, e Entry) error {
 	})
 }
 
-// remoteMarker is the path of the file where a remote's circuit breaker
-// records that the remote is failing (see breakerBackend), named for the
-// remote so that each remote has its own.
-func (d *DiskBackend) remoteMarker(remote ...string) string {
+// remoteFile is the path of a file holding what servers learned of one
+// remote (kind, see the layout above), named for the remote so that each
+// remote has its own.
+func (d *DiskBackend) remoteFile(kind string, remote ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(remote, "\x00")))
-	return filepath.Join(d.dir, "remote-down-"+hex.EncodeToString(h[:8]))
+	return filepath.Join(d.dir, kind+"-"+hex.EncodeToString(h[:8]))
 }
 
 // install moves a file that already holds the verified body of e (as a

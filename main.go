@@ -95,6 +95,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 			upload:        !cfg.ReadOnly,
 			packs:         cfg.PrefetchPacks,
 			predictMisses: cfg.PredictMisses,
+			missState:     local.remoteFile("miss-streak", missStateRemote(cfg)...),
 		}, stats, log)
 		backend, observer = p, p
 	}
@@ -168,13 +169,19 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	if err != nil {
 		return stack{}, err
 	}
-	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteMarker(cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
+	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteFile("remote-down", cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {
 		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}, nil
+}
+
+// missStateRemote names the remote whose misses the miss predictor learns:
+// every location a lookup may read.
+func missStateRemote(cfg *Config) []string {
+	return []string{cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix, cfg.S3ReadFrom.String()}
 }
 
 // reportStats writes the stats of a server that ran for wall wherever cfg

@@ -1,6 +1,12 @@
 package main
 
-import "sync"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
 
 // A missPredictor tells the prefetcher when to stop asking the remote for
 // keys that no manifest it read names. Such keys are what changed since
@@ -13,17 +19,26 @@ import "sync"
 // doubles the interval, up to one in missProbeMax. A hit, probe or not,
 // ends the streak. A prediction that is wrong costs the go command a
 // rebuild of that one action, never a wrong result.
+//
+// What the predictor learned outlives its server: a CI job's go commands
+// (build, vet, test) each start one, and each would otherwise pay the
+// streak's round trips again, on the same remote, a moment later. The
+// server saves the streak and the probe interval at exit (save) to a file
+// in the local cache directory named for the remote, and the next one loads
+// them if they are at most missStateTTL old (load).
 type missPredictor struct {
 	mu       sync.Mutex
-	streak   int // remote misses in a row
-	asked    int // lookups since the last probe
-	interval int // lookups per probe; 0 before the first
+	streak   int  // remote misses in a row
+	asked    int  // lookups since the last probe
+	interval int  // lookups per probe; 0 before the first
+	observed bool // observe was called: there is something to save
 }
 
 const (
 	missStreak   = 16
 	missProbe    = 4
 	missProbeMax = 32
+	missStateTTL = 10 * time.Minute // how long a saved streak is believed
 )
 
 // ask reports whether a lookup of an unnamed key should go to the remote.
@@ -45,6 +60,7 @@ func (m *missPredictor) ask() bool {
 func (m *missPredictor) observe(hit bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.observed = true
 	switch {
 	case hit:
 		m.streak, m.asked, m.interval = 0, 0, 0
@@ -54,4 +70,55 @@ func (m *missPredictor) observe(hit bool) {
 	default:
 		m.streak++
 	}
+}
+
+// load takes the streak and interval saved at path by an earlier server,
+// unless the file is missing, unreadable or older than missStateTTL (then
+// the predictor starts afresh).
+func (m *missPredictor) load(path string, now time.Time) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var at int64
+	var streak, interval int
+	if _, err := fmt.Sscanf(string(b), "%d %d %d\n", &at, &streak, &interval); err != nil ||
+		streak < 0 || interval < 0 || interval > missProbeMax {
+		return
+	}
+	if age := now.Sub(time.Unix(0, at)); age < 0 || age > missStateTTL {
+		return
+	}
+	m.mu.Lock()
+	m.streak, m.interval = streak, interval
+	m.mu.Unlock()
+}
+
+// save writes the streak and interval to path, as of now, for the next
+// server (see load), if this one observed any lookup: one that learned
+// nothing leaves an earlier server's state to age.
+func (m *missPredictor) save(path string, now time.Time) error {
+	m.mu.Lock()
+	line := fmt.Sprintf("%d %d %d\n", now.UnixNano(), m.streak, m.interval)
+	observed := m.observed
+	m.mu.Unlock()
+	if !observed {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-miss-*")
+	if err != nil {
+		return fmt.Errorf("save miss streak: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	_, err = tmp.WriteString(line)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("save miss streak: %w", err)
+	}
+	return nil
 }

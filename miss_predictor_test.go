@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestPredictMisses: once the remote has missed missStreak keys in a row
@@ -93,5 +96,71 @@ func TestPredictMisses(t *testing.T) {
 				t.Fatal("a local entry: a miss")
 			}
 		})
+	}
+}
+
+// TestMissStreakCarriesOver: a server saves what its miss predictor
+// learned at Close, and the next server on the same local cache (the next
+// go command of a CI job) predicts from its first unnamed key, unless the
+// saved state is older than missStateTTL. A server that looked up no
+// unnamed key leaves the saved state as it was.
+func TestMissStreakCarriesOver(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	packRun(t, mem, map[string]string{"named": "an entry a manifest names"}, []string{"named"})
+	state := filepath.Join(t.TempDir(), "miss-streak")
+	opts := prefetchOptions{scope: "job", parallelism: 4, predictMisses: true, missState: state}
+	lookup := func(p *prefetcher, keys ...string) {
+		for _, k := range keys {
+			if _, err := p.Get(ctx, actionID(k)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("get %s: %v; want a miss", k, err)
+			}
+		}
+	}
+	unnamed := func(prefix string, n int) []string {
+		var keys []string
+		for i := range n {
+			keys = append(keys, fmt.Sprint(prefix, i))
+		}
+		return keys
+	}
+
+	first, _, _, _ := freshMachine(t, mem, opts)
+	lookup(first, unnamed("build", missStreak)...)
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatalf("no state saved: %v", err)
+	}
+
+	next, _, counting, stats := freshMachine(t, mem, opts)
+	lookup(next, unnamed("vet", missProbe)...)
+	if asked := counting.gets.Load(); asked != 1 || stats.LookupsSkipped.Load() != missProbe-1 {
+		t.Errorf("next server, %d unnamed keys: %d asked, %d skipped; want 1 (the probe) and %d", missProbe, asked, stats.LookupsSkipped.Load(), missProbe-1)
+	}
+
+	os.WriteFile(state, saved, 0o644)
+	idle, _, _, _ := freshMachine(t, mem, opts)
+	if _, err := idle.Get(ctx, actionID("named")); err != nil {
+		t.Fatalf("get named: %v", err)
+	}
+	if err := idle.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(state); string(b) != string(saved) {
+		t.Errorf("a server that looked up no unnamed key rewrote the state: %q; was %q", b, saved)
+	}
+
+	stale := fmt.Sprintf("%d %d %d\n", time.Now().Add(-missStateTTL-time.Minute).UnixNano(), missStreak, missProbeMax)
+	for _, bad := range []string{stale, "garbage\n", "1 -5 0\n"} {
+		os.WriteFile(state, []byte(bad), 0o644)
+		fresh, _, counting, _ := freshMachine(t, mem, opts)
+		lookup(fresh, unnamed("test", missProbe)...)
+		if asked := counting.gets.Load(); asked != missProbe {
+			t.Errorf("state %q: %d of %d unnamed keys asked; want every one (a fresh streak)", bad, asked, missProbe)
+		}
+		fresh.Close(ctx)
 	}
 }

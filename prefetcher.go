@@ -124,6 +124,9 @@ type prefetchOptions struct {
 	// cache alone while the remote keeps missing them (missPredictor,
 	// -predict-misses).
 	predictMisses bool
+	// missState: the file where the miss predictor's state is kept from
+	// one server to the next ("" for none; see missPredictor).
+	missState string
 }
 
 var (
@@ -134,13 +137,17 @@ var (
 func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOptions, stats *Stats, log *slog.Logger) *prefetcher {
 	ctx, cancel := context.WithCancel(withSpeculative(context.Background()))
 	opts.parallelism = max(opts.parallelism, 1)
-	return &prefetcher{
+	p := &prefetcher{
 		tier: tier, manifests: manifests, opts: opts, stats: stats, log: log,
 		used: newKeySet(), requested: newKeySet(), prefetched: newKeySet(),
 		objects: newFlowLimit(opts.parallelism), ranges: newFlowLimit(min(opts.parallelism, packRangesAtOnce)),
 		landing: make(map[ActionID]chan struct{}),
 		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
 	}
+	if opts.predictMisses && opts.missState != "" {
+		p.misses.load(opts.missState, time.Now())
+	}
+	return p
 }
 
 // Get implements CacheBackend. An entry whose pack range is on its way is
@@ -200,6 +207,12 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 // ctx's deadline).
 func (p *prefetcher) Close(ctx context.Context) error {
 	p.stop()
+	if p.opts.predictMisses && p.opts.missState != "" {
+		if err := p.misses.save(p.opts.missState, time.Now()); err != nil {
+			// Deliberately swallowed: the next server learns the streak anew.
+			p.log.Debug("miss predictor", "err", err)
+		}
+	}
 	p.writeOut(ctx)
 	return p.tier.Close(ctx)
 }
