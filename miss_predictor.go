@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 )
@@ -73,9 +72,12 @@ func (m *missPredictor) observe(hit bool) {
 }
 
 // load takes the streak and interval saved at path by an earlier server,
-// unless the file is missing, unreadable or older than missStateTTL (then
-// the predictor starts afresh).
+// unless path is "", or the file is missing, unreadable or older than
+// missStateTTL (then the predictor starts afresh).
 func (m *missPredictor) load(path string, now time.Time) {
+	if path == "" {
+		return
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return
@@ -95,29 +97,19 @@ func (m *missPredictor) load(path string, now time.Time) {
 }
 
 // save writes the streak and interval to path, as of now, for the next
-// server (see load), if this one observed any lookup: one that learned
-// nothing leaves an earlier server's state to age.
+// server (see load), if path is not "" and this server observed any
+// lookup: one that learned nothing leaves an earlier server's state to
+// age. As the breaker's marker, the file is written in place: a reader
+// that meets it half written fails to parse it and starts afresh.
 func (m *missPredictor) save(path string, now time.Time) error {
 	m.mu.Lock()
 	line := fmt.Sprintf("%d %d %d\n", now.UnixNano(), m.streak, m.interval)
 	observed := m.observed
 	m.mu.Unlock()
-	if !observed {
+	if path == "" || !observed {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-miss-*")
-	if err != nil {
-		return fmt.Errorf("save miss streak: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	_, err = tmp.WriteString(line)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := os.WriteFile(path, []byte(line), 0o644); err != nil {
 		return fmt.Errorf("save miss streak: %w", err)
 	}
 	return nil

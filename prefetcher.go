@@ -144,7 +144,7 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 		landing: make(map[ActionID]chan struct{}),
 		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
 	}
-	if opts.predictMisses && opts.missState != "" {
+	if opts.predictMisses {
 		p.misses.load(opts.missState, time.Now())
 	}
 	return p
@@ -207,11 +207,9 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 // ctx's deadline).
 func (p *prefetcher) Close(ctx context.Context) error {
 	p.stop()
-	if p.opts.predictMisses && p.opts.missState != "" {
-		if err := p.misses.save(p.opts.missState, time.Now()); err != nil {
-			// Deliberately swallowed: the next server learns the streak anew.
-			p.log.Debug("miss predictor", "err", err)
-		}
+	if err := p.misses.save(p.opts.missState, time.Now()); err != nil {
+		// Deliberately swallowed: the next server learns the streak anew.
+		p.log.Debug("miss predictor", "err", err)
 	}
 	p.writeOut(ctx)
 	return p.tier.Close(ctx)
