@@ -24,6 +24,13 @@ import (
 // still asked the bucket for nearly every one of them (in the CI replay's
 // run (7), after the build's 5 misses, vet asked all 9 of its own; with 8
 // it asks 4).
+//
+// What the predictor learned outlives its server: a CI job's go commands
+// (build, vet, test) each start one, and each would otherwise pay the
+// streak's round trips again, on the same remote, a moment later. The
+// server saves the streak and the probe interval at exit (save) to a file
+// in the local cache directory named for the remote, and the next one loads
+// them if they are at most missStateTTL old (load).
 type missPredictor struct {
 	mu       sync.Mutex
 	streak   int  // remote misses in a row
