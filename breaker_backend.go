@@ -33,7 +33,13 @@ import (
 // Each go command starts its own server, so an open breaker is also written
 // to a marker file in the local cache directory, named for the remote: the
 // next server on this machine starts with the remote disabled until then (at
-// most breakerMarkerMax) instead of paying for the same failure again.
+// most breakerMarkerMax) instead of paying for the same failure again. A
+// server that starts less than breakerSuspectFor after that time starts
+// suspecting the remote: its first get probes it in the background and is
+// answered as a miss at once, as are gets while the probe is out, so that a
+// job's next go command does not wait on the timeouts the last one paid;
+// any answer from the remote (a probe's, or the prefetch's listing, which
+// goes ahead) ends the suspicion.
 type breakerBackend struct {
 	remote Remote
 	stats  *Stats
@@ -46,6 +52,7 @@ type breakerBackend struct {
 	openTill time.Time // zero when closed
 	cooldown time.Duration
 	probing  bool
+	suspect  bool // the marker's time passed a moment ago: gets probe first
 	// probeCtx bounds the background probes; Close cancels it and waits
 	// for them. After Close (closed) none starts: a prefetch that
 	// outlived its wait may still ask.
@@ -71,6 +78,9 @@ const (
 	breakerBusyMaxCooldown = 15 * time.Second
 	breakerFatalPause      = 10 * time.Minute
 	breakerMarkerMax       = time.Minute
+	// breakerSuspectFor: a server that starts less than this after a
+	// marker's time starts suspecting the remote.
+	breakerSuspectFor = 10 * time.Minute
 )
 
 // errBreakerOpen is returned while the breaker keeps requests away.
@@ -83,9 +93,14 @@ var errWritesOff = errors.New("remote cache writes off: the remote refused a wri
 func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker string) *breakerBackend {
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
 	b.probeCtx, b.probeCancel = context.WithCancel(context.Background())
-	if till, kind, ok := readBreakerMarker(marker); ok && b.now().Before(till) {
-		b.openTill = till
-		b.warn.once("breaker", fmt.Sprintf("remote cache disabled until %s: another gobuildcache on this cache dir found it failing (%s)", till.Format(time.TimeOnly), kind), nil)
+	if till, kind, ok := readBreakerMarker(marker); ok {
+		switch now := b.now(); {
+		case now.Before(till):
+			b.openTill = till
+			b.warn.once("breaker", fmt.Sprintf("remote cache disabled until %s: another gobuildcache on this cache dir found it failing (%s)", till.Format(time.TimeOnly), kind), nil)
+		case now.Sub(till) < breakerSuspectFor:
+			b.suspect = true
+		}
 	}
 	return b
 }
@@ -296,19 +311,20 @@ type admission int
 const (
 	admitSend   admission = iota // the breaker is closed: send it
 	admitRefuse                  // the breaker is open: fail at once
-	admitProbe                   // the breaker is open and due a probe: send one in the background
+	admitProbe                   // the breaker is open and due a probe, or suspects the remote: send one in the background
 )
 
 // admit decides whether a request may go to the remote now. While the
 // breaker is open, after the cooldown, one request that may probe at a time
-// is told to probe, unless Close has begun. A request allowed or told to
-// probe is counted (RemoteRequests).
+// is told to probe, unless Close has begun; while it suspects the remote,
+// too, and requests that never probe are sent. A request allowed or told
+// to probe is counted (RemoteRequests).
 func (b *breakerBackend) admit(mayProbe bool) admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a := admitSend
-	if !b.openTill.IsZero() {
-		if !mayProbe || b.probing || b.closed || b.now().Before(b.openTill) {
+	if open := !b.openTill.IsZero(); open || (b.suspect && mayProbe) {
+		if !mayProbe || b.probing || b.closed || (open && b.now().Before(b.openTill)) {
 			return admitRefuse
 		}
 		b.probing = true
@@ -328,6 +344,10 @@ func (b *breakerBackend) succeeded() {
 	defer b.mu.Unlock()
 	b.failures = 0
 	b.probing = false
+	if b.suspect && b.marker != "" {
+		os.Remove(b.marker) // the next server need not suspect it
+	}
+	b.suspect = false
 	if !b.openTill.IsZero() {
 		b.openTill = time.Time{}
 		b.cooldown = breakerCooldown
@@ -384,6 +404,7 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 	default:
 		return
 	}
+	b.suspect = false // open now: the cooldown decides
 	if b.openTill.IsZero() {
 		b.stats.BreakerOpenings.Add(1)
 		b.warn.once("breaker", fmt.Sprintf("remote cache disabled for %v after %d failed requests; gets are misses and puts stay local meanwhile", pause, b.failures), err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -194,6 +195,83 @@ func TestBreakerMarkerIsShared(t *testing.T) {
 	if _, _, ok := readBreakerMarker(marker); ok {
 		t.Fatal("marker survived a successful request")
 	}
+}
+
+// TestBreakerSuspectsAfterMarker: a server that starts shortly after a
+// marker's time (the job's next go command) answers its first gets as
+// misses at once while one probe asks the remote; a remote that still
+// fails opens the breaker again, one that answers (the probe, or a
+// manifest listing, which goes ahead) ends the suspicion; an old marker
+// changes nothing.
+func TestBreakerSuspectsAfterMarker(t *testing.T) {
+	ctx := context.Background()
+	writeMarker := func(t *testing.T, till time.Time) string {
+		marker := filepath.Join(t.TempDir(), "remote-down")
+		if err := os.WriteFile(marker, []byte(fmt.Sprintf("%d timeout\n", till.UnixNano())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return marker
+	}
+
+	t.Run("still failing", func(t *testing.T) {
+		marker := writeMarker(t, time.Now().Add(-time.Minute))
+		release := make(chan struct{})
+		remote := newScriptedRemote(errTimeout)
+		remote.GetFn = func(context.Context, ActionID) (Entry, error) { <-release; return Entry{}, errTimeout }
+		b := newBreakerBackend(remote, new(Stats), newWarnings(quietLog), marker)
+		gets := make(chan error, 3)
+		go func() {
+			for range 3 { // the probe hangs: no get may wait for it
+				_, err := b.Get(ctx, actionID("k"))
+				gets <- err
+			}
+		}()
+		for range 3 {
+			select {
+			case err := <-gets:
+				if !errors.Is(err, errBreakerOpen) {
+					t.Fatalf("get while suspecting the remote: %v, want errBreakerOpen", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a get waited for the hung remote")
+			}
+		}
+		close(release)
+		b.probes.Wait()
+		if remote.count() != 1 {
+			t.Fatalf("%d requests reached the remote, want the one probe", remote.count())
+		}
+		if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) || remote.count() != 1 {
+			t.Fatalf("after the probe failed: %v, %d requests; want the breaker open", err, remote.count())
+		}
+		if till, _, ok := readBreakerMarker(marker); !ok || !till.After(time.Now()) {
+			t.Fatalf("marker %v (ok %v): want it renewed for the next server", till, ok)
+		}
+	})
+
+	t.Run("answers again", func(t *testing.T) {
+		marker := writeMarker(t, time.Now().Add(-time.Minute))
+		remote := newScriptedRemote(ErrNotFound)
+		b := newBreakerBackend(remote, new(Stats), newWarnings(quietLog), marker)
+		if _, err := b.ListManifests(ctx, "scope", 1); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("listing while suspecting the remote: %v, want it sent", err)
+		}
+		if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) || remote.count() != 2 {
+			t.Fatalf("get after the remote answered: %v, %d requests; want it sent", err, remote.count())
+		}
+		if _, _, ok := readBreakerMarker(marker); ok {
+			t.Fatal("marker survived the remote's answer")
+		}
+	})
+
+	t.Run("old marker", func(t *testing.T) {
+		marker := writeMarker(t, time.Now().Add(-breakerSuspectFor-time.Minute))
+		remote := newScriptedRemote(ErrNotFound)
+		b := newBreakerBackend(remote, new(Stats), newWarnings(quietLog), marker)
+		if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) || remote.count() != 1 {
+			t.Fatalf("get with a marker %v old: %v, %d requests; want it sent", breakerSuspectFor, err, remote.count())
+		}
+	})
 }
 
 // TestBreakerDeniedWriteKeepsReads: a refused write (a read-only role
