@@ -122,6 +122,11 @@ func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
 	return time.Unix(0, n), kind, true
 }
 
+// writeBreakerMarker writes the marker file that readBreakerMarker reads.
+func writeBreakerMarker(path string, till time.Time, kind string) error {
+	return os.WriteFile(path, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), kind)), 0o644)
+}
+
 // Get implements CacheBackend.
 func (b *breakerBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if a := b.admit(true); a != admitSend {
@@ -310,7 +315,7 @@ type admission int
 
 const (
 	admitSend   admission = iota // the breaker is closed: send it
-	admitRefuse                  // the breaker is open: fail at once
+	admitRefuse                  // the breaker is open, or a probe is out: fail at once
 	admitProbe                   // the breaker is open and due a probe, or suspects the remote: send one in the background
 )
 
@@ -344,16 +349,13 @@ func (b *breakerBackend) succeeded() {
 	defer b.mu.Unlock()
 	b.failures = 0
 	b.probing = false
-	if b.suspect && b.marker != "" {
-		os.Remove(b.marker) // the next server need not suspect it
+	if (b.suspect || !b.openTill.IsZero()) && b.marker != "" {
+		os.Remove(b.marker) // the next server need not avoid or suspect it
 	}
 	b.suspect = false
 	if !b.openTill.IsZero() {
 		b.openTill = time.Time{}
 		b.cooldown = breakerCooldown
-		if b.marker != "" {
-			os.Remove(b.marker)
-		}
 		b.warn.log.Info("remote cache reachable again")
 	}
 }
@@ -413,7 +415,7 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 	if b.marker != "" {
 		till := b.now().Add(min(pause, breakerMarkerMax))
 		// Best effort: without it the next server just finds out itself.
-		os.WriteFile(b.marker, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), name)), 0o644)
+		writeBreakerMarker(b.marker, till, name)
 	}
 }
 

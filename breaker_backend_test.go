@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -207,7 +206,7 @@ func TestBreakerSuspectsAfterMarker(t *testing.T) {
 	ctx := context.Background()
 	writeMarker := func(t *testing.T, till time.Time) string {
 		marker := filepath.Join(t.TempDir(), "remote-down")
-		if err := os.WriteFile(marker, []byte(fmt.Sprintf("%d timeout\n", till.UnixNano())), 0o644); err != nil {
+		if err := writeBreakerMarker(marker, till, "timeout"); err != nil {
 			t.Fatal(err)
 		}
 		return marker
