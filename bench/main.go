@@ -55,7 +55,7 @@ func main() {
 	s3Mode := flag.Bool("s3", false, "run the S3 benchmark (under scripts/minio.sh run) instead of the local one")
 	quick := flag.Bool("quick", false, "with -s3: a smaller workload and fewer runs (under 5 minutes on 2 cores); with -ci: fewer runs and ways")
 	coldRuns := flag.Int("cold-runs", 0, "with -s3: runs of the cold scenarios (default 3, 1 with -quick)")
-	freshRuns := flag.Int("fresh-runs", 0, "with -s3: runs of the fresh-VM and tar-and-restore scenarios (default 5, 1 with -quick)")
+	freshRuns := flag.Int("fresh-runs", 0, "with -s3: runs of the fresh-VM and tar-and-restore scenarios (default 7, 1 with -quick)")
 	manyRuns := flag.Int("many-runs", 0, "with -s3: runs of the many-VM scenario (default 4, 1 with -quick)")
 	manyVMs := flag.Int("vms", 8, "with -s3: VMs building at once in the many-VM scenario")
 	manyRTT := flag.Duration("many-rtt", 2*time.Millisecond, "with -s3: round-trip time of the many-VM scenario")
@@ -124,7 +124,7 @@ func main() {
 		set := s3Settings{
 			mtimesFiles: *mtimesFiles, mtimesRuns: *mtimesRuns,
 			quick: *quick, prOnly: *prOnly, bin: absBin, toxiproxy: *toxBin, outDir: *outDir,
-			runs: 7, coldRuns: 3, freshRuns: 5, manyRuns: 4, manyVMs: *manyVMs, manyRTT: *manyRTT,
+			runs: 7, coldRuns: 3, freshRuns: 7, manyRuns: 4, manyVMs: *manyVMs, manyRTT: *manyRTT,
 			compareCompression: true,
 		}
 		if *quick {

@@ -360,6 +360,8 @@ func (b *s3Bench) defineRows() {
 	s := b.set
 	b.add(&row{key: "plain-cold", label: "plain Go cache, cold (empty GOCACHE)", short: "plain Go cache, cold", group: "plain"}, s.coldRuns)
 	b.add(&row{key: "plain-warm", label: "plain Go cache, warm", short: "plain Go cache, warm", group: "plain"}, s.runs)
+	b.add(&row{key: plainWarmFreshKey, label: "plain Go cache, warm, run first in each round of the fresh-VM scenarios (their targets' baseline)",
+		short: "plain Go cache, warm (fresh-VM rounds)", group: "plain"}, s.freshRuns)
 	b.add(&row{key: "floor", label: "protocol floor: a minimal GOCACHEPROG answering from the plain warm GOCACHE (`bench -floor-server`, see bench/floor.go)",
 		short: "protocol floor", group: "plain"}, s.runs)
 	diskCold := &row{key: "disk-cold", label: "gobuildcache disk, cold (empty dir)", short: "disk, cold", group: "disk"}
@@ -705,10 +707,24 @@ func (b *s3Bench) packTarball() error {
 	return nil
 }
 
+// plainWarmFreshKey is the plain warm cache measured again in each round of
+// the fresh phase: the fresh-VM targets compare with it, so that a machine
+// that is slower or faster for a few minutes (as shared VMs are) moves a
+// target's two sides alike.
+const plainWarmFreshKey = "plain-warm-fresh"
+
 // freshPhase: brand-new machines on a warm bucket at each RTT, with and
 // without prefetch, and the tar-and-restore pattern, interleaved.
 func (b *s3Bench) freshPhase() error {
 	for i := 0; i < b.set.freshRuns; i++ {
+		if b.byKey[plainWarmFreshKey].na == "" {
+			b.settle()
+			r, err := b.run(vm{gocache: b.plainWarm})
+			if err != nil {
+				return fmt.Errorf("plain warm: %v", err)
+			}
+			b.record(plainWarmFreshKey, r)
+		}
 		for _, c := range b.freshConfigs() {
 			key := c.key()
 			if b.byKey[key].na != "" {
