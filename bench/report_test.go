@@ -191,3 +191,36 @@ func TestChartFromReport(t *testing.T) {
 	}
 	t.Logf("%d of %d rows drawn", matched, len(b.rows))
 }
+
+// TestFreshTargetsUseTheirRoundsBaseline: the fresh-VM targets compare with
+// the plain warm builds of their own rounds when there are any, else with
+// the warm phase's.
+func TestFreshTargetsUseTheirRoundsBaseline(t *testing.T) {
+	b := fakeBench(t, features{prefetch: true, prefetchScope: true, compression: true, compressionDefault: "zstd", prefetchPacks: true}, false)
+	set := func(key string, d time.Duration) {
+		for i := range b.byKey[key].runs {
+			b.byKey[key].runs[i].total = d
+		}
+	}
+	set("plain-warm", time.Second)
+	set(plainWarmFreshKey, 2*time.Second)
+	set(freshKey(2*time.Millisecond, true, b.compressions()[0]), 5*time.Second)
+	find := func(prefix string) target {
+		for _, tg := range b.targets() {
+			if strings.HasPrefix(tg.name, prefix) && strings.Contains(tg.name, "within 3x") {
+				return tg
+			}
+		}
+		t.Fatalf("no target %q", prefix)
+		return target{}
+	}
+	got := find("fresh VM at 2 ms")
+	if got.name != "fresh VM at 2 ms (prefetch on) within 3x of plain warm (measured in the same rounds)" || got.measured != "2.50x" || got.result != "PASS" {
+		t.Errorf("with the rounds' baseline: %+v", got)
+	}
+	b.byKey[plainWarmFreshKey].runs = nil
+	got = find("fresh VM at 2 ms")
+	if got.name != "fresh VM at 2 ms (prefetch on) within 3x of plain warm" || got.measured != "5.00x" || got.result != "FAIL" {
+		t.Errorf("without it: %+v", got)
+	}
+}
