@@ -29,6 +29,7 @@ import (
 //	v1/tmp/                spool files of queued uploads (asyncUploads)
 //	v1/remote-down-<h>     a remote is failing until then (breakerBackend)
 //	v1/miss-streak-<h>     how a remote has been missing (missPredictor)
+//	v1/landed-<h>          manifests whose entries are here (landedManifests)
 //
 // <h> names the remote: 16 hex digits of the SHA-256 of its settings.
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
@@ -433,7 +434,17 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 			return entries, bytes, fmt.Errorf("clear %s: %w", d.root, err)
 		}
 	}
+	d.forgetLanded()
 	return entries, bytes, nil
+}
+
+// forgetLanded removes the records of manifests whose entries are here
+// (landedManifests): some of those entries are gone.
+func (d *DiskBackend) forgetLanded() {
+	names, _ := filepath.Glob(filepath.Join(d.dir, "landed-*"))
+	for _, name := range names {
+		os.Remove(name)
+	}
 }
 
 // formatActionRecord returns e's action record (the format is

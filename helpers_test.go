@@ -76,6 +76,7 @@ type memBackend struct {
 	manifests map[string][]byte // by name: "<scope>/<manifest id>"
 	packs     map[string][]byte // by "<manifest name>.<i>"
 	packGets  atomic.Int64      // GetPackRange calls
+	manGets   atomic.Int64      // GetManifest calls
 }
 
 type memEntry struct {
@@ -153,6 +154,7 @@ func (m *memBackend) ListManifests(ctx context.Context, scope string, n int) ([]
 }
 
 func (m *memBackend) GetManifest(ctx context.Context, name string) ([]byte, error) {
+	m.manGets.Add(1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.manifests[name]

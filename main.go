@@ -95,7 +95,8 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 			upload:        !cfg.ReadOnly,
 			packs:         cfg.PrefetchPacks,
 			predictMisses: cfg.PredictMisses,
-			missState:     local.remoteFile("miss-streak", missStateRemote(cfg)...),
+			missState:     local.remoteFile("miss-streak", readLocations(cfg)...),
+			landed:        local.remoteFile("landed", readLocations(cfg)...),
 		}, stats, log)
 		backend, observer = p, p
 	}
@@ -178,9 +179,10 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}, nil
 }
 
-// missStateRemote names the remote whose misses the miss predictor learns:
-// every location a lookup may read.
-func missStateRemote(cfg *Config) []string {
+// readLocations names the remote as a lookup or a prefetch reads it: every
+// location it may read (the files of what servers learn of it are named
+// for these: the miss predictor's, the landed manifests').
+func readLocations(cfg *Config) []string {
 	return []string{cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix, cfg.S3ReadFrom.String()}
 }
 

@@ -565,7 +565,7 @@ func TestPlanOrder(t *testing.T) {
 	}
 	infos := []manifestInfo{{name: "own1"}, {name: "own2"}, {name: "main1", readOnly: true}}
 	ms := []manifest{{entries: k("a1", "a2")}, {entries: k("b1", "b2", "b3")}, read}
-	objects, ranges := (&prefetcher{opts: prefetchOptions{packs: true}}).plan(infos, ms, indexFrames(infos, ms))
+	objects, ranges := (&prefetcher{opts: prefetchOptions{packs: true}}).plan(infos, ms, indexFrames(infos, ms), make([]bool, len(ms)))
 	var got []string
 	names := map[ActionID]string{}
 	for _, n := range []string{"a1", "a2", "b1", "b2", "b3", "x", "y", "z"} {

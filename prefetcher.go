@@ -107,6 +107,16 @@ type prefetcher struct {
 	// no trimming (one written meanwhile by another run is trimmed by a
 	// later run, whose listing then shows it).
 	roomListed atomic.Bool
+	// ownListed: the name of a manifest of this location and scope that
+	// the listing showed ("" if none), whose sibling this run's is.
+	ownListed atomic.Pointer[string]
+	// landedRead: the manifests read whose entries are now local, by
+	// name: set once the prefetch has fetched all they name, or failed to
+	// only for entries the remote does not have.
+	landedRead atomic.Pointer[map[string]manifest]
+	// incomplete: an entry was not landed for a reason other than the
+	// remote not having it (so landedRead stays unset).
+	incomplete atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -127,6 +137,9 @@ type prefetchOptions struct {
 	// missState: the file where the miss predictor's state is kept from
 	// one server to the next ("" for none; see missPredictor).
 	missState string
+	// landed: the file where the manifests whose entries are in the local
+	// cache are recorded ("" for none; see landedManifests).
+	landed string
 }
 
 var (
@@ -211,7 +224,11 @@ func (p *prefetcher) Close(ctx context.Context) error {
 		// Deliberately swallowed: the next server learns the streak anew.
 		p.log.Debug("miss predictor", "err", err)
 	}
-	p.writeOut(ctx)
+	name, m := p.writeOut(ctx)
+	if err := p.recordLanded(name, m); err != nil {
+		// Deliberately swallowed: the next server reads the manifests anew.
+		p.log.Debug("recording landed manifests", "err", err)
+	}
 	return p.tier.Close(ctx)
 }
 
@@ -238,7 +255,8 @@ func (p *prefetcher) Got(actionID ActionID, hit bool) {
 // Stored implements Observer.
 func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
 
-// run reads the newest manifests and fetches their entries.
+// run reads the newest manifests and fetches their entries, but for those
+// of manifests whose entries are local already (landedManifests).
 func (p *prefetcher) run() error {
 	listed, err := p.list()
 	if err != nil {
@@ -247,6 +265,9 @@ func (p *prefetcher) run() error {
 	own := 0
 	for _, m := range listed {
 		if !m.readOnly {
+			if own == 0 {
+				p.ownListed.Store(&m.name)
+			}
 			own++
 		}
 	}
@@ -261,7 +282,12 @@ func (p *prefetcher) run() error {
 		}
 	}
 	ms := make([]manifest, len(infos))
+	landed := make([]bool, len(infos))
+	known := loadLandedManifests(p.opts.landed, time.Now())
 	atOnce(len(infos), func(i int) { // each is a round trip
+		if ms[i], landed[i] = known.get(infos[i].name); landed[i] {
+			return
+		}
 		b, err := p.manifests.GetManifest(p.ctx, infos[i].name)
 		if err == nil { // else expired or written meanwhile: the others will do
 			ms[i] = decodeManifest(b)
@@ -272,7 +298,7 @@ func (p *prefetcher) run() error {
 		idx = indexFrames(infos, ms)
 	}
 	p.noteRead(listed, infos, ms, idx)
-	objects, ranges := p.plan(infos, ms, idx)
+	objects, ranges := p.plan(infos, ms, idx, landed)
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -291,7 +317,41 @@ func (p *prefetcher) run() error {
 		})
 	}()
 	wg.Wait()
+	if p.ctx.Err() == nil && !p.incomplete.Load() {
+		read := make(map[string]manifest)
+		for i, m := range ms {
+			if m.entries != nil {
+				read[infos[i].name] = m
+			}
+		}
+		p.landedRead.Store(&read)
+	}
 	return nil
+}
+
+// recordLanded adds to the record of manifests whose entries are local
+// (landedManifests) those the prefetch read and landed in full, and the
+// manifest m this run wrote as name ("" if none).
+func (p *prefetcher) recordLanded(name string, m manifest) error {
+	now := time.Now()
+	known := loadLandedManifests(p.opts.landed, now)
+	added := false
+	if read := p.landedRead.Load(); read != nil {
+		for n, m := range *read {
+			if _, ok := known.get(n); !ok {
+				known.add(n, m, now)
+				added = true
+			}
+		}
+	}
+	if name != "" {
+		known.add(name, m, now)
+		added = true
+	}
+	if !added {
+		return nil
+	}
+	return known.save(p.opts.landed)
 }
 
 // list lists the manifests of the prefetch's scope, each location's
@@ -340,8 +400,9 @@ func (p *prefetcher) list() ([]manifestInfo, error) {
 // names it (any manifest's: a run packs only what recent packs do not
 // hold), else as its own object. A frame is read once, however many
 // manifests name it (idx: the frames of ms, none without packs); one none
-// of whose entries is taken from it is not read.
-func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (objects []*manifestEntry, ranges []*packRange) {
+// of whose entries is taken from it is not read. The entries of manifests
+// already landed (landed[j]) are not taken.
+func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex, landed []bool) (objects []*manifestEntry, ranges []*packRange) {
 	packedIn := make(map[ActionID]*plannedFrame) // the first frame holding each
 	for i := range ms {
 		for j := range ms[i].entries {
@@ -355,6 +416,9 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex) (
 	// this one's.
 	var own, read []int
 	for j := range ms {
+		if landed[j] {
+			continue
+		}
 		if infos[j].readOnly {
 			read = append(read, j)
 		} else {
@@ -542,8 +606,11 @@ func (p *prefetcher) install(m *manifestEntry) {
 		p.stats.PrefetchObjects.Add(1)
 		p.stats.PrefetchWhole.Add(1)
 		p.stats.PrefetchBytes.Add(e.Size)
-	case errors.Is(err, errVerify):
-		p.stats.VerifyFailures.Add(1)
+	default:
+		p.incomplete.Store(true)
+		if errors.Is(err, errVerify) {
+			p.stats.VerifyFailures.Add(1)
+		}
 	}
 }
 
@@ -567,8 +634,10 @@ func (p *prefetcher) fetch(id ActionID) (took time.Duration, overloaded bool) {
 	case errors.Is(err, ErrNotFound) && p.ctx.Err() == nil:
 		p.stats.PrefetchMisses.Add(1)
 	case overloadedBy(err):
+		p.incomplete.Store(true)
 		return time.Since(start), true
 	case p.ctx.Err() != nil || !errors.Is(err, ErrNotFound):
+		p.incomplete.Store(true)
 		return 0, false // says nothing of the remote's load
 	}
 	return time.Since(start), false
@@ -713,17 +782,19 @@ func (p *prefetcher) stop() {
 
 // writeOut stores this run's packs and manifest, unless the server is
 // read-only, nothing was used, the remote is failing (the breaker refuses),
-// or a manifest read describes the run already.
-func (p *prefetcher) writeOut(ctx context.Context) {
+// or a manifest read describes the run already. It returns the manifest
+// stored and its name as ListManifests would return it ("" if none was
+// stored, or if the listing showed no sibling to name it by).
+func (p *prefetcher) writeOut(ctx context.Context) (name string, m manifest) {
 	ids := p.used.list()
 	if !p.opts.upload || len(ids) == 0 || p.named(ids) {
-		return
+		return "", manifest{}
 	}
 	var cover packCover
 	if r := p.seen.Load(); r != nil {
 		cover = r.cover
 	}
-	m := manifest{entries: p.manifestEntries(ids, cover)}
+	m = manifest{entries: p.manifestEntries(ids, cover)}
 	id := newManifestID(time.Now())
 	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
 		// (Not when uploads were dropped for a full queue: the remote is
@@ -733,7 +804,12 @@ func (p *prefetcher) writeOut(ctx context.Context) {
 	if err := p.writeManifest(ctx, id, m); err != nil {
 		// Deliberately swallowed: the next machine just prefetches less.
 		p.log.Debug("writing prefetch manifest", "err", err)
+		return "", manifest{}
 	}
+	if sibling := p.ownListed.Load(); sibling != nil {
+		return siblingManifest(*sibling, id), m
+	}
+	return "", manifest{}
 }
 
 // named reports whether one of the recent manifests this run read already

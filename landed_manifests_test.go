@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPrefetchSkipsLandedManifests: a later server on the same local cache
+// (the next go command of a job) takes the manifests that an earlier one
+// landed in full, or wrote, from the local record instead of fetching them
+// again, prefetches nothing for them, and still knows what they name (it
+// writes no manifest that one of them describes). Clearing the local
+// cache forgets the record.
+func TestPrefetchSkipsLandedManifests(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies := map[string]string{"small": "small body", "large": strings.Repeat("L", inlineMax+1), "packed": strings.Repeat("P", 2*inlineMax)}
+	run := func(disk *DiskBackend, use map[string]string) (*prefetcher, *Stats) {
+		t.Helper()
+		stats := new(Stats)
+		tier := newLocalTier(disk, mem, false, stats)
+		p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true, landed: disk.remoteFile("landed", "mem")}, stats, quietLog)
+		p.Started()
+		<-p.done
+		for k, body := range use {
+			if e, err := p.Get(ctx, actionID(k)); err == nil {
+				checkEntry(t, e, []byte(body))
+				p.Got(actionID(k), true)
+				continue
+			}
+			putString(t, p, k, body)
+			p.Stored(actionID(k))
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p, stats
+	}
+	manifests := func() int {
+		infos, _ := mem.ListManifests(ctx, "job", -1)
+		return len(infos)
+	}
+
+	run(newTestDisk(t), bodies) // the cold job: writes the first manifest
+	vm := newTestDisk(t)
+	_, first := run(vm, bodies) // a fresh VM's first go command: lands it all
+	if first.PrefetchObjects.Load() != 3 || mem.manGets.Load() != 1 {
+		t.Fatalf("first go command: prefetched %d, read %d manifests; want 3, 1", first.PrefetchObjects.Load(), mem.manGets.Load())
+	}
+	packGets := mem.packGets.Load()
+	_, later := run(vm, bodies) // its next go command
+	if mem.manGets.Load() != 1 || mem.packGets.Load() != packGets || later.PrefetchObjects.Load() != 0 || later.RemoteHits.Load() != 0 {
+		t.Fatalf("later go command: read %d manifests, %d pack ranges, prefetched %d, %d from the remote; want 1, %d, 0, 0",
+			mem.manGets.Load(), mem.packGets.Load(), later.PrefetchObjects.Load(), later.RemoteHits.Load(), packGets)
+	}
+	if n := manifests(); n != 1 {
+		t.Fatalf("%d manifests after runs the first describes, want 1", n)
+	}
+
+	// A run that used more writes a manifest, and records it: the next go
+	// command reads neither.
+	more := map[string]string{"small": "small body", "new": "new body"}
+	run(vm, more)
+	if n := manifests(); n != 2 {
+		t.Fatalf("%d manifests after a run that used more, want 2", n)
+	}
+	run(vm, more)
+	if mem.manGets.Load() != 1 || manifests() != 2 {
+		t.Fatalf("after the run that wrote one: read %d manifests, %d stored; want 1, 2", mem.manGets.Load(), manifests())
+	}
+
+	// Cleared, the VM reads both again and prefetches what they name.
+	if _, _, err := vm.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, cleared := run(vm, more)
+	if mem.manGets.Load() != 3 || cleared.PrefetchObjects.Load() == 0 {
+		t.Fatalf("after clear: read %d manifests in all, prefetched %d; want 3, some", mem.manGets.Load(), cleared.PrefetchObjects.Load())
+	}
+}
+
+// TestLandedManifestsFile: the record keeps manifests without their bodies
+// and forgets those older than landedTTL; a file that does not parse is
+// an empty record.
+func TestLandedManifestsFile(t *testing.T) {
+	path := newTestDisk(t).remoteFile("landed", "mem")
+	now := time.Now()
+	l := loadLandedManifests(path, now)
+	m := manifest{entries: []manifestEntry{{id: actionID("k")}, {id: actionID("e"), inline: true, outputID: outputID("body"), body: []byte("body")}}}
+	l.add("job/old", m, now.Add(-landedTTL-time.Minute))
+	l.add("job/new", m, now)
+	if err := l.save(path); err != nil {
+		t.Fatal(err)
+	}
+	if m.entries[1].body == nil {
+		t.Fatal("add changed the manifest it was given")
+	}
+	got := loadLandedManifests(path, now)
+	if _, ok := got.get("job/old"); ok {
+		t.Error("a manifest recorded over landedTTL ago: kept")
+	}
+	nm, ok := got.get("job/new")
+	if !ok || len(nm.entries) != 2 || nm.entries[0].id != actionID("k") || !nm.entries[1].inline || nm.entries[1].outputID != outputID("body") || len(nm.entries[1].body) != 0 {
+		t.Fatalf("recorded manifest read back as %+v", nm)
+	}
+
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][]byte{b[:len(b)-1], b[:len(landedMagic)+3], append([]byte("gbcl0\n"), b[len(landedMagic):]...)} {
+		if err := os.WriteFile(path, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := loadLandedManifests(path, now); len(got.byName) != 0 {
+			t.Errorf("a file of %d bytes that does not parse: %d manifests", len(bad), len(got.byName))
+		}
+	}
+}
