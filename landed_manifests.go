@@ -50,7 +50,7 @@ const (
 	// job's go commands follow each other within minutes; a trim may
 	// remove entries meanwhile on a machine that lives longer).
 	landedTTL = time.Hour
-	landedMax = 64 // manifests a record keeps, the most recently recorded
+	landedMax = 32 // manifests a record keeps, the most recently recorded
 )
 
 // loadLandedManifests reads the record at path as of now: the manifests
