@@ -31,6 +31,11 @@ import (
 // fetches the remaining entries one object each, many at once. Requests in
 // flight adapt to the remote (flowLimit).
 //
+// A job's later servers on the same local cache find those entries landed
+// already: they list the manifests, take the ones landed from the local
+// record (landedManifests) instead of fetching them, and prefetch nothing
+// for them.
+//
 // A get for an entry being fetched waits for that fetch (the local tier's
 // one-fetch-per-key rule); a get for an entry whose pack range is on its
 // way waits for the range, which is a few round trips at most; a get for
@@ -108,7 +113,7 @@ type prefetcher struct {
 	// later run, whose listing then shows it).
 	roomListed atomic.Bool
 	// ownListed: the name of a manifest of this location and scope that
-	// the listing showed ("" if none), whose sibling this run's is.
+	// the listing showed (nil if none), whose sibling this run's is.
 	ownListed atomic.Pointer[string]
 	// landedRead: the manifests read whose entries are now local, by
 	// name: set once the prefetch has fetched all they name, or failed to
