@@ -42,7 +42,7 @@ bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, a
 	$(GO) run ./bench -bin $(BIN)
 
 .PHONY: bench bench-quick
-bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-30 min on a 2-core machine, plus the replay's 12-24 min
+bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-30 min on a 2-core machine, plus the replay's 12-25 min
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
 	scripts/minio.sh run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
@@ -52,7 +52,7 @@ bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 .PHONY: bench-ci bench-ci-quick
-bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores, 23m43s in the latest run (a slow hour), 11m47s in a faster one (this VM's speed varies) (two rounds per job)
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores, 24m41s and 23m43s in the latest runs, 11m47s in a faster hour (this VM's speed varies) (two rounds per job)
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -ci -bin $(BIN)
 
