@@ -107,11 +107,20 @@ func (l landedManifests) get(name string) (manifest, bool) {
 
 // add records the manifest m as name, at now.
 func (l landedManifests) add(name string, m manifest, now time.Time) {
+	l.byName[name] = landedManifest{at: now, m: withoutBodies(m)}
+}
+
+// withoutBodies returns m without the bodies it carries (m itself if it
+// carries none); m is not changed.
+func withoutBodies(m manifest) manifest {
+	if !slices.ContainsFunc(m.entries, func(e manifestEntry) bool { return len(e.body) > 0 }) {
+		return m
+	}
 	m.entries = slices.Clone(m.entries)
 	for i := range m.entries {
 		m.entries[i].body = nil
 	}
-	l.byName[name] = landedManifest{at: now, m: m}
+	return m
 }
 
 // save writes the record to path ("": nowhere), keeping the landedMax

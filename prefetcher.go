@@ -326,7 +326,7 @@ func (p *prefetcher) run() error {
 		read := make(map[string]manifest)
 		for i, m := range ms {
 			if m.entries != nil {
-				read[infos[i].name] = m
+				read[infos[i].name] = withoutBodies(m) // kept until Close
 			}
 		}
 		p.landedRead.Store(&read)
