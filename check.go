@@ -28,9 +28,6 @@ import (
 // refused write to the write location is reported, and is no failure: the
 // server reads and does not write then.
 func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
-	if cfg.Backend != "s3" {
-		return errors.New("check tests a remote cache: give -backend=s3 (BACKEND_TYPE=s3) and -s3-bucket")
-	}
 	tmp, err := os.MkdirTemp("", "gobuildcache-check-")
 	if err != nil {
 		return err

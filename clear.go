@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,12 +12,6 @@ import (
 // under the prefix.
 func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
 	remote := cfg.Backend == "s3" && !cfg.LocalOnly
-	if cfg.RemoteOnly && cfg.Backend != "s3" {
-		return errors.New("-remote-only (CLEAR_REMOTE_ONLY) needs -backend=s3")
-	}
-	if remote && cfg.S3Prefix == "" && !cfg.AllPrefixes {
-		return errors.New("refusing to clear with an empty -s3-prefix (S3_PREFIX): that is the whole bucket; add -all-prefixes (CLEAR_ALL_PREFIXES) if you mean it")
-	}
 	d, err := NewDiskBackend(cfg.CacheDir)
 	if err != nil {
 		return err

@@ -309,10 +309,23 @@ func (c *Config) validate(cmd string) error {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s: %v", c.from["s3-read-from"], err))
 		c.S3ReadFrom = nil
 	}
-	if c.LocalOnly && c.RemoteOnly {
-		// Whatever their source: ignoring either would widen what clear
-		// deletes, and clear is run by hand, not by a build.
-		return fmt.Errorf("-local-only (%s) and -remote-only (%s) exclude each other", c.source("local-only"), c.source("remote-only"))
+	switch cmd {
+	case cmdClear:
+		// Whatever their source: ignoring any of these would widen what
+		// clear deletes, and clear is run by hand, not by a build.
+		if c.LocalOnly && c.RemoteOnly {
+			return fmt.Errorf("-local-only (%s) and -remote-only (%s) exclude each other", c.varOf("local-only"), c.varOf("remote-only"))
+		}
+		if c.RemoteOnly && c.Backend != "s3" {
+			return fmt.Errorf("-remote-only (%s) needs -backend=s3 (%s)", c.varOf("remote-only"), c.varOf("backend"))
+		}
+		if c.Backend == "s3" && !c.LocalOnly && c.S3Prefix == "" && !c.AllPrefixes {
+			return fmt.Errorf("refusing to clear with an empty -s3-prefix (%s): that is the whole bucket; add -all-prefixes (%s) if you mean it", c.varOf("s3-prefix"), c.varOf("all-prefixes"))
+		}
+	case cmdCheck:
+		if c.Backend != "s3" {
+			return fmt.Errorf("check tests a remote cache: give -backend=s3 (%s) and -s3-bucket (%s)", c.varOf("backend"), c.varOf("s3-bucket"))
+		}
 	}
 	return nil
 }
@@ -323,10 +336,10 @@ func (c *Config) fromBare(name string) bool {
 	return from != "" && from[0] != '-' && !strings.HasPrefix(from, envPrefix)
 }
 
-// source names what set the option named by its flag, or its variable if
-// nothing did.
-func (c *Config) source(name string) string {
-	if from := c.from[name]; from != "" {
+// varOf names the variable of the option named by its flag, for a message
+// that names both: the one that set it, else its GOBUILDCACHE_ variable.
+func (c *Config) varOf(name string) string {
+	if from := c.from[name]; from != "" && from[0] != '-' {
 		return from
 	}
 	return envNameOf(name)

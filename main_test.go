@@ -189,7 +189,11 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 		{nil, map[string]string{"GOBUILDCACHE_BACKEND": "s3"}, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET"}},
 		{[]string{"-no-such-flag"}, nil, []string{"-no-such-flag"}},
 		{[]string{"frobnicate"}, nil, []string{"unknown command", "frobnicate"}},
-		{[]string{"clear", "-local-only", "-remote-only"}, nil, []string{"-local-only", "-remote-only"}},
+		{[]string{"clear", "-local-only", "-remote-only"}, nil, []string{"-local-only (GOBUILDCACHE_LOCAL_ONLY)", "-remote-only (GOBUILDCACHE_REMOTE_ONLY)"}},
+		{[]string{"clear", "-remote-only"}, nil, []string{"-remote-only (GOBUILDCACHE_REMOTE_ONLY)", "-backend=s3 (GOBUILDCACHE_BACKEND)"}},
+		{[]string{"clear", "-remote-only"}, map[string]string{"BACKEND_TYPE": "disk"}, []string{"-remote-only (GOBUILDCACHE_REMOTE_ONLY)", "-backend=s3 (BACKEND_TYPE)"}},
+		{[]string{"clear", "-backend=s3", "-s3-bucket=b", "-s3-prefix=", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + os.DevNull + "/x"}, nil, []string{"-s3-prefix (GOBUILDCACHE_S3_PREFIX)", "-all-prefixes (GOBUILDCACHE_ALL_PREFIXES)"}},
+		{[]string{"check"}, nil, []string{"-backend=s3 (GOBUILDCACHE_BACKEND)", "-s3-bucket (GOBUILDCACHE_S3_BUCKET)"}},
 		// clear is run by hand: ignoring either would widen what it deletes.
 		{[]string{"clear"}, map[string]string{"CLEAR_LOCAL_ONLY": "1", "CLEAR_REMOTE_ONLY": "1"}, []string{"-local-only (CLEAR_LOCAL_ONLY)", "-remote-only (CLEAR_REMOTE_ONLY)"}},
 	}

@@ -191,7 +191,7 @@ func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 	}
 	if !p.misses.ask() {
 		p.stats.LookupsSkipped.Add(1)
-		return Entry{}, fmt.Errorf("get %s: predicted miss: %w", actionID, ErrNotFound)
+		return Entry{}, fmt.Errorf("get %x: predicted miss: %w", actionID, ErrNotFound)
 	}
 	e, err := p.tier.Get(ctx, actionID)
 	if err == nil || errors.Is(err, ErrNotFound) {
