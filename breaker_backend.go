@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -416,34 +415,5 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 		till := b.now().Add(min(pause, breakerMarkerMax))
 		// Best effort: without it the next server just finds out itself.
 		writeBreakerMarker(b.marker, till, name)
-	}
-}
-
-// warnings logs the first occurrence of each kind of swallowed error at
-// warning level, and later ones only at debug level, so a failing remote
-// cannot flood the build log.
-type warnings struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func newWarnings(log *slog.Logger) *warnings {
-	return &warnings{log: log, seen: make(map[string]bool)}
-}
-
-func (w *warnings) once(kind, msg string, err error) {
-	w.mu.Lock()
-	first := !w.seen[kind]
-	w.seen[kind] = true
-	w.mu.Unlock()
-	var attrs []any
-	if err != nil {
-		attrs = []any{"err", err}
-	}
-	if first {
-		w.log.Warn(msg+" (further errors of this kind are counted, not logged)", attrs...)
-	} else {
-		w.log.Debug(msg, attrs...)
 	}
 }
