@@ -117,28 +117,33 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 			t.TLSHandshakeTimeout = attemptCeiling
 			t.IdleConnTimeout = 90 * time.Second
 		})
-	sessions := newExpressSessions(timeout, o.ReadOnlyBuckets...)
-	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
-		so.HTTPClient = newAttemptLimiter(httpClient)
-		so.ExpressCredentials = sessions
-		so.APIOptions = append(so.APIOptions, sessions.preflight)
-		so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
-			ro.MaxAttempts = 3
-			ro.MaxBackoff = 500 * time.Millisecond
-			ro.RateLimiter = ratelimit.None
-			ro.Retryables = append([]retry.IsErrorRetryable{
-				retry.IsErrorRetryableFunc(retryOnce),
-				retry.IsErrorRetryableFunc(sessions.retryExpired),
-			}, ro.Retryables...)
-		})
+	limiter := newAttemptLimiter(httpClient)
+	common := func(so *s3.Options) {
+		so.HTTPClient = limiter
 		so.DisableLogOutputChecksumValidationSkipped = true
 		so.ContinueHeaderThresholdBytes = -1
 		if o.Endpoint != "" {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+	}
+	retries := func(first ...retry.IsErrorRetryable) func(*s3.Options) {
+		return func(so *s3.Options) {
+			so.Retryer = retry.NewStandard(func(ro *retry.StandardOptions) {
+				ro.MaxAttempts = 3
+				ro.MaxBackoff = 500 * time.Millisecond
+				ro.RateLimiter = ratelimit.None
+				ro.Retryables = append(append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(retryOnce)}, first...), ro.Retryables...)
+			})
+		}
+	}
+	// S3 Express sessions come from a client of their own, built first, so
+	// that the client that uses them has its provider from the start.
+	sessions := newExpressSessions(createSessionWith(s3.NewFromConfig(cfg, common, retries())), timeout, o.ReadOnlyBuckets...)
+	client := s3.NewFromConfig(cfg, common, retries(retry.IsErrorRetryableFunc(sessions.retryExpired)), func(so *s3.Options) {
+		so.ExpressCredentials = sessions
+		so.APIOptions = append(so.APIOptions, sessions.preflight)
 	})
-	sessions.create = createSessionWith(client)
 	return client, nil
 }
 

@@ -47,9 +47,9 @@ import (
 // preflight middleware makes sure of that, since the SDK itself flattens a
 // provider's error to text.
 type expressSessions struct {
-	// create makes a session: CreateSession on the client that uses this
-	// provider (set by newS3Client, right after it makes that client).
-	create func(ctx context.Context, bucket string, mode types.SessionMode) (aws.Credentials, error)
+	// create makes a session: CreateSession, signed with the account's
+	// credentials (createSessionWith).
+	create createSessionFunc
 	// readOnly lists the buckets read with ReadOnly sessions.
 	readOnly map[string]bool
 	// timeout bounds each CreateSession, which runs in the background under
@@ -104,10 +104,15 @@ func (e *expressSessionError) Error() string {
 
 func (e *expressSessionError) Unwrap() error { return e.Err }
 
-// newExpressSessions returns a provider whose CreateSession calls each get
-// timeout; readOnly names the buckets to read with ReadOnly sessions.
-func newExpressSessions(timeout time.Duration, readOnly ...string) *expressSessions {
+// createSessionFunc makes a session for bucket in mode.
+type createSessionFunc func(ctx context.Context, bucket string, mode types.SessionMode) (aws.Credentials, error)
+
+// newExpressSessions returns a provider that makes its sessions with
+// create, each call bounded by timeout; readOnly names the buckets to read
+// with ReadOnly sessions.
+func newExpressSessions(create createSessionFunc, timeout time.Duration, readOnly ...string) *expressSessions {
 	p := &expressSessions{
+		create:   create,
 		readOnly: map[string]bool{},
 		timeout:  timeout,
 		now:      time.Now,
@@ -119,8 +124,10 @@ func newExpressSessions(timeout time.Duration, readOnly ...string) *expressSessi
 	return p
 }
 
-// createSessionWith makes sessions with client's CreateSession.
-func createSessionWith(client *s3.Client) func(context.Context, string, types.SessionMode) (aws.Credentials, error) {
+// createSessionWith makes sessions with client's CreateSession. client
+// must not be the one that uses the sessions: CreateSession is signed with
+// the account's credentials, and the provider exists before its client.
+func createSessionWith(client *s3.Client) createSessionFunc {
 	return func(ctx context.Context, bucket string, mode types.SessionMode) (aws.Credentials, error) {
 		out, err := client.CreateSession(ctx, &s3.CreateSessionInput{Bucket: aws.String(bucket), SessionMode: mode})
 		if err != nil {

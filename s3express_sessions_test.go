@@ -65,8 +65,8 @@ func (f *fakeSessions) create(ctx context.Context, bucket string, mode types.Ses
 
 func newFakeExpress(life time.Duration, readOnly ...string) (*expressSessions, *fakeSessions) {
 	f := &fakeSessions{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), life: life}
-	p := newExpressSessions(5*time.Second, readOnly...)
-	p.create, p.now = f.create, f.clock
+	p := newExpressSessions(f.create, 5*time.Second, readOnly...)
+	p.now = f.clock
 	return p, f
 }
 
@@ -268,10 +268,9 @@ func TestClientRegion(t *testing.T) {
 // location), is a denied read: that key's miss.
 func TestExpressSessionRefusalKinds(t *testing.T) {
 	denied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
-	p := newExpressSessions(5*time.Second, "ro--usw2-az1--x-s3")
-	p.create = func(context.Context, string, types.SessionMode) (aws.Credentials, error) {
+	p := newExpressSessions(func(context.Context, string, types.SessionMode) (aws.Credentials, error) {
 		return aws.Credentials{}, denied
-	}
+	}, 5*time.Second, "ro--usw2-az1--x-s3")
 	for bucket, want := range map[string]ErrKind{"rw--usw2-az1--x-s3": KindAuth, "ro--usw2-az1--x-s3": KindDenied} {
 		_, err := p.Retrieve(t.Context(), bucket)
 		if got := classifyS3Error(err, false); got != want {
