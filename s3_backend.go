@@ -27,7 +27,8 @@ import (
 // (manifestStore).
 //
 // Every SDK error is classified here (s3Error): what leaves this type is
-// ErrNotFound, errVerify, or a *kindError.
+// ErrNotFound, errVerify, a *kindError, or a local failure (a temp file, a
+// seek), which errKind calls KindOther.
 //
 // Get downloads into a new file (in the directory TempDirFor names, else
 // TempDir) and verifies it against the output ID and size in the metadata:
@@ -659,8 +660,11 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 	}
 	close(batches)
 	wg.Wait()
-	if err := cmp.Or(listErr, firstErr); err != nil {
-		return objects, bytes, fmt.Errorf("clear %s: %w", b.loc, err)
+	switch {
+	case listErr != nil:
+		return objects, bytes, s3Error("list", b.loc.String(), listErr, false)
+	case firstErr != nil:
+		return objects, bytes, s3Error("delete", b.loc.String(), firstErr, true)
 	}
 	return objects, bytes, nil
 }
