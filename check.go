@@ -27,13 +27,13 @@ import (
 // first that fails, or if a read location could be written (DANGER). A
 // refused write to the write location is reported, and is no failure: the
 // server reads and does not write then.
-func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
+func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) error {
 	tmp, err := os.MkdirTemp("", "gobuildcache-check-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	b, err := newS3FromConfig(ctx, cfg, tmp, nil, log, getenv)
+	b, err := newS3FromConfig(ctx, cfg, tmp, nil, log)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 		}); err != nil {
 			return fmt.Errorf("%s: %w", l, err)
 		}
-		wrote, err := checkWriteRefused(ctx, cfg, l, probe, sum, body, tmp, log, getenv)
+		wrote, err := checkWriteRefused(ctx, cfg, l, probe, sum, body, tmp, log)
 		switch {
 		case wrote:
 			fmt.Fprintf(out, "DANGER: these credentials can write %s, a read location: a job with them can plant entries that builds reading it will trust. Allow them reads alone there (see \"Trust and pull requests\" in README.md).\n", l)
@@ -214,14 +214,14 @@ func checkRead(ctx context.Context, b *S3Backend, l s3Location) (string, error) 
 // checkWriteRefused tries to write (and then deletes) a probe object in the
 // read location l, with a client that treats l as its write location, and
 // reports whether the write succeeded.
-func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe ActionID, sum OutputID, body []byte, tmp string, log *slog.Logger, getenv func(string) string) (wrote bool, err error) {
+func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe ActionID, sum OutputID, body []byte, tmp string, log *slog.Logger) (wrote bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.S3Timeout)
 	defer cancel()
 	lc := *cfg
 	// As a job that writes it would: with no ReadOnly session of our own
 	// asking, so that only the IAM policy can refuse.
 	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom, lc.ReadOnly = l.bucket, l.prefix, nil, false
-	w, err := newS3FromConfig(ctx, &lc, tmp, nil, log, getenv)
+	w, err := newS3FromConfig(ctx, &lc, tmp, nil, log)
 	if err != nil {
 		return false, err
 	}

@@ -10,7 +10,7 @@ import (
 // runClear removes every entry of the cache that cfg names and reports what
 // it removed on out: the local directory, and with -backend=s3 every object
 // under the prefix.
-func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger, getenv func(string) string) error {
+func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) error {
 	remote := cfg.Backend == "s3" && !cfg.LocalOnly
 	d, err := NewDiskBackend(cfg.CacheDir)
 	if err != nil {
@@ -24,7 +24,7 @@ func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger,
 		fmt.Fprintf(out, "cleared local cache %s: %d entries, %s\n", d.Dir(), n, formatBytes(size))
 	}
 	if remote {
-		b, err := newS3FromConfig(ctx, cfg, d.tmpDir(), nil, log, getenv)
+		b, err := newS3FromConfig(ctx, cfg, d.tmpDir(), nil, log)
 		if err != nil {
 			return err
 		}

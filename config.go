@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // Config is every option of every command. Each option is a flag and two
@@ -61,6 +64,20 @@ type Config struct {
 
 	// mtimes only: the work tree to stamp (its one argument).
 	Dir string
+
+	// Read from the environment alone, with no flag of their own:
+	//   - awsCreds: GOBUILDCACHE_AWS_ACCESS_KEY_ID, _SECRET_ACCESS_KEY and
+	//     _SESSION_TOKEN, which CI gives the cache without exporting them
+	//     to every test binary the build runs (the SDK's own chain
+	//     otherwise);
+	//   - sdkEndpoint: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, which
+	//     the SDK sends requests to when -s3-endpoint is not set (it tells
+	//     a directory bucket's region);
+	//   - StepSummary: GITHUB_STEP_SUMMARY, the file the job summary is
+	//     appended to.
+	awsCreds    aws.Credentials
+	sdkEndpoint string
+	StepSummary string
 }
 
 // defaultConfig returns the built-in defaults.
@@ -266,6 +283,13 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 			c.from[o.flag] = o.bare
 		}
 	}
+	c.awsCreds = aws.Credentials{
+		AccessKeyID:     getenv("GOBUILDCACHE_AWS_ACCESS_KEY_ID"),
+		SecretAccessKey: getenv("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY"),
+		SessionToken:    getenv("GOBUILDCACHE_AWS_SESSION_TOKEN"),
+	}
+	c.sdkEndpoint = cmp.Or(getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL"))
+	c.StepSummary = getenv("GITHUB_STEP_SUMMARY")
 	if err := c.validate(cmd); err != nil {
 		return nil, &usageError{err.Error()}
 	}

@@ -63,22 +63,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		if cmd == cmdCheck {
 			run = runCheck
 		}
-		if err := run(ctx, cfg, stdout, log, getenv); err != nil {
+		if err := run(ctx, cfg, stdout, log); err != nil {
 			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
 			return 1
 		}
 		return 0
 	default:
-		return serve(cfg, stdin, stdout, stderr, getenv, log)
+		return serve(cfg, stdin, stdout, stderr, log)
 	}
 }
 
 // serve runs the GOCACHEPROG server until the go command closes it.
-func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, log *slog.Logger) int {
+func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) int {
 	start := time.Now()
 	stats := new(Stats)
 	warn := newWarnings(log)
-	st, err := openBackend(context.Background(), cfg, stats, warn, log, getenv)
+	st, err := openBackend(context.Background(), cfg, stats, warn, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 1
@@ -138,7 +138,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", serveErr)
 		status = 1
 	}
-	reportStats(cfg, stats.Snapshot(), time.Since(start), stderr, getenv, log)
+	reportStats(cfg, stats.Snapshot(), time.Since(start), stderr, log)
 	return status
 }
 
@@ -158,7 +158,7 @@ type stack struct {
 // (without asyncUploads when -read-only); the prefetcher, which serve adds
 // over the tier, gets the breaker for its manifests. It makes no network
 // call.
-func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger, getenv func(string) string) (stack, error) {
+func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger) (stack, error) {
 	disk, err := NewDiskBackend(cfg.CacheDir)
 	if err != nil {
 		return stack{}, err
@@ -166,7 +166,7 @@ func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings,
 	if cfg.Backend == "disk" {
 		return stack{backend: disk, local: disk}, nil
 	}
-	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), disk.bodyTempDir, log, getenv)
+	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), disk.bodyTempDir, log)
 	if err != nil {
 		return stack{}, err
 	}
@@ -190,10 +190,10 @@ func readLocations(cfg *Config) []string {
 // asks: with -stats a table on stderr and this go command's row in the job
 // summary. Failing to write them is logged, never fatal: the build has
 // succeeded by now.
-func reportStats(cfg *Config, snap StatsSnapshot, wall time.Duration, stderr io.Writer, getenv func(string) string, log *slog.Logger) {
+func reportStats(cfg *Config, snap StatsSnapshot, wall time.Duration, stderr io.Writer, log *slog.Logger) {
 	if cfg.Stats {
 		snap.WriteText(stderr)
-		if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
+		if p := cfg.StepSummary; p != "" {
 			if err := appendJobSummary(p, snap.jobSummaryRow(goCommandName(), wall)); err != nil {
 				log.Warn("writing step summary", "err", err)
 			}

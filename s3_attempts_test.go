@@ -40,7 +40,7 @@ func slowFirstServer(t *testing.T, first, bodyDelay time.Duration, body string) 
 
 func testClient(t *testing.T, endpoint string) *s3.Client {
 	t.Helper()
-	c, err := newS3Client(t.Context(), S3Options{Bucket: "b", Endpoint: endpoint, PathStyle: true, Region: "us-east-1", Timeout: 10 * time.Second, Getenv: shimBaseEnv})
+	c, err := newS3Client(t.Context(), S3Options{Bucket: "b", Endpoint: endpoint, PathStyle: true, Region: "us-east-1", Timeout: 10 * time.Second, Credentials: shimBaseCreds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestGetBodyStall(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
-		Timeout: 30 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+		Timeout: 30 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestS3PutTooLarge(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
 	t.Cleanup(srv.Close)
 	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
-		Timeout: 5 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv})
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds})
 	if err != nil {
 		t.Fatal(err)
 	}

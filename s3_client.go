@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"time"
 
@@ -46,7 +45,13 @@ type S3Options struct {
 	ReadOnlyBuckets []string
 	Debug           bool
 	Log             *slog.Logger
-	Getenv          func(string) string
+	// Credentials, if set, sign every request in place of the SDK's
+	// default chain.
+	Credentials aws.CredentialsProvider
+	// EnvEndpoint is the endpoint the SDK's variables name
+	// (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), "" if none: when Endpoint
+	// is "", it tells a directory bucket's region.
+	EnvEndpoint string
 }
 
 // newS3Client configures the SDK for a cache: quiet, no checksums of its
@@ -71,10 +76,6 @@ type S3Options struct {
 // So a black-holed endpoint costs about two seconds (two attempts of 1 s)
 // before a request fails, and the breaker stops asking after two of those.
 func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
-	getenv := o.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
 	var logger logging.Logger = logging.Nop{}
 	var logMode aws.ClientLogMode
 	if o.Debug && o.Log != nil {
@@ -93,14 +94,14 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	if o.Region != "" {
 		opts = append(opts, config.WithRegion(o.Region))
 	}
-	if creds := prefixedCredentials(getenv); creds != nil {
-		opts = append(opts, config.WithCredentialsProvider(creds))
+	if o.Credentials != nil {
+		opts = append(opts, config.WithCredentialsProvider(o.Credentials))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("load AWS config: %w", err)
 	}
-	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL")))
+	cfg.Region = clientRegion(o.Bucket, cfg.Region, cmp.Or(o.Endpoint, o.EnvEndpoint))
 	parallel := max(o.Parallelism, 16)
 	timeout := o.Timeout
 	if timeout <= 0 {
@@ -147,15 +148,14 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	return client, nil
 }
 
-// prefixedCredentials returns static credentials from GOBUILDCACHE_AWS_*
-// variables, or nil if they are not set. They let CI hand credentials to the
-// cache without exporting them to every test binary the build runs.
-func prefixedCredentials(getenv func(string) string) aws.CredentialsProvider {
-	id, secret := getenv("GOBUILDCACHE_AWS_ACCESS_KEY_ID"), getenv("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY")
-	if id == "" || secret == "" {
+// credentialsOf returns cfg's GOBUILDCACHE_AWS_* credentials, or nil if
+// they are not set.
+func credentialsOf(cfg *Config) aws.CredentialsProvider {
+	c := cfg.awsCreds
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
 		return nil
 	}
-	return credentials.NewStaticCredentialsProvider(id, secret, getenv("GOBUILDCACHE_AWS_SESSION_TOKEN"))
+	return credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
 }
 
 // compressMin is the S3Options.CompressMin that cfg asks for.
@@ -167,7 +167,7 @@ func compressMin(cfg *Config) int64 {
 }
 
 // newS3FromConfig builds the S3 backend that cfg describes.
-func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFor func(OutputID) string, log *slog.Logger, getenv func(string) string) (*S3Backend, error) {
+func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFor func(OutputID) string, log *slog.Logger) (*S3Backend, error) {
 	return NewS3Backend(ctx, S3Options{
 		Bucket:          cfg.S3Bucket,
 		Prefix:          cfg.S3Prefix,
@@ -183,7 +183,8 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFo
 		Parallelism:     cfg.UploadWorkers,
 		Debug:           cfg.Debug,
 		Log:             log,
-		Getenv:          getenv,
+		Credentials:     credentialsOf(cfg),
+		EnvEndpoint:     cfg.sdkEndpoint,
 	})
 }
 

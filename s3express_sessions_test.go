@@ -253,7 +253,7 @@ func TestClientRegion(t *testing.T) {
 	}
 	// The client is built for it (no network: credentials resolve on use).
 	t.Setenv("AWS_REGION", "us-east-1")
-	c, err := newS3Client(t.Context(), S3Options{Bucket: "cache--usw2-az1--x-s3", Getenv: shimBaseEnv})
+	c, err := newS3Client(t.Context(), S3Options{Bucket: "cache--usw2-az1--x-s3", Credentials: shimBaseCreds})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 			Timeout:     30 * time.Second,
 			TempDir:     t.TempDir(),
 			Parallelism: 16,
-			Getenv:      shimBaseEnv, // the SDK's base credentials: only the shim knows them
+			Credentials: shimBaseCreds, // the SDK's base credentials: only the shim knows them
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -228,17 +228,8 @@ func TestS3ExpressDirectoryBucket(t *testing.T) {
 
 const shimBaseKey, shimBaseSecret = "BASEKEY", "BASESECRET"
 
-// shimBaseEnv is the environment that gives gobuildcache the shim's base
-// credentials (only the shim knows them).
-func shimBaseEnv(k string) string {
-	switch k {
-	case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
-		return shimBaseKey
-	case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
-		return shimBaseSecret
-	}
-	return ""
-}
+// shimBaseCreds are the base credentials only the shim knows.
+var shimBaseCreds = credentials.NewStaticCredentialsProvider(shimBaseKey, shimBaseSecret, "")
 
 // strictShim starts a shim with one directory bucket, or skips.
 func strictShim(t *testing.T) (*expressShim, s3Target, string) {
@@ -265,7 +256,7 @@ func newShimBackend(t *testing.T, shim *expressShim, bucket, prefix string, time
 		Timeout:         timeout,
 		TempDir:         t.TempDir(),
 		Parallelism:     16,
-		Getenv:          shimBaseEnv,
+		Credentials:     shimBaseCreds,
 		ReadOnlyBuckets: readOnly,
 	})
 	if err != nil {
@@ -465,7 +456,7 @@ func TestS3ExpressRegionFromZone(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
 	b, err := NewS3Backend(t.Context(), S3Options{
 		Bucket: bucket, Prefix: "gobuildcache/", Endpoint: shim.URL(), PathStyle: true,
-		Timeout: 10 * time.Second, TempDir: t.TempDir(), Getenv: shimBaseEnv,
+		Timeout: 10 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds,
 	})
 	if err != nil {
 		t.Fatal(err)

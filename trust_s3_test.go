@@ -506,14 +506,7 @@ func TestS3ReadLocations(t *testing.T) {
 		t.Helper()
 		o := f.tg.options(t.TempDir())
 		o.Prefix, o.ReadFrom = write, reads
-		o.Getenv = func(k string) string {
-			for _, kv := range r.env {
-				if v, ok := strings.CutPrefix(kv, k+"="); ok {
-					return v
-				}
-			}
-			return ""
-		}
+		o.Credentials = credentials.NewStaticCredentialsProvider(r.creds.AccessKeyID, r.creds.SecretAccessKey, r.creds.SessionToken)
 		b, err := NewS3Backend(ctx, o)
 		if err != nil {
 			t.Fatal(err)
@@ -664,21 +657,13 @@ func TestS3ExpressTrustedBucket(t *testing.T) {
 	}
 	mainBefore := objectState(t, rawClient(t, mainTarget), mainTarget.Bucket, "")
 
-	getenv := func(k string) string {
-		switch k {
-		case "GOBUILDCACHE_AWS_ACCESS_KEY_ID":
-			return baseKey
-		case "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY":
-			return baseSecret
-		}
-		return ""
-	}
 	cfg := &Config{
 		Backend: "s3", S3Bucket: prBucket, S3Prefix: "gobuildcache/pr/7/",
 		S3ReadFrom: s3Locations{{bucket: mainBucket, prefix: "gobuildcache/main/"}},
 		S3Endpoint: shim.URL(), S3PathStyle: true, S3Region: "us-east-1", S3Timeout: 30 * time.Second, UploadWorkers: 16,
+		awsCreds: aws.Credentials{AccessKeyID: baseKey, SecretAccessKey: baseSecret},
 	}
-	pr, err := newS3FromConfig(ctx, cfg, t.TempDir(), nil, quietLog, getenv)
+	pr, err := newS3FromConfig(ctx, cfg, t.TempDir(), nil, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -724,7 +709,7 @@ func TestS3ExpressTrustedBucket(t *testing.T) {
 	setModes(modeReadOnly)
 	lc := *cfg
 	lc.S3Bucket, lc.S3Prefix, lc.S3ReadFrom = mainBucket, "gobuildcache/main/", nil
-	hostile, err := newS3FromConfig(ctx, &lc, t.TempDir(), nil, quietLog, getenv)
+	hostile, err := newS3FromConfig(ctx, &lc, t.TempDir(), nil, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
