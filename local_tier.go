@@ -64,9 +64,9 @@ func (t *localTier) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	select {
 	case <-f.done:
 		if f.err != nil {
-			// Whatever went wrong remotely was counted below; here it is
-			// a miss.
-			return Entry{}, fmt.Errorf("remote: %v: %w", f.err, ErrNotFound)
+			// Whatever went wrong remotely was counted and logged below;
+			// here it is a miss, and keeps its kind.
+			return Entry{}, fmt.Errorf("get %x: %w: %w", actionID, ErrNotFound, f.err)
 		}
 		if !f.whole {
 			t.stats.RemoteHits.Add(1)
