@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 //	v1/remote-down-<h>     a remote is failing until then (breakerBackend)
 //	v1/miss-streak-<h>     how a remote has been missing (missPredictor)
 //	v1/landed-<h>          manifests whose entries are here (landedManifests)
+//	v1/removed             when entries were last removed: "<unix ns>\n" (lastRemoval)
 //
 // <h> names the remote: 16 hex digits of the SHA-256 of its settings.
 // <aa> and <oo> are the first two hex digits of the name below them. Bodies
@@ -434,17 +436,37 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 			return entries, bytes, fmt.Errorf("clear %s: %w", d.root, err)
 		}
 	}
-	d.forgetLanded()
+	d.noteRemoval()
 	return entries, bytes, nil
 }
 
-// forgetLanded removes the records of manifests whose entries are here
-// (landedManifests): some of those entries are gone.
-func (d *DiskBackend) forgetLanded() {
-	names, _ := filepath.Glob(filepath.Join(d.dir, "landed-*"))
-	for _, name := range names {
-		os.Remove(name)
+// noteRemoval records that entries were removed just now (Trim, Clear):
+// see lastRemoval.
+func (d *DiskBackend) noteRemoval() {
+	now := strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"
+	// Best effort: without it, what others remember of this cache's
+	// contents (landedManifests) stays believed until it expires, which
+	// costs the go command a fetch of what it misses, never a wrong entry.
+	_ = d.writeFile(filepath.Join(d.dir, "removed"), func(w io.Writer) error {
+		_, err := io.WriteString(w, now)
+		return err
+	})
+}
+
+// lastRemoval returns when entries were last removed from this cache
+// (Trim, Clear), or the zero time if never (or if it cannot tell).
+// Whatever anyone recorded of which entries are here before then
+// (landedManifests) is out of date.
+func (d *DiskBackend) lastRemoval() time.Time {
+	b, err := os.ReadFile(filepath.Join(d.dir, "removed"))
+	if err != nil {
+		return time.Time{}
 	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // formatActionRecord returns e's action record (the format is

@@ -33,7 +33,9 @@ import (
 // one server's record or another's. It only spares work: a manifest that
 // is not in it, a file that does not parse, or one older than landedTTL is
 // fetched as ever; an entry it wrongly calls local (trimmed, say) is
-// fetched by the go command's own get. Trim and Clear remove the file.
+// fetched by the go command's own get. A manifest recorded before the
+// local cache last removed entries (Trim, Clear: DiskBackend.lastRemoval)
+// is not believed.
 type landedManifests struct {
 	byName map[string]landedManifest
 }
@@ -54,9 +56,10 @@ const (
 )
 
 // loadLandedManifests reads the record at path as of now: the manifests
-// recorded at most landedTTL ago. It is empty if path is "" or the file is
-// missing or does not parse.
-func loadLandedManifests(path string, now time.Time) landedManifests {
+// recorded at most landedTTL ago and after removed, when the local cache
+// last removed entries. It is empty if path is "" or the file is missing
+// or does not parse.
+func loadLandedManifests(path string, now, removed time.Time) landedManifests {
 	l := landedManifests{byName: make(map[string]landedManifest)}
 	if path == "" {
 		return l
@@ -91,7 +94,7 @@ func loadLandedManifests(path string, now time.Time) landedManifests {
 		if m.entries == nil {
 			return l
 		}
-		if age := now.Sub(at); age >= 0 && age <= landedTTL {
+		if age := now.Sub(at); age >= 0 && age <= landedTTL && at.After(removed) {
 			byName[name] = landedManifest{at: at, m: m}
 		}
 	}

@@ -83,12 +83,12 @@ func TestPrefetchSkipsLandedManifests(t *testing.T) {
 }
 
 // TestLandedManifestsFile: the record keeps manifests without their bodies
-// and forgets those older than landedTTL; a file that does not parse is
-// an empty record.
+// and forgets those older than landedTTL, or than the local cache's last
+// removal of entries; a file that does not parse is an empty record.
 func TestLandedManifestsFile(t *testing.T) {
 	path := newTestDisk(t).remoteFile("landed", "mem")
 	now := time.Now()
-	l := loadLandedManifests(path, now)
+	l := loadLandedManifests(path, now, time.Time{})
 	m := manifest{entries: []manifestEntry{{id: actionID("k")}, {id: actionID("e"), inline: true, outputID: outputID("body"), body: []byte("body")}}}
 	l.add("job/old", m, now.Add(-landedTTL-time.Minute))
 	l.add("job/new", m, now)
@@ -98,13 +98,19 @@ func TestLandedManifestsFile(t *testing.T) {
 	if m.entries[1].body == nil {
 		t.Fatal("add changed the manifest it was given")
 	}
-	got := loadLandedManifests(path, now)
+	got := loadLandedManifests(path, now, time.Time{})
 	if _, ok := got.get("job/old"); ok {
 		t.Error("a manifest recorded over landedTTL ago: kept")
 	}
 	nm, ok := got.get("job/new")
 	if !ok || len(nm.entries) != 2 || nm.entries[0].id != actionID("k") || !nm.entries[1].inline || nm.entries[1].outputID != outputID("body") || len(nm.entries[1].body) != 0 {
 		t.Fatalf("recorded manifest read back as %+v", nm)
+	}
+	if got := loadLandedManifests(path, now, now.Add(-time.Nanosecond)); len(got.byName) != 1 {
+		t.Errorf("entries removed just before the newer one was recorded: %d manifests believed, want 1", len(got.byName))
+	}
+	if got := loadLandedManifests(path, now, now); len(got.byName) != 0 {
+		t.Errorf("entries removed after both were recorded: %d manifests believed, want 0", len(got.byName))
 	}
 
 	b, err := os.ReadFile(path)
@@ -115,7 +121,7 @@ func TestLandedManifestsFile(t *testing.T) {
 		if err := os.WriteFile(path, bad, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if got := loadLandedManifests(path, now); len(got.byName) != 0 {
+		if got := loadLandedManifests(path, now, time.Time{}); len(got.byName) != 0 {
 			t.Errorf("a file of %d bytes that does not parse: %d manifests", len(bad), len(got.byName))
 		}
 	}

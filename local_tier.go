@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // localTier puts the local disk cache in front of a remote backend: a
@@ -76,6 +77,9 @@ func (t *localTier) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 		return Entry{}, ctx.Err()
 	}
 }
+
+// lastRemoval implements prefetchTarget.
+func (t *localTier) lastRemoval() time.Time { return t.local.lastRemoval() }
 
 // localEntry implements prefetchTarget: the local cache alone.
 func (t *localTier) localEntry(actionID ActionID) (Entry, error) {

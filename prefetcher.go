@@ -69,6 +69,9 @@ type prefetchTarget interface {
 	// outputID, in the local cache, unless a fetch of it is under way
 	// already (stored false). It need not read all of body.
 	putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (e Entry, stored bool, err error)
+	// lastRemoval returns when entries were last removed from the local
+	// cache (trimmed or cleared), or the zero time if never.
+	lastRemoval() time.Time
 }
 
 // prefetchTier is the local tier as the prefetcher wraps it.
@@ -288,7 +291,7 @@ func (p *prefetcher) run() error {
 	}
 	ms := make([]manifest, len(infos))
 	landed := make([]bool, len(infos))
-	known := loadLandedManifests(p.opts.landed, time.Now())
+	known := loadLandedManifests(p.opts.landed, time.Now(), p.tier.lastRemoval())
 	atOnce(len(infos), func(i int) { // each is a round trip
 		if ms[i], landed[i] = known.get(infos[i].name); landed[i] {
 			return
@@ -339,7 +342,7 @@ func (p *prefetcher) run() error {
 // manifest m this run wrote as name ("" if none).
 func (p *prefetcher) recordLanded(name string, m manifest) error {
 	now := time.Now()
-	known := loadLandedManifests(p.opts.landed, now)
+	known := loadLandedManifests(p.opts.landed, now, p.tier.lastRemoval())
 	added := false
 	if read := p.landedRead.Load(); read != nil {
 		for n, m := range *read {

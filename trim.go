@@ -222,7 +222,7 @@ func (d *DiskBackend) trim(ctx context.Context, o TrimOptions, res *TrimResult) 
 	// only tidying, done when this trim saw bodies go (it reads every
 	// record). Then temp files of crashed writers.
 	if vanished > 0 {
-		d.forgetLanded()
+		d.noteRemoval()
 		if err := d.trimRecords(ctx, present, res); err != nil {
 			return err
 		}

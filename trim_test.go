@@ -105,9 +105,7 @@ func TestTrimByAge(t *testing.T) {
 
 func TestTrimBySizeLRU(t *testing.T) {
 	w, d, clock := newTrimDisks(t)
-	if err := os.WriteFile(d.remoteFile("landed", "remote"), []byte(landedMagic), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	before := time.Now()
 	var es []Entry
 	for i := range 10 {
 		body := fmt.Sprintf("%-100d", i) // 100 bytes each
@@ -126,17 +124,16 @@ func TestTrimBySizeLRU(t *testing.T) {
 	if res.Bodies != 3 || res.Bytes != 300 || res.Kept != 700 || res.Entries != 3 {
 		t.Errorf("result %+v, want 3 bodies, 300 bytes, 700 kept, 3 entries", res)
 	}
-	if landed := d.remoteFile("landed", "remote"); exists(landed) {
-		t.Error("the record of landed manifests outlived a trim that removed bodies")
+	// What was recorded of the cache's contents before (landedManifests)
+	// is out of date.
+	removed := d.lastRemoval()
+	if removed.Before(before) {
+		t.Errorf("last removal %v, before the trim that removed bodies (%v)", removed, before)
 	}
-	// Under the bound now: nothing more goes, and the record stays.
-	landed := d.remoteFile("landed", "remote")
-	if err := os.WriteFile(landed, []byte(landedMagic), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// Under the bound now: nothing more goes, and the last removal stays.
 	res = trimOK(t, d, TrimOptions{MaxSize: 800, MaxAge: 30 * day, MinAge: 10 * time.Minute})
-	if res.Bodies != 0 || res.Kept != 700 || !exists(landed) {
-		t.Errorf("second trim %+v, record kept %v; want nothing removed", res, exists(landed))
+	if res.Bodies != 0 || res.Kept != 700 || !d.lastRemoval().Equal(removed) {
+		t.Errorf("second trim %+v, last removal %v (was %v); want nothing removed", res, d.lastRemoval(), removed)
 	}
 }
 
