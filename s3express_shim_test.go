@@ -410,12 +410,13 @@ func (s *expressShim) createSession(w http.ResponseWriter, r *http.Request) {
 		issued:  now,
 		expires: now.Add(life).UTC().Truncate(time.Second),
 	}
+	answer := fmt.Sprintf(shimSessionXML, sess.token, sess.secret, akid, sess.expires.Format(time.RFC3339))
 	s.mu.Lock()
-	s.sessions[akid] = sess
+	s.sessions[akid] = sess // from here on, expireSessions may change it
 	s.modes[mode]++
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/xml")
-	fmt.Fprintf(w, shimSessionXML, sess.token, sess.secret, akid, sess.expires.Format(time.RFC3339))
+	io.WriteString(w, answer)
 }
 
 // checkSession checks that r is signed for s3express with a live session
