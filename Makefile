@@ -52,7 +52,7 @@ bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 .PHONY: bench-ci bench-ci-quick
-bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores, 24m41s and 23m43s in the latest runs, 11m47s in a faster hour (this VM's speed varies) (two rounds per job)
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores: 11m0s and 11m13s in the latest runs (an Intel Xeon VM), 23m43s-24m41s on the slower AMD EPYC VMs before (two rounds per job)
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -ci -bin $(BIN)
 
