@@ -117,7 +117,8 @@ func fetchModule(ctx context.Context, modVersion string) (string, error) {
 }
 
 // copyTree copies the regular files of src (a read-only module cache
-// directory) into dst, writable.
+// directory, a floor job's GOCACHE) into dst, writable, replacing files of
+// the same name.
 func copyTree(src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

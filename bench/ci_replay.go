@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,8 +23,9 @@ import (
 // The CI replay (-ci, make bench-ci): a short CI history of a real module
 // (ci_module.go), each run a fresh `git clone` at one path on a fresh "VM",
 // replayed three ways through one toxiproxy in front of MinIO: no cache,
-// the tar-and-restore pattern, and gobuildcache on S3. It writes
-// ci-replay.md and ci-replay.svg (ci_report.go).
+// the tar-and-restore pattern, and gobuildcache on S3; and a fourth, the
+// floor under any cache program (wayFloor). It writes ci-replay.md and
+// ci-replay.svg (ci_report.go).
 
 // ciRun is one CI run of the history.
 type ciRun struct {
@@ -164,6 +166,11 @@ const (
 	wayNone ciWay = "none" // an empty GOCACHE every run
 	wayTar  ciWay = "tar"  // tar-and-restore: restore main's saved tar.zst, save on main
 	wayGBC  ciWay = "gbc"  // gobuildcache on S3, prefetch on
+	// wayFloor is the protocol floor (floor.go, with puts) on a fresh VM
+	// whose GOCACHE already holds everything the earlier runs stored where
+	// this run's gobuildcache would read it: no network, no landing, no
+	// upload. No cache program can do better; the targets compare with it.
+	wayFloor ciWay = "floor"
 )
 
 // tarRTTs are the round-trip times at which every tar-and-restore download
@@ -181,6 +188,12 @@ type ciHist struct {
 	root   string        // its bucket prefix: gobuildcache's locations, the tarballs
 	saves  []tarSave     // tar: the saves so far, oldest first
 	rows   map[time.Duration]*ciRow
+	// floor: each gobuildcache location's plain GOCACHE (a directory of a
+	// VM that ran on it), holding what the runs that wrote there stored
+	// and what they read; and the GOCACHEs of the current matrix's jobs,
+	// which settleFloor makes their location's.
+	floor    map[string]string
+	floorNew []string
 }
 
 // tarSave is one saved GOCACHE tarball (an actions/cache entry).
@@ -255,6 +268,7 @@ type ciResult struct {
 	note        string
 	repeats     int             // not timed: the result of this run, repeated (see noCacheRepeats)
 	roundWalls  []time.Duration // every round's wall time, in order (this result is the fastest's)
+	gocache     string          // the plain GOCACHE the job left (the floor's, for a floor job)
 }
 
 // ---------------------------------------------------------------- settings
@@ -495,6 +509,7 @@ func (c *ciBench) defineHistories() {
 		c.hists = append(c.hists, h)
 	}
 	add(wayNone, 0, false)
+	add(wayFloor, 0, false)
 	add(wayTar, 0, false)
 	if c.feat.mtimes {
 		add(wayTar, 0, true)
@@ -546,6 +561,8 @@ func rowName(way ciWay, rtt time.Duration, mtimes bool) (key, label string) {
 	case wayTar:
 		return fmt.Sprintf("tar-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
 			fmt.Sprintf("tar-and-restore, %s%s", rttName(rtt), m)
+	case wayFloor:
+		return "floor", "protocol floor, every earlier entry local"
 	}
 	return fmt.Sprintf("gbc-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
 		fmt.Sprintf("gobuildcache, %s%s", rttName(rtt), m)
@@ -640,13 +657,14 @@ func keepFaster(best, res map[time.Duration]*ciResult) {
 // historyState is what a round of a history may change: a gobuildcache
 // history's objects in the bucket, a tar history's saves.
 type historyState struct {
-	keys  map[string]bool // gobuildcache: every object under the history's root
-	saves int             // tar: len(h.saves)
+	keys  map[string]bool   // gobuildcache: every object under the history's root
+	saves int               // tar: len(h.saves)
+	floor map[string]string // floor: h.floor
 }
 
 // snapshot records h's state before the first round of a run.
 func (c *ciBench) snapshot(h *ciHist) (historyState, error) {
-	st := historyState{saves: len(h.saves)}
+	st := historyState{saves: len(h.saves), floor: maps.Clone(h.floor)}
 	if h.way != wayGBC || c.set.rounds < 2 {
 		return st, nil
 	}
@@ -667,6 +685,7 @@ func (c *ciBench) snapshot(h *ciHist) (historyState, error) {
 // then logged as starting without it.
 func (c *ciBench) restore(h *ciHist, st historyState) error {
 	h.saves = h.saves[:st.saves]
+	h.floor = maps.Clone(st.floor)
 	if st.keys == nil {
 		return nil
 	}
@@ -782,9 +801,14 @@ func (c *ciBench) shareCold(run ciRun, lead *ciHist, res map[time.Duration]*ciRe
 		case h.way == wayTar:
 			h.saves = append(h.saves, lead.saves...)
 			c.record(h, run, dropParts(res, !h.mtimes, false, "shared with the tar + mtimes job, without its mtimes step"))
-		case h.way == wayNone:
+		case h.way == wayNone, h.way == wayFloor:
 			none := dropParts(res, lead.mtimes, true, "the shared cold job, without the tar steps")[tarRTTs[0]]
 			none.moved = 0
+			if h.way == wayFloor {
+				// Its GOCACHE is what gobuildcache's cold job stores.
+				main, _ := h.locations(run, c.feat.readFrom)
+				h.floor = map[string]string{main: none.gocache}
+			}
 			c.record(h, run, map[time.Duration]*ciResult{0: none})
 		}
 	}
@@ -828,6 +852,9 @@ func (c *ciBench) record(h *ciHist, run ciRun, res map[time.Duration]*ciResult) 
 // matrix runs run's job (or its shards, one after another) for h and
 // returns the result: a matrix takes as long as its slowest shard.
 func (c *ciBench) matrix(h *ciHist, run ciRun) (map[time.Duration]*ciResult, error) {
+	if h.way == wayFloor {
+		defer c.settleFloor(h, run)
+	}
 	if run.shards == 0 {
 		return c.job(h, run, 0)
 	}
@@ -901,6 +928,12 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		return nil, err
 	}
 	gocache := filepath.Join(dir, "gocache")
+	floorCache := filepath.Join(dir, "floor")
+	if h.way == wayFloor {
+		if err := c.fillFloor(h, run, floorCache); err != nil {
+			return nil, err
+		}
+	}
 	var parts []partResult
 	timed := func(name string, f func() error) error {
 		t := time.Now()
@@ -990,8 +1023,15 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		w.parts = []workloadPart{{"vet", append([]string{"vet"}, mine...)}, {"test", append([]string{"test", "-short", "-skip", ciTestSkip}, mine...)}}
 	}
 	m := vm{gocache: gocache}
-	if h.way == wayGBC {
+	switch h.way {
+	case wayGBC:
 		m.prog, m.stats = c.gbcProg(h, run, shard, dir), filepath.Join(dir, "stats")
+	case wayFloor:
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		m.prog = quoteArg(self) + " -floor-server " + quoteArg(floorCache) + " -floor-puts"
 	}
 	goStart, cpu0 := time.Now(), cpuTime(c.servers)
 	wr, err := runWorkload(c.ctx, w, m)
@@ -999,13 +1039,18 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		return nil, err
 	}
 	parts = append(parts, wr.parts...)
-	res := &ciResult{testsCached: wr.testsCached, testsTotal: wr.testsTotal}
-	if h.way == wayGBC {
+	res := &ciResult{testsCached: wr.testsCached, testsTotal: wr.testsTotal, gocache: gocache}
+	switch h.way {
+	case wayGBC:
 		res.gets, res.hits = wr.stats["gets"], wr.stats["hits"]
 		res.moved = ioDelta(io0, ioBytes(c.toxPid))
 		res.serverCPU = cpuTime(c.servers) - cpu0
 		res.gbcCPU = time.Duration(wr.stats["cpu_seconds"]) * time.Microsecond
-	} else {
+	case wayFloor:
+		res.gets, res.hits = hitCounts(floorCache, goStart)
+		res.gocache = floorCache
+		h.floorNew = append(h.floorNew, floorCache)
+	default:
 		res.gets, res.hits = hitCounts(gocache, goStart)
 	}
 
@@ -1037,7 +1082,7 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		for _, p := range parts {
 			res.wall += p.d
 		}
-		if h.way == wayNone {
+		if h.way == wayNone || h.way == wayFloor {
 			res.moved = 0
 		}
 		out[h.rtt] = res
@@ -1060,6 +1105,46 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		out[rtt] = &r
 	}
 	return out, nil
+}
+
+// fillFloor makes dst the GOCACHE of a floor job of run, untimed: a copy
+// of the GOCACHEs of the locations the run's gobuildcache would read, its
+// own last, so that a fresh VM starts with every entry that gobuildcache
+// could find in the bucket already local.
+func (c *ciBench) fillFloor(h *ciHist, run ciRun, dst string) error {
+	write, read := h.locations(run, c.feat.readFrom)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	for _, loc := range append(slices.Clone(read), write) {
+		if src := h.floor[loc]; src != "" {
+			if err := copyTree(src, dst); err != nil {
+				return fmt.Errorf("floor: copying %s: %v", src, err)
+			}
+		}
+	}
+	return nil
+}
+
+// settleFloor makes the GOCACHE the floor jobs of run left (a matrix's
+// merged into its first shard's, untimed) the GOCACHE of the location
+// their gobuildcache would have written.
+func (c *ciBench) settleFloor(h *ciHist, run ciRun) {
+	dirs := h.floorNew
+	h.floorNew = nil
+	if len(dirs) == 0 {
+		return
+	}
+	for _, d := range dirs[1:] {
+		if err := copyTree(d, dirs[0]); err != nil {
+			logf("  floor: merging %s: %v (the next runs' floor lacks its entries)", d, err)
+		}
+	}
+	write, _ := h.locations(run, c.feat.readFrom)
+	if h.floor == nil {
+		h.floor = map[string]string{}
+	}
+	h.floor[write] = dirs[0]
 }
 
 func ioDelta(before, after int64) int64 {

@@ -37,11 +37,32 @@ func tarPair(rows []*ciRow, g *ciRow) *ciRow {
 	return nil
 }
 
+// floorPair returns the protocol floor's row and the tar-and-restore row
+// it is compared with, at 10 ms without mtimes (nil if either is absent).
+func floorPair(rows []*ciRow) (floor, tar *ciRow) {
+	for _, r := range rows {
+		switch {
+		case r.way == wayFloor:
+			floor = r
+		case r.way == wayTar && r.rtt == 10*time.Millisecond && !r.mtimes:
+			tar = r
+		}
+	}
+	if floor == nil || tar == nil {
+		return nil, nil
+	}
+	return floor, tar
+}
+
 // ciTargets are the issue's goals, computed from the rows: run (5) at
 // 10 ms at least 3x faster on gobuildcache than on tar-and-restore; no run
-// more than 1.2x slower; and the sum over the history, shown.
+// more than 1.2x slower; and the sum over the history, shown. Without
+// mtimes, run (5)'s target also shows the protocol floor's ratio (the best
+// any cache program can do), and a miss that the floor misses too is
+// marked unreachable.
 func ciTargets(rows []*ciRow, runs []int) []target {
 	var ts []target
+	floor, _ := floorPair(rows)
 	for _, g := range rows {
 		if g.way != wayGBC {
 			continue
@@ -56,6 +77,13 @@ func ciTargets(rows []*ciRow, runs []int) []target {
 			if a, b := t.res[5], g.res[5]; a != nil && b != nil {
 				v := a.wall.Seconds() / b.wall.Seconds()
 				tt.measured, tt.result = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", v, a.wall.Seconds(), b.wall.Seconds()), passFail(v >= 3)
+				if f := floor; f != nil && f.res[5] != nil && !g.mtimes {
+					fv := a.wall.Seconds() / f.res[5].wall.Seconds()
+					tt.measured += fmt.Sprintf("; the protocol floor %.2fx (%.1fs)", fv, f.res[5].wall.Seconds())
+					if v < 3 && fv < 3 {
+						tt.result = "FAIL: unreachable, below the floor"
+					}
+				}
 			}
 			ts = append(ts, tt)
 		}
@@ -183,6 +211,8 @@ func (c *ciBench) markdown() string {
 	}
 	fmt.Fprintf(&s, "  - gobuildcache on S3 with prefetch (`-prefetch=%v`), at %s; %s; %s\n", c.feat.prefetch, durList(c.set.gbcRTTs), readFrom, scopes)
 	fmt.Fprintf(&s, "  - %s\n", mt)
+	s.WriteString("  - protocol floor: a fresh VM whose GOCACHE already holds, copied untimed, everything the earlier runs stored where the run's gobuildcache would read it, " +
+		"served by a minimal GOCACHEPROG (`bench -floor-server -floor-puts`, bench/floor.go): no network, nothing to land or upload. No cache program on a fresh VM can be faster; run (1) is the no-cache job\n")
 	s.WriteString("- run (1) is two cold jobs: one shared by no cache and tar-and-restore (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps), " +
 		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +
 		"a row without mtimes leaves out the mtimes step\n")
@@ -192,7 +222,7 @@ func (c *ciBench) markdown() string {
 			"(what a gobuildcache round wrote to the bucket deleted before the next, a tar round's save replaced by the next's; run (1)'s two cold jobs from empty caches, in the other order each round); "+
 			"every cell is the fastest round's, and the steps below list each round's time\n", c.set.rounds)
 	}
-	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache and tar-and-restore, " +
+	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache, the floor and tar-and-restore, " +
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
 	s.WriteString("- bytes moved: everything through the proxy during the job (both directions, S3 headers included), from the proxy's written-bytes counter\n\n")
 
@@ -209,32 +239,35 @@ func (c *ciBench) markdown() string {
 			gbcRows = append(gbcRows, r)
 		}
 	}
-	if len(gbcRows) > 0 {
+	pairs := [][2]*ciRow{}
+	for _, g := range gbcRows {
+		pairs = append(pairs, [2]*ciRow{tarPair(c.rows, g), g})
+	}
+	if len(pairs) > 0 {
+		if f, t := floorPair(c.rows); f != nil {
+			pairs = append(pairs, [2]*ciRow{t, f})
+		}
 		s.WriteString("\n## tar-and-restore time / gobuildcache time (above 1: gobuildcache is faster)\n\n")
-		ratioRows := make([]*ciRow, len(gbcRows))
-		for i, g := range gbcRows {
-			t := tarPair(c.rows, g)
+		var ratioRows []*ciRow
+		sums := map[*ciRow]string{}
+		for _, p := range pairs {
+			t, g := p[0], p[1]
 			rr := &ciRow{label: fmt.Sprintf("%s / %s", t.label, g.label), res: map[int]*ciResult{}}
 			for _, n := range runs {
 				if a, b := t.res[n], g.res[n]; a != nil && b != nil {
 					rr.res[n] = &ciResult{wall: time.Duration(float64(time.Second) * a.wall.Seconds() / b.wall.Seconds())}
 				}
 			}
-			ratioRows[i] = rr
-		}
-		s.WriteString(ciTable("ratio", ratioRows, runs, func(_ *ciRow, r *ciResult) string { return fmt.Sprintf("%.2fx", r.wall.Seconds()) }, func(r *ciRow) string {
-			for _, g := range gbcRows {
-				if strings.HasSuffix(r.label, "/ "+g.label) {
-					t := tarPair(c.rows, g)
-					sa, okA := t.sumWall(runs)
-					sb, okB := g.sumWall(runs)
-					if okA && okB {
-						return fmt.Sprintf("**%.2fx**", sa.Seconds()/sb.Seconds())
-					}
-				}
+			sums[rr] = "-"
+			sa, okA := t.sumWall(runs)
+			sb, okB := g.sumWall(runs)
+			if okA && okB {
+				sums[rr] = fmt.Sprintf("**%.2fx**", sa.Seconds()/sb.Seconds())
 			}
-			return "-"
-		}))
+			ratioRows = append(ratioRows, rr)
+		}
+		s.WriteString(ciTable("ratio", ratioRows, runs, func(_ *ciRow, r *ciResult) string { return fmt.Sprintf("%.2fx", r.wall.Seconds()) },
+			func(r *ciRow) string { return sums[r] }))
 	}
 
 	s.WriteString("\n## Hit rate\n\n")

@@ -467,3 +467,102 @@ func TestKeepFaster(t *testing.T) {
 		t.Errorf("kept %+v; want round 2's result with every round's wall time", r)
 	}
 }
+
+// TestCITargetsFloor: run (5)'s target shows the protocol floor's ratio,
+// and a miss is marked unreachable only if the floor misses too.
+func TestCITargetsFloor(t *testing.T) {
+	for _, tc := range []struct {
+		gbc, floor float64 // run (5), s; tar-and-restore at 10 ms takes 40 s
+		measured   string
+		result     string
+	}{
+		{10, 8, "4.00x (40.0s against 10.0s); the protocol floor 5.00x (8.0s)", "PASS"},
+		{16, 12, "2.50x (40.0s against 16.0s); the protocol floor 3.33x (12.0s)", "FAIL"},
+		{16, 14, "2.50x (40.0s against 16.0s); the protocol floor 2.86x (14.0s)", "FAIL: unreachable, below the floor"},
+	} {
+		rows := ciFixture()
+		rows[4].res[5].wall = time.Duration(tc.gbc * float64(time.Second))
+		floor := &ciRow{way: wayFloor, res: map[int]*ciResult{5: {wall: time.Duration(tc.floor * float64(time.Second))}}}
+		floor.key, floor.label = rowName(wayFloor, 0, false)
+		rows = append(rows, floor)
+		var got *target
+		for _, tg := range ciTargets(rows, []int{1, 2, 3, 4, 5, 6, 7}) {
+			if strings.HasPrefix(tg.name, "run (5)") {
+				got = &tg
+			}
+		}
+		if got == nil || got.measured != tc.measured || got.result != tc.result {
+			t.Errorf("gbc %vs, floor %vs: %+v, want %q %q", tc.gbc, tc.floor, got, tc.measured, tc.result)
+		}
+		if f, tar := floorPair(rows); f != floor || tar != rows[2] {
+			t.Errorf("floorPair: %v %v", f, tar)
+		}
+	}
+}
+
+// TestFloorCaches: a floor job starts from the GOCACHEs of the locations
+// its gobuildcache would read, and what it (or a matrix's shards, merged)
+// leaves becomes its location's.
+func TestFloorCaches(t *testing.T) {
+	tmp := t.TempDir()
+	write := func(dir, name string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(tmp, dir, "ab"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, dir, "ab", name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	has := func(dir string, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if b, err := os.ReadFile(filepath.Join(dir, "ab", n)); err != nil || string(b) != n {
+				t.Errorf("%s: %s: %q, %v", dir, n, b, err)
+			}
+		}
+	}
+	c := &ciBench{feat: ciFeatures{readFrom: true}}
+	runs := ciHistory()
+	h := &ciHist{way: wayFloor, root: "r/"}
+	write("cold", "main-a")
+	h.floor = map[string]string{"r/main/": filepath.Join(tmp, "cold")}
+
+	// (4), a pull request: main's entries, then its own, its location's.
+	four := filepath.Join(tmp, "four")
+	if err := c.fillFloor(h, runs[3], four); err != nil {
+		t.Fatal(err)
+	}
+	has(four, "main-a")
+	write("four", "pr-a")
+	h.floorNew = []string{four}
+	c.settleFloor(h, runs[3])
+	if h.floor["r/pr-core/"] != four || h.floor["r/main/"] != filepath.Join(tmp, "cold") || h.floorNew != nil {
+		t.Fatalf("after (4): %v, %v", h.floor, h.floorNew)
+	}
+	five := filepath.Join(tmp, "five")
+	if err := c.fillFloor(h, runs[4], five); err != nil {
+		t.Fatal(err)
+	}
+	has(five, "main-a", "pr-a")
+
+	// (6), a matrix on main: each shard from main's, merged after.
+	var shards []string
+	for k := range 2 {
+		d := filepath.Join(tmp, fmt.Sprintf("shard%d", k))
+		if err := c.fillFloor(h, runs[5], d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(d, "ab", "pr-a")); err == nil {
+			t.Errorf("shard %d has the pull request's entry", k)
+		}
+		write(filepath.Base(d), fmt.Sprintf("shard-%d", k))
+		shards = append(shards, d)
+	}
+	h.floorNew = shards
+	c.settleFloor(h, runs[5])
+	if h.floor["r/main/"] != shards[0] {
+		t.Fatalf("after (6): %v", h.floor)
+	}
+	has(shards[0], "main-a", "shard-0", "shard-1")
+}

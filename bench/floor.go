@@ -21,11 +21,18 @@ import (
 // the protocol itself costs: a process to start before the first lookup,
 // and a round trip through two pipes, with JSON both ways, for every get.
 // No cache program can go below it; the disk backend is compared with it.
+//
+// With -floor-puts it also offers put, storing each entry in DIR as the go
+// command would: the floor of a job that misses some actions and uses what
+// it built in a later go command (the CI replay's run (5); see
+// bench-results/HISTORY.md).
 
 type floorRequest struct {
 	ID       int64
 	Command  string
 	ActionID []byte `json:",omitempty"`
+	OutputID []byte `json:",omitempty"`
+	BodySize int64  `json:",omitempty"`
 }
 
 type floorResponse struct {
@@ -39,7 +46,8 @@ type floorResponse struct {
 }
 
 // serveFloor speaks the protocol on stdin and stdout until close or EOF.
-func serveFloor(dir string, in io.Reader, out io.Writer) error {
+// With puts, it offers put as well (floorPut).
+func serveFloor(dir string, puts bool, in io.Reader, out io.Writer) error {
 	bw := bufio.NewWriter(out)
 	enc := json.NewEncoder(bw)
 	send := func(r floorResponse) error {
@@ -48,7 +56,11 @@ func serveFloor(dir string, in io.Reader, out io.Writer) error {
 		}
 		return bw.Flush()
 	}
-	if err := send(floorResponse{KnownCommands: []string{"get", "close"}}); err != nil {
+	known := []string{"get", "close"}
+	if puts {
+		known = append(known, "put")
+	}
+	if err := send(floorResponse{KnownCommands: known}); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bufio.NewReader(in))
@@ -65,6 +77,20 @@ func serveFloor(dir string, in io.Reader, out io.Writer) error {
 			return send(floorResponse{ID: req.ID})
 		case "get":
 			if err := send(floorGet(dir, req)); err != nil {
+				return err
+			}
+		case "put":
+			var body []byte
+			if req.BodySize > 0 {
+				if err := dec.Decode(&body); err != nil {
+					return err
+				}
+			}
+			r, err := floorPut(dir, req, body)
+			if err != nil {
+				return err
+			}
+			if err := send(r); err != nil {
 				return err
 			}
 		default:
@@ -103,4 +129,27 @@ func floorGet(dir string, req floorRequest) floorResponse {
 	}
 	t := time.Unix(0, nanos)
 	return floorResponse{ID: req.ID, OutputID: outputID, Size: size, Time: &t, DiskPath: path}
+}
+
+// floorPut stores body as req's output in the GOCACHE at dir, in
+// floorGet's layout: the output first, then the action entry.
+func floorPut(dir string, req floorRequest, body []byte) (floorResponse, error) {
+	a, o := hex.EncodeToString(req.ActionID), hex.EncodeToString(req.OutputID)
+	if len(a) < 2 || len(o) < 2 || int64(len(body)) != req.BodySize {
+		return floorResponse{}, errors.New("put: malformed request " + strconv.FormatInt(req.ID, 10))
+	}
+	path := filepath.Join(dir, o[:2], o+"-d")
+	entry := "v1 " + a + " " + o + " " + strconv.FormatInt(req.BodySize, 10) + " " + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"
+	for _, f := range []struct {
+		path string
+		b    []byte
+	}{{path, body}, {filepath.Join(dir, a[:2], a+"-a"), []byte(entry)}} {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o777); err != nil {
+			return floorResponse{}, err
+		}
+		if err := os.WriteFile(f.path, f.b, 0o666); err != nil {
+			return floorResponse{}, err
+		}
+	}
+	return floorResponse{ID: req.ID, DiskPath: path}, nil
 }

@@ -34,7 +34,7 @@ func TestFloorServer(t *testing.T) {
 	hit, _ := json.Marshal(action)
 	in := fmt.Sprintf(`{"ID":1,"Command":"get","ActionID":%s}`+"\n\n"+`{"ID":2,"Command":"get","ActionID":%s}`+"\n\n"+`{"ID":3,"Command":"close"}`+"\n", hit, other)
 	var out bytes.Buffer
-	if err := serveFloor(dir, strings.NewReader(in), &out); err != nil {
+	if err := serveFloor(dir, false, strings.NewReader(in), &out); err != nil {
 		t.Fatal(err)
 	}
 	dec := json.NewDecoder(&out)
@@ -60,5 +60,44 @@ func TestFloorServer(t *testing.T) {
 	}
 	if r := got[3]; r.ID != 3 || r.Miss || r.DiskPath != "" {
 		t.Errorf("close: %+v", r)
+	}
+}
+
+// TestFloorServerPuts stores an entry through a floor server with puts and
+// finds it through a second one, as a later go command would.
+func TestFloorServerPuts(t *testing.T) {
+	dir := t.TempDir()
+	action, _ := json.Marshal(bytes.Repeat([]byte{0x12}, 32))
+	output := bytes.Repeat([]byte{0x34}, 32)
+	outJSON, _ := json.Marshal(output)
+	body, _ := json.Marshal([]byte("built"))
+	serve := func(in string) []floorResponse {
+		t.Helper()
+		var out bytes.Buffer
+		if err := serveFloor(dir, true, strings.NewReader(in), &out); err != nil {
+			t.Fatal(err)
+		}
+		var got []floorResponse
+		for dec := json.NewDecoder(&out); dec.More(); {
+			var r floorResponse
+			if err := dec.Decode(&r); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, r)
+		}
+		return got
+	}
+	o := hex.EncodeToString(output)
+	want := filepath.Join(dir, o[:2], o+"-d")
+	put := serve(fmt.Sprintf(`{"ID":1,"Command":"put","ActionID":%s,"OutputID":%s,"BodySize":5}`+"\n%s\n", action, outJSON, body))
+	if len(put) != 2 || fmt.Sprint(put[0].KnownCommands) != "[get close put]" || put[1].DiskPath != want {
+		t.Fatalf("put: %+v", put)
+	}
+	get := serve(fmt.Sprintf(`{"ID":1,"Command":"get","ActionID":%s}`+"\n", action))
+	if len(get) != 2 || get[1].Miss || !bytes.Equal(get[1].OutputID, output) || get[1].Size != 5 || get[1].DiskPath != want {
+		t.Fatalf("get after put: %+v", get)
+	}
+	if b, err := os.ReadFile(want); err != nil || string(b) != "built" {
+		t.Fatalf("stored body %q, %v", b, err)
 	}
 }

@@ -77,11 +77,12 @@ func main() {
 	ciRounds := flag.Int("ci-rounds", 2, "with -ci: rounds of each timed job, the ways interleaved, each round from the same state (run (1)'s cold jobs in the other order each round); the fastest is kept (-quick: 1)")
 	ciKeep := flag.Bool("ci-keep", false, "with -ci: keep the work directory (each VM's checkout, caches and -stats-json files) and print where it is")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
+	floorPuts := flag.Bool("floor-puts", false, "with -floor-server: offer put too, storing entries in that GOCACHE as the go command would")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	if *floorDir != "" {
-		if err := serveFloor(*floorDir, os.Stdin, os.Stdout); err != nil {
+		if err := serveFloor(*floorDir, *floorPuts, os.Stdin, os.Stdout); err != nil {
 			log.Fatal(err)
 		}
 		return
