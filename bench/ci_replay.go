@@ -655,7 +655,8 @@ func keepFaster(best, res map[time.Duration]*ciResult) {
 }
 
 // historyState is what a round of a history may change: a gobuildcache
-// history's objects in the bucket, a tar history's saves.
+// history's objects in the bucket, a tar history's saves, a floor
+// history's GOCACHEs.
 type historyState struct {
 	keys  map[string]bool   // gobuildcache: every object under the history's root
 	saves int               // tar: len(h.saves)
