@@ -57,7 +57,7 @@ func TestReport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fakeBench(t, tc.feat, tc.quick)
 			md := b.markdown()
-			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)", "s3 0.61s; MinIO and toxiproxy CPU 0.30s"} {
+			for _, want := range []string{"| plain Go cache, warm |", "| target | measured | result |", "within 1.30x of plain warm", "remote_errors 2 (timeout 2)", "s3 0.71s; MinIO and toxiproxy CPU 0.30s"} {
 				if !strings.Contains(md, want) {
 					t.Errorf("report lacks %q:\n%s", want, md)
 				}
@@ -222,5 +222,35 @@ func TestFreshTargetsUseTheirRoundsBaseline(t *testing.T) {
 	got = find("fresh VM at 2 ms")
 	if got.name != "fresh VM at 2 ms (prefetch on) within 3x of plain warm" || got.measured != "5.00x" || got.result != "FAIL" {
 		t.Errorf("without it: %+v", got)
+	}
+}
+
+// TestFreshTarTargetFloor: the 0.9x target against tar-and-restore is
+// followed by the protocol floor of the same rounds against it, which
+// calls the target below the floor when the floor itself is over 0.9x.
+func TestFreshTarTargetFloor(t *testing.T) {
+	b := fakeBench(t, features{prefetch: true, prefetchScope: true, compression: true, compressionDefault: "zstd", prefetchPacks: true}, false)
+	set := func(key string, d time.Duration) {
+		for i := range b.byKey[key].runs {
+			b.byKey[key].runs[i].total = d
+		}
+	}
+	set("tar-10", 1000*time.Millisecond)
+	find := func() target {
+		for _, tg := range b.targets() {
+			if strings.HasPrefix(tg.name, "(the floor for the line above)") {
+				return tg
+			}
+		}
+		t.Fatal("no floor line")
+		return target{}
+	}
+	set(floorFreshKey, 950*time.Millisecond)
+	if got := find(); got.measured != "0.95x" || got.result != "the target is below this machine's floor for a GOCACHEPROG" {
+		t.Errorf("floor over 0.9x: %+v", got)
+	}
+	set(floorFreshKey, 600*time.Millisecond)
+	if got := find(); got.measured != "0.60x" || got.result != "-" {
+		t.Errorf("floor under 0.9x: %+v", got)
 	}
 }

@@ -364,6 +364,8 @@ func (b *s3Bench) defineRows() {
 		short: "plain Go cache, warm (fresh-VM rounds)", group: "plain"}, s.freshRuns)
 	b.add(&row{key: "floor", label: "protocol floor: a minimal GOCACHEPROG answering from the plain warm GOCACHE (`bench -floor-server`, see bench/floor.go)",
 		short: "protocol floor", group: "plain"}, s.runs)
+	b.add(&row{key: floorFreshKey, label: "protocol floor, run second in each round of the fresh-VM scenarios (the least a GOCACHEPROG costs there, with nothing to fetch or land)",
+		short: "protocol floor (fresh-VM rounds)", group: "plain"}, s.freshRuns)
 	diskCold := &row{key: "disk-cold", label: "gobuildcache disk, cold (empty dir)", short: "disk, cold", group: "disk"}
 	if s.quick {
 		diskCold.na = "skipped by -quick"
@@ -713,6 +715,12 @@ func (b *s3Bench) packTarball() error {
 // target's two sides alike.
 const plainWarmFreshKey = "plain-warm-fresh"
 
+// floorFreshKey is the protocol floor measured in each round of the fresh
+// phase, after the plain warm cache: a fresh VM has at least its work to
+// do (it answers the same lookups through the same protocol), so the
+// fresh-VM target against tar-and-restore is compared with it too.
+const floorFreshKey = "floor-fresh"
+
 // freshPhase: brand-new machines on a warm bucket at each RTT, with and
 // without prefetch, and the tar-and-restore pattern, interleaved.
 func (b *s3Bench) freshPhase() error {
@@ -724,6 +732,13 @@ func (b *s3Bench) freshPhase() error {
 				return fmt.Errorf("plain warm: %v", err)
 			}
 			b.record(plainWarmFreshKey, r)
+		}
+		if b.byKey[floorFreshKey].na == "" {
+			r, err := b.run(b.floorVM())
+			if err != nil {
+				return fmt.Errorf("protocol floor: %v", err)
+			}
+			b.record(floorFreshKey, r)
 		}
 		for _, c := range b.freshConfigs() {
 			key := c.key()
