@@ -41,11 +41,13 @@ fuzz: ## run every fuzz target for FUZZTIME each
 bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, and put memory
 	$(GO) run ./bench -bin $(BIN)
 
-.PHONY: bench bench-quick
-bench: build ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-30 min on a 2-core machine, plus the replay's 12-25 min
+.PHONY: bench bench-s3 bench-quick
+bench: bench-s3 ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-30 min on a 2-core machine, plus the replay's 14-25 min
+	scripts/minio.sh run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
+
+bench-s3: build ## the S3 benchmark alone (latest.md without the CI replay's section)
 	scripts/toxiproxy.sh install >/dev/null
 	scripts/minio.sh run -- $(GO) run ./bench -s3 -bin $(BIN)
-	scripts/minio.sh run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
 
 bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5 min on 2 cores
 	scripts/toxiproxy.sh install >/dev/null
