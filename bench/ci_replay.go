@@ -1028,11 +1028,8 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	case wayGBC:
 		m.prog, m.stats = c.gbcProg(h, run, shard, dir), filepath.Join(dir, "stats")
 	case wayFloor:
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		m.prog = quoteArg(self) + " -floor-server " + quoteArg(floorCache) + " -floor-puts"
+		m = floorVMOver(floorCache, gocache)
+		m.prog += " -floor-puts"
 	}
 	goStart, cpu0 := time.Now(), cpuTime(c.servers)
 	wr, err := runWorkload(c.ctx, w, m)

@@ -77,9 +77,10 @@ func ciTargets(rows []*ciRow, runs []int) []target {
 			if a, b := t.res[5], g.res[5]; a != nil && b != nil {
 				v := a.wall.Seconds() / b.wall.Seconds()
 				tt.measured, tt.result = fmt.Sprintf("%.2fx (%.1fs against %.1fs)", v, a.wall.Seconds(), b.wall.Seconds()), passFail(v >= 3)
-				if f := floor; f != nil && f.res[5] != nil && !g.mtimes {
-					fv := a.wall.Seconds() / f.res[5].wall.Seconds()
-					tt.measured += fmt.Sprintf("; the protocol floor %.2fx (%.1fs)", fv, f.res[5].wall.Seconds())
+				if floor != nil && floor.res[5] != nil && !g.mtimes {
+					f := floor.res[5].wall.Seconds()
+					fv := a.wall.Seconds() / f
+					tt.measured += fmt.Sprintf("; the protocol floor %.2fx (%.1fs)", fv, f)
 					if v < 3 && fv < 3 {
 						tt.result = "FAIL: unreachable, below the floor"
 					}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 // The protocol floor: the least any GOCACHEPROG costs the go command.
 //
 // `bench -floor-server DIR` is a minimal GOCACHEPROG that answers gets from
-// a warm plain GOCACHE at DIR (read-only: it offers no put) with
+// a warm plain GOCACHE at DIR (read-only unless -floor-puts) with
 // encoding/json and nothing else. Timed beside the plain cache, it shows what
 // the protocol itself costs: a process to start before the first lookup,
 // and a round trip through two pipes, with JSON both ways, for every get.
@@ -144,10 +145,13 @@ func floorPut(dir string, req floorRequest, body []byte) (floorResponse, error) 
 		path string
 		b    []byte
 	}{{path, body}, {filepath.Join(dir, a[:2], a+"-a"), []byte(entry)}} {
-		if err := os.MkdirAll(filepath.Dir(f.path), 0o777); err != nil {
-			return floorResponse{}, err
+		err := os.WriteFile(f.path, f.b, 0o666)
+		if errors.Is(err, fs.ErrNotExist) { // its <xx> directory, once
+			if err = os.MkdirAll(filepath.Dir(f.path), 0o777); err == nil {
+				err = os.WriteFile(f.path, f.b, 0o666)
+			}
 		}
-		if err := os.WriteFile(f.path, f.b, 0o666); err != nil {
+		if err != nil {
 			return floorResponse{}, err
 		}
 	}

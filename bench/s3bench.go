@@ -531,8 +531,8 @@ func (b *s3Bench) floorVM() vm {
 }
 
 // floorVMOver runs the go command with this program as a minimal
-// GOCACHEPROG over the plain GOCACHE warm (read only), the go command's own
-// GOCACHE at gocache.
+// GOCACHEPROG over the plain GOCACHE warm (read only unless -floor-puts is
+// added), the go command's own GOCACHE at gocache.
 func floorVMOver(warm, gocache string) vm {
 	self, err := os.Executable()
 	if err != nil {
