@@ -221,7 +221,7 @@ func (c *ciBench) markdown() string {
 	if c.set.rounds > 1 {
 		fmt.Fprintf(&s, "- every timed job (or matrix) ran %d times, the ways interleaved round by round, every round from the same state "+
 			"(what a gobuildcache round wrote to the bucket deleted before the next, a tar round's save replaced by the next's; run (1)'s two cold jobs from empty caches, in the other order each round); "+
-			"every cell is the fastest round's, and the steps below list each round's time\n", c.set.rounds)
+			"every cell is the fastest round's, and the steps below list each round's time; no cache's jobs after run (1) ran once: no target compares against them\n", c.set.rounds)
 	}
 	s.WriteString("- hit rate: gobuildcache's from -stats-json (hits / gets, summed over the job's go commands); for the plain GOCACHE of no cache, the floor and tar-and-restore, " +
 		"from the cache's action entries after the job: each entry written is a miss, each read (its access time moved, relatime) a hit, once per entry\n")
