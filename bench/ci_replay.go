@@ -552,8 +552,9 @@ func (c *ciBench) noCacheRepeats(run ciRun) bool {
 
 // roundsOf returns how many rounds h's jobs run after run (1). The no-cache
 // way's run once: no target compares against them, and its matrix (four
-// cold shards) was a quarter of the replay's time in each further round.
-// Run (1)'s no-cache job is tar-and-restore's cold job, in every round.
+// cold shards, about 104 s a round on the faster VM kind) was a quarter of
+// the replay's job time over two rounds. Run (1)'s no-cache job is
+// tar-and-restore's cold job, in every round.
 func (c *ciBench) roundsOf(h *ciHist) int {
 	if h.way == wayNone {
 		return 1
