@@ -16,9 +16,18 @@ import (
 // checked: every body is checked against its SHA-256 OutputID after
 // decoding, which a checksum would only repeat (at a tenth of the decoding
 // time).
+//
+// The encoders' window is zstdWindow, not the library's 8 MiB: an encoder
+// allocates twice its window as history the first time it compresses more
+// than one block, and each server process does that anew for every pooled
+// encoder (16 MiB each, written once by the kernel's page faults and once
+// by zeroing), while a build's entries compress no better with the larger
+// window (the same size, to a ten-thousandth, over a CI replay's local
+// cache: see HISTORY.md). A pack's frames are about packFrameRaw anyway.
+const zstdWindow = 1 << 20
 
 var zstdEncoders = sync.Pool{New: func() any {
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithWindowSize(zstdWindow))
 	return enc
 }}
 
