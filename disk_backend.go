@@ -52,7 +52,7 @@ type DiskBackend struct {
 
 	// Seams for tests.
 	now        func() time.Time
-	createTemp func(dir, pattern string) (*os.File, error)
+	createTemp func(dir, pattern string) (tempFile, error)
 
 	madeDirs sync.Map // fan-out directories known to exist
 
@@ -87,7 +87,7 @@ func NewDiskBackend(dir string) (*DiskBackend, error) {
 		root:       root,
 		dir:        filepath.Join(root, diskLayoutVersion),
 		now:        time.Now,
-		createTemp: os.CreateTemp,
+		createTemp: createTempFile,
 	}
 	if err := os.MkdirAll(d.tmpDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
@@ -267,6 +267,14 @@ func (d *DiskBackend) Close(ctx context.Context) error { return nil }
 // file (.tmp-*) in path's own fan-out directory and renames it into place.
 func (d *DiskBackend) writeFile(path string, fill func(io.Writer) error) error {
 	return d.writeTemp(path, fill, d.rename)
+}
+
+// tempFile is a new file being written: an *os.File, or on Linux a bare
+// file descriptor (see createTempFile).
+type tempFile interface {
+	io.Writer
+	Name() string
+	Close() error
 }
 
 // writeTemp writes a temp file beside path with fill and moves it to path

@@ -63,7 +63,7 @@ func TestDiskSharedByTwoBackends(t *testing.T) {
 
 func TestDiskFailedWriteLeavesNothing(t *testing.T) {
 	d := newTestDisk(t)
-	d.createTemp = func(dir, pattern string) (*os.File, error) { return nil, errors.New("disk full") }
+	d.createTemp = func(dir, pattern string) (tempFile, error) { return nil, errors.New("disk full") }
 	body := "body"
 	_, err := d.Put(context.Background(), actionID("k"), outputID(body), 4, strings.NewReader(body))
 	if err == nil || !strings.Contains(err.Error(), "disk full") {

@@ -44,3 +44,6 @@ func statBody(path string) (size int64, mtime time.Time, ok bool) {
 
 // freeBytes is unknown here: the write itself will fail if the disk is full.
 func freeBytes(dir string) (int64, error) { return 1 << 62, nil }
+
+// createTempFile is os.CreateTemp.
+func createTempFile(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,46 @@ func BenchmarkDecodeManifest(b *testing.B) {
 				zstdDecoders.Put(d)
 				if err != nil || len(parseManifest(raw).entries) != len(m.entries) {
 					b.Fatalf("%d bytes, %v", len(raw), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPutSmall: landing a small entry (a 300-byte body and its
+// record, each a temp file moved into place), as a fresh machine lands
+// thousands, with the temp files made by createTempFile (Linux: a bare
+// file descriptor) and by os.CreateTemp.
+func BenchmarkPutSmall(b *testing.B) {
+	// One directory for every case, removed at the end: file creation
+	// right after a bulk deletion is slow on ext4, and would tax the next
+	// case.
+	parent := b.TempDir()
+	for _, c := range []struct {
+		name   string
+		create func(dir, pattern string) (tempFile, error)
+	}{
+		{"createTempFile", createTempFile},
+		{"os.CreateTemp", func(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dir, err := os.MkdirTemp(parent, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := NewDiskBackend(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d.createTemp = c.create
+			body := make([]byte, 300)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				copy(body, strconv.Itoa(i))
+				if _, err := d.Put(b.Context(), actionID(strconv.Itoa(i)), OutputID(sha256.Sum256(body)), int64(len(body)), bytes.NewReader(body)); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})
