@@ -30,9 +30,12 @@ import (
 //	  <length, 4 bytes BE> <the manifest without bodies, as encodeManifest>
 //
 // written whole to a temp file and renamed into place, so a reader sees
-// one server's record or another's. It only spares work: a manifest that
-// is not in it, a file that does not parse, or one older than landedTTL is
-// fetched as ever; an entry it wrongly calls local (trimmed, say) is
+// one server's record or another's. Every server reads it at its start
+// and again at its close, but needs only the few manifests it lists: a
+// manifest is parsed when asked for (get), and one never asked for is
+// written back as it was read. It only spares work: a manifest that is
+// not in it, a file or manifest that does not parse, or one older than
+// landedTTL is fetched as ever; an entry it wrongly calls local (trimmed, say) is
 // fetched by the go command's own get. A manifest recorded before the
 // local cache last removed entries (Trim, Clear: DiskBackend.lastRemoval)
 // is not believed.
@@ -40,10 +43,12 @@ type landedManifests struct {
 	byName map[string]landedManifest
 }
 
-// landedManifest is one manifest of a landedManifests.
+// landedManifest is one manifest of a landedManifests: as read (raw) or
+// as added (m).
 type landedManifest struct {
-	at time.Time // when it was recorded
-	m  manifest  // without bodies
+	at  time.Time // when it was recorded
+	raw []byte    // the manifest without bodies, as encodeManifest; nil if added
+	m   manifest  // without bodies, if added
 }
 
 const (
@@ -89,23 +94,34 @@ func loadLandedManifests(path string, now, removed time.Time) landedManifests {
 		if len(rest) < size {
 			return l
 		}
-		m := parseManifest(rest[:size])
+		raw := rest[:size:size]
 		rest = rest[size:]
-		if m.entries == nil {
-			return l
-		}
 		if age := now.Sub(at); age >= 0 && age <= landedTTL && at.After(removed) {
-			byName[name] = landedManifest{at: at, m: m}
+			byName[name] = landedManifest{at: at, raw: raw}
 		}
 	}
 	l.byName = byName
 	return l
 }
 
-// get returns the manifest recorded as name, without bodies.
+// get returns the manifest recorded as name, without bodies; not ok if
+// none is, or it does not parse. Safe to call concurrently.
 func (l landedManifests) get(name string) (manifest, bool) {
 	lm, ok := l.byName[name]
-	return lm.m, ok
+	switch {
+	case !ok:
+		return manifest{}, false
+	case lm.raw == nil:
+		return lm.m, true
+	}
+	m := parseManifest(lm.raw)
+	return m, m.entries != nil
+}
+
+// has reports whether a manifest is recorded as name, parsed or not.
+func (l landedManifests) has(name string) bool {
+	_, ok := l.byName[name]
+	return ok
 }
 
 // add records the manifest m as name, at now.
@@ -143,7 +159,10 @@ func (l landedManifests) save(path string) error {
 	b := []byte(landedMagic)
 	for _, name := range names {
 		lm := l.byName[name]
-		enc := encodeManifest(lm.m)
+		enc := lm.raw
+		if enc == nil {
+			enc = encodeManifest(lm.m)
+		}
 		b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
 		b = append(b, name...)
 		b = binary.BigEndian.AppendUint64(b, uint64(lm.at.UnixNano()))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strings"
@@ -117,6 +118,25 @@ func TestLandedManifestsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A manifest that does not parse is as good as absent; the others
+	// stand, and are written back as they were read.
+	corrupt := bytes.Replace(b, []byte(manifestMagic), []byte("gbcm0\n"), 1)
+	if err := os.WriteFile(path, corrupt, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l = loadLandedManifests(path, now, time.Time{})
+	l.add("job/newer", m, now.Add(time.Second))
+	if err := l.save(path); err != nil {
+		t.Fatal(err)
+	}
+	got = loadLandedManifests(path, now.Add(time.Second), time.Time{})
+	if _, ok := got.get("job/new"); ok || !got.has("job/new") {
+		t.Error("a recorded manifest that does not parse: got, or not kept")
+	}
+	if nm, ok := got.get("job/newer"); !ok || len(nm.entries) != 2 {
+		t.Errorf("the manifest added beside one that does not parse: %+v, %v", nm, ok)
+	}
+
 	for _, bad := range [][]byte{b[:len(b)-1], b[:len(landedMagic)+3], append([]byte("gbcl0\n"), b[len(landedMagic):]...)} {
 		if err := os.WriteFile(path, bad, 0o644); err != nil {
 			t.Fatal(err)

@@ -346,7 +346,7 @@ func (p *prefetcher) recordLanded(name string, m manifest) error {
 	added := false
 	if read := p.landedRead.Load(); read != nil {
 		for n, m := range *read {
-			if _, ok := known.get(n); !ok {
+			if !known.has(n) {
 				known.add(n, m, now)
 				added = true
 			}
