@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // A manifest lists the action IDs one run of the go command used, in the
@@ -101,8 +103,9 @@ func siblingManifest(name, id string) string {
 
 // encodeManifestObject returns the manifest m as it is stored.
 func encodeManifestObject(m manifest) ([]byte, error) {
+	raw := encodeManifest(m)
 	var frame bytes.Buffer
-	if err := zstdTo(&frame, bytes.NewReader(encodeManifest(m))); err != nil {
+	if err := zstdTo(&frame, bytes.NewReader(raw), int64(len(raw))); err != nil {
 		return nil, err
 	}
 	return frame.Bytes(), nil
@@ -157,8 +160,16 @@ func decodeManifest(obj []byte) manifest {
 		return manifest{}
 	}
 	defer zstdDecoders.Put(d)
-	// About 4x: the bodies compress, the IDs do not.
-	b, err := readAllSized(d, 4*int64(len(obj)), maxManifestSize)
+	// The size the frame's header gives, else about 4x: the bodies
+	// compress, the IDs do not. (Every page of a buffer is zeroed when it
+	// is allocated, and a fresh page costs a fault; on some CI VMs that is
+	// most of reading a manifest.)
+	hint := 4 * int64(len(obj))
+	var h zstd.Header
+	if h.Decode(obj) == nil && h.HasFCS && h.FrameContentSize <= maxManifestSize {
+		hint = int64(h.FrameContentSize)
+	}
+	b, err := readAllSized(d, hint, maxManifestSize)
 	if err != nil || len(b) > maxManifestSize {
 		return manifest{}
 	}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestManifestFormat(t *testing.T) {
@@ -131,4 +134,25 @@ func FuzzManifest(f *testing.F) {
 			t.Fatalf("%d bytes parsed as %d ids", len(b), len(entries))
 		}
 	})
+}
+
+// TestManifestObjectSize: a stored manifest's frame gives its decoded
+// size (zstd writes none below 256 bytes), which decodeManifest sizes its
+// buffer by.
+func TestManifestObjectSize(t *testing.T) {
+	m := manifest{entries: []manifestEntry{{id: actionID("k")}, {id: actionID("e"), inline: true, outputID: outputID("body"), body: []byte("body")}}}
+	for i := range 10 {
+		m.entries = append(m.entries, manifestEntry{id: actionID(strconv.Itoa(i))})
+	}
+	obj, err := encodeManifestObject(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h zstd.Header
+	if err := h.Decode(obj); err != nil || !h.HasFCS || h.FrameContentSize != uint64(len(encodeManifest(m))) {
+		t.Fatalf("frame header %+v (%v), want the content size %d", h, err, len(encodeManifest(m)))
+	}
+	if got := decodeManifest(obj); len(got.entries) != len(m.entries) || string(got.entries[1].body) != "body" {
+		t.Fatalf("decoded %+v", got)
+	}
 }
