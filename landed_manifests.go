@@ -35,10 +35,10 @@ import (
 // manifest is parsed when asked for (get), and one never asked for is
 // written back as it was read. It only spares work: a manifest that is
 // not in it, a file or manifest that does not parse, or one older than
-// landedTTL is fetched as ever; an entry it wrongly calls local (trimmed, say) is
-// fetched by the go command's own get. A manifest recorded before the
-// local cache last removed entries (Trim, Clear: DiskBackend.lastRemoval)
-// is not believed.
+// landedTTL is fetched as ever; an entry it wrongly calls local (trimmed,
+// say) is fetched by the go command's own get. A manifest recorded before
+// the local cache last removed entries (Trim, Clear:
+// DiskBackend.lastRemoval) is not believed.
 type landedManifests struct {
 	byName map[string]landedManifest
 }

@@ -163,10 +163,12 @@ func decodeManifest(obj []byte) manifest {
 	// The size the frame's header gives, else about 4x: the bodies
 	// compress, the IDs do not. (Every page of a buffer is zeroed when it
 	// is allocated, and a fresh page costs a fault; on some CI VMs that is
-	// most of reading a manifest.)
+	// most of reading a manifest.) The header is not trusted beyond 16x:
+	// a small object claiming a huge size would cost every reader the
+	// buffer. A wrong size costs only growth.
 	hint := 4 * int64(len(obj))
 	var h zstd.Header
-	if h.Decode(obj) == nil && h.HasFCS && h.FrameContentSize <= maxManifestSize {
+	if h.Decode(obj) == nil && h.HasFCS && h.FrameContentSize <= 16*uint64(len(obj)) {
 		hint = int64(h.FrameContentSize)
 	}
 	b, err := readAllSized(d, hint, maxManifestSize)
