@@ -33,6 +33,15 @@ var zstdEncoders = sync.Pool{New: func() any {
 
 var zstdDecoders sync.Pool // of *zstd.Decoder
 
+// zstdMaxWindow bounds the window a frame may ask its decoder for, which
+// the decoder allocates: no version of gobuildcache wrote a frame with a
+// window over 8 MiB (the library's default before zstdWindow), and a
+// frame of one segment gives its whole decoded size as its window, so
+// that without a bound a small object claiming gigabytes would cost each
+// reader that much memory. A frame over the bound does not decode
+// (errVerify), like any other corrupt one.
+const zstdMaxWindow = 16 << 20
+
 // getZstdDecoder returns a pooled decoder reading r, nil if r is not zstd.
 // Put it back in zstdDecoders when done.
 func getZstdDecoder(r io.Reader) *zstd.Decoder {
@@ -42,7 +51,7 @@ func getZstdDecoder(r io.Reader) *zstd.Decoder {
 		}
 		return nil
 	}
-	d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.IgnoreChecksum(true))
+	d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.IgnoreChecksum(true), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 	if err != nil {
 		return nil
 	}

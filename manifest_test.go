@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -154,5 +157,36 @@ func TestManifestObjectSize(t *testing.T) {
 	}
 	if got := decodeManifest(obj); len(got.entries) != len(m.entries) || string(got.entries[1].body) != "body" {
 		t.Fatalf("decoded %+v", got)
+	}
+}
+
+// TestManifestObjectSizeNotTrusted: a small object whose frame claims a
+// large decoded size (in one segment, so its window too) makes its reader
+// allocate neither: not a manifest's buffer, not the decoder's window,
+// which every body and pack range goes through too (zstdMaxWindow).
+func TestManifestObjectSizeNotTrusted(t *testing.T) {
+	content := []byte(manifestMagic)
+	obj := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0} // zstd magic; one segment, an 8-byte size
+	obj = binary.LittleEndian.AppendUint64(obj, 60<<20)
+	block := uint32(1 | len(content)<<3) // the last block, raw
+	obj = append(obj, byte(block), byte(block>>8), byte(block>>16))
+	obj = append(obj, content...)
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	if n := allocated(func() { decodeManifest(obj) }); n > 8<<20 {
+		t.Errorf("decoding a %d-byte manifest allocated %d bytes", len(obj), n)
+	}
+	var err error
+	if n := allocated(func() {
+		d := getZstdDecoder(bytes.NewReader(obj))
+		_, err = io.Copy(io.Discard, zstdReader{d, &sourceErr{}})
+		zstdDecoders.Put(d)
+	}); n > 8<<20 || !errors.Is(err, errVerify) {
+		t.Errorf("decoding a %d-byte body: %d bytes allocated, error %v, want errVerify", len(obj), n, err)
 	}
 }
