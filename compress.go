@@ -107,7 +107,7 @@ func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n in
 		buf := compressBuffers.Get().(*bytes.Buffer)
 		buf.Reset()
 		release := func() { compressBuffers.Put(buf) }
-		if err := zstdTo(buf, r, 0); err != nil {
+		if err := zstdTo(buf, r); err != nil {
 			release()
 			return nil, 0, nil, err
 		}
@@ -121,7 +121,7 @@ func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n in
 		f.Close()
 		os.Remove(f.Name())
 	}
-	err = zstdTo(f, r, 0)
+	err = zstdTo(f, r)
 	if err == nil {
 		n, err = f.Seek(0, io.SeekCurrent)
 	}
@@ -135,13 +135,11 @@ func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n in
 	return f, n, release, nil
 }
 
-// zstdTo writes a zstd frame of r to w, with a pooled encoder. A size
-// above 0 is r's length, written in the frame's header (an error if r
-// holds another length), so that a reader can size its buffer up front.
-func zstdTo(w io.Writer, r io.Reader, size int64) error {
+// zstdTo writes a zstd frame of r to w, with a pooled encoder.
+func zstdTo(w io.Writer, r io.Reader) error {
 	enc := zstdEncoders.Get().(*zstd.Encoder)
 	defer zstdEncoders.Put(enc)
-	enc.ResetContentSize(w, size)
+	enc.Reset(w)
 	_, err := copyBuffered(enc, r)
 	if cerr := enc.Close(); err == nil {
 		err = cerr

@@ -101,14 +101,12 @@ func siblingManifest(name, id string) string {
 	return name[:strings.LastIndexByte(name, '/')+1] + id
 }
 
-// encodeManifestObject returns the manifest m as it is stored.
+// encodeManifestObject returns the manifest m as it is stored: one zstd
+// frame, whose header gives the decoded size (see decodeManifest).
 func encodeManifestObject(m manifest) ([]byte, error) {
-	raw := encodeManifest(m)
-	var frame bytes.Buffer
-	if err := zstdTo(&frame, bytes.NewReader(raw), int64(len(raw))); err != nil {
-		return nil, err
-	}
-	return frame.Bytes(), nil
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
+	return enc.EncodeAll(encodeManifest(m), nil), nil
 }
 
 // encodeManifest returns the manifest m, before compression. The packed
