@@ -76,6 +76,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 // serve runs the GOCACHEPROG server until the go command closes it.
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) int {
 	start := time.Now()
+	adviseHugePages()
 	stats := new(Stats)
 	warn := newWarnings(log)
 	st, err := openBackend(context.Background(), cfg, stats, warn, log)

@@ -1,0 +1,97 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// thpOff reports whether this system never gives a program transparent
+// huge pages, whatever it advises.
+func thpOff() bool {
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	return err != nil || strings.Contains(string(mode), "[never]")
+}
+
+// TestAdviseHugePages checks that the advice lands: after it, the process
+// has a mapping of about hugePageHeapBytes that may take huge pages.
+func TestAdviseHugePages(t *testing.T) {
+	if thpOff() {
+		t.Skip("transparent huge pages are off on this system")
+	}
+	adviseHugePages()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	var size, largest uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		switch {
+		case len(fields) > 0 && strings.Contains(fields[0], "-"):
+			lo, hi, _ := strings.Cut(fields[0], "-")
+			l, _ := strconv.ParseUint(lo, 16, 64)
+			h, _ := strconv.ParseUint(hi, 16, 64)
+			size = h - l
+		case len(fields) == 2 && fields[0] == "THPeligible:" && fields[1] == "1":
+			largest = max(largest, size)
+		}
+	}
+	if want := uint64(hugePageHeapBytes - 4<<20); largest < want {
+		t.Fatalf("largest mapping eligible for huge pages: %d bytes, want at least %d", largest, want)
+	}
+}
+
+// BenchmarkFreshHeap measures what the advice is for: a fresh process
+// growing its heap to 64 MiB (as a fresh VM's first server does), with and
+// without it. Each op is a child process; faults/op are the child's.
+func BenchmarkFreshHeap(b *testing.B) {
+	if mode := os.Getenv("GOBUILDCACHE_TEST_FRESH_HEAP"); mode != "" {
+		b.Skip("child")
+	}
+	if thpOff() {
+		b.Skip("transparent huge pages are off on this system")
+	}
+	for _, mode := range []string{"plain", "advised"} {
+		b.Run(mode, func(b *testing.B) {
+			var faults int64
+			for b.Loop() {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestFreshHeapChild$", "-test.count=1")
+				cmd.Env = append(os.Environ(), "GOBUILDCACHE_TEST_FRESH_HEAP="+mode)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("child: %v\n%s", err, out)
+				}
+				faults += int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Minflt)
+			}
+			b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
+		})
+	}
+}
+
+// TestFreshHeapChild is BenchmarkFreshHeap's child; alone, it does nothing.
+func TestFreshHeapChild(t *testing.T) {
+	mode := os.Getenv("GOBUILDCACHE_TEST_FRESH_HEAP")
+	if mode == "" {
+		return
+	}
+	if mode == "advised" {
+		adviseHugePages()
+	}
+	var keep [][]byte
+	for range 64 {
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	for _, b := range keep {
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+	}
+}
