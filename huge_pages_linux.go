@@ -32,11 +32,12 @@ const hugePageHeapBytes = 128 << 20
 func adviseHugePages() {
 	ballast := make([]byte, hugePageHeapBytes)
 	const huge = 2 << 20
-	start := (uintptr(unsafe.Pointer(unsafe.SliceData(ballast))) + huge - 1) &^ (huge - 1)
-	end := (uintptr(unsafe.Pointer(unsafe.SliceData(ballast))) + hugePageHeapBytes) &^ (huge - 1)
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(ballast)))
+	start := (base + huge - 1) &^ (huge - 1)
+	end := (base + hugePageHeapBytes) &^ (huge - 1)
 	// The error is deliberately ignored: without the advice the heap is
 	// only as it would have been.
-	syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_HUGEPAGE) //nolint:errcheck
+	syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_HUGEPAGE)
 	runtime.KeepAlive(ballast)
 	runtime.GC() // frees the ballast
 }
