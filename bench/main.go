@@ -71,7 +71,7 @@ func main() {
 	ciSeed := flag.Uint64("ci-seed", 1, "with -ci: seed of the history's edits")
 	ciRuns := flag.String("ci-runs", "", "with -ci: the runs to replay, e.g. 1,4,5 (default all seven; -quick: 1,2,4,5)")
 	ciGBCRTTs := flag.String("ci-rtts", "2ms,10ms", "with -ci: RTTs of the gobuildcache histories without mtimes (-quick: 10ms)")
-	ciNoCacheEvery := flag.Bool("ci-no-cache-every-run", false, "with -ci: time the no-cache way at every run (by default only at (1) and the matrix (6): the other runs are (1)'s cold build again)")
+	ciNoCacheEvery := flag.Bool("ci-no-cache-every-run", false, "with -ci: time the no-cache way at every run (by default only at (1): the other one-job runs are its cold build again, and a matrix shard a part of it)")
 	ciIntoLatest := flag.Bool("ci-into-latest", false, "with -ci: also put the replay's wall-time table and targets as a section of -out/latest.md (make bench)")
 	ciMtimesRTTs := flag.String("ci-mtimes-rtts", "10ms", "with -ci: RTTs of the gobuildcache histories with mtimes (empty: none; -quick: none)")
 	ciRounds := flag.Int("ci-rounds", 2, "with -ci: rounds of each timed job, the ways interleaved, each round from the same state (run (1)'s cold jobs in the other order each round); the fastest is kept (-quick: 1)")
