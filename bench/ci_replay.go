@@ -605,7 +605,7 @@ func (c *ciBench) replay(run ciRun) error {
 		}
 		timed = append(timed, h)
 	}
-	best, err := c.inRounds(run, timed, false)
+	best, err := c.inRounds(run, timed, true)
 	if err != nil {
 		return err
 	}
@@ -617,7 +617,8 @@ func (c *ciBench) replay(run ciRun) error {
 
 // inRounds runs run's job (or matrix) of each of hs c.set.rounds times and
 // returns each one's fastest result. The histories are interleaved round
-// by round (in the other order every other round if swap), and every
+// by round (in the other order every other round if swap, so that no way
+// always runs last, when the machine has been busiest longest), and every
 // round starts from the same state: before a later round, what a
 // gobuildcache history's last round wrote to the bucket is deleted and a
 // tar history's save list put back (the next save overwrites the same

@@ -216,8 +216,8 @@ func (c *ciBench) markdown() string {
 		"a row without mtimes leaves out the mtimes step\n")
 	s.WriteString("- a matrix run (6) takes as long as its slowest shard; the shards ran one after another here, each on its own fresh VM; hit rates, bytes and tests are summed over the shards\n")
 	if c.set.rounds > 1 {
-		fmt.Fprintf(&s, "- every timed job (or matrix) ran %d times, the ways interleaved round by round, every round from the same state "+
-			"(what a gobuildcache round wrote to the bucket deleted before the next, a tar round's save replaced by the next's; run (1)'s two cold jobs from empty caches, in the other order each round); "+
+		fmt.Fprintf(&s, "- every timed job (or matrix) ran %d times, the ways interleaved round by round, in the other order every other round, every round from the same state "+
+			"(what a gobuildcache round wrote to the bucket deleted before the next, a tar round's save replaced by the next's; run (1)'s two cold jobs from empty caches); "+
 			"every cell is the fastest round's, and the steps below list each round's time", c.set.rounds)
 		if c.set.noCacheAlways {
 			s.WriteString("; no cache's jobs after run (1) ran once: no target compares against them")
