@@ -605,7 +605,7 @@ func (c *ciBench) replay(run ciRun) error {
 		}
 		timed = append(timed, h)
 	}
-	best, err := c.inRounds(run, timed, true)
+	best, err := c.inRounds(run, timed)
 	if err != nil {
 		return err
 	}
@@ -617,19 +617,19 @@ func (c *ciBench) replay(run ciRun) error {
 
 // inRounds runs run's job (or matrix) of each of hs c.set.rounds times and
 // returns each one's fastest result. The histories are interleaved round
-// by round (in the other order every other round if swap, so that no way
-// always runs last, when the machine has been busiest longest), and every
-// round starts from the same state: before a later round, what a
-// gobuildcache history's last round wrote to the bucket is deleted and a
-// tar history's save list put back (the next save overwrites the same
-// object). The last round's state carries on (every round leaves the
-// same).
-func (c *ciBench) inRounds(run ciRun, hs []*ciHist, swap bool) (map[*ciHist]map[time.Duration]*ciResult, error) {
+// by round, in the other order every other round (so that no way always
+// runs first, after the set-up, or last, when the machine has been busiest
+// longest), and every round starts from the same state: before a later
+// round, what a gobuildcache history's last round wrote to the bucket is
+// deleted and a tar history's save list put back (the next save overwrites
+// the same object). The last round's state carries on (every round leaves
+// the same).
+func (c *ciBench) inRounds(run ciRun, hs []*ciHist) (map[*ciHist]map[time.Duration]*ciResult, error) {
 	best := make(map[*ciHist]map[time.Duration]*ciResult)
 	snaps := make(map[*ciHist]historyState)
 	for round := 1; round <= c.set.rounds; round++ {
 		order := hs
-		if swap && round%2 == 0 {
+		if round%2 == 0 {
 			order = slices.Clone(hs)
 			slices.Reverse(order)
 		}
@@ -743,7 +743,7 @@ func (c *ciBench) coldJobs(run ciRun) error {
 	if gbcLead != nil {
 		leads = []*ciHist{gbcLead, tarLead}
 	}
-	best, err := c.inRounds(run, leads, true)
+	best, err := c.inRounds(run, leads)
 	if err != nil {
 		return err
 	}
