@@ -192,7 +192,7 @@ func (c *ciBench) markdown() string {
 	if c.feat.mtimes {
 		mt = "`gobuildcache mtimes` right after the checkout in the rows marked + mtimes (gobuildcache at " + durList(c.set.mtimesRTTs) + ", tar-and-restore at both RTTs)"
 	}
-	s.WriteString("- ways, all through one toxiproxy v2.12.0 in front of MinIO on 127.0.0.1, which adds the RTT:\n")
+	s.WriteString("- ways, all through one toxiproxy v2.12.0 in front of MinIO on 127.0.0.1 (" + c.env.storage() + "), which adds the RTT:\n")
 	s.WriteString("  - no cache: an empty GOCACHE every job (it uses no network: one row, whatever the RTT)")
 	if !c.set.noCacheAlways {
 		s.WriteString("; timed in run (1) only, which the other runs repeat, in parentheses: each one-job run is a cold build of (1)'s code with at most two function bodies edited, the same work; " +

@@ -19,6 +19,16 @@ func freeBytes(dir string) int64 {
 	return int64(st.Bavail) * int64(st.Bsize)
 }
 
+// onTmpfs reports whether dir is on tmpfs (known false if it cannot tell).
+func onTmpfs(dir string) (tmpfs, known bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false, false
+	}
+	const tmpfsMagic = 0x01021994 // TMPFS_MAGIC, linux/magic.h
+	return st.Type == tmpfsMagic, true
+}
+
 // peakRSS returns the peak resident set size of the exited process ps, in
 // MiB.
 func peakRSS(ps *os.ProcessState) string {

@@ -10,6 +10,9 @@ import (
 // freeBytes returns -1: unknown here.
 func freeBytes(dir string) int64 { return -1 }
 
+// onTmpfs is not known here.
+func onTmpfs(dir string) (tmpfs, known bool) { return false, false }
+
 // syncDisks does nothing here.
 func syncDisks() {}
 

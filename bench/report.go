@@ -339,13 +339,13 @@ func (b *s3Bench) markdown() string {
 	var s strings.Builder
 	writeHeader(&s, "gobuildcache S3 benchmark", b.set.quick, b.machine)
 	fmt.Fprintf(&s, "- workload (%s): one \"VM\" runs %s\n", b.wl.name, b.wl.desc)
-	fmt.Fprintf(&s, "- setup: MinIO on 127.0.0.1 behind toxiproxy v2.12.0, which adds the RTT (a latency toxic of RTT/2 each way); "+
+	fmt.Fprintf(&s, "- setup: MinIO on 127.0.0.1 (%s) behind toxiproxy v2.12.0, which adds the RTT (a latency toxic of RTT/2 each way); "+
 		"every bucket scenario has its own fresh S3 prefix; the fresh VMs read the bucket that the last cold S3 run filled; "+
 		"the tarball (%s, of %s) is uploaded once, untimed; run dirs are kept until the end, and the fresh-VM, tar and 8-VM runs start at least 65 s after "+
 		"the last bulk deletion (on ext4 without a journal, as here, creating a file scans the inodes deleted in the last minute: "+
 		"a new machine has none); MinIO and toxiproxy share the machine's cores with the build (their CPU time per run is in the second table), "+
 		"where a real remote would use none of them. GOFLAGS=-buildvcs=false -mod=mod, GOTOOLCHAIN=local, GOPROXY=off\n",
-		fmtBytes(b.tarSize), fmtBytes(b.tarRaw))
+		b.storage, fmtBytes(b.tarSize), fmtBytes(b.tarRaw))
 	pf := "no -prefetch (prefetch rows n/a)"
 	if b.feat.prefetch {
 		pf = "-prefetch=true|false"

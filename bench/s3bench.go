@@ -104,6 +104,7 @@ type s3Bench struct {
 	serverPIDs                 []int // MinIO and toxiproxy
 	proxyURL                   string
 	bucket, region, akid, skey string
+	storage                    string // where MinIO keeps its data (minioEnv.storage)
 	proxyS3, directS3          *s3Client
 
 	rows  []*row
@@ -130,6 +131,7 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	endpoint, u := env.endpoint, env.u
 	b := &s3Bench{ctx: ctx, set: set, byKey: map[string]*row{}, warmBucket: map[string]string{}, start: time.Now()}
 	b.bucket, b.region, b.akid, b.skey = env.bucket, env.region, env.akid, env.skey
+	b.storage = env.storage()
 	if b.feat, err = detectFeatures(set.bin); err != nil {
 		return err
 	}
@@ -202,6 +204,26 @@ type minioEnv struct {
 	endpoint                   string
 	u                          *url.URL
 	bucket, region, akid, skey string
+	dataDir                    string // MINIO_DATA_DIR, "" if not set
+}
+
+// storage says where MinIO keeps its data, for a report's setup line.
+// scripts/minio.sh makes its data directory under MINIO_DATA_PARENT, which
+// the Makefile's bench targets set to tmpfs: MinIO writes each object's
+// metadata with O_DSYNC, and on the disk the jobs build on, those
+// synchronous writes stall the jobs' own, which a real bucket never does.
+func (e minioEnv) storage() string {
+	if e.dataDir == "" {
+		return "MinIO's data directory unknown"
+	}
+	switch tmpfs, known := onTmpfs(e.dataDir); {
+	case !known:
+		return "MinIO's data in " + e.dataDir
+	case tmpfs:
+		return "MinIO's data on tmpfs (" + e.dataDir + "), off the disk the jobs build on"
+	default:
+		return "MinIO's data on disk (" + e.dataDir + "), where its synchronous writes share the disk with the jobs'"
+	}
 }
 
 // minioFromEnv reads the MinIO that scripts/minio.sh run started, and
@@ -219,7 +241,7 @@ func minioFromEnv() (minioEnv, error) {
 		return minioEnv{}, fmt.Errorf("S3_ENDPOINT %q is not on this machine; the benchmark only talks to 127.0.0.1", endpoint)
 	}
 	e := minioEnv{endpoint: endpoint, u: u, bucket: envOr("S3_BUCKET", "gobuildcache"), region: envOr("AWS_REGION", "us-east-1"),
-		akid: os.Getenv("AWS_ACCESS_KEY_ID"), skey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+		akid: os.Getenv("AWS_ACCESS_KEY_ID"), skey: os.Getenv("AWS_SECRET_ACCESS_KEY"), dataDir: os.Getenv("MINIO_DATA_DIR")}
 	if e.akid == "" || e.skey == "" {
 		return minioEnv{}, errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (scripts/minio.sh run sets them)")
 	}

@@ -16,6 +16,11 @@
 #   S3_BUCKET                     a bucket created at start: $MINIO_BUCKET, default gobuildcache
 #   MINIO_DATA_DIR, MINIO_PID, MINIO_BIN
 #
+# MINIO_DATA_PARENT (default ${TMPDIR:-/tmp}) is where the server's throwaway data directory is
+# made. The benchmarks put it on tmpfs (/dev/shm): MinIO writes every object's metadata with
+# O_DSYNC, and on the disk the jobs build on, each of those journal commits stalls their own
+# file writes, which a CI VM's remote bucket never does.
+#
 # Tools dir: ${GOBUILDCACHE_TOOLS:-<repo root>/.tools}; the binary lives in <tools>/bin/minio and
 # <tools>/bin/minio.version records the pinned version (a changed pin triggers a reinstall).
 # Everything listens on 127.0.0.1 only.
@@ -193,7 +198,7 @@ cleanup_server() {
 # start_server DETACH: starts MinIO and waits until it is healthy.
 start_server() {
 	local detach="$1" attempt ports console_port deadline status
-	WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/gobuildcache-minio.XXXXXX")"
+	WORK_DIR="$(mktemp -d "${MINIO_DATA_PARENT:-${TMPDIR:-/tmp}}/gobuildcache-minio.XXXXXX")"
 	mkdir -p "$WORK_DIR/data"
 	ROOT_USER="minioadmin-$(random_hex 4)"
 	ROOT_PASSWORD="minio-$(random_hex 12)"
