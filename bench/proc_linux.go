@@ -19,7 +19,7 @@ func freeBytes(dir string) int64 {
 	return int64(st.Bavail) * int64(st.Bsize)
 }
 
-// onTmpfs reports whether dir is on tmpfs (known false if it cannot tell).
+// onTmpfs reports whether dir is on tmpfs; known is false if it cannot tell.
 func onTmpfs(dir string) (tmpfs, known bool) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {

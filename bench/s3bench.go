@@ -207,11 +207,8 @@ type minioEnv struct {
 	dataDir                    string // MINIO_DATA_DIR, "" if not set
 }
 
-// storage says where MinIO keeps its data, for a report's setup line.
-// scripts/minio.sh makes its data directory under MINIO_DATA_PARENT, which
-// the Makefile's bench targets set to tmpfs: MinIO writes each object's
-// metadata with O_DSYNC, and on the disk the jobs build on, those
-// synchronous writes stall the jobs' own, which a real bucket never does.
+// storage says where MinIO keeps its data, for a report's setup line (the
+// Makefile's bench targets put it on tmpfs: see scripts/minio.sh).
 func (e minioEnv) storage() string {
 	if e.dataDir == "" {
 		return "MinIO's data directory unknown"

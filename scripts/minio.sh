@@ -18,8 +18,8 @@
 #
 # MINIO_DATA_PARENT (default ${TMPDIR:-/tmp}) is where the server's throwaway data directory is
 # made. The benchmarks put it on tmpfs (/dev/shm): MinIO writes every object's metadata with
-# O_DSYNC, and on the disk the jobs build on, each of those journal commits stalls their own
-# file writes, which a CI VM's remote bucket never does.
+# O_DSYNC, and on the disk the jobs build on, those synchronous writes stall the jobs' own,
+# which a CI VM's remote bucket never does.
 #
 # Tools dir: ${GOBUILDCACHE_TOOLS:-<repo root>/.tools}; the binary lives in <tools>/bin/minio and
 # <tools>/bin/minio.version records the pinned version (a changed pin triggers a reinstall).
