@@ -193,7 +193,7 @@ var options = []option{
 		func(c *Config) flag.Value { return (*boolValue)(&c.PrefetchPacks) }},
 	{"predict-misses", "PREDICT_MISSES", "with -prefetch: once the remote has missed 4 keys in a row that no manifest names, answer such keys from the local cache alone, but probes (one in 4, growing to one in 32 while they miss; a wrong guess costs one rebuilt action); the streak carries over to the job's next go command for 10 minutes", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.PredictMisses) }},
-	{"compression", "COMPRESSION", "how uploads are stored: none or zstd (readers decode either, whatever their own setting)", serveOnly,
+	{"compression", "COMPRESSION", "how entries' own objects are stored: none or zstd (manifests and packs are always zstd; readers decode either, whatever their own setting)", serveOnly,
 		func(c *Config) flag.Value { return &enumValue{&c.Compression, []string{"none", "zstd"}} }},
 	{"compression-min-size", "COMPRESSION_MIN_SIZE", "smallest body that -compression=zstd compresses", serveOnly,
 		func(c *Config) flag.Value { return &c.CompressionMinSize }},
