@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 	if o.BaseEndpoint != nil {
 		where = *o.BaseEndpoint
 	}
+	fmt.Fprintf(out, "version:     %s\n", versionLine(debug.ReadBuildInfo()))
 	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")

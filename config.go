@@ -140,6 +140,8 @@ const (
 	cmdCheck = "check"
 	// mtimes takes no flags, only a directory.
 	cmdMtimes = "mtimes"
+	// cmdVersion prints the version; it takes no flags.
+	cmdVersion = "version"
 )
 
 // Which commands take an option. check takes the server's flags, so that
@@ -414,6 +416,7 @@ usage:
   gobuildcache clear [flags]                          remove every cache entry
   gobuildcache check [flags]                          test access to the remote cache
   gobuildcache mtimes [DIR]                           content mtimes for cached tests on fresh checkouts
+  gobuildcache version                                print the version
   gobuildcache help                                   show this help
 
 `)

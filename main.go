@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 )
@@ -26,6 +27,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 		switch args[0] {
 		case "help", "-h", "-help", "--help":
 			printUsage(stdout, cmdServe)
+			return 0
+		case cmdVersion:
+			if len(args) > 1 {
+				fmt.Fprintf(stderr, "gobuildcache version: takes no arguments, got %q\n", args[1])
+				return 2
+			}
+			fmt.Fprintln(stdout, versionLine(debug.ReadBuildInfo()))
 			return 0
 		case cmdClear, cmdServe, cmdCheck, cmdMtimes:
 			cmd, args = args[0], args[1:]
