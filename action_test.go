@@ -38,6 +38,7 @@ func TestActionSetup(t *testing.T) {
 	repo := gitRepo(t, map[string]string{"go.mod": "module m\n", "testdata/in.txt": "in\n"})
 
 	t.Run("s3", func(t *testing.T) {
+		t.Setenv("GITHUB_ACTION_REF", "v9.8.7")
 		err, out, tmp := runActionSetup(t, repo, map[string]string{
 			"S3_BUCKET": "my-bucket", "AWS_REGION": "eu-west-1", "READ_ONLY": "true", "S3_PATH_STYLE": "false", "S3_READ_FROM": "s3://trusted/gobuildcache/main/",
 			"PREFETCH_SCOPE": "ci / test's", "CACHE_DIR": "/cache dir", "STATS": "true", "MTIMES": "true",
@@ -45,6 +46,9 @@ func TestActionSetup(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(out, "\ngobuildcache ") && !strings.HasPrefix(out, "gobuildcache ") || !strings.Contains(out, " (action ref v9.8.7)\n") {
+			t.Errorf("output lacks the version line with the action's ref:\n%s", out)
 		}
 		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache")
 		want := "GOCACHEPROG=" + bin + ` -backend=s3 -s3-bucket=my-bucket -s3-region=eu-west-1 -s3-read-from=s3://trusted/gobuildcache/main/ -read-only=true -prefetch-scope="ci / test's" -cache-dir='/cache dir' -stats=true -debug -upload-concurrency=4` + "\n"

@@ -17,6 +17,9 @@ bin="$bin_dir/gobuildcache"
 # set (the action used twice in a job); the build does not need it.
 mkdir -p "$bin_dir"
 (cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
+# Which build this job runs, for its log (an action's checkout has no VCS
+# data: the action's ref says the rest).
+echo "$("$bin" version)${GITHUB_ACTION_REF:+ (action ref $GITHUB_ACTION_REF)}"
 
 # flag NAME VALUE adds -NAME=VALUE to the command line, quoted the way the go
 # command splits GOCACHEPROG (single or double quotes, no escapes); args
