@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,11 +15,18 @@ import (
 // output, and the runner's temp dir.
 func runActionSetup(t *testing.T, workspace string, inputs map[string]string) (err error, out, runnerTemp string) {
 	t.Helper()
-	runnerTemp = t.TempDir()
+	root, _ := os.Getwd()
+	return runActionSetupIn(t, t.TempDir(), root, workspace, inputs)
+}
+
+// runActionSetupIn is runActionSetup with the runner's temp dir and the
+// action's checkout given.
+func runActionSetupIn(t *testing.T, runnerTemp, actionPath, workspace string, inputs map[string]string) (err error, out, _ string) {
+	t.Helper()
 	root, _ := os.Getwd()
 	cmd := exec.Command("bash", filepath.Join(root, "action", "setup.sh"))
 	cmd.Env = append(os.Environ(),
-		"GITHUB_ACTION_PATH="+root, "GITHUB_WORKSPACE="+workspace, "RUNNER_TEMP="+runnerTemp,
+		"GITHUB_ACTION_PATH="+actionPath, "GITHUB_WORKSPACE="+workspace, "RUNNER_TEMP="+runnerTemp,
 		"GITHUB_ENV="+filepath.Join(runnerTemp, "env"), "GITHUB_PATH="+filepath.Join(runnerTemp, "path"),
 		"GITHUB_STEP_SUMMARY="+filepath.Join(runnerTemp, "summary"))
 	for k, v := range inputs {
@@ -114,6 +122,50 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("cache-binary", func(t *testing.T) {
+		// A job that finds no binary in the Actions cache builds one and
+		// leaves it there for the cache's post step to save.
+		tmp := t.TempDir()
+		root, _ := os.Getwd()
+		inputs := map[string]string{"CACHE_BINARY": "true", "MTIMES": "false"}
+		err, out, _ := runActionSetupIn(t, tmp, root, repo, inputs)
+		cached := filepath.Join(tmp, "gobuildcache-bin", "gobuildcache")
+		if err != nil || strings.Contains(out, "from the Actions cache") {
+			t.Fatalf("first job: want a build: %v\n%s", err, out)
+		}
+		if b, err := exec.Command(cached, "version").Output(); err != nil || !strings.HasPrefix(string(b), "gobuildcache ") {
+			t.Fatalf("the binary left for the cache: %v %q", err, b)
+		}
+		// The next job, whose cache step restored it, builds nothing: from
+		// a checkout without the source it could not.
+		err, out, _ = runActionSetupIn(t, tmp, t.TempDir(), repo, inputs)
+		if err != nil || !strings.Contains(out, "gobuildcache: the binary from the Actions cache (input cache-binary)\n") {
+			t.Fatalf("second job: want the cached binary: %v\n%s", err, out)
+		}
+		if out, err := exec.Command(filepath.Join(tmp, "gobuildcache", "gobuildcache"), "version").Output(); err != nil {
+			t.Errorf("the installed binary: %v %s", err, out)
+		}
+		// A cached file that does not run is built over.
+		if err := os.WriteFile(cached, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		err, out, _ = runActionSetupIn(t, tmp, root, repo, inputs)
+		if err != nil || strings.Contains(out, "from the Actions cache") {
+			t.Fatalf("a broken cached binary: want a build: %v\n%s", err, out)
+		}
+		if b, err := exec.Command(cached, "version").Output(); err != nil || !strings.HasPrefix(string(b), "gobuildcache ") {
+			t.Errorf("the broken binary was not replaced: %v %q", err, b)
+		}
+		// Without the input, nothing is cached.
+		tmp = t.TempDir()
+		if err, out, _ := runActionSetupIn(t, tmp, root, repo, map[string]string{"MTIMES": "false"}); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(tmp, "gobuildcache-bin")); err == nil {
+			t.Errorf("a binary left for the cache without cache-binary")
+		}
+	})
+
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {
@@ -123,4 +175,79 @@ func TestActionSetup(t *testing.T) {
 			t.Errorf("GITHUB_ENV written after a bad flag: %q", s)
 		}
 	})
+}
+
+// TestActionKey: the key of the cached binary names the toolchain and
+// target, and changes with the source the build reads, not with its tests.
+func TestActionKey(t *testing.T) {
+	skipIfShortE2E(t) // it runs the go command
+	root, _ := os.Getwd()
+	src := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func() string {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "output")
+		cmd := exec.Command("bash", filepath.Join(root, "action", "key.sh"))
+		cmd.Env = append(os.Environ(), "GITHUB_ACTION_PATH="+src, "GITHUB_OUTPUT="+out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("key.sh: %v\n%s", err, b)
+		}
+		line := strings.TrimSuffix(readOr(out), "\n")
+		k, ok := strings.CutPrefix(line, "key=")
+		if !ok || strings.Contains(k, "\n") {
+			t.Fatalf("GITHUB_OUTPUT %q: want one key= line", line)
+		}
+		return k
+	}
+	write("go.mod", "module m\n")
+	write("main.go", "package main\n\nfunc main() {}\n")
+	write("main_test.go", "package main\n")
+	k1 := key()
+	if want := "gobuildcache-bin-" + runtime.GOOS + "-" + runtime.GOARCH + "-" + runtime.Version() + "-"; !strings.HasPrefix(k1, want) {
+		t.Errorf("key %q: want the prefix %q", k1, want)
+	}
+	if k := key(); k != k1 {
+		t.Errorf("the same source: key %q, then %q", k1, k)
+	}
+	write("main_test.go", "package main\n\n// a test changed\n")
+	if k := key(); k != k1 {
+		t.Errorf("a test changed: key %q, then %q", k1, k)
+	}
+	write("main.go", "package main\n\nfunc main() { println() }\n")
+	if k := key(); k == k1 {
+		t.Errorf("the source changed, the key did not: %q", k)
+	}
+}
+
+// TestActionInputs: every input of action.yml reaches action/setup.sh as
+// its INPUT_ variable, and the script reads it.
+func TestActionInputs(t *testing.T) {
+	yml := readOr("action.yml")
+	setup := readOr(filepath.Join("action", "setup.sh"))
+	inputs, _, ok := strings.Cut(yml, "\nruns:")
+	if !ok || !strings.Contains(inputs, "\ninputs:\n") {
+		t.Fatal("action.yml: no inputs before runs")
+	}
+	n := 0
+	for _, line := range strings.Split(inputs, "\n") {
+		name, ok := strings.CutSuffix(strings.TrimPrefix(line, "  "), ":")
+		if !ok || !strings.HasPrefix(line, "  ") || strings.HasPrefix(line, "   ") {
+			continue
+		}
+		n++
+		env := "INPUT_" + strings.ReplaceAll(strings.ToUpper(name), "-", "_")
+		if !strings.Contains(yml, "        "+env+": ${{ inputs."+name+" }}\n") {
+			t.Errorf("input %s: the setup step does not pass it as %s", name, env)
+		}
+		if !strings.Contains(setup, env) {
+			t.Errorf("input %s: action/setup.sh does not read %s", name, env)
+		}
+	}
+	if n < 15 {
+		t.Errorf("found %d inputs in action.yml; the parsing is off", n)
+	}
 }

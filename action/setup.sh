@@ -14,9 +14,21 @@ bin_dir="${RUNNER_TEMP:?}/gobuildcache"
 bin="$bin_dir/gobuildcache"
 
 # Install: build the module at the action's ref. GOCACHEPROG may already be
-# set (the action used twice in a job); the build does not need it.
+# set (the action used twice in a job); the build does not need it. With
+# input cache-binary, action.yml restored $cache_dir from the Actions cache
+# under key.sh's key if it could, and saves it at the job's end if not: a
+# binary there that runs is used as it is, and a new build is put there.
 mkdir -p "$bin_dir"
-(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
+cache_dir="${RUNNER_TEMP:?}/gobuildcache-bin"
+if [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" version >/dev/null 2>&1; then
+	cp "$cache_dir/gobuildcache" "$bin"
+	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
+else
+	(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
+	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
+		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
+	fi
+fi
 # Which build this job runs, for its log (an action's checkout has no VCS
 # data: the action's ref says the rest).
 echo "$("$bin" version)${GITHUB_ACTION_REF:+ (action ref $GITHUB_ACTION_REF)}"
