@@ -21,7 +21,8 @@ bin="$bin_dir/gobuildcache"
 mkdir -p "$bin_dir"
 cache_dir="${RUNNER_TEMP:?}/gobuildcache-bin"
 if [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" version >/dev/null 2>&1; then
-	cp "$cache_dir/gobuildcache" "$bin"
+	# A rename: a binary already at $bin (the action used twice) may be running.
+	cp "$cache_dir/gobuildcache" "$bin.new" && mv -f "$bin.new" "$bin"
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
 	(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
