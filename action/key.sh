@@ -9,14 +9,13 @@ set -euo pipefail
 cd "${GITHUB_ACTION_PATH:?}"
 goenv=$(env -u GOCACHEPROG GOFLAGS= GOWORK=off go env GOVERSION GOOS GOARCH GOAMD64 GOARM64 CGO_ENABLED)
 read -r version goos goarch _ <<<"$(echo $goenv)"
-sha256() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi; }
+sha256=sha256sum
+command -v sha256sum >/dev/null || sha256="shasum -a 256" # macOS
 sum=$( {
 	echo "$goenv"
+	# Each file's hash and name, in a fixed order.
 	find . \( -name .git -o -name .tools -o -name builds \) -prune -o \
 		-type f \( -name go.mod -o -name go.sum -o \( -name '*.go' ! -name '*_test.go' \) \) -print |
-		LC_ALL=C sort | while IFS= read -r f; do
-			printf '%s %s\n' "$f" "$(wc -c <"$f" | tr -d ' ')"
-			cat "$f"
-		done
-} | sha256 | cut -c1-32)
+		LC_ALL=C sort | tr '\n' '\0' | xargs -0 $sha256
+} | $sha256 | cut -c1-32)
 echo "key=gobuildcache-bin-$goos-$goarch-$version-$sum" >>"${GITHUB_OUTPUT:?}"
