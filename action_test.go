@@ -16,12 +16,14 @@ import (
 func runActionSetup(t *testing.T, workspace string, inputs map[string]string) (err error, out, runnerTemp string) {
 	t.Helper()
 	root, _ := os.Getwd()
-	return runActionSetupIn(t, t.TempDir(), root, workspace, inputs)
+	runnerTemp = t.TempDir()
+	err, out = runActionSetupIn(t, runnerTemp, root, workspace, inputs)
+	return err, out, runnerTemp
 }
 
 // runActionSetupIn is runActionSetup with the runner's temp dir and the
 // action's checkout given.
-func runActionSetupIn(t *testing.T, runnerTemp, actionPath, workspace string, inputs map[string]string) (err error, out, _ string) {
+func runActionSetupIn(t *testing.T, runnerTemp, actionPath, workspace string, inputs map[string]string) (err error, out string) {
 	t.Helper()
 	root, _ := os.Getwd()
 	cmd := exec.Command("bash", filepath.Join(root, "action", "setup.sh"))
@@ -33,7 +35,7 @@ func runActionSetupIn(t *testing.T, runnerTemp, actionPath, workspace string, in
 		cmd.Env = append(cmd.Env, "INPUT_"+k+"="+v)
 	}
 	b, err := cmd.CombinedOutput()
-	return err, string(b), runnerTemp
+	return err, string(b)
 }
 
 func readOr(path string) string {
@@ -128,7 +130,7 @@ func TestActionSetup(t *testing.T) {
 		tmp := t.TempDir()
 		root, _ := os.Getwd()
 		inputs := map[string]string{"CACHE_BINARY": "true", "MTIMES": "false"}
-		err, out, _ := runActionSetupIn(t, tmp, root, repo, inputs)
+		err, out := runActionSetupIn(t, tmp, root, repo, inputs)
 		cached := filepath.Join(tmp, "gobuildcache-bin", "gobuildcache")
 		if err != nil || strings.Contains(out, "from the Actions cache") {
 			t.Fatalf("first job: want a build: %v\n%s", err, out)
@@ -138,7 +140,7 @@ func TestActionSetup(t *testing.T) {
 		}
 		// The next job, whose cache step restored it, builds nothing: from
 		// a checkout without the source it could not.
-		err, out, _ = runActionSetupIn(t, tmp, t.TempDir(), repo, inputs)
+		err, out = runActionSetupIn(t, tmp, t.TempDir(), repo, inputs)
 		if err != nil || !strings.Contains(out, "gobuildcache: the binary from the Actions cache (input cache-binary)\n") {
 			t.Fatalf("second job: want the cached binary: %v\n%s", err, out)
 		}
@@ -149,7 +151,7 @@ func TestActionSetup(t *testing.T) {
 		if err := os.WriteFile(cached, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		err, out, _ = runActionSetupIn(t, tmp, root, repo, inputs)
+		err, out = runActionSetupIn(t, tmp, root, repo, inputs)
 		if err != nil || strings.Contains(out, "from the Actions cache") {
 			t.Fatalf("a broken cached binary: want a build: %v\n%s", err, out)
 		}
@@ -158,7 +160,7 @@ func TestActionSetup(t *testing.T) {
 		}
 		// Without the input, nothing is cached.
 		tmp = t.TempDir()
-		if err, out, _ := runActionSetupIn(t, tmp, root, repo, map[string]string{"MTIMES": "false"}); err != nil {
+		if err, out := runActionSetupIn(t, tmp, root, repo, map[string]string{"MTIMES": "false"}); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		if _, err := os.Stat(filepath.Join(tmp, "gobuildcache-bin")); err == nil {

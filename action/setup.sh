@@ -25,6 +25,7 @@ if [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" versio
 	cp "$cache_dir/gobuildcache" "$bin.new" && mv -f "$bin.new" "$bin"
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
+	# key.sh reads the toolchain with this environment: change both together.
 	(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
 	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
 		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
