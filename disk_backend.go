@@ -92,8 +92,23 @@ func NewDiskBackend(dir string) (*DiskBackend, error) {
 	if err := os.MkdirAll(d.tmpDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
 	}
+	if err := d.probeWrite(); err != nil {
+		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
+	}
 	d.removeStaleTemps()
 	return d, nil
+}
+
+// probeWrite creates and removes a temp file, so that a directory this
+// process cannot write (another user's, a read-only mount) is found at
+// open rather than at every put.
+func (d *DiskBackend) probeWrite() error {
+	f, err := d.createTemp(d.tmpDir(), tempPrefix+"probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // Dir returns the absolute path of the cache directory.
@@ -153,20 +168,14 @@ func (d *DiskBackend) getLocal(actionID ActionID) (Entry, error) {
 	return e, nil
 }
 
-// maxBodySize bounds one entry: far above any real build output, far below
-// what would overflow an int64 of bytes anywhere.
-const maxBodySize = 1 << 40
-
 // fitsReserve is disk space left free when judging whether a body fits.
 const fitsReserve = 64 << 20
 
-// fits returns an error if a body of size bytes cannot be stored: larger
-// than maxBodySize, or than the free space of the cache's file system (less
-// a reserve). It is checked before any byte is written.
+// fits returns an error if a body of size bytes should not be stored: it
+// is larger than the free space of the cache's file system, less a reserve
+// that keeps the cache from filling the disk. It is checked before any byte
+// is written.
 func (d *DiskBackend) fits(size int64) error {
-	if size > maxBodySize {
-		return fmt.Errorf("body of %d bytes exceeds the %d-byte limit", size, int64(maxBodySize))
-	}
 	free, err := freeBytes(d.dir)
 	if err != nil {
 		return nil // unknown: let the write decide

@@ -334,6 +334,34 @@ func TestEndToEndBareVariablesOfOtherTools(t *testing.T) {
 	}
 }
 
+// TestEndToEndUnusableCacheDir: a cache directory that cannot be used (here
+// CACHE_DIR names a file) leaves the build green: the go command prints
+// one warning line, and the cache goes to the default directory.
+func TestEndToEndUnusableCacheDir(t *testing.T) {
+	skipIfShortE2E(t)
+	mod := testModule(t)
+	tmp := t.TempDir()
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "./...")
+	build.Dir = mod
+	build.Env = goEnv(t.TempDir(), "GOCACHEPROG="+gobuildcacheBinary(t), "CACHE_DIR="+notADir, "TMPDIR="+tmp)
+	out, err := build.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	want := "gobuildcache: warning: cannot use the cache directory of CACHE_DIR: open disk cache " + notADir
+	if !strings.HasPrefix(string(out), want) || strings.Count(string(out), "\n") != 1 {
+		t.Errorf("go build printed:\n%s\nwant one line starting %q", out, want)
+	}
+	records, _ := filepath.Glob(filepath.Join(tmp, "gobuildcache", "v1", "a", "*", "*"))
+	if len(records) == 0 {
+		t.Errorf("nothing was stored under the default directory in %s", tmp)
+	}
+}
+
 // logGoVersion logs the go command the end-to-end tests run (the one on
 // PATH; under GOTOOLCHAIN=goX.Y.Z go test, that toolchain's).
 func logGoVersion(t *testing.T) {

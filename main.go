@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -87,7 +89,13 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 	adviseHugePages()
 	stats := new(Stats)
 	warn := newWarnings(log)
-	st, err := openBackend(context.Background(), cfg, stats, warn, log)
+	disk, removeScratch, err := openLocalCache(cfg, localCacheFallbacks(), stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
+		return 1
+	}
+	defer removeScratch()
+	st, err := openBackend(context.Background(), cfg, disk, stats, warn, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 1
@@ -159,19 +167,66 @@ type stack struct {
 	remote  Remote       // with a remote: the breaker over it, for manifests
 }
 
-// openBackend builds the backend stack that cfg describes. With
-// -backend=s3 it is
+// openLocalCache opens the server's local cache directory: cfg.CacheDir or,
+// if that cannot be used, the first usable of fallbacks. A directory the
+// server cannot write (not a directory; another user's /tmp/gobuildcache; a
+// read-only mount) would fail every put, and the go command fails a build
+// on a failed put (its module index, say), so whatever set it, the server
+// says so in one warning line and goes on elsewhere: last in a new temporary
+// directory that remove deletes at exit, where the build runs with an empty
+// local cache (and the remote, if any). It fails only if it cannot make even
+// that, when the go command could not build either.
+func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskBackend, remove func(), err error) {
+	from := cfg.from["cache-dir"]
+	if from == "" {
+		from = "the default"
+	}
+	var why []string
+	for i, dir := range append([]string{cfg.CacheDir}, fallbacks...) {
+		if i > 0 && dir == cfg.CacheDir {
+			continue
+		}
+		d, err := NewDiskBackend(dir)
+		if err == nil {
+			if i > 0 {
+				fmt.Fprintf(stderr, "gobuildcache: warning: cannot use the cache directory of %s: %s; using %s\n", from, strings.Join(why, "; "), d.Dir())
+			}
+			return d, func() {}, nil
+		}
+		why = append(why, err.Error())
+	}
+	tmp, err := os.MkdirTemp("", "gobuildcache-")
+	if err == nil {
+		if d, err = NewDiskBackend(tmp); err == nil {
+			fmt.Fprintf(stderr, "gobuildcache: warning: cannot use the cache directory of %s: %s; using %s for this go command alone\n", from, strings.Join(why, "; "), tmp)
+			return d, func() { os.RemoveAll(tmp) }, nil
+		}
+		os.RemoveAll(tmp)
+	}
+	return nil, nil, fmt.Errorf("no usable cache directory: %s; nor a temporary one: %w", strings.Join(why, "; "), err)
+}
+
+// localCacheFallbacks are the directories the server tries, in order, when
+// its cache directory cannot be used: the default, then this user's own
+// under os.UserCacheDir (where the go command keeps its cache), for a
+// default that another user made.
+func localCacheFallbacks() []string {
+	dirs := []string{defaultConfig().CacheDir}
+	if ucd, err := os.UserCacheDir(); err == nil {
+		dirs = append(dirs, filepath.Join(ucd, "gobuildcache"))
+	}
+	return dirs
+}
+
+// openBackend builds the backend stack that cfg describes over disk, the
+// local cache. With -backend=s3 it is
 //
 //	localTier{disk, asyncUploads{breakerBackend{S3Backend}}}
 //
 // (without asyncUploads when -read-only); the prefetcher, which serve adds
 // over the tier, gets the breaker for its manifests. It makes no network
 // call.
-func openBackend(ctx context.Context, cfg *Config, stats *Stats, warn *warnings, log *slog.Logger) (stack, error) {
-	disk, err := NewDiskBackend(cfg.CacheDir)
-	if err != nil {
-		return stack{}, err
-	}
+func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Stats, warn *warnings, log *slog.Logger) (stack, error) {
 	if cfg.Backend == "disk" {
 		return stack{backend: disk, local: disk}, nil
 	}

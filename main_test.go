@@ -292,3 +292,80 @@ func TestClearCommand(t *testing.T) {
 		t.Errorf("after clear: %s", out)
 	}
 }
+
+// TestServeFallsBackFromAnUnusableCacheDir: a cache directory the server
+// cannot use, whatever set it, is one warning line naming what set it and
+// where the server went instead, and the go command's requests are served:
+// the default directory, else the user's own under os.UserCacheDir, else a
+// temporary one removed at exit.
+func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
+	tmp, home := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_CACHE_HOME", home)
+	t.Setenv("HOME", home)
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	userDir := filepath.Join(home, "gobuildcache")
+	if ucd, err := os.UserCacheDir(); err == nil {
+		userDir = filepath.Join(ucd, "gobuildcache") // macOS, Windows
+	}
+	stdin := putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("a")) + `{"ID":3,"Command":"close"}` + "\n"
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		block []string // made files, so that these directories cannot be used
+		want  []string // in the one warning line
+		in    string   // the directory the entry went to, "" for a temporary one
+	}{
+		{name: "bare variable", env: map[string]string{"CACHE_DIR": notADir},
+			want: []string{"cache directory of CACHE_DIR", notADir, "using " + filepath.Join(tmp, "gobuildcache")}, in: filepath.Join(tmp, "gobuildcache")},
+		{name: "prefixed variable", env: map[string]string{"GOBUILDCACHE_CACHE_DIR": notADir},
+			want: []string{"cache directory of GOBUILDCACHE_CACHE_DIR", notADir}, in: filepath.Join(tmp, "gobuildcache")},
+		{name: "flag", args: []string{"-cache-dir=" + notADir},
+			want: []string{"cache directory of -cache-dir", notADir}, in: filepath.Join(tmp, "gobuildcache")},
+		{name: "the default, made by someone else", block: []string{filepath.Join(tmp, "gobuildcache")},
+			want: []string{"cache directory of the default", "using " + userDir}, in: userDir},
+		{name: "nothing usable but a temporary directory", env: map[string]string{"CACHE_DIR": notADir},
+			block: []string{filepath.Join(tmp, "gobuildcache"), userDir},
+			want:  []string{"cache directory of CACHE_DIR", notADir, filepath.Join(tmp, "gobuildcache"), userDir, "for this go command alone"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, b := range tc.block {
+				os.RemoveAll(b)
+				if err := os.WriteFile(b, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.Remove(b) })
+			}
+			before, _ := filepath.Glob(filepath.Join(tmp, "gobuildcache-*"))
+			status, stdout, stderr := runMain(t, tc.args, tc.env, stdin)
+			if status != 0 {
+				t.Fatalf("exit %d: %s", status, stderr)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "gobuildcache: warning: ") {
+				t.Errorf("stderr %q: want one warning line", stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("warning %q does not mention %q", stderr, w)
+				}
+			}
+			if !strings.Contains(stdout, `"ID":2,"OutputID"`) {
+				t.Errorf("no hit: %s", stdout)
+			}
+			if tc.in != "" {
+				if records, _ := filepath.Glob(filepath.Join(tc.in, "v1", "a", "*", "*")); len(records) != 1 {
+					t.Errorf("%d records in %s, want 1", len(records), tc.in)
+				}
+				os.RemoveAll(tc.in)
+			}
+			if after, _ := filepath.Glob(filepath.Join(tmp, "gobuildcache-*")); len(after) != len(before) {
+				t.Errorf("temporary directories %v left after exit (before: %v)", after, before)
+			}
+		})
+	}
+}

@@ -23,9 +23,12 @@ type Server struct {
 	// Gets are first tried on it right on the reading goroutine: a local
 	// hit costs no goroutine hop. Only what it misses goes to backend.
 	local *DiskBackend
-	stats *Stats
-	log   *slog.Logger
-	debug bool
+	// scratch holds the bodies of puts the cache could not keep, until
+	// the go command is done with them.
+	scratch scratchDir
+	stats   *Stats
+	log     *slog.Logger
+	debug   bool
 	// closeTimeout bounds the backend's Close (pending uploads) when the go
 	// command says close.
 	closeTimeout time.Duration
@@ -162,6 +165,7 @@ func (s *Server) finish(ctx context.Context, err error) error {
 		// the build: say so and move on.
 		s.log.Warn("closing cache backend", "err", cerr)
 	}
+	s.scratch.remove()
 	return err
 }
 
@@ -212,6 +216,10 @@ func (s *Server) getDone(req *Request, id ActionID, start time.Time, e Entry, er
 	s.reply(&Response{ID: req.ID, OutputID: e.OutputID[:], Size: e.Size, Time: &t, DiskPath: e.DiskPath})
 }
 
+// maxBodySize bounds one entry: far above any real build output, far below
+// what would overflow an int64 of bytes anywhere.
+const maxBodySize = 1 << 40
+
 // handlePut stores one put. It consumes the body from rr whatever happens,
 // and returns an error only if the stream itself is broken.
 func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request) error {
@@ -240,13 +248,27 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 
 	var e Entry
 	kind := "bad_request"
-	if err == nil && s.local != nil {
-		// Refuse a body the disk cannot hold before writing any of it.
-		err = s.local.fits(req.BodySize)
+	if err == nil && req.BodySize > maxBodySize {
+		err = fmt.Errorf("body of %d bytes exceeds the %d-byte limit", req.BodySize, int64(maxBodySize))
 	}
+	var notCached error // why the body went to scratch instead of the cache
 	if err == nil {
 		kind = "put"
-		e, err = s.backend.Put(ctx, actionID, outputID, req.BodySize, vr)
+		if s.local != nil {
+			// Refuse a body the disk cannot hold before writing any of it.
+			err = s.local.fits(req.BodySize)
+		}
+		if err == nil {
+			e, err = s.backend.Put(ctx, actionID, outputID, req.BodySize, vr)
+		}
+		if err != nil && vr.n == 0 && !errors.Is(err, errVerify) {
+			// The cache could not keep the body and has read none of
+			// it: the go command still needs it in a file.
+			notCached = err
+			if e, err = s.scratch.put(outputID, req.BodySize, vr); err != nil && !errors.Is(err, errVerify) {
+				err = fmt.Errorf("%v; %w", notCached, err)
+			}
+		}
 	}
 	// Whatever the backend read, drain and verify the rest so the stream
 	// stays in step and a bad body is always reported.
@@ -273,6 +295,13 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		s.stats.AddError(kind)
 		s.debugRequest(req, "error", d, err)
 		s.replyErr(req, err.Error())
+		return nil
+	}
+	if notCached != nil {
+		s.stats.AddError(kind)
+		s.warn.once("put", "cache put failed; the go command gets the body from a scratch file, uncached", notCached)
+		s.debugRequest(req, "not cached", d, notCached)
+		s.reply(&Response{ID: req.ID, DiskPath: e.DiskPath})
 		return nil
 	}
 	s.stats.BytesStored.Add(req.BodySize)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -401,5 +402,63 @@ func TestProtocolErrorsAreCounted(t *testing.T) {
 	snap := ts.srv.stats.Snapshot()
 	if snap.Errors["verify"] != 1 || snap.Errors["bad_request"] != 1 || snap.Puts != 1 || snap.Gets != 1 {
 		t.Fatalf("stats %+v", snap)
+	}
+}
+
+// TestPutTheCacheCannotKeep: a put that the local cache refuses before
+// reading its body (here its bodies' directory is a file) still gives the
+// go command a file holding the body, since the go command fails a build on
+// a failed put. The entry is not cached, the failure is counted and logged
+// once, a body that does not verify is still refused, and the scratch
+// files are gone once the go command closes the server.
+func TestPutTheCacheCannotKeep(t *testing.T) {
+	d, err := NewDiskBackend(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "o"), []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, d)
+	ts.read(t)
+	var scratchPaths []string
+	keep := func(check func(*testing.T, Response)) func(*testing.T, Response) {
+		return func(t *testing.T, r Response) {
+			check(t, r)
+			scratchPaths = append(scratchPaths, r.DiskPath)
+		}
+	}
+	a1, a2, a3 := actionID("1"), actionID("2"), actionID("3")
+	steps := []step{
+		{putLine(1, a1, outputID("one"), "one"), map[int64]func(*testing.T, Response){1: keep(stored("one"))}},
+		{putLine(2, a2, outputID(""), ""), map[int64]func(*testing.T, Response){2: keep(stored(""))}},
+		{putLine(3, a3, outputID("other"), "three"), map[int64]func(*testing.T, Response){3: errReply("sha256")}},
+		{getLine(4, a1), map[int64]func(*testing.T, Response){4: miss}},
+		{`{"ID":5,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){5: ok}},
+	}
+	for _, st := range steps {
+		io.WriteString(ts.in, st.send)
+		for range st.expect {
+			r, _ := ts.read(t)
+			st.expect[r.ID](t, r)
+		}
+	}
+	if err := ts.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range scratchPaths {
+		if strings.HasPrefix(p, d.Dir()) {
+			t.Errorf("DiskPath %s is in the cache, which could not keep it", p)
+		}
+		if _, err := os.Stat(filepath.Dir(p)); !os.IsNotExist(err) {
+			t.Errorf("scratch directory of %s left after close: %v", p, err)
+		}
+	}
+	snap := ts.srv.stats.Snapshot()
+	if snap.Errors["put"] != 2 || snap.Errors["verify"] != 1 || snap.BytesStored != 0 {
+		t.Errorf("errors %v, bytes stored %d: want 2 put errors, 1 verify failure, nothing stored", snap.Errors, snap.BytesStored)
+	}
+	if n := strings.Count(ts.log.String(), "scratch file"); n != 1 {
+		t.Errorf("the failure was logged %d times, want once:\n%s", n, ts.log.String())
 	}
 }
