@@ -95,11 +95,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 		return 1
 	}
 	defer removeScratch()
-	st, err := openBackend(context.Background(), cfg, disk, stats, warn, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
-		return 1
-	}
+	st := openBackend(context.Background(), cfg, disk, stats, warn, log)
 	local := st.local
 	backend := st.backend
 	var observer Observer
@@ -225,14 +221,21 @@ func localCacheFallbacks() []string {
 //
 // (without asyncUploads when -read-only); the prefetcher, which serve adds
 // over the tier, gets the breaker for its manifests. It makes no network
-// call.
-func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Stats, warn *warnings, log *slog.Logger) (stack, error) {
+// call, and it never fails: a remote it cannot set up is left out.
+func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Stats, warn *warnings, log *slog.Logger) stack {
 	if cfg.Backend == "disk" {
-		return stack{backend: disk, local: disk}, nil
+		return stack{backend: disk, local: disk}
 	}
 	s3b, err := newS3FromConfig(ctx, cfg, disk.tmpDir(), disk.bodyTempDir, log)
 	if err != nil {
-		return stack{}, err
+		// The SDK's own settings (AWS_PROFILE naming a profile this
+		// machine lacks, a malformed ~/.aws/config, AWS_CA_BUNDLE naming
+		// a missing file, ...) are the environment's, often meant for
+		// another step: like any remote problem, no reason to fail the
+		// build. It runs on the local cache alone.
+		stats.AddRemoteError(KindConfig.String())
+		log.Warn("remote cache off for this go command: its AWS configuration does not load; the build goes on with the local cache", "err", err)
+		return stack{backend: disk, local: disk}
 	}
 	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteFile("remote-down", cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
@@ -240,7 +243,7 @@ func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Sta
 		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
-	return stack{backend: tier, local: disk, tier: tier, remote: breaker}, nil
+	return stack{backend: tier, local: disk, tier: tier, remote: breaker}
 }
 
 // readLocations names the remote as a lookup or a prefetch reads it: every

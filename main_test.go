@@ -369,3 +369,38 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 		})
 	}
 }
+
+// TestServeWithAnAWSConfigThatDoesNotLoad: the AWS SDK's own settings in the
+// environment, often meant for another step of the job (here AWS_PROFILE
+// naming a profile this machine lacks), turn the remote off for the go
+// command with one warning line; the build is served from the local cache.
+func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "aws-config")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CONFIG_FILE", empty)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", empty)
+	t.Setenv("AWS_PROFILE", "gobuildcache-test-no-such-profile")
+	statsJSON := filepath.Join(dir, "stats.json")
+	args := []string{"-backend=s3", "-s3-bucket=b", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + filepath.Join(dir, "cache"), "-stats-json=" + statsJSON}
+	stdin := putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("a")) + `{"ID":3,"Command":"close"}` + "\n"
+	status, stdout, stderr := runMain(t, args, nil, stdin)
+	if status != 0 {
+		t.Fatalf("exit %d: %s", status, stderr)
+	}
+	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "AWS configuration does not load") || !strings.Contains(stderr, "gobuildcache-test-no-such-profile") {
+		t.Errorf("stderr %q: want one warning line naming the profile", stderr)
+	}
+	if !strings.Contains(stdout, `"ID":2,"OutputID"`) {
+		t.Errorf("no local hit: %s", stdout)
+	}
+	var snap StatsSnapshot
+	if b, err := os.ReadFile(statsJSON); err != nil || json.Unmarshal(b, &snap) != nil {
+		t.Fatalf("stats JSON: %v", err)
+	}
+	if snap.RemoteErrorsByKind["config"] != 1 || snap.Hits != 1 {
+		t.Errorf("remote errors %v, hits %d: want one config error and the hit", snap.RemoteErrorsByKind, snap.Hits)
+	}
+}
