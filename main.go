@@ -165,24 +165,32 @@ type stack struct {
 
 // openLocalCache opens the server's local cache directory: cfg.CacheDir or,
 // if that cannot be used, the first usable of fallbacks. A directory the
-// server cannot write (not a directory; another user's /tmp/gobuildcache; a
-// read-only mount) would fail every put, and the go command fails a build
-// on a failed put (its module index, say), so whatever set it, the server
-// says so in one warning line and goes on elsewhere: last in a new temporary
-// directory that remove deletes at exit, where the build runs with an empty
-// local cache (and the remote, if any). It fails only if it cannot make even
-// that, when the go command could not build either.
+// server cannot write (not a directory; another user's; a read-only mount)
+// would fail every put, and the go command fails a build on a failed put
+// (its module index, say), so whatever set it, the server says so in one
+// warning line and goes on elsewhere: last in a new temporary directory
+// that remove deletes at exit, where the build runs with an empty local
+// cache (and the remote, if any). It fails only if it cannot make even
+// that, when the go command could not build either. The default directory,
+// in the temp dir that every local user shares, must also be this user's
+// alone (checkOwnDir).
 func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskBackend, remove func(), err error) {
 	from := cfg.from["cache-dir"]
 	if from == "" {
 		from = "the default"
 	}
 	var why []string
+	shared := defaultConfig().CacheDir
 	for i, dir := range append([]string{cfg.CacheDir}, fallbacks...) {
 		if i > 0 && dir == cfg.CacheDir {
 			continue
 		}
 		d, err := NewDiskBackend(dir)
+		if err == nil && dir == shared {
+			if err = checkOwnDir(d.Dir()); err != nil {
+				err = fmt.Errorf("open disk cache %s: %w", dir, err)
+			}
+		}
 		if err == nil {
 			if i > 0 {
 				fmt.Fprintf(stderr, "gobuildcache: warning: cannot use the cache directory of %s: %s; using %s\n", from, strings.Join(why, "; "), d.Dir())

@@ -297,7 +297,8 @@ func TestClearCommand(t *testing.T) {
 // cannot use, whatever set it, is one warning line naming what set it and
 // where the server went instead, and the go command's requests are served:
 // the default directory, else the user's own under os.UserCacheDir, else a
-// temporary one removed at exit.
+// temporary one removed at exit. The default, in the temp dir every user
+// shares, is not used unless it is this user's alone (on Unix).
 func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 	tmp, home := t.TempDir(), t.TempDir()
 	t.Setenv("TMPDIR", tmp)
@@ -317,6 +318,7 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 		args  []string
 		env   map[string]string
 		block []string // made files, so that these directories cannot be used
+		setup func(t *testing.T, dflt string)
 		want  []string // in the one warning line
 		in    string   // the directory the entry went to, "" for a temporary one
 	}{
@@ -328,6 +330,30 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 			want: []string{"cache directory of -cache-dir", notADir}, in: filepath.Join(tmp, "gobuildcache")},
 		{name: "the default, made by someone else", block: []string{filepath.Join(tmp, "gobuildcache")},
 			want: []string{"cache directory of the default", "using " + userDir}, in: userDir},
+		{name: "the default, writable by every user", setup: func(t *testing.T, dflt string) {
+			if err := os.Mkdir(dflt, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dflt, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"cache directory of the default", "writable by every user", "using " + userDir}, in: userDir},
+		{name: "the default, a link", setup: func(t *testing.T, dflt string) {
+			if err := os.Symlink(t.TempDir(), dflt); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"cache directory of the default", "symbolic link", "using " + userDir}, in: userDir},
+		{name: "the default, another user's", setup: func(t *testing.T, dflt string) {
+			if os.Geteuid() != 0 {
+				t.Skip("needs root, to give the directory to another user")
+			}
+			if err := os.Mkdir(dflt, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dflt, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"cache directory of the default", "belongs to another user (uid 65534)", "using " + userDir}, in: userDir},
 		{name: "nothing usable but a temporary directory", env: map[string]string{"CACHE_DIR": notADir},
 			block: []string{filepath.Join(tmp, "gobuildcache"), userDir},
 			want:  []string{"cache directory of CACHE_DIR", notADir, filepath.Join(tmp, "gobuildcache"), userDir, "for this go command alone"}},
@@ -340,6 +366,12 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { os.Remove(b) })
+			}
+			if tc.setup != nil {
+				dflt := filepath.Join(tmp, "gobuildcache")
+				os.RemoveAll(dflt)
+				tc.setup(t, dflt)
+				t.Cleanup(func() { os.RemoveAll(dflt) })
 			}
 			before, _ := filepath.Glob(filepath.Join(tmp, "gobuildcache-*"))
 			status, stdout, stderr := runMain(t, tc.args, tc.env, stdin)
