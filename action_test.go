@@ -168,6 +168,26 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("the tool does not build", func(t *testing.T) {
+		// A go command whose build fails, as with the job's module proxy
+		// down or GOPROXY=off: the job goes on without the cache.
+		fake := t.TempDir()
+		if err := os.WriteFile(filepath.Join(fake, "go"), []byte("#!/bin/sh\necho 'go: example.com/m@v1.0.0: module lookup disabled by GOPROXY=off' >&2\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "MTIMES": "true"})
+		if err != nil {
+			t.Fatalf("the step failed: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "::warning::gobuildcache did not build (go: example.com/m@v1.0.0: module lookup disabled by GOPROXY=off): this job runs without the cache\n") {
+			t.Errorf("want a warning naming the build's error:\n%s", out)
+		}
+		if s := readOr(filepath.Join(tmp, "env")) + readOr(filepath.Join(tmp, "path")); s != "" {
+			t.Errorf("GITHUB_ENV or GITHUB_PATH written without a binary: %q", s)
+		}
+	})
+
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {

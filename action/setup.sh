@@ -26,7 +26,13 @@ if [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" versio
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
 	# key.sh reads the toolchain with this environment: change both together.
-	(cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .)
+	# A build that fails (the job's module proxy down or off, a Go too old
+	# for the tool) leaves the job without the cache, never failed.
+	if ! (cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off go build -o "$bin" .) 2>"$bin_dir/build.err"; then
+		cat "$bin_dir/build.err" >&2
+		echo "::warning::gobuildcache did not build ($(tail -n1 "$bin_dir/build.err")): this job runs without the cache"
+		exit 0
+	fi
 	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
 		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
 	fi
