@@ -29,6 +29,7 @@ import (
 // refused write to the write location is reported, and is no failure: the
 // server reads and does not write then.
 func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) error {
+	fmt.Fprintf(out, "version:     %s\n", versionLine(debug.ReadBuildInfo()))
 	tmp, err := os.MkdirTemp("", "gobuildcache-check-")
 	if err != nil {
 		return err
@@ -44,7 +45,6 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 	if o.BaseEndpoint != nil {
 		where = *o.BaseEndpoint
 	}
-	fmt.Fprintf(out, "version:     %s\n", versionLine(debug.ReadBuildInfo()))
 	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")

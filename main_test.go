@@ -406,6 +406,7 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 // environment, often meant for another step of the job (here AWS_PROFILE
 // naming a profile this machine lacks), turn the remote off for the go
 // command with one warning line; the build is served from the local cache.
+// check fails on them.
 func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "aws-config")
@@ -434,5 +435,12 @@ func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
 	}
 	if snap.RemoteErrorsByKind["config"] != 1 || snap.Hits != 1 {
 		t.Errorf("remote errors %v, hits %d: want one config error and the hit", snap.RemoteErrorsByKind, snap.Hits)
+	}
+
+	// check, which is asked about the remote, fails on it: the version
+	// first, then one line.
+	status, stdout, stderr = runMain(t, []string{"check", "-backend=s3", "-s3-bucket=b", "-s3-endpoint=http://127.0.0.1:1"}, nil, "")
+	if status != 1 || !strings.HasPrefix(stdout, "version:     gobuildcache ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "gobuildcache-test-no-such-profile") {
+		t.Errorf("check: exit %d, stdout %q, stderr %q: want 1, the version, one line naming the profile", status, stdout, stderr)
 	}
 }
