@@ -171,26 +171,18 @@ type stack struct {
 // warning line and goes on elsewhere: last in a new temporary directory
 // that remove deletes at exit, where the build runs with an empty local
 // cache (and the remote, if any). It fails only if it cannot make even
-// that, when the go command could not build either. The default directory,
-// in the temp dir that every local user shares, must also be this user's
-// alone (checkOwnDir).
+// that, when the go command could not build either.
 func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskBackend, remove func(), err error) {
 	from := cfg.from["cache-dir"]
 	if from == "" {
 		from = "the default"
 	}
 	var why []string
-	shared := defaultConfig().CacheDir
 	for i, dir := range append([]string{cfg.CacheDir}, fallbacks...) {
 		if i > 0 && dir == cfg.CacheDir {
 			continue
 		}
-		d, err := NewDiskBackend(dir)
-		if err == nil && dir == shared {
-			if err = checkOwnDir(d.Dir()); err != nil {
-				err = fmt.Errorf("open disk cache %s: %w", dir, err)
-			}
-		}
+		d, err := openCacheDir(dir)
 		if err == nil {
 			if i > 0 {
 				fmt.Fprintf(stderr, "gobuildcache: warning: cannot use the cache directory of %s: %s; using %s\n", from, strings.Join(why, "; "), d.Dir())
@@ -210,16 +202,39 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 	return nil, nil, fmt.Errorf("no usable cache directory: %s; nor a temporary one: %w", strings.Join(why, "; "), err)
 }
 
+// openCacheDir opens dir as the local cache. The default directory, in the
+// temp dir that every local user shares, must also be this user's alone
+// (checkOwnDir).
+func openCacheDir(dir string) (*DiskBackend, error) {
+	d, err := NewDiskBackend(dir)
+	if err == nil && dir == defaultConfig().CacheDir {
+		if err := checkOwnDir(d.Dir()); err != nil {
+			return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
+		}
+	}
+	return d, err
+}
+
 // localCacheFallbacks are the directories the server tries, in order, when
 // its cache directory cannot be used: the default, then this user's own
 // under os.UserCacheDir (where the go command keeps its cache), for a
 // default that another user made.
 func localCacheFallbacks() []string {
 	dirs := []string{defaultConfig().CacheDir}
-	if ucd, err := os.UserCacheDir(); err == nil {
-		dirs = append(dirs, filepath.Join(ucd, "gobuildcache"))
+	if u, ok := userCacheDir(); ok {
+		dirs = append(dirs, u)
 	}
 	return dirs
+}
+
+// userCacheDir is this user's own cache directory, under os.UserCacheDir;
+// ok is false if the user has none (no home directory).
+func userCacheDir() (dir string, ok bool) {
+	ucd, err := os.UserCacheDir()
+	if err != nil {
+		return "", false
+	}
+	return filepath.Join(ucd, "gobuildcache"), true
 }
 
 // openBackend builds the backend stack that cfg describes over disk, the

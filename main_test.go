@@ -291,6 +291,25 @@ func TestClearCommand(t *testing.T) {
 	if status != 0 || !strings.Contains(out, `"Miss":true`) {
 		t.Errorf("after clear: %s", out)
 	}
+
+	// With the default directory writable by every user, the server uses
+	// the user's own, and clear clears that one.
+	tmp, home := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_CACHE_HOME", home)
+	t.Setenv("HOME", home)
+	if err := os.Mkdir(filepath.Join(tmp, "gobuildcache"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(tmp, "gobuildcache"), 0o777)
+	if status, _, stderr := runMain(t, nil, nil, stdin); status != 0 {
+		t.Fatal(stderr)
+	}
+	u, _ := userCacheDir()
+	status, out, stderr = runMain(t, []string{"clear"}, nil, "")
+	if status != 0 || !strings.HasPrefix(out, "cleared local cache "+u+": 2 entries, ") {
+		t.Errorf("clear of the default: exit %d, %q %q; want the user's own %s cleared", status, out, stderr, u)
+	}
 }
 
 // TestServeFallsBackFromAnUnusableCacheDir: a cache directory the server
