@@ -185,7 +185,7 @@ var options = []option{
 		func(c *Config) flag.Value { return &intValue{&c.UploadWorkers, 1, 1024} }},
 	{"upload-queue-size", "UPLOAD_QUEUE_SIZE", "bytes of uploads that may wait; a put beyond that stays local (counted as dropped)", serveOnly,
 		func(c *Config) flag.Value { return &c.UploadQueue }},
-	{"prefetch", "PREFETCH", "at start, fetch what recent runs of the same scope used, in parallel, while the build runs", serveOnly,
+	{"prefetch", "PREFETCH", "at start, fetch what recent runs of the same scope used, in parallel, while the build runs (leaving 1 GiB of the disk free)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.Prefetch) }},
 	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name; names after commas are further scopes, read and never written, e.g. test-linux,build (default: derived from the working directory)", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.PrefetchScope) }},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -53,6 +54,7 @@ type DiskBackend struct {
 	// Seams for tests.
 	now        func() time.Time
 	createTemp func(dir, pattern string) (tempFile, error)
+	freeBytes  func(dir string) (int64, error)
 
 	madeDirs sync.Map // fan-out directories known to exist
 
@@ -88,6 +90,7 @@ func NewDiskBackend(dir string) (*DiskBackend, error) {
 		dir:        filepath.Join(root, diskLayoutVersion),
 		now:        time.Now,
 		createTemp: createTempFile,
+		freeBytes:  freeBytes,
 	}
 	if err := os.MkdirAll(d.tmpDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
@@ -176,7 +179,7 @@ const fitsReserve = 64 << 20
 // that keeps the cache from filling the disk. It is checked before any byte
 // is written.
 func (d *DiskBackend) fits(size int64) error {
-	free, err := freeBytes(d.dir)
+	free, err := d.freeBytes(d.dir)
 	if err != nil {
 		return nil // unknown: let the write decide
 	}
@@ -184,6 +187,16 @@ func (d *DiskBackend) fits(size int64) error {
 		return fmt.Errorf("body of %s does not fit: %s free on the file system of %s", formatBytes(size), formatBytes(free), d.root)
 	}
 	return nil
+}
+
+// room returns how many bytes may be written to the cache's file system
+// before it has only reserve bytes free (math.MaxInt64 if that is unknown).
+func (d *DiskBackend) room(reserve int64) int64 {
+	free, err := d.freeBytes(d.dir)
+	if err != nil {
+		return math.MaxInt64
+	}
+	return max(free-reserve, 0)
 }
 
 // Put implements CacheBackend.

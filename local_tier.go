@@ -81,6 +81,9 @@ func (t *localTier) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 // lastRemoval implements prefetchTarget.
 func (t *localTier) lastRemoval() time.Time { return t.local.lastRemoval() }
 
+// prefetchRoom implements prefetchTarget.
+func (t *localTier) prefetchRoom() int64 { return t.local.room(prefetchReserve) }
+
 // localEntry implements prefetchTarget: the local cache alone.
 func (t *localTier) localEntry(actionID ActionID) (Entry, error) {
 	return t.local.getLocal(actionID)

@@ -72,7 +72,15 @@ type prefetchTarget interface {
 	// lastRemoval returns when entries were last removed from the local
 	// cache (trimmed or cleared), or the zero time if never.
 	lastRemoval() time.Time
+	// prefetchRoom returns how many bytes a prefetch may land now: the
+	// free space of the local cache's file system less prefetchReserve.
+	prefetchRoom() int64
 }
+
+// prefetchReserve is the free space a prefetch leaves on the local cache's
+// file system for the build's own work (and the entries it asks for): a
+// prefetch is a guess, and must never be what fills the disk.
+const prefetchReserve = 1 << 30
 
 // prefetchTier is the local tier as the prefetcher wraps it.
 type prefetchTier interface {
@@ -125,6 +133,9 @@ type prefetcher struct {
 	// incomplete: an entry was not landed for a reason other than the
 	// remote not having it (so landedRead stays unset).
 	incomplete atomic.Bool
+	// room: how many more bytes this prefetch may land (see take).
+	room   atomic.Int64
+	noRoom sync.Once
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -308,6 +319,7 @@ func (p *prefetcher) run() error {
 	p.noteRead(listed, infos, ms, idx)
 	objects, ranges := p.plan(infos, ms, idx, landed)
 
+	p.room.Store(p.tier.prefetchRoom())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -317,9 +329,12 @@ func (p *prefetcher) run() error {
 	go func() {
 		defer wg.Done()
 		p.each(p.objects, len(objects), func(i int) {
-			if m := objects[i]; m.inline {
-				p.install(m)
-			} else {
+			switch m := objects[i]; {
+			case m.inline:
+				if p.take(int64(len(m.body))) {
+					p.install(m)
+				}
+			case p.take(1): // a byte: fetch takes its size once known
 				p.objects.observe(p.fetch(m.id))
 			}
 		})
@@ -598,6 +613,24 @@ func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest, idx f
 	p.seen.Store(r)
 }
 
+// take reserves size bytes of the room the prefetch has to land entries
+// in, and reports whether there was room (fetch takes an entry's size
+// itself once it knows it). Without, the entry is not landed (the go
+// command's get fetches it if it asks) and the prefetch is incomplete; the
+// first time is logged.
+func (p *prefetcher) take(size int64) bool {
+	if p.room.Add(-size) >= 0 {
+		return true
+	}
+	p.room.Add(size)
+	p.incomplete.Store(true)
+	p.noRoom.Do(func() {
+		// Deliberately swallowed: the build fetches what it asks for.
+		p.log.Warn("prefetch stops landing entries: it leaves the local cache's file system 1 GiB free for the build, which fetches what it asks for")
+	})
+	return false
+}
+
 // install stores an entry a manifest carries, unless it is local or being
 // fetched already.
 func (p *prefetcher) install(m *manifestEntry) {
@@ -636,6 +669,7 @@ func (p *prefetcher) fetch(id ActionID) (took time.Duration, overloaded bool) {
 		// A get got there first.
 		return 0, false
 	case err == nil:
+		p.room.Add(-e.Size)
 		p.prefetched.add(id)
 		p.stats.PrefetchObjects.Add(1)
 		p.stats.PrefetchBytes.Add(e.Size)
@@ -670,7 +704,7 @@ func (p *prefetcher) fetchRange(r *packRange) {
 		if _, ok := p.landing[e.id]; ok {
 			continue
 		}
-		if _, err := p.tier.localEntry(e.id); err == nil {
+		if _, err := p.tier.localEntry(e.id); err == nil || !p.take(e.size) {
 			continue
 		}
 		p.landing[e.id] = make(chan struct{})
@@ -689,6 +723,9 @@ func (p *prefetcher) fetchRange(r *packRange) {
 	defer func() {
 		for _, e := range todo {
 			done(e) // any the range did not reach
+		}
+		for _, e := range left {
+			p.room.Add(e.size) // fetch takes it again
 		}
 		p.fetchAlone(left)
 	}()

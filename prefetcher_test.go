@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,54 @@ func TestBreakerGuardsManifests(t *testing.T) {
 	p.Close(ctx)
 	if n := remote.count() - before; n != 0 {
 		t.Fatalf("%d requests reached a remote behind an open breaker", n)
+	}
+}
+
+// TestPrefetchLeavesRoom: a prefetch lands entries only while their file
+// system keeps prefetchReserve free; what it leaves out the go command's
+// gets fetch, and the prefetch is not recorded as landed in full.
+func TestPrefetchLeavesRoom(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies := map[string]string{}
+	for i := range 6 {
+		bodies[fmt.Sprint("large", i)] = strings.Repeat(fmt.Sprint(i), inlineMax+1) // packed
+		bodies[fmt.Sprint("small", i)] = strings.Repeat(fmt.Sprint(i), 1000)        // carried whole
+	}
+	statsA := new(Stats)
+	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsA, quietLog)
+	a.Started()
+	for k, body := range bodies {
+		putString(t, a, k, body)
+		a.Stored(actionID(k))
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Room for two large bodies and a few small ones.
+	const room = 2*(inlineMax+1) + 3500
+	disk := newTestDisk(t)
+	disk.freeBytes = func(string) (int64, error) { return prefetchReserve + room, nil }
+	statsB := new(Stats)
+	tierB := newLocalTier(disk, mem, false, statsB)
+	b := newPrefetcher(tierB, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true, landed: filepath.Join(t.TempDir(), "landed")}, statsB, quietLog)
+	b.Started()
+	<-b.done
+	if got := statsB.PrefetchBytes.Load(); got > room || got == 0 {
+		t.Errorf("prefetched %d bytes with room for %d", got, room)
+	}
+	if b.landedRead.Load() != nil {
+		t.Error("a prefetch that left entries out is recorded as landed in full")
+	}
+	for k, body := range bodies {
+		e, err := b.Get(ctx, actionID(k))
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		checkEntry(t, e, []byte(body))
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
