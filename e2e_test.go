@@ -362,6 +362,25 @@ func TestEndToEndUnusableCacheDir(t *testing.T) {
 	}
 }
 
+// TestUnderAnAddressSpaceLimit: under a limit on address space (ulimit -v
+// 1 GB, which a warm go build runs under) the server serves: the huge-page
+// ballast (adviseHugePages) is not allocated there.
+func TestUnderAnAddressSpaceLimit(t *testing.T) {
+	skipIfShortE2E(t) // it builds the binary
+	if runtime.GOOS != "linux" {
+		t.Skip("ulimit -v as on Linux")
+	}
+	cmd := exec.Command("sh", "-c", `ulimit -v 1000000 && exec "$0" -cache-dir="$1"`, gobuildcacheBinary(t), t.TempDir())
+	cmd.Stdin = strings.NewReader(putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("a")) + `{"ID":3,"Command":"close"}` + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gobuildcache under ulimit -v: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"ID":2,"OutputID"`) {
+		t.Errorf("no hit: %s", out)
+	}
+}
+
 // logGoVersion logs the go command the end-to-end tests run (the one on
 // PATH; under GOTOOLCHAIN=goX.Y.Z go test, that toolchain's).
 func logGoVersion(t *testing.T) {

@@ -28,8 +28,15 @@ const hugePageHeapBytes = 128 << 20
 // How: a ballast allocation makes the runtime map the address range without
 // touching it; the advice marks that range; the ballast is freed, and the
 // heap's later growth reuses the range. Where the advice is refused (THP off
-// or "never", an old kernel) nothing changes: it is an optimization only.
+// or "never", an old kernel), or not given (a limit on address space),
+// nothing changes: it is an optimization only.
 func adviseHugePages() {
+	// Under a limit on address space (ulimit -v), the ballast could be what
+	// exhausts it, where the go command itself runs fine: no advice there.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &lim); err != nil || lim.Cur != ^uint64(0) {
+		return
+	}
 	ballast := make([]byte, hugePageHeapBytes)
 	const huge = 2 << 20
 	base := uintptr(unsafe.Pointer(unsafe.SliceData(ballast)))
