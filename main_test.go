@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -461,5 +462,19 @@ func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
 	status, stdout, stderr = runMain(t, []string{"check", "-backend=s3", "-s3-bucket=b", "-s3-endpoint=http://127.0.0.1:1"}, nil, "")
 	if status != 1 || !strings.HasPrefix(stdout, "version:     gobuildcache ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "gobuildcache-test-no-such-profile") {
 		t.Errorf("check: exit %d, stdout %q, stderr %q: want 1, the version, one line naming the profile", status, stdout, stderr)
+	}
+}
+
+// TestCollectGarbage: GOGC=off in the environment does not reach the
+// server's heap; any other setting stays.
+func TestCollectGarbage(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	collectGarbage()
+	if got := debug.SetGCPercent(250); got != 100 {
+		t.Errorf("with the collector off: GOGC %d after collectGarbage, want 100", got)
+	}
+	collectGarbage()
+	if got := debug.SetGCPercent(100); got != 250 {
+		t.Errorf("with GOGC=250: %d after collectGarbage, want 250 kept", got)
 	}
 }
