@@ -60,6 +60,9 @@ func TestActionSetup(t *testing.T) {
 		if !strings.Contains(out, "\ngobuildcache ") && !strings.HasPrefix(out, "gobuildcache ") || !strings.Contains(out, " (action ref v9.8.7)\n") {
 			t.Errorf("output lacks the version line with the action's ref:\n%s", out)
 		}
+		if strings.Contains(out, "::warning::") {
+			t.Errorf("a warning with a go command that knows GOCACHEPROG:\n%s", out)
+		}
 		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache")
 		want := "GOCACHEPROG=" + bin + ` -backend=s3 -s3-bucket=my-bucket -s3-region=eu-west-1 -s3-read-from=s3://trusted/gobuildcache/main/ -read-only=true -prefetch-scope="ci / test's" -cache-dir='/cache dir' -stats=true -debug -upload-concurrency=4` + "\n"
 		if got := readOr(filepath.Join(tmp, "env")); got != want {
@@ -185,6 +188,30 @@ func TestActionSetup(t *testing.T) {
 		}
 		if s := readOr(filepath.Join(tmp, "env")) + readOr(filepath.Join(tmp, "path")); s != "" {
 			t.Errorf("GITHUB_ENV or GITHUB_PATH written without a binary: %q", s)
+		}
+	})
+
+	t.Run("a go command without GOCACHEPROG", func(t *testing.T) {
+		// Go before 1.24: go env prints an unknown variable as empty.
+		real, err := exec.LookPath("go")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fake := t.TempDir()
+		script := "#!/bin/sh\nif [ \"$1\" = env ]; then case \"$2\" in GOCACHEPROG) echo;; GOVERSION) echo go1.23.4;; *) exec " + real + " \"$@\";; esac; exit 0; fi\nexec " + real + " \"$@\"\n"
+		if err := os.WriteFile(filepath.Join(fake, "go"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"MTIMES": "false"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(out, "::warning::gobuildcache: this job's go command (go1.23.4) does not know GOCACHEPROG, which Go 1.24 and later use: the job runs without the cache\n") {
+			t.Errorf("want a warning naming the go version:\n%s", out)
+		}
+		if !strings.HasPrefix(readOr(filepath.Join(tmp, "env")), "GOCACHEPROG=") {
+			t.Errorf("GOCACHEPROG not exported (a later step may switch Go)")
 		}
 	})
 

@@ -125,6 +125,14 @@ if [ "${INPUT_MTIMES:-true}" = true ]; then
 	fi
 fi
 
+# A go command older than Go 1.24 does not know GOCACHEPROG and would run
+# the job uncached without a word: say so (in the work tree, whose go.mod may
+# switch the toolchain). A go env that fails says nothing either way.
+tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
+if known=$(cd "$tree" && GOCACHEPROG=probe go env GOCACHEPROG 2>/dev/null) && [ "$known" != probe ]; then
+	echo "::warning::gobuildcache: this job's go command ($(cd "$tree" && go env GOVERSION 2>/dev/null)) does not know GOCACHEPROG, which Go 1.24 and later use: the job runs without the cache"
+fi
+
 echo "GOCACHEPROG=$prog" >>"${GITHUB_ENV:?}"
 echo "$bin_dir" >>"${GITHUB_PATH:?}"
 echo "GOCACHEPROG=$prog"
