@@ -13,11 +13,13 @@ import (
 func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) error {
 	remote := cfg.Backend == "s3" && !cfg.LocalOnly
 	d, err := openCacheDir(cfg.CacheDir)
-	if u, ok := userCacheDir(); ok && err != nil && cfg.from["cache-dir"] == "" {
+	if err != nil && cfg.from["cache-dir"] == "" {
 		// The default is not this user's: the server uses the user's
 		// own directory instead (see openLocalCache), so clear that.
-		if ud, uerr := openCacheDir(u); uerr == nil {
-			d, err = ud, nil
+		if u, ok := userCacheDir(); ok {
+			if ud, uerr := openCacheDir(u); uerr == nil {
+				d, err = ud, nil
+			}
 		}
 	}
 	if err != nil {

@@ -112,9 +112,11 @@ if [ "${INPUT_CHECK:-false}" = true ] && [ -n "${INPUT_S3_BUCKET:-}" ]; then
 	fi
 fi
 
+# The work tree: mtimes stamps it, and its go.mod may switch the toolchain.
+tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
+
 # Content mtimes: a failure costs test cache hits, never the build.
 if [ "${INPUT_MTIMES:-true}" = true ]; then
-	tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
 	if line=$("$bin" mtimes "$tree" 2>"$bin_dir/mtimes.err"); then
 		echo "$line"
 		[ -z "${GITHUB_STEP_SUMMARY:-}" ] || echo "$line" >>"$GITHUB_STEP_SUMMARY"
@@ -126,9 +128,8 @@ if [ "${INPUT_MTIMES:-true}" = true ]; then
 fi
 
 # A go command older than Go 1.24 does not know GOCACHEPROG and would run
-# the job uncached without a word: say so (in the work tree, whose go.mod may
-# switch the toolchain). A go env that fails says nothing either way.
-tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
+# the job uncached without a word: say so (asked in the work tree). A go env
+# that fails says nothing either way.
 if known=$(cd "$tree" && GOCACHEPROG=probe go env GOCACHEPROG 2>/dev/null) && [ "$known" != probe ]; then
 	echo "::warning::gobuildcache: this job's go command ($(cd "$tree" && go env GOVERSION 2>/dev/null)) does not know GOCACHEPROG, which Go 1.24 and later use: the job runs without the cache"
 fi
