@@ -12,12 +12,12 @@ import (
 // under the prefix.
 func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) error {
 	remote := cfg.Backend == "s3" && !cfg.LocalOnly
-	d, err := openCacheDir(cfg.CacheDir)
+	d, err := openCacheDir(cfg.CacheDir, cfg.CacheDir == defaultConfig().CacheDir)
 	if err != nil && cfg.from["cache-dir"] == "" {
 		// The default is not this user's: the server uses the user's
 		// own directory instead (see openLocalCache), so clear that.
 		if u, ok := userCacheDir(); ok {
-			if ud, uerr := openCacheDir(u); uerr == nil {
+			if ud, uerr := openCacheDir(u, true); uerr == nil {
 				d, err = ud, nil
 			}
 		}

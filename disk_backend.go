@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,6 +48,13 @@ import (
 // one directory, keeps parallel writers (prefetch) from contending for one
 // directory's lock. A record whose body is missing or of the wrong size is a
 // miss.
+//
+// Files are made mode 0666 and directories 0777, less the umask, as the go
+// command makes its own cache's: users who share a directory (self-hosted
+// runners, say) read each other's entries when their umask lets them (002
+// and a common group). A body this user cannot read counts as missing (see
+// canRead), so a put replaces it. The default directory and the user's own
+// are kept private by their root's mode instead (claimOwnDir).
 type DiskBackend struct {
 	dir  string // absolute path of the v1 directory
 	root string // absolute path of Dir
@@ -92,7 +100,7 @@ func NewDiskBackend(dir string) (*DiskBackend, error) {
 		createTemp: createTempFile,
 		freeBytes:  freeBytes,
 	}
-	if err := os.MkdirAll(d.tmpDir(), 0o755); err != nil {
+	if err := os.MkdirAll(d.tmpDir(), 0o777); err != nil {
 		return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
 	}
 	if err := d.probeWrite(); err != nil {
@@ -338,7 +346,7 @@ func (d *DiskBackend) placeBody(from, to string, size int64) error {
 	for damaged := false; ; damaged = true {
 		err := renameNoReplace(from, to)
 		if errors.Is(err, fs.ErrNotExist) {
-			if err = os.MkdirAll(filepath.Dir(to), 0o755); err == nil {
+			if err = os.MkdirAll(filepath.Dir(to), 0o777); err == nil {
 				err = renameNoReplace(from, to)
 			}
 		}
@@ -362,11 +370,28 @@ func (d *DiskBackend) placeBody(from, to string, size int64) error {
 	}
 }
 
+// createNew creates a new file in dir with create, named as os.CreateTemp
+// names it (pattern's last "*" replaced by a random number), trying
+// another name while create finds one taken (fs.ErrExist). Its mode is to
+// be 0666 less the umask (see DiskBackend), where os.CreateTemp's is 0600.
+func createNew(dir, pattern string, create func(name string) (tempFile, error)) (tempFile, error) {
+	prefix, suffix := pattern, ""
+	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
+		prefix, suffix = pattern[:i], pattern[i+1:]
+	}
+	for try := 0; ; try++ {
+		f, err := create(dir + string(os.PathSeparator) + prefix + strconv.FormatUint(uint64(rand.Uint32()), 10) + suffix)
+		if err == nil || !errors.Is(err, fs.ErrExist) || try == 100 {
+			return f, err
+		}
+	}
+}
+
 // fanOutDir returns dir, a fan-out directory, after making sure it exists
 // (once per process).
 func (d *DiskBackend) fanOutDir(dir string) string {
 	if _, ok := d.madeDirs.Load(dir); !ok {
-		os.MkdirAll(dir, 0o755) // an error shows at the create that follows
+		os.MkdirAll(dir, 0o777) // an error shows at the create that follows
 		d.madeDirs.Store(dir, true)
 	}
 	return dir
@@ -386,7 +411,7 @@ func (d *DiskBackend) bodyTempDir(outputID OutputID) string {
 func (d *DiskBackend) rename(from, to string) error {
 	err := os.Rename(from, to)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(to), 0o755); err == nil {
+		if err = os.MkdirAll(filepath.Dir(to), 0o777); err == nil {
 			err = os.Rename(from, to)
 		}
 	}

@@ -4,10 +4,7 @@ package main
 
 import (
 	"io"
-	"math/rand/v2"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -51,13 +48,13 @@ func readSmallFile(path string, buf []byte) (int, error) {
 }
 
 // statBody returns the size and modification time of the regular file at
-// path, or ok false if there is none: the hit path learns from the one
-// stat whether a body's "last used" mtime needs a refresh. (syscall.Stat,
-// not a raw call: the stat system call's number differs between
-// architectures.)
+// path, or ok false if there is none, or none this user can read (see
+// canRead): the hit path learns from the one stat whether a body's "last
+// used" mtime needs a refresh. (syscall.Stat, not a raw call: the stat
+// system call's number differs between architectures.)
 func statBody(path string) (size int64, mtime time.Time, ok bool) {
 	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if err := syscall.Stat(path, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || !canRead(st.Uid, st.Gid, st.Mode) {
 		return 0, time.Time{}, false
 	}
 	sec, nsec := st.Mtim.Unix()
@@ -66,31 +63,22 @@ func statBody(path string) (size int64, mtime time.Time, ok bool) {
 
 var atFDCWD = uintptr(^uintptr(99)) // AT_FDCWD, -100
 
-// createTempFile creates a new file in dir, named as os.CreateTemp names
-// it (pattern's last "*" replaced by a random number), for writing only,
-// mode 0600. A fresh machine's prefetch lands thousands of small entries,
-// two temp files each: an *os.File costs each of them three more system
-// calls (making the descriptor non-blocking, offering it to the network
-// poller, which refuses a regular file, and making it blocking again) and
-// a finalizer. A bare descriptor skips them; BenchmarkPutSmall measures it
+// createTempFile creates a new file in dir (see createNew), for writing
+// only. A fresh machine's prefetch lands thousands of small entries, two
+// temp files each: an *os.File costs each of them three more system calls
+// (making the descriptor non-blocking, offering it to the network poller,
+// which refuses a regular file, and making it blocking again) and a
+// finalizer. A bare descriptor skips them; BenchmarkPutSmall measures it
 // against os.CreateTemp. Its writes block their thread, as a regular
 // file's do anyway.
 func createTempFile(dir, pattern string) (tempFile, error) {
-	prefix, suffix := pattern, ""
-	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
-		prefix, suffix = pattern[:i], pattern[i+1:]
-	}
-	for try := 0; ; try++ {
-		name := dir + string(os.PathSeparator) + prefix + strconv.FormatUint(uint64(rand.Uint32()), 10) + suffix
-		fd, err := syscall.Open(name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o600)
-		if err == syscall.EEXIST && try < 100 {
-			continue
-		}
+	return createNew(dir, pattern, func(name string) (tempFile, error) {
+		fd, err := syscall.Open(name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o666)
 		if err != nil {
 			return nil, &os.PathError{Op: "createtemp", Path: name, Err: err}
 		}
 		return &fdFile{fd: fd, name: name}, nil
-	}
+	})
 }
 
 // fdFile is a file being written through its bare descriptor.

@@ -33,10 +33,10 @@ func readSmallFile(path string, buf []byte) (int, error) {
 }
 
 // statBody returns the size and modification time of the regular file at
-// path, or ok false if there is none.
+// path, or ok false if there is none, or none this user can read.
 func statBody(path string) (size int64, mtime time.Time, ok bool) {
 	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() {
+	if err != nil || !fi.Mode().IsRegular() || !fileReadable(fi) {
 		return 0, time.Time{}, false
 	}
 	return fi.Size(), fi.ModTime(), true
@@ -45,5 +45,14 @@ func statBody(path string) (size int64, mtime time.Time, ok bool) {
 // freeBytes is unknown here: the write itself will fail if the disk is full.
 func freeBytes(dir string) (int64, error) { return 1 << 62, nil }
 
-// createTempFile is os.CreateTemp.
-func createTempFile(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
+// createTempFile creates a new file in dir (see createNew), for writing
+// only.
+func createTempFile(dir, pattern string) (tempFile, error) {
+	return createNew(dir, pattern, func(name string) (tempFile, error) {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	})
+}

@@ -1,0 +1,125 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestCanRead: the permission bits that apply are the owner's, else the
+// group's (the primary or a supplementary one), else everyone's; root reads
+// all.
+func TestCanRead(t *testing.T) {
+	user := identity{uid: 1000, gid: 100, groups: []uint32{100, 27}}
+	cases := []struct {
+		id             identity
+		uid, gid, mode uint32
+		want           bool
+	}{
+		{user, 1000, 100, 0o600, true},
+		{user, 1000, 100, 0o044, false}, // the owner's bits apply, not the group's
+		{user, 1001, 100, 0o640, true},
+		{user, 1001, 27, 0o640, true}, // a supplementary group
+		{user, 1001, 100, 0o604, false},
+		{user, 1001, 5, 0o640, false},
+		{user, 1001, 5, 0o644, true},
+		{user, 1001, 100, 0o600, false}, // an earlier gobuildcache's mode
+		{identity{}, 1001, 5, 0o000, true},
+	}
+	for _, c := range cases {
+		if got := c.id.canRead(c.uid, c.gid, c.mode); got != c.want {
+			t.Errorf("%+v reading uid %d gid %d mode %#o: %v, want %v", c.id, c.uid, c.gid, c.mode, got, c.want)
+		}
+	}
+}
+
+// umask reads this process's umask without changing it (which would race
+// with tests running in parallel).
+func umask(t *testing.T) os.FileMode {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status to read the umask from")
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return os.FileMode(m)
+		}
+	}
+	t.Skip("no Umask line in /proc/self/status")
+	return 0
+}
+
+// TestDiskModesFollowTheUmask: records, bodies and fan-out directories are
+// made as the go command makes its cache's, 0666 and 0777 less the umask,
+// so that users who share a directory can read each other's entries.
+func TestDiskModesFollowTheUmask(t *testing.T) {
+	mask := umask(t)
+	d := newTestDisk(t)
+	e := putString(t, d, "a", "a body")
+	for _, c := range []struct {
+		path string
+		want os.FileMode
+	}{
+		{e.DiskPath, 0o666 &^ mask},
+		{d.actionPath(actionID("a")), 0o666 &^ mask},
+		{filepath.Dir(e.DiskPath), os.ModeDir | 0o777&^mask},
+		{d.tmpDir(), os.ModeDir | 0o777&^mask},
+	} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != c.want {
+			t.Errorf("%s: mode %v, want %v (umask %#o)", c.path, fi.Mode(), c.want, mask)
+		}
+	}
+}
+
+// TestPrivateCacheDirs: the default directory and the user's own are made
+// 0700, new or not (an earlier gobuildcache made them 0755), since the
+// files in them are as readable as the umask makes them; a directory set
+// by flag or variable keeps the mode it has.
+func TestPrivateCacheDirs(t *testing.T) {
+	base := t.TempDir()
+	for _, c := range []struct {
+		name    string
+		existed bool
+		private bool
+		want    os.FileMode
+	}{
+		{"new, private", false, true, 0o700},
+		{"an earlier one, private", true, true, 0o700},
+		{"set by the user", true, false, 0o755},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(base, strings.ReplaceAll(c.name, " ", "-"))
+			if c.existed {
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := openCacheDir(dir, c.private); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != c.want {
+				t.Errorf("mode %v, want %v", fi.Mode().Perm(), c.want)
+			}
+		})
+	}
+}
