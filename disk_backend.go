@@ -387,6 +387,22 @@ func createNew(dir, pattern string, create func(name string) (tempFile, error)) 
 	}
 }
 
+// createSharedTemp is os.CreateTemp with createNew's mode, for a file that
+// becomes part of the cache directory (a remote's body, a state file).
+func createSharedTemp(dir, pattern string) (*os.File, error) {
+	f, err := createNew(dir, pattern, func(name string) (tempFile, error) {
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f.(*os.File), nil
+}
+
 // fanOutDir returns dir, a fan-out directory, after making sure it exists
 // (once per process).
 func (d *DiskBackend) fanOutDir(dir string) string {

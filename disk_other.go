@@ -45,14 +45,11 @@ func statBody(path string) (size int64, mtime time.Time, ok bool) {
 // freeBytes is unknown here: the write itself will fail if the disk is full.
 func freeBytes(dir string) (int64, error) { return 1 << 62, nil }
 
-// createTempFile creates a new file in dir (see createNew), for writing
-// only.
+// createTempFile is createSharedTemp.
 func createTempFile(dir, pattern string) (tempFile, error) {
-	return createNew(dir, pattern, func(name string) (tempFile, error) {
-		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-		if err != nil {
-			return nil, err
-		}
-		return f, nil
-	})
+	f, err := createSharedTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,3 +361,23 @@ func (d drainedUploads) Put(ctx context.Context, actionID ActionID, outputID Out
 
 // hexID is the hex of an ID, as stored in object metadata.
 func hexID(id OutputID) string { return hex.EncodeToString(id[:]) }
+
+// umask reads this process's umask from /proc (Linux) without changing it,
+// which would race with tests running in parallel; ok is false elsewhere.
+func umask(t *testing.T) (mask os.FileMode, ok bool) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, found := strings.CutPrefix(line, "Umask:"); found {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return os.FileMode(m), true
+		}
+	}
+	return 0, false
+}

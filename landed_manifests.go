@@ -169,7 +169,7 @@ func (l landedManifests) save(path string) error {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(enc)))
 		b = append(b, enc...)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), tempPrefix+"landed-*")
+	f, err := createSharedTemp(filepath.Dir(path), tempPrefix+"landed-*")
 	if err != nil {
 		return fmt.Errorf("save landed manifests: %w", err)
 	}

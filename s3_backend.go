@@ -100,7 +100,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		maxPut:      5 << 30,
 		now:         time.Now,
 		tempDir:     o.TempDir,
-		createTemp:  os.CreateTemp,
+		createTemp:  createSharedTemp,
 		tempDirFor:  o.TempDirFor,
 	}, nil
 }

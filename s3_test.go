@@ -212,6 +212,13 @@ func TestCacheIntegrationS3(t *testing.T) {
 		if !strings.HasPrefix(e.DiskPath, bDisk.Dir()) {
 			t.Errorf("DiskPath %s is not in the local tier %s", e.DiskPath, bDisk.Dir())
 		}
+		if mask, ok := umask(t); ok { // as the disk's own (see DiskBackend)
+			if fi, err := os.Stat(e.DiskPath); err != nil {
+				t.Error(err)
+			} else if fi.Mode() != 0o666&^mask {
+				t.Errorf("a body from the bucket: mode %v, want %v", fi.Mode(), 0o666&^mask)
+			}
+		}
 	}
 	if got := statsB.RemoteHits.Load(); got != int64(len(bodies)) {
 		t.Errorf("remote hits %d, want %d", got, len(bodies))
