@@ -17,7 +17,7 @@ func runClear(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		// The default is not this user's: the server uses the user's
 		// own directory instead (see openLocalCache), so clear that.
 		if u, ok := userCacheDir(); ok {
-			if ud, uerr := openCacheDir(u, true); uerr == nil {
+			if ud, uerr := openCacheDir(u, false); uerr == nil {
 				d, err = ud, nil
 			}
 		}

@@ -53,8 +53,8 @@ import (
 // command makes its own cache's: users who share a directory (self-hosted
 // runners, say) read each other's entries when their umask lets them (002
 // and a common group). A body this user cannot read counts as missing (see
-// canRead), so a put replaces it. The default directory and the user's own
-// are kept private by their root's mode instead (claimOwnDir).
+// canRead), so a put replaces it. The default directory, in the shared temp
+// dir, is kept private by its root's mode instead (claimOwnDir).
 type DiskBackend struct {
 	dir  string // absolute path of the v1 directory
 	root string // absolute path of Dir

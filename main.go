@@ -193,7 +193,7 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 		if i > 0 && dir == cfg.CacheDir {
 			continue
 		}
-		d, err := openCacheDir(dir, i > 0 || dir == defaultConfig().CacheDir)
+		d, err := openCacheDir(dir, dir == defaultConfig().CacheDir)
 		if err == nil {
 			if i > 0 {
 				fmt.Fprintf(stderr, "gobuildcache: warning: cannot use the cache directory of %s: %s; using %s\n", from, strings.Join(why, "; "), d.Dir())
@@ -214,15 +214,15 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 }
 
 // openCacheDir opens dir as the local cache. The default directory, in the
-// temp dir that every local user shares, and the user's own must also be
-// this user's alone: they are made private (claimOwnDir). A directory set
-// by flag or variable is the user's choice, to share or not.
-func openCacheDir(dir string, private bool) (*DiskBackend, error) {
-	if private {
+// temp dir that every local user shares, must also be this user's alone,
+// and is made private (claimOwnDir). Any other, set by flag or variable or
+// the user's own, is as the user keeps it, shared or not.
+func openCacheDir(dir string, isDefault bool) (*DiskBackend, error) {
+	if isDefault {
 		os.MkdirAll(dir, 0o700) // made private from the start; an error shows below
 	}
 	d, err := NewDiskBackend(dir)
-	if err == nil && private {
+	if err == nil && isDefault {
 		if err := claimOwnDir(d.Dir()); err != nil {
 			return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
 		}

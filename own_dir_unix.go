@@ -11,17 +11,15 @@ import (
 	"syscall"
 )
 
-// claimOwnDir makes dir, a cache directory meant for this user alone (the
-// default, or the user's own), private: it returns an error unless dir is a
-// directory (not a symbolic link) that belongs to this process's user and
-// that other users cannot write, and it takes group and other users'
-// permissions off it. The default cache directory lives in the shared temp
-// dir, where any local user could have made it first and could then plant
-// entries in it (a record and a body whose SHA-256 matches: a compiled
-// package of their making in this user's next build), or point it
-// elsewhere with a link. The files in it are as readable as the umask
-// makes them (see DiskBackend), so the directory itself keeps them to its
-// user.
+// claimOwnDir makes dir, the default cache directory, this user's alone: it
+// returns an error unless dir is a directory (not a symbolic link) that
+// belongs to this process's user and that other users cannot write, and it
+// takes group and other users' permissions off it. The default lives in the
+// shared temp dir, where any local user could have made it first and could
+// then plant entries in it (a record and a body whose SHA-256 matches: a
+// compiled package of their making in this user's next build), or point it
+// elsewhere with a link. The files in it are as readable as the umask makes
+// them (see DiskBackend), so the directory itself keeps them to its user.
 func claimOwnDir(dir string) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {

@@ -65,10 +65,9 @@ func TestDiskModesFollowTheUmask(t *testing.T) {
 	}
 }
 
-// TestPrivateCacheDirs: the default directory and the user's own are made
-// 0700, new or not (an earlier gobuildcache made them 0755), since the
-// files in them are as readable as the umask makes them; a directory set
-// by flag or variable keeps the mode it has.
+// TestPrivateCacheDirs: the default directory is made 0700, new or not (an
+// earlier gobuildcache made it 0755), since the files in it are as
+// readable as the umask makes them; any other keeps the mode it has.
 func TestPrivateCacheDirs(t *testing.T) {
 	base := t.TempDir()
 	for _, c := range []struct {
@@ -77,8 +76,8 @@ func TestPrivateCacheDirs(t *testing.T) {
 		private bool
 		want    os.FileMode
 	}{
-		{"new, private", false, true, 0o700},
-		{"an earlier one, private", true, true, 0o700},
+		{"the default, new", false, true, 0o700},
+		{"the default, made 0755 earlier", true, true, 0o700},
 		{"set by the user", true, false, 0o755},
 	} {
 		t.Run(c.name, func(t *testing.T) {
