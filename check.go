@@ -188,7 +188,7 @@ func checkRead(ctx context.Context, b *S3Backend, l s3Location) (string, error) 
 	dir := l.actionDir()
 	list, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &l.bucket, Prefix: &dir, MaxKeys: aws.Int32(1)})
 	if err != nil {
-		return "", s3Error("list", l.bucket+"/"+dir, err, false)
+		return "", s3ListError(l.bucket+"/"+dir, err)
 	}
 	id := ActionID(sha256.Sum256([]byte("gobuildcache check: no such entry")))
 	found := len(list.Contents) > 0
@@ -262,7 +262,7 @@ func iamPolicy(bucket string) string {
 func hint(step string, err error) string {
 	var re *smithyhttp.ResponseError
 	if step == "bucket" && errors.As(err, &re) && re.HTTPStatusCode() == 404 {
-		return " (no such bucket: check -s3-bucket and -s3-region)"
+		return " (no such bucket: check -s3-bucket and -s3-region, and that -s3-endpoint is an S3 server)"
 	}
 	var se *expressSessionError
 	if errors.As(err, &se) {
@@ -287,7 +287,7 @@ func hint(step string, err error) string {
 	case KindDenied, KindWriteRefused:
 		return " (not allowed: see the IAM policy in README.md)"
 	case KindNoBucket:
-		return " (no such bucket: check -s3-bucket and -s3-region)"
+		return " (no such bucket: check -s3-bucket and -s3-region, and that -s3-endpoint is an S3 server)"
 	case KindConfig:
 		return " (the bucket is in another region, or the request is malformed: check -s3-region and -s3-endpoint)"
 	case KindRefused, KindDNS, KindTimeout, KindNetwork:

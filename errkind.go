@@ -28,7 +28,7 @@ const (
 	KindWriteRefused                // a write was refused (403 on a put) while reads may work
 	KindDenied                      // a read was refused (403 on a get): that key's miss, not a failure
 	KindSession                     // an S3 Express session expired or is invalid
-	KindNoBucket                    // the bucket does not exist
+	KindNoBucket                    // the bucket does not exist (or a write or listing got a bare 404: no S3 server there)
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
 	KindTooLarge                    // a body larger than the remote takes in one upload: refused before sending
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -200,5 +201,51 @@ func TestS3PutTooLarge(t *testing.T) {
 	_, err = b.Put(t.Context(), actionID("big"), outputID(body), int64(len(body)), strings.NewReader(body))
 	if errKind(err) != KindTooLarge || requests.Load() != 0 {
 		t.Errorf("Put over the limit: %v (kind %v), %d requests sent", err, errKind(err), requests.Load())
+	}
+}
+
+// TestS3NotAnS3Server: an endpoint that answers 404 to everything (the
+// wrong port, a proxy's error page) makes gets misses, but a put's or a
+// listing's 404 is no miss: it turns the remote off, as a missing bucket does, with one
+// warning, rather than failing every upload in silence while the breaker
+// took each 404 for an answer. (A real S3 server answers a put to a
+// missing bucket NoSuchBucket; only a fake answers a bare 404.)
+func TestS3NotAnS3Server(t *testing.T) {
+	var puts atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			puts.Add(1)
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ListManifests(t.Context(), "scope", 4); errKind(err) != KindNoBucket {
+		t.Errorf("a listing: %v (kind %v), want no_bucket", err, errKind(err))
+	}
+	stats := new(Stats)
+	var logged strings.Builder
+	breaker := newBreakerBackend(b, stats, newWarnings(slog.New(slog.NewTextHandler(&logged, nil))), "")
+	if _, err := breaker.Get(t.Context(), actionID("k")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get: %v, want a miss", err)
+	}
+	for i := range 5 {
+		body := fmt.Sprint("body ", i)
+		if _, err := breaker.Put(t.Context(), actionID(body), outputID(body), int64(len(body)), strings.NewReader(body)); err == nil {
+			t.Errorf("put %d: no error", i)
+		}
+	}
+	if n := puts.Load(); n != 1 {
+		t.Errorf("%d puts reached the endpoint, want 1 (then the breaker is open)", n)
+	}
+	if got := stats.Snapshot().RemoteErrorsByKind["no_bucket"]; got != 1 || stats.BreakerOpenings.Load() != 1 {
+		t.Errorf("no_bucket errors %d, breaker openings %d; want 1 and 1", got, stats.BreakerOpenings.Load())
+	}
+	if !strings.Contains(logged.String(), "remote cache disabled") {
+		t.Errorf("no warning logged: %q", logged.String())
 	}
 }

@@ -369,7 +369,7 @@ func (b *S3Backend) listManifests(ctx context.Context, i int, scope string, n in
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, s3Error("list", loc.bucket+"/"+dir, err, false)
+			return nil, s3ListError(loc.bucket+"/"+dir, err)
 		}
 		for _, o := range page.Contents {
 			keys = append(keys, aws.ToString(o.Key))
@@ -522,7 +522,7 @@ func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 		}
 		out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
 		if err != nil {
-			return s3Error("list", b.loc.bucket+"/"+dir, err, false)
+			return s3ListError(b.loc.bucket+"/"+dir, err)
 		}
 		for _, o := range out.Contents {
 			objs = append(objs, types.ObjectIdentifier{Key: o.Key})
@@ -662,7 +662,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 	wg.Wait()
 	switch {
 	case listErr != nil:
-		return objects, bytes, s3Error("list", b.loc.String(), listErr, false)
+		return objects, bytes, s3ListError(b.loc.String(), listErr)
 	case firstErr != nil:
 		return objects, bytes, s3Error("delete", b.loc.String(), firstErr, true)
 	}

@@ -32,6 +32,16 @@ func s3Error(op, key string, err error, write bool) error {
 	}
 }
 
+// s3ListError is s3Error for a listing of what, which no missing key can
+// fail: a 404 to one says the bucket is not there, or the endpoint is not
+// an S3 server's.
+func s3ListError(what string, err error) error {
+	if classifyS3Error(err, false) == KindNotFound {
+		return fmt.Errorf("list %s: %w", what, withKind(KindNoBucket, err))
+	}
+	return s3Error("list", what, err, false)
+}
+
 // classifyS3Error names the kind of an error returned by the SDK.
 func classifyS3Error(err error, write bool) ErrKind {
 	if refusedSessionToken(err) != "" {
@@ -54,16 +64,24 @@ func classifyS3Error(err error, write bool) ErrKind {
 			denied = KindDenied
 		}
 	}
+	// A write is never answered "no such key": a 404 to one says the
+	// bucket is not there, or the endpoint is not an S3 server's (the
+	// wrong port or path, a proxy's answer). It must not pass for a
+	// miss, which the breaker takes for the remote working.
+	notFound := KindNotFound
+	if write {
+		notFound = KindNoBucket
+	}
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
 	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return KindNotFound
+		return notFound
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		switch api.ErrorCode() {
 		case "NotFound", "NoSuchKey":
-			return KindNotFound
+			return notFound
 		case "NoSuchBucket":
 			return KindNoBucket
 		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
@@ -79,6 +97,8 @@ func classifyS3Error(err error, write bool) ErrKind {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
 		switch code := re.HTTPStatusCode(); {
+		case code == 404 && write:
+			return KindNoBucket
 		case code == 403:
 			return denied
 		case code == 401:

@@ -33,6 +33,9 @@ func TestClassifyS3Error(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "NoSuchBucket"}, false, KindNoBucket},
 		{&smithy.GenericAPIError{Code: "PermanentRedirect"}, false, KindConfig},
 		{&smithy.GenericAPIError{Code: "NoSuchKey"}, false, KindNotFound},
+		// A 404 to a write: no bucket there, or no S3 server (never a miss).
+		{&smithy.GenericAPIError{Code: "NotFound"}, true, KindNoBucket},
+		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}}, Err: errors.New("not found")}, true, KindNoBucket},
 		{denied, false, KindDenied},
 		{denied, true, KindWriteRefused},
 		{&smithy.GenericAPIError{Code: "InvalidAccessKeyId"}, false, KindAuth},
