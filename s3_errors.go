@@ -32,6 +32,16 @@ func s3Error(op, key string, err error, write bool) error {
 	}
 }
 
+// noCredentials reports whether err is the SDK finding no credentials to
+// sign with: the request never reached the bucket, so no status code in
+// err is the bucket's (an EC2 metadata endpoint that answers 403 on a
+// machine without a role is not a refused write).
+func noCredentials(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "get identity: ") || strings.Contains(msg, "failed to retrieve credentials") ||
+		strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty")
+}
+
 // s3ListError is s3Error for a listing of what, which no missing key can
 // fail: a 404 to one says the bucket is not there, or the endpoint is not
 // an S3 server's.
@@ -46,6 +56,9 @@ func s3ListError(what string, err error) error {
 func classifyS3Error(err error, write bool) ErrKind {
 	if refusedSessionToken(err) != "" {
 		return KindSession // refused even after a retry with a new session
+	}
+	if noCredentials(err) {
+		return KindCredentials
 	}
 	// Not allowed: for a write, writing is refused; for a read, that key
 	// may not be read. Either way the credentials work.
@@ -88,8 +101,8 @@ func classifyS3Error(err error, write bool) ErrKind {
 			return KindConfig // the bucket is in another region
 		case "AccessDenied", "Forbidden":
 			return denied
-		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled":
-			return KindAuth // the credentials themselves
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "InvalidTokenId", "AllAccessDisabled":
+			return KindAuth // the credentials themselves (InvalidTokenId: MinIO's InvalidToken)
 		case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException":
 			return KindThrottled
 		}
@@ -112,8 +125,6 @@ func classifyS3Error(err error, write bool) ErrKind {
 	}
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "failed to retrieve credentials") || strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty"):
-		return KindCredentials
 	case errors.Is(err, context.Canceled):
 		return KindCanceled
 	case errors.Is(err, context.DeadlineExceeded):

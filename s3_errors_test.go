@@ -29,6 +29,10 @@ func TestClassifyS3Error(t *testing.T) {
 		{fmt.Errorf("read: %w", syscall.ECONNRESET), false, KindReset},
 		{fmt.Errorf("request send failed: %w", io.EOF), false, KindReset},
 		{errors.New("failed to retrieve credentials: no EC2 IMDS role found"), false, KindCredentials},
+		// No credentials, and a metadata endpoint that answers 403: not
+		// the bucket refusing a write.
+		{fmt.Errorf("operation error S3: PutObject, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, %w",
+			&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 403}}, Err: errors.New("request to EC2 IMDS failed")}), true, KindCredentials},
 		{&smithy.GenericAPIError{Code: "SlowDown"}, false, KindThrottled},
 		{&smithy.GenericAPIError{Code: "NoSuchBucket"}, false, KindNoBucket},
 		{&smithy.GenericAPIError{Code: "PermanentRedirect"}, false, KindConfig},
@@ -40,6 +44,7 @@ func TestClassifyS3Error(t *testing.T) {
 		{denied, true, KindWriteRefused},
 		{&smithy.GenericAPIError{Code: "InvalidAccessKeyId"}, false, KindAuth},
 		{&smithy.GenericAPIError{Code: "SignatureDoesNotMatch"}, true, KindAuth},
+		{&smithy.GenericAPIError{Code: "InvalidTokenId"}, false, KindAuth}, // MinIO, a stale AWS_SESSION_TOKEN
 		// S3 Express: a refused CreateSession refuses reads and writes
 		// alike; an expired session (still refused after a retry with a
 		// new one) is a session error, never auth.

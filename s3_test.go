@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -432,4 +433,27 @@ func FuzzS3Metadata(f *testing.F) {
 			t.Fatalf("accepted %q %q %q %q as %+v %q", out, size, tm, enc, e, encoding)
 		}
 	})
+}
+
+// TestS3StaleSessionToken: credentials with a session token the server no
+// longer accepts (a stale AWS_SESSION_TOKEN beside good keys) are refused
+// credentials for reads and writes alike: KindAuth, which turns the remote
+// off, not a read denied (a miss asked again for every key) or a refused
+// write that leaves reads on.
+func TestS3StaleSessionToken(t *testing.T) {
+	tg := s3TargetForTest(t)
+	opts := tg.options(t.TempDir())
+	opts.Credentials = credentials.NewStaticCredentialsProvider(os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"), "stale-token")
+	b, err := NewS3Backend(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	if _, err := b.Get(t.Context(), actionID("k")); errKind(err) != KindAuth {
+		t.Errorf("get: %v (kind %v), want auth", err, errKind(err))
+	}
+	body := "body"
+	if _, err := b.Put(t.Context(), actionID("k"), outputID(body), int64(len(body)), strings.NewReader(body)); errKind(err) != KindAuth {
+		t.Errorf("put: %v (kind %v), want auth", err, errKind(err))
+	}
 }
