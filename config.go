@@ -325,6 +325,16 @@ func (c *Config) validate(cmd string) error {
 			return fmt.Errorf("-s3-bucket (%sS3_BUCKET) is required with -backend=s3", envPrefix)
 		}
 	}
+	if k := c.awsCreds; c.Backend == "s3" && (k.AccessKeyID == "") != (k.SecretAccessKey == "") {
+		// Half a key, say a secret a fork's pull request is not given:
+		// the SDK's own chain signs instead (credentialsOf), as if
+		// neither were set; say so, rather than leave it to a puzzle.
+		set, unset := envPrefix+"AWS_ACCESS_KEY_ID", envPrefix+"AWS_SECRET_ACCESS_KEY"
+		if k.AccessKeyID == "" {
+			set, unset = unset, set
+		}
+		c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s: %s is not set; the AWS SDK's own credentials are used", set, unset))
+	}
 	if c.S3Prefix != "" && !strings.HasSuffix(c.S3Prefix, "/") {
 		c.S3Prefix += "/" // keys live in a "directory"; S3 Express requires it
 	}

@@ -97,6 +97,12 @@ func TestConfigSources(t *testing.T) {
 			env:   map[string]string{"BACKEND_TYPE": "s3"},
 			want:  func(c *Config) bool { return c.Backend == "disk" },
 			warns: [][]string{{"ignoring BACKEND_TYPE=s3", "no bucket", "-s3-bucket", "GOBUILDCACHE_S3_BUCKET", "S3_BUCKET", "disk backend"}}},
+		{name: "half an AWS key",
+			env:   map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "bk", "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "AKIA", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": ""},
+			want:  func(c *Config) bool { return c.Backend == "s3" && credentialsOf(c) == nil },
+			warns: [][]string{{"ignoring GOBUILDCACHE_AWS_ACCESS_KEY_ID", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY is not set", "the AWS SDK's own credentials"}}},
+		{name: "half an AWS key on the disk backend", env: map[string]string{"GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"},
+			want: func(c *Config) bool { return c.Backend == "disk" }},
 		{name: "bare int, duration, size out of range or unparsable",
 			env: map[string]string{"UPLOAD_CONCURRENCY": "0", "LOCAL_MAX_AGE": "30m", "S3_TIMEOUT": "soon", "MAX_LOCAL_SIZE": "lots", "PREFETCH_CONCURRENCY": "many"},
 			want: func(c *Config) bool {
