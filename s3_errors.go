@@ -35,8 +35,14 @@ func s3Error(op, key string, err error, write bool) error {
 // noCredentials reports whether err is the SDK finding no credentials to
 // sign with: the request never reached the bucket, so no status code in
 // err is the bucket's (an EC2 metadata endpoint that answers 403 on a
-// machine without a role is not a refused write).
+// machine without a role is not a refused write). For a refused S3
+// Express session it is the CreateSession request's own error that says
+// so, however the SDK wraps the session's error in the request's.
 func noCredentials(err error) bool {
+	var se *expressSessionError
+	if errors.As(err, &se) {
+		err = se.Err
+	}
 	msg := err.Error()
 	return strings.Contains(msg, "get identity: ") || strings.Contains(msg, "failed to retrieve credentials") ||
 		strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty")

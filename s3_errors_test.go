@@ -54,6 +54,13 @@ func TestClassifyS3Error(t *testing.T) {
 		// reads (a read location): then reads of it are denied, misses.
 		{&expressSessionError{Bucket: "b--use1-az4--x-s3", ReadOnly: true, Err: denied}, false, KindDenied},
 		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: &smithy.GenericAPIError{Code: "NoSuchBucket"}}, false, KindNoBucket},
+		// ...however the request's error wraps them (the SDK resolves a
+		// session at signing today, not as "get identity"); but no base
+		// credentials for CreateSession is no credentials.
+		{fmt.Errorf("operation error S3: GetObject, get identity: %w", &expressSessionError{Bucket: "b--use1-az4--x-s3", ReadOnly: true, Err: denied}), false, KindDenied},
+		{fmt.Errorf("operation error S3: PutObject, get identity: %w", &expressSessionError{Bucket: "b--use1-az4--x-s3", Err: denied}), true, KindAuth},
+		{fmt.Errorf("operation error S3: GetObject, get identity: %w", &expressSessionError{Bucket: "b--use1-az4--x-s3",
+			Err: errors.New("operation error S3: CreateSession, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found")}), false, KindCredentials},
 		{&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: fmt.Errorf("gave up waiting: %w", context.DeadlineExceeded)}, false, KindTimeout},
 		{sessionRefused("ExpiredToken", "token"), false, KindSession},
 		{sessionRefused("InvalidToken", "token"), true, KindSession},
