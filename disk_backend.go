@@ -374,7 +374,7 @@ func (d *DiskBackend) placeBody(from, to string, size int64) error {
 // names it (pattern's last "*" replaced by a random number), trying
 // another name while create finds one taken (fs.ErrExist). Its mode is to
 // be 0666 less the umask (see DiskBackend), where os.CreateTemp's is 0600.
-func createNew(dir, pattern string, create func(name string) (tempFile, error)) (tempFile, error) {
+func createNew[F any](dir, pattern string, create func(name string) (F, error)) (F, error) {
 	prefix, suffix := pattern, ""
 	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
 		prefix, suffix = pattern[:i], pattern[i+1:]
@@ -390,17 +390,9 @@ func createNew(dir, pattern string, create func(name string) (tempFile, error)) 
 // createSharedTemp is os.CreateTemp with createNew's mode, for a file that
 // becomes part of the cache directory (a remote's body, a state file).
 func createSharedTemp(dir, pattern string) (*os.File, error) {
-	f, err := createNew(dir, pattern, func(name string) (tempFile, error) {
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-		if err != nil {
-			return nil, err
-		}
-		return f, nil
+	return createNew(dir, pattern, func(name string) (*os.File, error) {
+		return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return f.(*os.File), nil
 }
 
 // fanOutDir returns dir, a fan-out directory, after making sure it exists

@@ -22,7 +22,12 @@ import (
 // ErrNotFound too: a location the credentials may not read, or a missing
 // key where s3:ListBucket is not allowed, which S3 answers with 403.
 func s3Error(op, key string, err error, write bool) error {
-	switch kind := classifyS3Error(err, write); kind {
+	return s3ErrorOf(op, key, err, classifyS3Error(err, write))
+}
+
+// s3ErrorOf is s3Error for an error already classified as kind.
+func s3ErrorOf(op, key string, err error, kind ErrKind) error {
+	switch kind {
 	case KindNotFound:
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
 	case KindDenied:
@@ -52,10 +57,11 @@ func noCredentials(err error) bool {
 // fail: a 404 to one says the bucket is not there, or the endpoint is not
 // an S3 server's.
 func s3ListError(what string, err error) error {
-	if classifyS3Error(err, false) == KindNotFound {
-		return fmt.Errorf("list %s: %w", what, withKind(KindNoBucket, err))
+	kind := classifyS3Error(err, false)
+	if kind == KindNotFound {
+		kind = KindNoBucket
 	}
-	return s3Error("list", what, err, false)
+	return s3ErrorOf("list", what, err, kind)
 }
 
 // classifyS3Error names the kind of an error returned by the SDK.
@@ -63,6 +69,22 @@ func classifyS3Error(err error, write bool) ErrKind {
 	if refusedSessionToken(err) != "" {
 		return KindSession // refused even after a retry with a new session
 	}
+	// A write is never answered "no such key": a 404 to one says the
+	// bucket is not there, or the endpoint is not an S3 server's (the
+	// wrong port or path, a proxy's answer). It must not pass for a
+	// miss, which the breaker takes for the remote working.
+	notFound := KindNotFound
+	if write {
+		notFound = KindNoBucket
+	}
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	if errors.As(err, &nsk) || errors.As(err, &nf) {
+		return notFound
+	}
+	// No credentials to sign with: any status code in err is not the
+	// bucket's (noCredentials). After the typed misses above, the common
+	// error, so that a miss formats no message.
 	if noCredentials(err) {
 		return KindCredentials
 	}
@@ -82,19 +104,6 @@ func classifyS3Error(err error, write bool) ErrKind {
 		if se.ReadOnly {
 			denied = KindDenied
 		}
-	}
-	// A write is never answered "no such key": a 404 to one says the
-	// bucket is not there, or the endpoint is not an S3 server's (the
-	// wrong port or path, a proxy's answer). It must not pass for a
-	// miss, which the breaker takes for the remote working.
-	notFound := KindNotFound
-	if write {
-		notFound = KindNoBucket
-	}
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	if errors.As(err, &nsk) || errors.As(err, &nf) {
-		return notFound
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
