@@ -160,6 +160,12 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 		// and an answer; the remote works.
 		b.stats.RemoteDenied.Add(1)
 		b.succeeded()
+	case kind == KindReadLocation:
+		// One location of several is unusable: the rest of the remote
+		// answered and goes on without it.
+		b.stats.AddRemoteError(kind.String())
+		b.warn.once("read location", "remote cache cannot read a read location (-s3-read-from); it is left out for this run, the other locations go on", err)
+		b.succeeded()
 	case kind == KindVerify:
 		b.stats.VerifyFailures.Add(1)
 		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
@@ -216,6 +222,9 @@ func (b *breakerBackend) ListManifests(ctx context.Context, scope string, n int)
 	}
 	infos, err := b.remote.ListManifests(ctx, scope, n)
 	b.record(ctx, err)
+	if errKind(err) == KindReadLocation {
+		err = nil // reported by record: the other locations' manifests go on
+	}
 	return infos, err
 }
 

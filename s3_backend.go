@@ -69,6 +69,10 @@ type S3Backend struct {
 	probeOnce  sync.Once
 	writeEmpty atomic.Bool
 
+	// readsGone[i] is set once read location i has answered that it cannot
+	// be read at all (see readLocationErr): this server asks it no more.
+	readsGone []atomic.Bool
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -95,6 +99,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		client:      client,
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		reads:       o.ReadFrom,
+		readsGone:   make([]atomic.Bool, len(o.ReadFrom)),
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		maxPut:      5 << 30,
@@ -112,13 +117,45 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 		return b.getFrom(ctx, b.loc, actionID)
 	}
 	b.probeWriteLocation()
-	first := 0
-	if b.writeEmpty.Load() {
-		first = 1
-	}
-	return getFirst(ctx, 1+len(b.reads)-first, func(ctx context.Context, i int) (Entry, error) {
-		return b.getFrom(ctx, b.location(first+i), actionID)
+	locs := b.readable(!b.writeEmpty.Load())
+	return getFirst(ctx, len(locs), func(ctx context.Context, i int) (Entry, error) {
+		e, err := b.getFrom(ctx, b.location(locs[i]), actionID)
+		return e, b.readLocationErr(locs[i], err)
 	}, func(e Entry) { os.Remove(e.DiskPath) })
+}
+
+// readable returns the locations to ask (see location), in order: the
+// write location if withWrite, then every read location not gone.
+func (b *S3Backend) readable(withWrite bool) []int {
+	locs := make([]int, 0, 1+len(b.reads))
+	if withWrite {
+		locs = append(locs, 0)
+	}
+	for i := range b.reads {
+		if !b.readsGone[i].Load() {
+			locs = append(locs, 1+i)
+		}
+	}
+	return locs
+}
+
+// readLocationErr confines to location i an error that says the location
+// cannot be read at all. For a read location, a bucket that does not
+// exist or is in another region (a typo in -s3-read-from) is that
+// location's problem, not the remote's: the location is gone for the rest
+// of this server's run, and the error is KindReadLocation, which the
+// breaker reports and does not hold against the remote. Any other error,
+// and every error of the write location, is returned as it is.
+func (b *S3Backend) readLocationErr(i int, err error) error {
+	if i == 0 || err == nil {
+		return err
+	}
+	switch errKind(err) {
+	case KindNoBucket, KindConfig:
+		b.readsGone[i-1].Store(true)
+		return withKind(KindReadLocation, fmt.Errorf("read location %s: %w", b.reads[i-1], err))
+	}
+	return err
 }
 
 // probeWriteLocation starts, once, the listing that tells whether the
@@ -335,29 +372,36 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 // ListManifests implements manifestStore: the newest n manifests of each
 // location, the write location's first. Listings of directory buckets are
 // unordered: the keys are sorted by name, which starts with the time. A
-// location that refuses the listing (403) has none; any other failure is
-// the answer. Manifests of read locations are named s3://BUCKET/KEY.
+// location that refuses the listing (403) has none; a read location that
+// cannot be read (readLocationErr) is left out, and its error returned
+// beside the others' manifests; any other failure is the answer. Manifests
+// of read locations are named s3://BUCKET/KEY.
 func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
 	if len(b.reads) > 0 {
 		b.probeWriteLocation() // the prefetch's first request: find out now
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	lists := make([][]manifestInfo, 1+len(b.reads))
-	errs := make([]error, len(lists))
-	atOnce(len(lists), func(i int) { // each is a round trip
-		lists[i], errs[i] = b.listManifests(ctx, i, scope, n)
+	locs := b.readable(true)
+	lists := make([][]manifestInfo, len(locs))
+	errs := make([]error, len(locs))
+	atOnce(len(locs), func(i int) { // each is a round trip
+		lists[i], errs[i] = b.listManifests(ctx, locs[i], scope, n)
+		errs[i] = b.readLocationErr(locs[i], errs[i])
 	})
 	var infos []manifestInfo
+	var gone error
 	for i, l := range lists {
 		switch err := errs[i]; {
+		case errKind(err) == KindReadLocation:
+			gone = err
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
 			return nil, err
 		}
 		infos = append(infos, l...)
 	}
-	return infos, nil
+	return infos, gone
 }
 
 // listManifests lists the newest n manifests of scope in location i.
