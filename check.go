@@ -279,6 +279,9 @@ func hint(step string, err error) string {
 			return " (CreateSession got no answer: check -s3-region, -s3-endpoint and the network)"
 		}
 	}
+	if configRefused(err) {
+		return " (the AWS SDK refused its configuration before sending: check -s3-region and AWS_REGION, -s3-endpoint, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT)"
+	}
 	switch classifyS3Error(err, false) {
 	case KindCredentials:
 		return " (no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or GOBUILDCACHE_AWS_ACCESS_KEY_ID/GOBUILDCACHE_AWS_SECRET_ACCESS_KEY)"

@@ -53,6 +53,16 @@ func noCredentials(err error) bool {
 		strings.Contains(msg, "no EC2 IMDS role found") || strings.Contains(msg, "static credentials are empty")
 }
 
+// configRefused reports whether err is the SDK refusing its own
+// configuration before sending anything: a region that is no region
+// (AWS_REGION="us east 1"), or FIPS or dual-stack endpoints asked for with
+// a custom endpoint. No request can succeed until the configuration
+// changes.
+func configRefused(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "resolve endpoint: ") || strings.Contains(msg, "bind auth scheme params: ")
+}
+
 // s3ListError is s3Error for a listing of what, which no missing key can
 // fail: a 404 to one says the bucket is not there, or the endpoint is not
 // an S3 server's.
@@ -87,6 +97,9 @@ func classifyS3Error(err error, write bool) ErrKind {
 	// error, so that a miss formats no message.
 	if noCredentials(err) {
 		return KindCredentials
+	}
+	if configRefused(err) {
+		return KindConfig
 	}
 	// Not allowed: for a write, writing is refused; for a read, that key
 	// may not be read. Either way the credentials work.

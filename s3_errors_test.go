@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -68,6 +70,9 @@ func TestClassifyS3Error(t *testing.T) {
 		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}}, Err: errors.New("ServiceUnavailable")}, false, KindThrottled},
 		{&firstByteTimeoutError{limit: time.Second, final: true}, false, KindTimeout},
 		{context.Canceled, false, KindCanceled},
+		// The SDK refusing its configuration before sending.
+		{errors.New("operation error S3: ListObjectsV2, bind auth scheme params: invalid input region us east 1"), false, KindConfig},
+		{errors.New("operation error S3: PutObject, resolve auth scheme: resolve endpoint: endpoint rule error, A custom endpoint cannot be combined with FIPS"), true, KindConfig},
 		{errors.New("something else"), false, KindOther},
 	} {
 		if got := classifyS3Error(c.err, c.write); got != c.want {
@@ -98,5 +103,44 @@ func sessionRefused(code, token string) error {
 	return &smithyhttp.ResponseError{
 		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 400, Request: req}},
 		Err:      &smithy.GenericAPIError{Code: code},
+	}
+}
+
+// TestS3ConfigRefusedBeforeSending is the SDK refusing a configuration
+// from the job's environment before any request leaves (no server: the
+// endpoint is never reached). Each is KindConfig, which opens the breaker
+// at the first request instead of after three, each go command's, and is
+// named so in the stats, the warning and check's hint.
+func TestS3ConfigRefusedBeforeSending(t *testing.T) {
+	for _, c := range []struct {
+		name, region, env, val string
+	}{
+		{"a region that is no region", "us east 1", "", ""},
+		{"FIPS with a custom endpoint", "us-east-1", "AWS_USE_FIPS_ENDPOINT", "true"},
+		{"dual-stack with a custom endpoint", "us-east-1", "AWS_USE_DUALSTACK_ENDPOINT", "true"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != "" {
+				t.Setenv(c.env, c.val)
+			}
+			b, err := NewS3Backend(context.Background(), S3Options{
+				Bucket: "bucket", Prefix: "p/", Region: c.region, Endpoint: "http://127.0.0.1:1", PathStyle: true,
+				Timeout: 5 * time.Second, TempDir: t.TempDir(), Parallelism: 1,
+				Credentials: credentials.NewStaticCredentialsProvider("id", "secret", ""),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Get(context.Background(), actionID("k")); errKind(err) != KindConfig {
+				t.Errorf("get: %v (kind %v), want config", err, errKind(err))
+			}
+			_, err = b.ListManifests(context.Background(), "scope", 1)
+			if errKind(err) != KindConfig {
+				t.Errorf("list: %v (kind %v), want config", err, errKind(err))
+			}
+			if h := hint("bucket", err); !strings.Contains(h, "refused its configuration") {
+				t.Errorf("check's hint: %q, want one that says the SDK refused its configuration", h)
+			}
+		})
 	}
 }
