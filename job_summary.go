@@ -124,10 +124,8 @@ func appendJobSummary(path, row string) error {
 		b.WriteString(jobSummaryTitle + jobSummaryHeader)
 	}
 	b.WriteString(row)
-	if _, err := f.WriteString(b.String()); err != nil { // one write: O_APPEND keeps it whole
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	_, err = f.WriteString(b.String()) // one write: O_APPEND keeps it whole; its error names the file
+	return err
 }
 
 // endsWithJobSummary reports whether b ends with the table: its header
