@@ -107,9 +107,9 @@ func isSpeculative(ctx context.Context) bool {
 type manifestStore interface {
 	// ListManifests returns the scope's manifests, newest first, at most n
 	// of them (all if n < 0); a remote that reads several locations
-	// returns each location's so, its own (the one it writes) first. A read
-	// location that cannot be read is left out: the others' manifests come
-	// with an error of KindReadLocation that says so.
+	// returns each location's so, its own (the one it writes) first. A
+	// location that cannot be used is left out: the others' manifests come
+	// with an error of KindLocationGone that says so.
 	ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error)
 	// GetManifest returns the stored bytes of the named manifest (at most
 	// maxManifestObject of them); ErrNotFound if it is gone.

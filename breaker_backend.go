@@ -85,9 +85,9 @@ const (
 // errBreakerOpen is returned while the breaker keeps requests away.
 var errBreakerOpen = errors.New("remote cache disabled after errors")
 
-// errWritesOff is returned for a write after the remote refused one: reads
-// go on.
-var errWritesOff = errors.New("remote cache writes off: the remote refused a write")
+// errWritesOff is returned for a write after the remote refused one, or
+// found the write location's bucket missing: reads go on.
+var errWritesOff = errors.New("remote cache writes off: a write was refused, or its bucket is missing")
 
 func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker string) *breakerBackend {
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
@@ -160,11 +160,11 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 		// and an answer; the remote works.
 		b.stats.RemoteDenied.Add(1)
 		b.succeeded()
-	case kind == KindReadLocation:
+	case kind == KindLocationGone:
 		// One location of several is unusable: the rest of the remote
 		// answered and goes on without it.
 		b.stats.AddRemoteError(kind.String())
-		b.warn.once("read location", "remote cache cannot read a read location (-s3-read-from); it is left out for this run, the other locations go on", err)
+		b.warn.once("location gone", "remote cache cannot use one of its locations (-s3-bucket or -s3-read-from: no such bucket, or another region); it is left out for this run, the others go on", err)
 		b.succeeded()
 	case kind == KindVerify:
 		b.stats.VerifyFailures.Add(1)
@@ -202,14 +202,20 @@ func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
 		b.warn.once("too large", "an entry is larger than one S3 upload takes (5 GiB); it stays in the local cache and is not shared", err)
 		return
 	}
-	if errKind(err) != KindWriteRefused || ctx.Err() != nil {
+	switch kind := errKind(err); {
+	case ctx.Err() != nil, kind != KindWriteRefused && kind != KindLocationGone:
 		b.record(ctx, err)
 		return
+	case kind == KindLocationGone:
+		// The write location's bucket is missing and the read locations
+		// work: stop writing, keep reading them.
+		b.record(ctx, err)
+	default:
+		// Not allowed to write is not a broken remote: stop writing, keep
+		// reading.
+		b.stats.AddRemoteError(KindWriteRefused.String())
+		b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
 	}
-	// Not allowed to write is not a broken remote: stop writing, keep
-	// reading.
-	b.stats.AddRemoteError(KindWriteRefused.String())
-	b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
 	b.mu.Lock()
 	b.writesOffTill = b.now().Add(breakerFatalPause)
 	b.mu.Unlock()
@@ -222,7 +228,7 @@ func (b *breakerBackend) ListManifests(ctx context.Context, scope string, n int)
 	}
 	infos, err := b.remote.ListManifests(ctx, scope, n)
 	b.record(ctx, err)
-	if errKind(err) == KindReadLocation {
+	if errKind(err) == KindLocationGone {
 		err = nil // reported by record: the other locations' manifests go on
 	}
 	return infos, err

@@ -31,7 +31,7 @@ const (
 	KindNoBucket                    // the bucket does not exist (or a write or listing got a bare 404: no S3 server there)
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
 	KindTooLarge                    // a body larger than the remote takes in one upload: refused before sending
-	KindReadLocation                // a read location (-s3-read-from) that cannot be read at all: skipped, the rest goes on
+	KindLocationGone                // one location of several (-s3-read-from) cannot be used at all: left out, the others go on
 )
 
 // String is the kind's name in the stats (RemoteErrorsByKind). A refused
@@ -72,8 +72,8 @@ func (k ErrKind) String() string {
 		return "config"
 	case KindTooLarge:
 		return "too_large"
-	case KindReadLocation:
-		return "read_location"
+	case KindLocationGone:
+		return "location_gone"
 	}
 	return "other"
 }

@@ -69,9 +69,9 @@ type S3Backend struct {
 	probeOnce  sync.Once
 	writeEmpty atomic.Bool
 
-	// readsGone[i] is set once read location i has answered that it cannot
-	// be read at all (see readLocationErr): this server asks it no more.
-	readsGone []atomic.Bool
+	// gone[i] is set once location i (see location) has answered that it
+	// cannot be used at all (see locationErr): this server asks it no more.
+	gone []atomic.Bool
 
 	// Seams.
 	now        func() time.Time
@@ -99,7 +99,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		client:      client,
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		reads:       o.ReadFrom,
-		readsGone:   make([]atomic.Bool, len(o.ReadFrom)),
+		gone:        make([]atomic.Bool, 1+len(o.ReadFrom)),
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		maxPut:      5 << 30,
@@ -120,40 +120,39 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	locs := b.readable(!b.writeEmpty.Load())
 	return getFirst(ctx, len(locs), func(ctx context.Context, i int) (Entry, error) {
 		e, err := b.getFrom(ctx, b.location(locs[i]), actionID)
-		return e, b.readLocationErr(locs[i], err)
+		return e, b.locationErr(locs[i], err)
 	}, func(e Entry) { os.Remove(e.DiskPath) })
 }
 
 // readable returns the locations to ask (see location), in order: the
-// write location if withWrite, then every read location not gone.
+// write location if withWrite, then the read locations; none that is gone.
 func (b *S3Backend) readable(withWrite bool) []int {
-	locs := make([]int, 0, 1+len(b.reads))
-	if withWrite {
-		locs = append(locs, 0)
-	}
-	for i := range b.reads {
-		if !b.readsGone[i].Load() {
-			locs = append(locs, 1+i)
+	locs := make([]int, 0, len(b.gone))
+	for i := range b.gone {
+		if (i > 0 || withWrite) && !b.gone[i].Load() {
+			locs = append(locs, i)
 		}
 	}
 	return locs
 }
 
-// readLocationErr confines to location i an error that says the location
-// cannot be read at all. For a read location, a bucket that does not
-// exist or is in another region (a typo in -s3-read-from) is that
-// location's problem, not the remote's: the location is gone for the rest
-// of this server's run, and the error is KindReadLocation, which the
-// breaker reports and does not hold against the remote. Any other error,
-// and every error of the write location, is returned as it is.
-func (b *S3Backend) readLocationErr(i int, err error) error {
-	if i == 0 || err == nil {
+// locationErr confines to location i an error that says the location
+// cannot be used at all, when there are others to go on with (read
+// locations): a bucket that does not exist, or a read location's bucket in
+// another region (a typo in -s3-bucket or -s3-read-from). The location is
+// gone for the rest of this server's run, and the error is
+// KindLocationGone, which the breaker reports and does not hold against the
+// remote: without the write location's bucket it stops writing and reads
+// go on; without a read location's, the others go on. Any other error, and
+// every error of a remote with one location, is returned as it is.
+func (b *S3Backend) locationErr(i int, err error) error {
+	if len(b.reads) == 0 || err == nil {
 		return err
 	}
-	switch errKind(err) {
-	case KindNoBucket, KindConfig:
-		b.readsGone[i-1].Store(true)
-		return withKind(KindReadLocation, fmt.Errorf("read location %s: %w", b.reads[i-1], err))
+	switch kind := errKind(err); {
+	case kind == KindNoBucket, kind == KindConfig && i > 0:
+		b.gone[i].Store(true)
+		return withKind(KindLocationGone, fmt.Errorf("location %s: %w", b.location(i), err))
 	}
 	return err
 }
@@ -364,7 +363,7 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		},
 	})
 	if err != nil {
-		return Entry{}, s3Error("put", key, err, true)
+		return Entry{}, b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
 }
@@ -372,9 +371,9 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 // ListManifests implements manifestStore: the newest n manifests of each
 // location, the write location's first. Listings of directory buckets are
 // unordered: the keys are sorted by name, which starts with the time. A
-// location that refuses the listing (403) has none; a read location that
-// cannot be read (readLocationErr) is left out, and its error returned
-// beside the others' manifests; any other failure is the answer. Manifests
+// location that refuses the listing (403) has none; a location that cannot
+// be used (locationErr) is left out, and its error returned beside the
+// others' manifests; any other failure is the answer. Manifests
 // of read locations are named s3://BUCKET/KEY.
 func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]manifestInfo, error) {
 	if len(b.reads) > 0 {
@@ -387,13 +386,13 @@ func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]m
 	errs := make([]error, len(locs))
 	atOnce(len(locs), func(i int) { // each is a round trip
 		lists[i], errs[i] = b.listManifests(ctx, locs[i], scope, n)
-		errs[i] = b.readLocationErr(locs[i], errs[i])
+		errs[i] = b.locationErr(locs[i], errs[i])
 	})
 	var infos []manifestInfo
 	var gone error
 	for i, l := range lists {
 		switch err := errs[i]; {
-		case errKind(err) == KindReadLocation:
+		case errKind(err) == KindLocationGone:
 			gone = err
 		case errors.Is(err, ErrNotFound):
 		case err != nil:
@@ -538,7 +537,7 @@ func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error 
 		ContentType:   aws.String("application/octet-stream"),
 	})
 	if err != nil {
-		return s3Error("put", key, err, true)
+		return b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return nil
 }

@@ -607,74 +607,120 @@ func TestS3ReadLocations(t *testing.T) {
 	}
 }
 
-// TestS3ReadLocationMissingBucket is a pull request's remote, on MinIO,
-// whose -s3-read-from names a bucket that does not exist (a typo) before
-// main's location: that location is left out with one error of its own
-// kind, and the rest of the remote goes on. The breaker stays closed (a
-// missing bucket would otherwise turn off the whole remote, writes
-// included, for ten minutes), main's manifests are listed and its entries
-// read, the pull request's own location is written, and the missing bucket
-// is asked no more.
-func TestS3ReadLocationMissingBucket(t *testing.T) {
+// TestS3MissingBucketOfOneLocation is a pull request's remote, on MinIO,
+// with one location in a bucket that does not exist (a typo) and main's
+// location to read: that location is left out with one error of its own
+// kind, and the rest of the remote goes on, where a missing bucket would
+// otherwise turn off the whole remote, writes included, for ten minutes.
+// A missing read location's bucket: main's manifests are listed and its
+// entries read, the pull request's own location written, the missing bucket
+// asked no more. A missing write location's bucket: main's location is
+// still read (manifests and entries), writes stop after the first. With no
+// read location, a missing bucket stays no_bucket.
+func TestS3MissingBucketOfOneLocation(t *testing.T) {
 	tg := s3TargetForTest(t)
 	ctx := context.Background()
-	backend := func(write string, reads ...s3Location) *S3Backend {
+	backend := func(bucket, write string, reads ...s3Location) *S3Backend {
 		t.Helper()
 		o := tg.options(t.TempDir())
-		o.Prefix, o.ReadFrom = tg.Prefix+write, reads
+		o.Bucket, o.Prefix, o.ReadFrom = bucket, tg.Prefix+write, reads
 		b, err := NewS3Backend(ctx, o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
+	put := func(b CacheBackend, key, body string) error {
+		_, err := b.Put(ctx, actionID(key), outputID(body), int64(len(body)), strings.NewReader(body))
+		return err
+	}
 	mainLoc := s3Location{bucket: tg.Bucket, prefix: tg.Prefix + "main/"}
-	typo := s3Location{bucket: tg.Bucket + "-typo-" + randomHex(3), prefix: "main/"}
-	mainB := backend("main/")
-	if _, err := mainB.Put(ctx, actionID("main's"), outputID("main's body"), 11, strings.NewReader("main's body")); err != nil {
+	missing := tg.Bucket + "-typo-" + randomHex(3)
+	typo := s3Location{bucket: missing, prefix: "main/"}
+	mainB := backend(tg.Bucket, "main/")
+	if err := put(mainB, "main's", "main's body"); err != nil {
 		t.Fatal(err)
 	}
 	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main manifest")); err != nil {
 		t.Fatal(err)
 	}
+	// readsMain checks that pr lists main's manifest and reads its entry
+	// and misses another.
+	readsMain := func(t *testing.T, pr *breakerBackend) {
+		t.Helper()
+		infos, err := pr.ListManifests(ctx, "scope", 4)
+		if err != nil || len(infos) != 1 || !strings.HasPrefix(infos[0].name, "s3://"+tg.Bucket+"/"+mainLoc.prefix) {
+			t.Fatalf("manifests with a missing bucket: %+v, %v; want main's, no error", infos, err)
+		}
+		e, err := pr.Get(ctx, actionID("main's"))
+		if err != nil {
+			t.Fatalf("get of main's entry: %v", err)
+		}
+		os.Remove(e.DiskPath)
+		if _, err := pr.Get(ctx, actionID("nowhere")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("get of a key no location has: %v, want a miss", err)
+		}
+	}
+	// wantGone checks that the breaker never opened and that the only
+	// remote errors were n of kind location_gone: requests that found the
+	// missing bucket.
+	wantGone := func(t *testing.T, stats *Stats, n int64) {
+		t.Helper()
+		snap := stats.Snapshot()
+		if snap.BreakerOpenings != 0 || snap.RemoteErrors != n || snap.RemoteErrorsByKind["location_gone"] != n {
+			t.Errorf("breaker opened %d times, remote errors %d %v; want 0 and %d location_gone", snap.BreakerOpenings, snap.RemoteErrors, snap.RemoteErrorsByKind, n)
+		}
+	}
 
-	s3b := backend("pr-7/", typo, mainLoc)
-	stats := new(Stats)
-	pr := newBreakerBackend(s3b, stats, newWarnings(quietLog), "")
-	infos, err := pr.ListManifests(ctx, "scope", 4)
-	if err != nil || len(infos) != 1 || !strings.HasPrefix(infos[0].name, "s3://"+tg.Bucket+"/"+mainLoc.prefix) {
-		t.Fatalf("manifests with a missing read location: %+v, %v; want main's, no error", infos, err)
-	}
-	if !s3b.readsGone[0].Load() || s3b.readsGone[1].Load() {
-		t.Errorf("read locations gone: %v, %v; want the missing bucket's alone", s3b.readsGone[0].Load(), s3b.readsGone[1].Load())
-	}
-	e, err := pr.Get(ctx, actionID("main's"))
-	if err != nil {
-		t.Fatalf("get of main's entry: %v", err)
-	}
-	os.Remove(e.DiskPath)
-	if _, err := pr.Get(ctx, actionID("nowhere")); !errors.Is(err, ErrNotFound) {
-		t.Errorf("get of a key no location has: %v, want a miss", err)
-	}
-	if _, err := pr.Put(ctx, actionID("pr's"), outputID("pr's body"), 9, strings.NewReader("pr's body")); err != nil {
-		t.Errorf("put to the pull request's own location: %v", err)
-	}
-	snap := stats.Snapshot()
-	if snap.BreakerOpenings != 0 || snap.RemoteErrors != 1 || snap.RemoteErrorsByKind["read_location"] != 1 {
-		t.Errorf("breaker opened %d times, remote errors %d %v; want 0 and one read_location", snap.BreakerOpenings, snap.RemoteErrors, snap.RemoteErrorsByKind)
-	}
+	t.Run("read location", func(t *testing.T) {
+		s3b := backend(tg.Bucket, "pr-7/", typo, mainLoc)
+		stats := new(Stats)
+		pr := newBreakerBackend(s3b, stats, newWarnings(quietLog), "")
+		readsMain(t, pr)
+		if gone := []bool{s3b.gone[0].Load(), s3b.gone[1].Load(), s3b.gone[2].Load()}; !slices.Equal(gone, []bool{false, true, false}) {
+			t.Errorf("locations gone: %v; want the missing bucket's alone", gone)
+		}
+		if err := put(pr, "pr's", "pr's body"); err != nil {
+			t.Errorf("put to the pull request's own location: %v", err)
+		}
+		wantGone(t, stats, 1) // the listing
+		// A get that finds the missing bucket first (no listing before
+		// it) is a miss of that kind, naming the location.
+		fresh := backend(tg.Bucket, "pr-8/", typo, mainLoc)
+		if _, err := fresh.Get(ctx, actionID("nowhere")); errKind(err) != KindLocationGone || !strings.Contains(err.Error(), typo.String()) {
+			t.Errorf("get with a missing read location: %v (kind %v), want kind location_gone naming %s", err, errKind(err), typo)
+		}
+	})
 
-	// A get that finds the missing bucket first (no listing before it) is
-	// a miss of that kind, and the write location's error stays its own.
-	fresh := backend("pr-8/", typo, mainLoc)
-	if _, err := fresh.Get(ctx, actionID("nowhere")); errKind(err) != KindReadLocation || !strings.Contains(err.Error(), typo.String()) {
-		t.Errorf("get with a missing read location: %v (kind %v), want kind read_location naming %s", err, errKind(err), typo)
-	}
-	only := backend("pr-9/")
-	only.loc.bucket = typo.bucket
-	if _, err := only.ListManifests(ctx, "scope", 4); errKind(err) != KindNoBucket {
-		t.Errorf("listing a missing write location's bucket: %v (kind %v), want no_bucket", err, errKind(err))
-	}
+	t.Run("write location", func(t *testing.T) {
+		s3b := backend(missing, "pr-9/", mainLoc)
+		stats := new(Stats)
+		pr := newBreakerBackend(s3b, stats, newWarnings(quietLog), "")
+		readsMain(t, pr)
+		if !s3b.gone[0].Load() || s3b.gone[1].Load() {
+			t.Errorf("locations gone: %v, %v; want the write location's alone", s3b.gone[0].Load(), s3b.gone[1].Load())
+		}
+		for i := range 3 {
+			if err := put(pr, "pr's", "pr's body"); err == nil || (i > 0 && !errors.Is(err, errWritesOff)) {
+				t.Errorf("put %d to a missing write location's bucket: %v; want an error, then writes off", i, err)
+			}
+		}
+		if err := pr.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("pr manifest")); !errors.Is(err, errWritesOff) {
+			t.Errorf("manifest put with writes off: %v", err)
+		}
+		readsMain(t, pr)
+		wantGone(t, stats, 2) // the listing and the first put
+	})
+
+	t.Run("one location", func(t *testing.T) {
+		only := backend(missing, "pr-10/")
+		if _, err := only.ListManifests(ctx, "scope", 4); errKind(err) != KindNoBucket {
+			t.Errorf("listing a missing bucket with no read location: %v (kind %v), want no_bucket", err, errKind(err))
+		}
+		if err := put(only, "k", "body"); errKind(err) != KindNoBucket {
+			t.Errorf("put to a missing bucket with no read location: %v (kind %v), want no_bucket", err, errKind(err))
+		}
+	})
 }
 
 // TestS3ExpressTrustedBucket is the README's S3 Express layout through the
