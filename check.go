@@ -260,6 +260,9 @@ func iamPolicy(bucket string) string {
 
 // hint suggests the usual cause of a failed check step.
 func hint(step string, err error) string {
+	if kind := classifyS3Error(err, false); step == "read from" && !configRefused(err) && (kind == KindNoBucket || kind == KindConfig) {
+		return " (no such bucket, or one in another region: check -s3-read-from; a build leaves this location out and goes on with the others)"
+	}
 	var re *smithyhttp.ResponseError
 	if step == "bucket" && errors.As(err, &re) && re.HTTPStatusCode() == 404 {
 		return " (no such bucket: check -s3-bucket and -s3-region, and that -s3-endpoint is an S3 server)"

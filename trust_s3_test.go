@@ -690,6 +690,13 @@ func TestS3MissingBucketOfOneLocation(t *testing.T) {
 		if _, err := fresh.Get(ctx, actionID("nowhere")); errKind(err) != KindLocationGone || !strings.Contains(err.Error(), typo.String()) {
 			t.Errorf("get with a missing read location: %v (kind %v), want kind location_gone naming %s", err, errKind(err), typo)
 		}
+		// check still fails on it, in one line naming the flag.
+		cmd := exec.Command(gobuildcacheBinary(t), append([]string{"check"}, append(tg.args(), "-s3-prefix="+tg.Prefix+"pr-11/", "-s3-read-from="+typo.String()+","+mainLoc.String())...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err == nil || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "check -s3-read-from") {
+			t.Errorf("check with a missing read location: %v, stderr %q; want one line naming -s3-read-from", err, stderr.String())
+		}
 	})
 
 	t.Run("write location", func(t *testing.T) {
