@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -453,7 +454,7 @@ func TestS3ExpressRegionFromZone(t *testing.T) {
 	shim.setBucketRegion(bucket, "us-west-2")
 	t.Setenv("AWS_REGION", "")
 	t.Setenv("AWS_DEFAULT_REGION", "")
-	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "no-such-file")) // no region from a shared config either
 	b, err := NewS3Backend(t.Context(), S3Options{
 		Bucket: bucket, Prefix: "gobuildcache/", Endpoint: shim.URL(), PathStyle: true,
 		Timeout: 10 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds,
