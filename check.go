@@ -260,7 +260,11 @@ func iamPolicy(bucket string) string {
 
 // hint suggests the usual cause of a failed check step.
 func hint(step string, err error) string {
-	if kind := classifyS3Error(err, false); step == "read from" && !configRefused(err) && (kind == KindNoBucket || kind == KindConfig) {
+	if configRefused(err) {
+		return " (the AWS SDK refused its configuration before sending: check -s3-region and AWS_REGION, -s3-endpoint, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT)"
+	}
+	kind := classifyS3Error(err, false)
+	if step == "read from" && (kind == KindNoBucket || kind == KindConfig) {
 		return " (no such bucket, or one in another region: check -s3-read-from; a build leaves this location out and goes on with the others)"
 	}
 	var re *smithyhttp.ResponseError
@@ -270,7 +274,7 @@ func hint(step string, err error) string {
 	var se *expressSessionError
 	if errors.As(err, &se) {
 		zone, region := bucketZone(se.Bucket)
-		switch classifyS3Error(err, false) {
+		switch kind {
 		case KindAuth:
 			return fmt.Sprintf(" (CreateSession refused: the credentials need s3express:CreateSession on arn:aws:s3express:%s:ACCOUNT:bucket/%s)", cmp.Or(region, "REGION"), se.Bucket)
 		case KindNoBucket:
@@ -282,10 +286,7 @@ func hint(step string, err error) string {
 			return " (CreateSession got no answer: check -s3-region, -s3-endpoint and the network)"
 		}
 	}
-	if configRefused(err) {
-		return " (the AWS SDK refused its configuration before sending: check -s3-region and AWS_REGION, -s3-endpoint, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT)"
-	}
-	switch classifyS3Error(err, false) {
+	switch kind {
 	case KindCredentials:
 		return " (no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or GOBUILDCACHE_AWS_ACCESS_KEY_ID/GOBUILDCACHE_AWS_SECRET_ACCESS_KEY)"
 	case KindAuth:
