@@ -214,7 +214,7 @@ func (b *breakerBackend) recordWrite(ctx context.Context, err error) {
 		// Not allowed to write is not a broken remote: stop writing, keep
 		// reading.
 		b.stats.AddRemoteError(KindWriteRefused.String())
-		b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials)", err)
+		b.warn.once("remote write denied", "remote cache refused a write; uploads are off for this run, reads go on (use -read-only for read-only credentials; -s3-sse if a bucket policy requires encryption headers)", err)
 	}
 	b.mu.Lock()
 	b.writesOffTill = b.now().Add(breakerFatalPause)

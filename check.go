@@ -118,7 +118,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		put := time.Since(start).Round(time.Microsecond)
 		switch {
 		case errKind(err) == KindWriteRefused:
-			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)\n", "put probe:", put, b.loc)
+			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)%s\n", "put probe:", put, b.loc, sseHint(cfg))
 		case err != nil:
 			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
 			return fmt.Errorf("put probe: %v%s", oneLine(err), hint("put probe", err))
@@ -256,6 +256,23 @@ func iamPolicy(bucket string) string {
   {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::%[1]s"}
 (without s3:ListBucket a missing object reads as 403 Forbidden, not a miss)
 `, bucket)
+}
+
+// sseHint is what a refused write may want of cfg beside permission: a
+// bucket policy may deny a PutObject that asks for no encryption, or for
+// another kind.
+func sseHint(cfg *Config) string {
+	switch {
+	case isDirectoryBucket(cfg.S3Bucket):
+		return ""
+	case cfg.S3SSE == "":
+		return "; if a bucket policy requires server-side encryption headers, set -s3-sse"
+	}
+	asked := "-s3-sse=" + cfg.S3SSE
+	if cfg.S3SSEKMSKeyID != "" {
+		asked += " -s3-sse-kms-key-id=" + cfg.S3SSEKMSKeyID
+	}
+	return "; a bucket policy may require other encryption than " + asked
 }
 
 // hint suggests the usual cause of a failed check step.

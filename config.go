@@ -16,10 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
-// Config is every option of every command. Each option is a flag and two
-// environment variables (see option): a flag given on the command line wins
-// over the prefixed variable, which wins over the bare one, which wins over
-// the default.
+// Config is every option of every command. Each option is a flag and an
+// environment variable, and those of the original interface a bare
+// variable too (see option): a flag given on the command line wins over the
+// prefixed variable, which wins over the bare one, which wins over the
+// default.
 type Config struct {
 	Backend   string
 	CacheDir  string
@@ -34,6 +35,8 @@ type Config struct {
 	S3Endpoint    string
 	S3PathStyle   bool
 	S3Timeout     time.Duration
+	S3SSE         string
+	S3SSEKMSKeyID string
 	ReadOnly      bool
 	UploadTimeout time.Duration
 	UploadWorkers int
@@ -108,7 +111,7 @@ func defaultConfig() Config {
 // Its variable is GOBUILDCACHE_ and the flag's name in capitals with "_"
 // for "-" (see envName). The bare name is the variable of the original
 // interface (BACKEND_TYPE, DEBUG, ...), read when the prefixed one is
-// unset. Bare names are generic words that other tools set too
+// unset; options added since have none (""). Bare names are generic words that other tools set too
 // (DEBUG='express:*' for Node, BACKEND_TYPE=docker), so an unusable value
 // in one is a warning and is ignored, never an error: no setting meant for
 // another program may break a build. A flag or a prefixed variable is
@@ -177,6 +180,10 @@ var options = []option{
 		func(c *Config) flag.Value { return (*boolValue)(&c.S3PathStyle) }},
 	{"s3-timeout", "S3_TIMEOUT", "deadline of one remote request, retries included; a remote that does not answer in time is a miss", allCmds,
 		func(c *Config) flag.Value { return &durationValue{&c.S3Timeout, time.Millisecond} }},
+	{"s3-sse", "", "server-side encryption that every object written asks for, for a bucket policy that requires it: AES256, aws:kms or aws:kms:dsse (none: the bucket's default encryption)", serveOnly,
+		func(c *Config) flag.Value { return &enumValue{&c.S3SSE, s3EncryptionModes} }},
+	{"s3-sse-kms-key-id", "", "KMS key ID or ARN for -s3-sse=aws:kms or aws:kms:dsse (default: the account's aws/s3 key)", serveOnly,
+		func(c *Config) flag.Value { return (*stringValue)(&c.S3SSEKMSKeyID) }},
 	{"read-only", "READ_ONLY", "read from the remote cache but never write to it (untrusted pull requests)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.ReadOnly) }},
 	{"upload-timeout", "UPLOAD_TIMEOUT", "how long close waits for pending uploads before abandoning them", serveOnly,
@@ -335,6 +342,9 @@ func (c *Config) validate(cmd string) error {
 		}
 		c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s: %s is not set; the AWS SDK's own credentials are used", set, unset))
 	}
+	if err := c.validateEncryption(); err != nil {
+		return err
+	}
 	if c.S3Prefix != "" && !strings.HasSuffix(c.S3Prefix, "/") {
 		c.S3Prefix += "/" // keys live in a "directory"; S3 Express requires it
 	}
@@ -362,6 +372,18 @@ func (c *Config) validate(cmd string) error {
 		if c.Backend != "s3" {
 			return fmt.Errorf("check tests a remote cache: give -backend=s3 (%s) and -s3-bucket (%s)", c.varOf("backend"), c.varOf("s3-bucket"))
 		}
+	}
+	return nil
+}
+
+// validateEncryption checks -s3-sse against -s3-sse-kms-key-id and the
+// bucket's kind.
+func (c *Config) validateEncryption() error {
+	if c.S3SSEKMSKeyID != "" && !strings.HasPrefix(c.S3SSE, "aws:kms") {
+		return fmt.Errorf("-s3-sse-kms-key-id (%s) needs -s3-sse=aws:kms or aws:kms:dsse (%s)", c.varOf("s3-sse-kms-key-id"), c.varOf("s3-sse"))
+	}
+	if c.S3SSE != "" && c.Backend == "s3" && isDirectoryBucket(c.S3Bucket) {
+		return fmt.Errorf("-s3-sse (%s) is for general purpose buckets: directory bucket %s encrypts every object as its default encryption says, which requests may not override", c.varOf("s3-sse"), c.S3Bucket)
 	}
 	return nil
 }

@@ -51,6 +51,8 @@ type S3Backend struct {
 	// compressMin is the smallest body uploaded zstd-compressed; 0 means
 	// never compress. Reads decode whatever an object says it holds.
 	compressMin int64
+	// sse is the encryption every object written asks for.
+	sse s3Encryption
 
 	// maxPut is the largest object one PutObject may store: 5 GiB on S3
 	// and S3 Express. A larger body is refused, not split into a multipart
@@ -102,6 +104,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		gone:        make([]atomic.Bool, 1+len(o.ReadFrom)),
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
+		sse:         o.Encryption,
 		maxPut:      5 << 30,
 		now:         time.Now,
 		tempDir:     o.TempDir,
@@ -349,20 +352,14 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
 	defer cancel()
-	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.loc.bucket,
-		Key:           &key,
-		Body:          io.NewSectionReader(readerAt{stored}, 0, storedSize),
-		ContentLength: aws.Int64(storedSize),
-		ContentType:   aws.String("application/octet-stream"),
-		Metadata: map[string]string{
-			metaOutputID: hex.EncodeToString(outputID[:]),
-			metaSize:     strconv.FormatInt(size, 10),
-			metaTime:     strconv.FormatInt(now.UnixNano(), 10),
-			metaEncoding: encoding,
-		},
-	})
-	if err != nil {
+	in := b.putInput(key, io.NewSectionReader(readerAt{stored}, 0, storedSize), storedSize)
+	in.Metadata = map[string]string{
+		metaOutputID: hex.EncodeToString(outputID[:]),
+		metaSize:     strconv.FormatInt(size, 10),
+		metaTime:     strconv.FormatInt(now.UnixNano(), 10),
+		metaEncoding: encoding,
+	}
+	if _, err := b.client.PutObject(ctx, in); err != nil {
 		return Entry{}, b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
@@ -529,17 +526,24 @@ func (b *S3Backend) PutPack(ctx context.Context, scope, id string, i int, data [
 func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(int64(len(data))))
 	defer cancel()
-	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        &b.loc.bucket,
-		Key:           &key,
-		Body:          bytes.NewReader(data),
-		ContentLength: aws.Int64(int64(len(data))),
-		ContentType:   aws.String("application/octet-stream"),
-	})
-	if err != nil {
+	if _, err := b.client.PutObject(ctx, b.putInput(key, bytes.NewReader(data), int64(len(data)))); err != nil {
 		return b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return nil
+}
+
+// putInput is a PutObject of size bytes of body under key in the write
+// location, with the encryption every object written asks for.
+func (b *S3Backend) putInput(key string, body io.Reader, size int64) *s3.PutObjectInput {
+	in := &s3.PutObjectInput{
+		Bucket:        &b.loc.bucket,
+		Key:           &key,
+		Body:          body,
+		ContentLength: aws.Int64(size),
+		ContentType:   aws.String("application/octet-stream"),
+	}
+	b.sse.apply(in)
+	return in
 }
 
 // DeleteManifests implements manifestStore: one listing of each

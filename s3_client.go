@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
 )
 
@@ -33,7 +34,9 @@ type S3Options struct {
 	Timeout   time.Duration
 	// CompressMin > 0 uploads bodies of at least that size zstd-compressed.
 	CompressMin int64
-	TempDir     string
+	// Encryption is what every object written asks for.
+	Encryption s3Encryption
+	TempDir    string
 	// TempDirFor, if set, names the directory for the download of a body
 	// with the given output ID (see S3Backend.Get); else TempDir.
 	TempDirFor func(OutputID) string
@@ -178,6 +181,7 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFo
 		PathStyle:       cfg.S3PathStyle,
 		Timeout:         cfg.S3Timeout,
 		CompressMin:     compressMin(cfg),
+		Encryption:      s3Encryption{Mode: types.ServerSideEncryption(cfg.S3SSE), KMSKeyID: cfg.S3SSEKMSKeyID},
 		TempDir:         tempDir,
 		TempDirFor:      tempDirFor,
 		Parallelism:     cfg.UploadWorkers,

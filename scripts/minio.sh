@@ -14,6 +14,8 @@
 #   MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 #   AWS_REGION=us-east-1, S3_PATH_STYLE=true
 #   S3_BUCKET                     a bucket created at start: $MINIO_BUCKET, default gobuildcache
+#   MINIO_KMS_KEY_ID              the server's one KMS key (a throwaway static key), for
+#                                 SSE-S3 (AES256) and SSE-KMS requests
 #   MINIO_DATA_DIR, MINIO_PID, MINIO_BIN
 #
 # MINIO_DATA_PARENT (default ${TMPDIR:-/tmp}) is where the server's throwaway data directory is
@@ -177,6 +179,9 @@ kill_minio() {
 
 # ---------------------------------------------------------------- server
 
+# The name of the server's one KMS key.
+KMS_KEY_ID=gobuildcache-test-key
+
 # Globals set by start_server.
 WORK_DIR=""
 MINIO_PID_VAL=""
@@ -217,6 +222,7 @@ start_server() {
 			cmd=(setsid "${cmd[@]}")
 		fi
 		MINIO_ROOT_USER="$ROOT_USER" MINIO_ROOT_PASSWORD="$ROOT_PASSWORD" \
+			MINIO_KMS_SECRET_KEY="$KMS_KEY_ID:$(head -c 32 /dev/urandom | base64)" \
 			MINIO_BROWSER=off MINIO_UPDATE=off \
 			"${cmd[@]}" </dev/null >"$WORK_DIR/minio.log" 2>&1 &
 		MINIO_PID_VAL=$!
@@ -273,7 +279,8 @@ server_env() {
 		"AWS_SECRET_ACCESS_KEY=$ROOT_PASSWORD" \
 		"AWS_REGION=us-east-1" \
 		"S3_PATH_STYLE=true" \
-		"S3_BUCKET=${MINIO_BUCKET:-gobuildcache}"
+		"S3_BUCKET=${MINIO_BUCKET:-gobuildcache}" \
+		"MINIO_KMS_KEY_ID=$KMS_KEY_ID"
 }
 
 # create_bucket makes the bucket named by MINIO_BUCKET (default gobuildcache)
