@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -53,6 +55,10 @@ type S3Backend struct {
 	compressMin int64
 	// sse is the encryption every object written asks for.
 	sse s3Encryption
+	// contentMD5 is set once the write location has refused a PutObject
+	// without a Content-MD5 header (Object Lock: needsContentMD5): every
+	// put from then on sends one.
+	contentMD5 atomic.Bool
 
 	// maxPut is the largest object one PutObject may store: 5 GiB on S3
 	// and S3 Express. A larger body is refused, not split into a multipart
@@ -352,14 +358,13 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	now := b.now()
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(size))
 	defer cancel()
-	in := b.putInput(key, io.NewSectionReader(readerAt{stored}, 0, storedSize), storedSize)
-	in.Metadata = map[string]string{
+	meta := map[string]string{
 		metaOutputID: hex.EncodeToString(outputID[:]),
 		metaSize:     strconv.FormatInt(size, 10),
 		metaTime:     strconv.FormatInt(now.UnixNano(), 10),
 		metaEncoding: encoding,
 	}
-	if _, err := b.client.PutObject(ctx, in); err != nil {
+	if err := b.putObject(ctx, key, readerAt{stored}, storedSize, meta); err != nil {
 		return Entry{}, b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
@@ -526,24 +531,42 @@ func (b *S3Backend) PutPack(ctx context.Context, scope, id string, i int, data [
 func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(int64(len(data))))
 	defer cancel()
-	if _, err := b.client.PutObject(ctx, b.putInput(key, bytes.NewReader(data), int64(len(data)))); err != nil {
+	if err := b.putObject(ctx, key, bytes.NewReader(data), int64(len(data)), nil); err != nil {
 		return b.locationErr(0, s3Error("put", key, err, true))
 	}
 	return nil
 }
 
-// putInput is a PutObject of size bytes of body under key in the write
-// location, with the encryption every object written asks for.
-func (b *S3Backend) putInput(key string, body io.Reader, size int64) *s3.PutObjectInput {
-	in := &s3.PutObjectInput{
-		Bucket:        &b.loc.bucket,
-		Key:           &key,
-		Body:          body,
-		ContentLength: aws.Int64(size),
-		ContentType:   aws.String("application/octet-stream"),
+// putObject stores size bytes of body under key in the write location,
+// with metadata meta and the encryption every object written asks for. It
+// sends a Content-MD5 header once the location has refused a put without
+// one, and then sends this put again.
+func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt, size int64, meta map[string]string) error {
+	for {
+		in := &s3.PutObjectInput{
+			Bucket:        &b.loc.bucket,
+			Key:           &key,
+			Body:          io.NewSectionReader(body, 0, size),
+			ContentLength: aws.Int64(size),
+			ContentType:   aws.String("application/octet-stream"),
+			Metadata:      meta,
+		}
+		b.sse.apply(in)
+		withMD5 := b.contentMD5.Load()
+		if withMD5 {
+			h := md5.New()
+			if _, err := copyBuffered(h, io.NewSectionReader(body, 0, size)); err != nil {
+				return err
+			}
+			in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(h.Sum(nil)))
+		}
+		_, err := b.client.PutObject(ctx, in)
+		if err != nil && !withMD5 && needsContentMD5(err) {
+			b.contentMD5.Store(true)
+			continue
+		}
+		return err
 	}
-	b.sse.apply(in)
-	return in
 }
 
 // DeleteManifests implements manifestStore: one listing of each

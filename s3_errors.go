@@ -63,6 +63,15 @@ func configRefused(err error) bool {
 	return strings.Contains(msg, "resolve endpoint: ") || strings.Contains(msg, "bind auth scheme params: ")
 }
 
+// needsContentMD5 reports whether err is a PutObject refused for want of
+// a Content-MD5 (or x-amz-checksum-) header: what AWS S3 and others
+// (Backblaze B2) answer for a bucket with Object Lock default retention,
+// whose every write takes a retention period.
+func needsContentMD5(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "InvalidRequest" && strings.Contains(api.ErrorMessage(), "Content-MD5")
+}
+
 // s3ListError is s3Error for a listing of what, which no missing key can
 // fail: a 404 to one says the bucket is not there, or the endpoint is not
 // an S3 server's.

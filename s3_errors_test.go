@@ -144,3 +144,23 @@ func TestS3ConfigRefusedBeforeSending(t *testing.T) {
 		})
 	}
 }
+
+// TestNeedsContentMD5: AWS's and Backblaze's refusals of a put without a
+// Content-MD5 to a bucket with Object Lock, however the SDK wraps them,
+// and no other InvalidRequest.
+func TestNeedsContentMD5(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&smithy.GenericAPIError{Code: "InvalidRequest", Message: "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters"}, true},
+		{fmt.Errorf("operation error S3: PutObject: %w", &smithy.GenericAPIError{Code: "InvalidRequest", Message: "Content-MD5 HTTP header is required for Put Object requests with Object Lock parameters"}), true},
+		{&smithy.GenericAPIError{Code: "InvalidRequest", Message: "Missing required header for this request: x-amz-content-sha256"}, false},
+		{&smithy.GenericAPIError{Code: "BadDigest", Message: "The Content-MD5 you specified did not match what we received."}, false},
+		{errors.New("Content-MD5 required"), false},
+	} {
+		if got := needsContentMD5(tc.err); got != tc.want {
+			t.Errorf("needsContentMD5(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
