@@ -70,7 +70,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		d := time.Since(start).Round(time.Microsecond)
 		if err != nil {
 			fmt.Fprintf(out, "%-12s FAILED after %v\n", name+":", d)
-			return d, fmt.Errorf("%s: %v%s", name, oneLine(err), hint(name, err))
+			return d, fmt.Errorf("%s: %v%s", name, oneLine(err), hint(cfg, name, err))
 		}
 		fmt.Fprintf(out, "%-12s ok (%v)%s\n", name+":", d, detail)
 		return d, nil
@@ -121,7 +121,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)%s\n", "put probe:", put, b.loc, sseHint(cfg))
 		case err != nil:
 			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
-			return fmt.Errorf("put probe: %v%s", oneLine(err), hint("put probe", err))
+			return fmt.Errorf("put probe: %v%s", oneLine(err), hint(cfg, "put probe", err))
 		default:
 			fmt.Fprintf(out, "%-12s ok (%v)\n", "put probe:", put)
 			get, err := step("get probe", func(ctx context.Context) error {
@@ -276,7 +276,7 @@ func sseHint(cfg *Config) string {
 }
 
 // hint suggests the usual cause of a failed check step.
-func hint(step string, err error) string {
+func hint(cfg *Config, step string, err error) string {
 	if configRefused(err) {
 		return " (the AWS SDK refused its configuration before sending: check -s3-region and AWS_REGION, -s3-endpoint, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT)"
 	}
@@ -309,6 +309,9 @@ func hint(step string, err error) string {
 	case KindAuth:
 		return " (credentials rejected: see the IAM policy in README.md)"
 	case KindDenied, KindWriteRefused:
+		if cfg.S3BucketOwner != "" {
+			return fmt.Sprintf(" (not allowed: see the IAM policy in README.md; or the bucket is not account %s's, -s3-expected-bucket-owner)", cfg.S3BucketOwner)
+		}
 		return " (not allowed: see the IAM policy in README.md)"
 	case KindNoBucket:
 		return " (no such bucket: check -s3-bucket and -s3-region, and that -s3-endpoint is an S3 server)"

@@ -37,6 +37,7 @@ type Config struct {
 	S3Timeout     time.Duration
 	S3SSE         string
 	S3SSEKMSKeyID string
+	S3BucketOwner string
 	ReadOnly      bool
 	UploadTimeout time.Duration
 	UploadWorkers int
@@ -184,6 +185,8 @@ var options = []option{
 		func(c *Config) flag.Value { return &enumValue{&c.S3SSE, s3EncryptionModes} }},
 	{"s3-sse-kms-key-id", "", "KMS key ID or ARN for -s3-sse=aws:kms or aws:kms:dsse (default: the account's aws/s3 key)", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3SSEKMSKeyID) }},
+	{"s3-expected-bucket-owner", "", "AWS account ID that must own every bucket (-s3-bucket, -s3-read-from): S3 refuses any request to a bucket of another account, so that a bucket name someone else took is never read or written", allCmds,
+		func(c *Config) flag.Value { return (*accountIDValue)(&c.S3BucketOwner) }},
 	{"read-only", "READ_ONLY", "read from the remote cache but never write to it (untrusted pull requests)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.ReadOnly) }},
 	{"upload-timeout", "UPLOAD_TIMEOUT", "how long close waits for pending uploads before abandoning them", serveOnly,
@@ -613,6 +616,19 @@ func parseByteSize(s string) (int64, error) {
 	}
 	return int64(f * mult), nil
 }
+
+// accountIDValue is an AWS account ID: 12 digits.
+type accountIDValue string
+
+func (v *accountIDValue) Set(s string) error {
+	if len(s) != 12 || strings.Trim(s, "0123456789") != "" {
+		return errors.New("want an AWS account ID, 12 digits")
+	}
+	*v = accountIDValue(s)
+	return nil
+}
+
+func (v *accountIDValue) String() string { return string(*v) }
 
 type stringValue string
 

@@ -97,11 +97,11 @@ func TestConfigSources(t *testing.T) {
 				{"ignoring PREFETCH_PACKS=\"sometimes\"", "want true or false", "GOBUILDCACHE_PREFETCH_PACKS", "-prefetch-packs"},
 				{"ignoring PREDICT_MISSES=\"maybe\"", "want true or false", "GOBUILDCACHE_PREDICT_MISSES", "-predict-misses"},
 			}},
-		{name: "encryption",
+		{name: "encryption and owner",
 			env: map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "b", "GOBUILDCACHE_S3_SSE": "aws:kms",
-				"GOBUILDCACHE_S3_SSE_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/k"},
+				"GOBUILDCACHE_S3_SSE_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/k", "GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER": "111122223333"},
 			want: func(c *Config) bool {
-				return c.S3SSE == "aws:kms" && c.S3SSEKMSKeyID == "arn:aws:kms:us-east-1:111122223333:key/k"
+				return c.S3SSE == "aws:kms" && c.S3SSEKMSKeyID == "arn:aws:kms:us-east-1:111122223333:key/k" && c.S3BucketOwner == "111122223333"
 			}},
 		{name: "bare s3 without a bucket",
 			env:   map[string]string{"BACKEND_TYPE": "s3"},
@@ -211,6 +211,7 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 		{[]string{"clear", "-remote-only"}, map[string]string{"BACKEND_TYPE": "disk"}, []string{"-remote-only (GOBUILDCACHE_REMOTE_ONLY)", "-backend=s3 (BACKEND_TYPE)"}},
 		{[]string{"clear", "-backend=s3", "-s3-bucket=b", "-s3-prefix=", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + os.DevNull + "/x"}, nil, []string{"-s3-prefix (GOBUILDCACHE_S3_PREFIX)", "-all-prefixes (GOBUILDCACHE_ALL_PREFIXES)"}},
 		{[]string{"check"}, nil, []string{"-backend=s3 (GOBUILDCACHE_BACKEND)", "-s3-bucket (GOBUILDCACHE_S3_BUCKET)"}},
+		{nil, map[string]string{"GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER": "my-account"}, []string{"-s3-expected-bucket-owner", "GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER", "12 digits"}},
 		{[]string{"-s3-sse=aes256"}, nil, []string{"-s3-sse", "GOBUILDCACHE_S3_SSE", "AES256 or aws:kms or aws:kms:dsse"}},
 		{nil, map[string]string{"GOBUILDCACHE_S3_SSE_KMS_KEY_ID": "alias/ci"}, []string{"-s3-sse-kms-key-id (GOBUILDCACHE_S3_SSE_KMS_KEY_ID)", "-s3-sse=aws:kms or aws:kms:dsse (GOBUILDCACHE_S3_SSE)"}},
 		{[]string{"-s3-sse=AES256", "-s3-sse-kms-key-id=k"}, nil, []string{"-s3-sse-kms-key-id (GOBUILDCACHE_S3_SSE_KMS_KEY_ID)", "-s3-sse=aws:kms"}},

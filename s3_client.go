@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // S3Options are the settings of an S3Backend.
@@ -36,7 +37,10 @@ type S3Options struct {
 	CompressMin int64
 	// Encryption is what every object written asks for.
 	Encryption s3Encryption
-	TempDir    string
+	// BucketOwner, if set, is the account every request's bucket must
+	// belong to (x-amz-expected-bucket-owner): S3 answers 403 otherwise.
+	BucketOwner string
+	TempDir     string
 	// TempDirFor, if set, names the directory for the download of a body
 	// with the given output ID (see S3Backend.Get); else TempDir.
 	TempDirFor func(OutputID) string
@@ -147,6 +151,11 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	client := s3.NewFromConfig(cfg, common, retries(retry.IsErrorRetryableFunc(sessions.retryExpired)), func(so *s3.Options) {
 		so.ExpressCredentials = sessions
 		so.APIOptions = append(so.APIOptions, sessions.preflight)
+		if o.BucketOwner != "" {
+			// Every request but CreateSession, which the sessions'
+			// client sends and which takes no owner.
+			so.APIOptions = append(so.APIOptions, smithyhttp.SetHeaderValue("X-Amz-Expected-Bucket-Owner", o.BucketOwner))
+		}
 	})
 	return client, nil
 }
@@ -182,6 +191,7 @@ func newS3FromConfig(ctx context.Context, cfg *Config, tempDir string, tempDirFo
 		Timeout:         cfg.S3Timeout,
 		CompressMin:     compressMin(cfg),
 		Encryption:      s3Encryption{Mode: types.ServerSideEncryption(cfg.S3SSE), KMSKeyID: cfg.S3SSEKMSKeyID},
+		BucketOwner:     cfg.S3BucketOwner,
 		TempDir:         tempDir,
 		TempDirFor:      tempDirFor,
 		Parallelism:     cfg.UploadWorkers,

@@ -138,7 +138,7 @@ func TestS3ConfigRefusedBeforeSending(t *testing.T) {
 			if errKind(err) != KindConfig {
 				t.Errorf("list: %v (kind %v), want config", err, errKind(err))
 			}
-			if h := hint("bucket", err); !strings.Contains(h, "refused its configuration") {
+			if h := hint(&Config{}, "bucket", err); !strings.Contains(h, "refused its configuration") {
 				t.Errorf("check's hint: %q, want one that says the SDK refused its configuration", h)
 			}
 		})

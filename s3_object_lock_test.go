@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,49 +14,34 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
-// objectLockRule stands in front of MinIO and asks what AWS S3 (and
-// Backblaze B2) ask of a bucket with Object Lock default retention, and
-// MinIO does not (minio#16480): a PutObject with neither a Content-MD5 nor
-// an x-amz-checksum- header is refused with AWS's 400 InvalidRequest. It
-// counts the puts it refused and those it passed with a Content-MD5.
+// objectLockRule asks what AWS S3 (and Backblaze B2) ask of a bucket with
+// Object Lock default retention, and MinIO does not (minio#16480): a
+// PutObject with neither a Content-MD5 nor an x-amz-checksum- header is
+// refused with AWS's 400 InvalidRequest. It counts the puts it refused and
+// those it passed with a Content-MD5.
 type objectLockRule struct {
 	url             string
 	refused, hashed atomic.Int64
 }
 
 func newObjectLockRule(t *testing.T, endpoint string) *objectLockRule {
-	t.Helper()
-	target, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rule := &objectLockRule{}
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(target)
-		pr.Out.Host = pr.In.Host // what the client signed
-	}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Query().Get("x-id") == "PutObject" { // the SDK names its operation
-			checksum := false
-			for k := range r.Header {
-				checksum = checksum || strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-")
-			}
-			switch {
-			case r.Header.Get("Content-MD5") != "":
-				rule.hashed.Add(1)
-			case !checksum:
-				rule.refused.Add(1)
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusBadRequest)
-				w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>` +
-					`<Error><Code>InvalidRequest</Code><Message>Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters</Message></Error>`))
-				return
+	rule.url = newS3RuleProxy(t, endpoint, func(r *http.Request) *s3Refusal {
+		if r.Method != http.MethodPut || r.URL.Query().Get("x-id") != "PutObject" { // the SDK names its operation
+			return nil
+		}
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-") {
+				return nil
 			}
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	rule.url = srv.URL
+		if r.Header.Get("Content-MD5") != "" {
+			rule.hashed.Add(1)
+			return nil
+		}
+		rule.refused.Add(1)
+		return &s3Refusal{http.StatusBadRequest, "InvalidRequest", "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters"}
+	})
 	return rule
 }
 
