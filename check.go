@@ -118,7 +118,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		put := time.Since(start).Round(time.Microsecond)
 		switch {
 		case errKind(err) == KindWriteRefused:
-			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)%s\n", "put probe:", put, b.loc, sseHint(cfg))
+			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)%s\n", "put probe:", put, b.loc, sseHint(cfg, err))
 		case err != nil:
 			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
 			return fmt.Errorf("put probe: %v%s", oneLine(err), hint(cfg, "put probe", err))
@@ -258,11 +258,20 @@ func iamPolicy(bucket string) string {
 `, bucket)
 }
 
+// kmsDenied reports whether a refusal is KMS's: the object is encrypted
+// (or is to be) with a key the credentials may not use. S3 names the KMS
+// action or key in its message.
+func kmsDenied(err error) bool {
+	return strings.Contains(err.Error(), "kms:")
+}
+
 // sseHint is what a refused write may want of cfg beside permission: a
 // bucket policy may deny a PutObject that asks for no encryption, or for
-// another kind.
-func sseHint(cfg *Config) string {
+// another kind; or the KMS key (err) may not be the credentials' to use.
+func sseHint(cfg *Config, err error) string {
 	switch {
+	case kmsDenied(err):
+		return "; the credentials may not use the KMS key: allow kms:GenerateDataKey on it"
 	case isDirectoryBucket(cfg.S3Bucket):
 		return ""
 	case cfg.S3SSE == "":
@@ -309,6 +318,9 @@ func hint(cfg *Config, step string, err error) string {
 	case KindAuth:
 		return " (credentials rejected: see the IAM policy in README.md)"
 	case KindDenied, KindWriteRefused:
+		if kmsDenied(err) {
+			return " (the credentials may not use the KMS key that encrypts the objects: allow kms:Decrypt on it, and kms:GenerateDataKey to write)"
+		}
 		if cfg.S3BucketOwner != "" {
 			return fmt.Sprintf(" (not allowed: see the IAM policy in README.md; or the bucket is not account %s's, -s3-expected-bucket-owner)", cfg.S3BucketOwner)
 		}

@@ -164,3 +164,30 @@ func TestNeedsContentMD5(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckHint: check's hint for a refusal names what to change: the IAM
+// policy; the KMS key, when S3 says KMS refused; the expected owner, when
+// one is set; and, for a refused put probe, the encryption a bucket policy
+// may require.
+func TestCheckHint(t *testing.T) {
+	denied := s3Error("get", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}, false)
+	kms := s3Error("get", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "User: arn:aws:sts::111122223333:assumed-role/ci/x is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:us-east-1:111122223333:key/k"}, false)
+	kmsPut := s3Error("put", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform: kms:GenerateDataKey"}, true)
+	owned := &Config{S3BucketOwner: "111122223333"}
+	sse := &Config{S3SSE: "aws:kms", S3SSEKMSKeyID: "k"}
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{hint(&Config{}, "get probe", denied), "see the IAM policy"},
+		{hint(owned, "bucket", denied), "not account 111122223333's, -s3-expected-bucket-owner"},
+		{hint(owned, "get probe", kms), "allow kms:Decrypt"},
+		{sseHint(&Config{}, denied), "set -s3-sse"},
+		{sseHint(sse, denied), "other encryption than -s3-sse=aws:kms -s3-sse-kms-key-id=k"},
+		{sseHint(sse, kmsPut), "allow kms:GenerateDataKey"},
+		{sseHint(&Config{S3Bucket: "c--use1-az4--x-s3"}, denied), ""},
+	} {
+		if !strings.Contains(tc.got, tc.want) || (tc.want == "" && tc.got != "") {
+			t.Errorf("hint %q, want it to say %q", tc.got, tc.want)
+		}
+	}
+}
