@@ -291,9 +291,12 @@ var (
 )
 
 // getCause returns what ended a get: err, or the deadline or stall that
-// cancelled ctx (a timeout, not the caller giving up).
+// cancelled ctx (a timeout, not the caller giving up). A failed S3 Express
+// CreateSession, which has a deadline of its own, is its own cause even
+// when the get's deadline passed as it failed: its type says what failed.
 func getCause(ctx context.Context, err error) error {
-	if c := context.Cause(ctx); (errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled)) && !errors.Is(err, c) {
+	var se *expressSessionError
+	if c := context.Cause(ctx); (errors.Is(c, errGetDeadline) || errors.Is(c, errGetStalled)) && !errors.Is(err, c) && !errors.As(err, &se) {
 		return fmt.Errorf("%w (%v)", c, err)
 	}
 	return err

@@ -278,3 +278,22 @@ func TestExpressSessionRefusalKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestGetCauseKeepsASessionError: a get whose own deadline passes just as
+// its CreateSession fails on the session's deadline (the two are equal)
+// keeps the session's error, typed, so that its kind and check's hint say a
+// session could not be had; any other error of a get cut off by its
+// deadline becomes the deadline. (CI once lost the type in this race.)
+func TestGetCauseKeepsASessionError(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errGetDeadline)
+	session := fmt.Errorf("operation error S3: GetObject, create s3 express session for b--use1-az4--x-s3: %w",
+		&expressSessionError{Bucket: "b--use1-az4--x-s3", Err: fmt.Errorf("operation error S3: CreateSession: %w", context.DeadlineExceeded)})
+	var se *expressSessionError
+	if err := s3Error("get", "k", getCause(ctx, session), false); !errors.As(err, &se) || errKind(err) != KindTimeout {
+		t.Errorf("session error after the get's deadline: %v (kind %v), want the typed session error, a timeout", err, errKind(err))
+	}
+	if err := getCause(ctx, errors.New("operation error S3: GetObject: canceled")); !errors.Is(err, errGetDeadline) {
+		t.Errorf("other error after the get's deadline: %v, want the deadline", err)
+	}
+}
