@@ -112,11 +112,12 @@ func defaultConfig() Config {
 // Its variable is GOBUILDCACHE_ and the flag's name in capitals with "_"
 // for "-" (see envName). The bare name is the variable of the original
 // interface (BACKEND_TYPE, DEBUG, ...), read when the prefixed one is
-// unset; options added since have none (""). Bare names are generic words that other tools set too
-// (DEBUG='express:*' for Node, BACKEND_TYPE=docker), so an unusable value
-// in one is a warning and is ignored, never an error: no setting meant for
-// another program may break a build. A flag or a prefixed variable is
-// meant for gobuildcache, and an unusable value there is an error.
+// unset; options added since have none (""). Bare names are generic words
+// that other tools set too (DEBUG='express:*' for Node,
+// BACKEND_TYPE=docker), so an unusable value in one is a warning and is
+// ignored, never an error: no setting meant for another program may break
+// a build. A flag or a prefixed variable is meant for gobuildcache, and an
+// unusable value there is an error.
 type option struct {
 	flag, bare, usage string
 	// commands that take it: "serve", "clear".
