@@ -259,10 +259,12 @@ func iamPolicy(bucket string) string {
 }
 
 // kmsDenied reports whether a refusal is KMS's: the object is encrypted
-// (or is to be) with a key the credentials may not use. S3 names the KMS
-// action or key in its message.
+// (or is to be) with a key that does not exist, is disabled, or the
+// credentials may not use. S3 names the KMS action or key in its message,
+// or answers with a KMS error code.
 func kmsDenied(err error) bool {
-	return strings.Contains(err.Error(), "kms:")
+	msg := err.Error()
+	return strings.Contains(msg, "kms:") || strings.Contains(msg, "KMS.")
 }
 
 // sseHint is what a refused write may want of cfg beside permission: a
@@ -271,7 +273,7 @@ func kmsDenied(err error) bool {
 func sseHint(cfg *Config, err error) string {
 	switch {
 	case kmsDenied(err):
-		return "; the credentials may not use the KMS key: allow kms:GenerateDataKey on it"
+		return "; the KMS key must exist and be enabled, and the credentials need kms:GenerateDataKey on it (check -s3-sse-kms-key-id)"
 	case isDirectoryBucket(cfg.S3Bucket):
 		return ""
 	case cfg.S3SSE == "":
@@ -319,7 +321,7 @@ func hint(cfg *Config, step string, err error) string {
 		return " (credentials rejected: see the IAM policy in README.md)"
 	case KindDenied, KindWriteRefused:
 		if kmsDenied(err) {
-			return " (the credentials may not use the KMS key that encrypts the objects: allow kms:Decrypt on it, and kms:GenerateDataKey to write)"
+			return " (the KMS key that encrypts the objects must exist and be enabled, and the credentials need kms:Decrypt on it, and kms:GenerateDataKey to write)"
 		}
 		if cfg.S3BucketOwner != "" {
 			return fmt.Sprintf(" (not allowed: see the IAM policy in README.md; or the bucket is not account %s's, -s3-expected-bucket-owner)", cfg.S3BucketOwner)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,25 @@ func TestS3ServerSideEncryption(t *testing.T) {
 		t.Skip(msg)
 	}
 	ctx := context.Background()
+	t.Run("no such key", func(t *testing.T) {
+		// A key that does not exist refuses the writes, and only them
+		// (MinIO answers 404 kms:KeyNotFound, AWS 400
+		// KMS.NotFoundException): not a missing bucket, which would turn
+		// the whole remote off.
+		o := tg.options(t.TempDir())
+		o.Encryption = s3Encryption{Mode: types.ServerSideEncryptionAwsKms, KMSKeyID: "gobuildcache-no-such-key"}
+		b, err := NewS3Backend(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(ctx, actionID("k"), outputID("k"), 1, strings.NewReader("k")); errKind(err) != KindWriteRefused {
+			t.Errorf("put with a KMS key that does not exist: %v (kind %v), want a refused write", err, errKind(err))
+		}
+		out, err := exec.Command(gobuildcacheBinary(t), append([]string{"check", "-s3-sse=aws:kms", "-s3-sse-kms-key-id=gobuildcache-no-such-key"}, tg.args()...)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "put probe:   refused") || !strings.Contains(string(out), "check -s3-sse-kms-key-id") {
+			t.Errorf("check with a KMS key that does not exist: %v\n%s", err, out)
+		}
+	})
 	for _, enc := range []s3Encryption{
 		{Mode: types.ServerSideEncryptionAes256},
 		{Mode: types.ServerSideEncryptionAwsKms, KMSKeyID: keyID},

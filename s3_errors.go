@@ -129,7 +129,18 @@ func classifyS3Error(err error, write bool) ErrKind {
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
-		switch api.ErrorCode() {
+		code := api.ErrorCode()
+		if strings.HasPrefix(code, "KMS.") || strings.HasPrefix(code, "kms:") {
+			// The object's KMS key (AWS: KMS.NotFoundException,
+			// KMS.DisabledException, ...; MinIO: kms:KeyNotFound, as a
+			// 404) cannot be used: this write refused or this object
+			// unreadable, the bucket no less there.
+			if strings.Contains(code, "Throttl") {
+				return KindThrottled
+			}
+			return denied
+		}
+		switch code {
 		case "NotFound", "NoSuchKey":
 			return notFound
 		case "NoSuchBucket":

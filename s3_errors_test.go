@@ -36,6 +36,12 @@ func TestClassifyS3Error(t *testing.T) {
 		{fmt.Errorf("operation error S3: PutObject, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found, %w",
 			&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 403}}, Err: errors.New("request to EC2 IMDS failed")}), true, KindCredentials},
 		{&smithy.GenericAPIError{Code: "SlowDown"}, false, KindThrottled},
+		// A KMS key that cannot be used refuses that write or that read,
+		// however the server says it: the bucket is there.
+		{&smithy.GenericAPIError{Code: "KMS.NotFoundException"}, true, KindWriteRefused},
+		{&smithy.GenericAPIError{Code: "KMS.DisabledException"}, false, KindDenied},
+		{&smithy.GenericAPIError{Code: "KMS.ThrottlingException"}, false, KindThrottled},
+		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}}, Err: &smithy.GenericAPIError{Code: "kms:KeyNotFound"}}, true, KindWriteRefused},
 		{&smithy.GenericAPIError{Code: "NoSuchBucket"}, false, KindNoBucket},
 		{&smithy.GenericAPIError{Code: "PermanentRedirect"}, false, KindConfig},
 		{&smithy.GenericAPIError{Code: "NoSuchKey"}, false, KindNotFound},
@@ -180,10 +186,11 @@ func TestCheckHint(t *testing.T) {
 	}{
 		{hint(&Config{}, "get probe", denied), "see the IAM policy"},
 		{hint(owned, "bucket", denied), "not account 111122223333's, -s3-expected-bucket-owner"},
-		{hint(owned, "get probe", kms), "allow kms:Decrypt"},
+		{hint(owned, "get probe", kms), "need kms:Decrypt"},
+		{hint(&Config{}, "get probe", s3Error("get", "k", &smithy.GenericAPIError{Code: "KMS.DisabledException", Message: "arn:aws:kms:us-east-1:111122223333:key/k is disabled."}, false)), "must exist and be enabled"},
 		{sseHint(&Config{}, denied), "set -s3-sse"},
 		{sseHint(sse, denied), "other encryption than -s3-sse=aws:kms -s3-sse-kms-key-id=k"},
-		{sseHint(sse, kmsPut), "allow kms:GenerateDataKey"},
+		{sseHint(sse, kmsPut), "need kms:GenerateDataKey"},
 		{sseHint(&Config{S3Bucket: "c--use1-az4--x-s3"}, denied), ""},
 	} {
 		if !strings.Contains(tc.got, tc.want) || (tc.want == "" && tc.got != "") {
