@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -46,6 +48,19 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		where = *o.BaseEndpoint
 	}
 	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
+	if insecureEndpoint(where) {
+		fmt.Fprintln(out, "note:        plain HTTP to another host: requests are signed but answers are not, so anyone on the way can change what builds are given; use https outside a network you trust")
+	}
+	if cfg.S3SSE != "" {
+		key := ""
+		if cfg.S3SSEKMSKeyID != "" {
+			key = ", key " + cfg.S3SSEKMSKeyID
+		}
+		fmt.Fprintf(out, "encryption:  every object written asks for %s%s\n", cfg.S3SSE, key)
+	}
+	if cfg.S3BucketOwner != "" {
+		fmt.Fprintf(out, "owner:       every request asks that the bucket be account %s's\n", cfg.S3BucketOwner)
+	}
 	if isDirectoryBucket(cfg.S3Bucket) {
 		fmt.Fprintln(out, "             S3 Express One Zone directory bucket: session authentication (CreateSession)")
 		if zone, region := bucketZone(cfg.S3Bucket); region != "" && cfg.S3Region != "" && cfg.S3Region != region {
@@ -256,6 +271,23 @@ func iamPolicy(bucket string) string {
   {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::%[1]s"}
 (without s3:ListBucket a missing object reads as 403 Forbidden, not a miss)
 `, bucket)
+}
+
+// insecureEndpoint reports whether endpoint is plain HTTP to a host other
+// than this machine: there a man in the middle can answer gets with
+// entries of his making (SigV4 signs requests, not answers; an entry's
+// body is checked against its output ID, but which output an action has
+// is the answer's word).
+func insecureEndpoint(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip == nil || !ip.IsLoopback()
 }
 
 // kmsDenied reports whether a refusal is KMS's: the object is encrypted

@@ -78,9 +78,12 @@ func TestS3ExpectedBucketOwner(t *testing.T) {
 	}
 
 	cmd := exec.Command(gobuildcacheBinary(t), append([]string{"check", "-s3-expected-bucket-owner=" + other}, tg.args()...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err == nil || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "-s3-expected-bucket-owner") {
 		t.Errorf("check of another account's bucket: %v, want one line naming -s3-expected-bucket-owner: %q", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "owner:       every request asks that the bucket be account "+other+"'s") {
+		t.Errorf("check does not say which owner it asks for:\n%s", stdout.String())
 	}
 }

@@ -148,7 +148,8 @@ func TestS3ServerSideEncryption(t *testing.T) {
 				args = append(args, "-s3-sse-kms-key-id="+enc.KMSKeyID)
 			}
 			out, err = runCheckAs(t, role, args...)
-			if err != nil || !strings.Contains(out, "put probe:   ok") || !strings.Contains(out, "remote cache OK") {
+			if err != nil || !strings.Contains(out, "put probe:   ok") || !strings.Contains(out, "remote cache OK") ||
+				!strings.Contains(out, "encryption:  every object written asks for "+string(enc.Mode)) {
 				t.Errorf("check with %v: %v\n%s", args, err, out)
 			}
 		})

@@ -198,3 +198,21 @@ func TestCheckHint(t *testing.T) {
 		}
 	}
 }
+
+// TestInsecureEndpoint: check notes a plain-HTTP endpoint on another host,
+// not one on this machine or over TLS.
+func TestInsecureEndpoint(t *testing.T) {
+	for ep, want := range map[string]bool{
+		"http://minio.internal:9000": true,
+		"http://10.0.0.7:9000":       true,
+		"http://127.0.0.1:9000":      false,
+		"http://[::1]:9000":          false,
+		"http://localhost:9000":      false,
+		"https://minio.internal":     false,
+		"AWS":                        false,
+	} {
+		if got := insecureEndpoint(ep); got != want {
+			t.Errorf("insecureEndpoint(%q) = %v, want %v", ep, got, want)
+		}
+	}
+}
