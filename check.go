@@ -132,6 +132,11 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		cancel()
 		put := time.Since(start).Round(time.Microsecond)
 		switch {
+		case errKind(err) == KindWriteRefused && cfg.S3SSE != "" && encryptionRefused(err):
+			// A setting the server does not take, not a role that may
+			// not write: a failure.
+			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
+			return fmt.Errorf("put probe: %v (the bucket will not store objects with -s3-sse=%s: a build would read it and upload nothing; change or drop -s3-sse)", oneLine(err), cfg.S3SSE)
 		case errKind(err) == KindWriteRefused:
 			fmt.Fprintf(out, "%-12s refused (%v): these credentials may not write %s; the server will read it and not upload (say -read-only to skip the attempt)%s\n", "put probe:", put, b.loc, sseHint(cfg, err))
 		case err != nil:

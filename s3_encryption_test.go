@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -58,6 +59,29 @@ func TestS3ServerSideEncryption(t *testing.T) {
 		out, err := exec.Command(gobuildcacheBinary(t), append([]string{"check", "-s3-sse=aws:kms", "-s3-sse-kms-key-id=gobuildcache-no-such-key"}, tg.args()...)...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "put probe:   refused") || !strings.Contains(string(out), "check -s3-sse-kms-key-id") {
 			t.Errorf("check with a KMS key that does not exist: %v\n%s", err, out)
+		}
+	})
+	t.Run("not supported", func(t *testing.T) {
+		// An encryption the server will not store (MinIO has no DSSE)
+		// stops the writes alone: not a failing remote, whose breaker
+		// would skip its reads too.
+		if tg.AccessKey == "" {
+			t.Skip("AWS stores aws:kms:dsse")
+		}
+		o := tg.options(t.TempDir())
+		o.Encryption = s3Encryption{Mode: types.ServerSideEncryptionAwsKmsDsse}
+		b, err := NewS3Backend(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(ctx, actionID("d"), outputID("d"), 1, strings.NewReader("d")); errKind(err) != KindWriteRefused {
+			t.Errorf("put with an encryption the server does not support: %v (kind %v), want a refused write", err, errKind(err))
+		}
+		cmd := exec.Command(gobuildcacheBinary(t), append([]string{"check", "-s3-sse=aws:kms:dsse"}, tg.args()...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err == nil || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "will not store objects with -s3-sse=aws:kms:dsse") {
+			t.Errorf("check with an encryption the server does not support: %v, want one line naming the setting: %q", err, stderr.String())
 		}
 	})
 	for _, enc := range []s3Encryption{

@@ -63,6 +63,24 @@ func configRefused(err error) bool {
 	return strings.Contains(msg, "resolve endpoint: ") || strings.Contains(msg, "bind auth scheme params: ")
 }
 
+// encryptionRefused reports whether a request was refused for its
+// server-side encryption: a kind the server does not support (MinIO:
+// InvalidArgument "The encryption method is not supported" for
+// aws:kms:dsse), one that is not valid (AWS:
+// InvalidEncryptionAlgorithmError), or an object stored with a form of
+// encryption the request did not give (SSE-C).
+func encryptionRefused(err error) bool {
+	var api smithy.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode() {
+	case "InvalidArgument", "InvalidRequest", "InvalidEncryptionAlgorithmError", "NotImplemented":
+		return strings.Contains(strings.ToLower(api.ErrorMessage()), "encrypt")
+	}
+	return false
+}
+
 // needsContentMD5 reports whether err is a PutObject refused for want of
 // a Content-MD5 (or x-amz-checksum-) header: what AWS S3 and others
 // (Backblaze B2) answer for a bucket with Object Lock default retention,
@@ -130,6 +148,12 @@ func classifyS3Error(err error, write bool) ErrKind {
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		code := api.ErrorCode()
+		if encryptionRefused(err) {
+			// This write's encryption (-s3-sse) is one the server
+			// will not store, or this object's one it will not serve
+			// as asked: writes stop, or the key misses; the rest works.
+			return denied
+		}
 		if strings.HasPrefix(code, "KMS.") || strings.HasPrefix(code, "kms:") {
 			// The object's KMS key (AWS: KMS.NotFoundException,
 			// KMS.DisabledException, ...; MinIO: kms:KeyNotFound, as a

@@ -39,6 +39,12 @@ func TestClassifyS3Error(t *testing.T) {
 		// A KMS key that cannot be used refuses that write or that read,
 		// however the server says it: the bucket is there.
 		{&smithy.GenericAPIError{Code: "KMS.NotFoundException"}, true, KindWriteRefused},
+		// An encryption the server will not store (MinIO and DSSE) stops
+		// writes; an object stored with SSE-C misses.
+		{&smithy.GenericAPIError{Code: "InvalidArgument", Message: "Invalid arguments provided for b/k: (The encryption method is not supported)"}, true, KindWriteRefused},
+		{&smithy.GenericAPIError{Code: "InvalidEncryptionAlgorithmError", Message: "The Encryption request you specified is not valid."}, true, KindWriteRefused},
+		{&smithy.GenericAPIError{Code: "InvalidRequest", Message: "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."}, false, KindDenied},
+		{&smithy.GenericAPIError{Code: "InvalidArgument", Message: "Invalid part number"}, true, KindOther},
 		{&smithy.GenericAPIError{Code: "KMS.DisabledException"}, false, KindDenied},
 		{&smithy.GenericAPIError{Code: "KMS.ThrottlingException"}, false, KindThrottled},
 		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}}, Err: &smithy.GenericAPIError{Code: "kms:KeyNotFound"}}, true, KindWriteRefused},
