@@ -125,7 +125,9 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 	if cfg.ReadOnly {
 		fmt.Fprintf(out, "%-12s off (-read-only): nothing written to %s\n", "writes:", b.loc)
 	} else {
-		// A refused put is no failure: the server then reads alone.
+		// A put these credentials may not make is no failure (a pull
+		// request's role): the server then reads alone. One refused for
+		// the encryption it asks for is a setting to change.
 		sctx, cancel := context.WithTimeout(ctx, cfg.S3Timeout)
 		start := time.Now()
 		_, err := b.Put(sctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
@@ -133,8 +135,6 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		put := time.Since(start).Round(time.Microsecond)
 		switch {
 		case errKind(err) == KindWriteRefused && cfg.S3SSE != "" && encryptionRefused(err):
-			// A setting the server does not take, not a role that may
-			// not write: a failure.
 			fmt.Fprintf(out, "%-12s FAILED after %v\n", "put probe:", put)
 			return fmt.Errorf("put probe: %v (the bucket will not store objects with -s3-sse=%s: a build would read it and upload nothing; change or drop -s3-sse)", oneLine(err), cfg.S3SSE)
 		case errKind(err) == KindWriteRefused:
