@@ -368,7 +368,7 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		metaEncoding: encoding,
 	}
 	if err := b.putObject(ctx, key, readerAt{stored}, storedSize, meta); err != nil {
-		return Entry{}, b.locationErr(0, s3Error("put", key, err, true))
+		return Entry{}, err
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
 }
@@ -534,16 +534,13 @@ func (b *S3Backend) PutPack(ctx context.Context, scope, id string, i int, data [
 func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, b.putTimeout(int64(len(data))))
 	defer cancel()
-	if err := b.putObject(ctx, key, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		return b.locationErr(0, s3Error("put", key, err, true))
-	}
-	return nil
+	return b.putObject(ctx, key, bytes.NewReader(data), int64(len(data)), nil)
 }
 
 // putObject stores size bytes of body under key in the write location,
-// with metadata meta and the encryption every object written asks for. It
-// sends a Content-MD5 header once the location has refused a put without
-// one, and then sends this put again.
+// with metadata meta and the encryption every object written asks for, and
+// classifies its error. It sends a Content-MD5 header once the location
+// has refused a put without one, and then sends this put again.
 func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt, size int64, meta map[string]string) error {
 	for {
 		in := &s3.PutObjectInput{
@@ -559,16 +556,19 @@ func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt,
 		if withMD5 {
 			h := md5.New()
 			if _, err := copyBuffered(h, io.NewSectionReader(body, 0, size)); err != nil {
-				return err
+				return fmt.Errorf("put %s: %w", key, err)
 			}
 			in.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(h.Sum(nil)))
 		}
 		_, err := b.client.PutObject(ctx, in)
-		if err != nil && !withMD5 && needsContentMD5(err) {
+		switch {
+		case err == nil:
+			return nil
+		case !withMD5 && needsContentMD5(err):
 			b.contentMD5.Store(true)
 			continue
 		}
-		return err
+		return b.locationErr(0, s3Error("put", key, err, true))
 	}
 }
 
