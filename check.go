@@ -370,6 +370,11 @@ func hint(cfg *Config, step string, err error) string {
 		return " (the bucket is in another region, or the request is malformed: check -s3-region and -s3-endpoint)"
 	case KindRefused, KindDNS, KindTimeout, KindNetwork:
 		return " (endpoint unreachable: check -s3-endpoint / AWS_ENDPOINT_URL_S3 and the network)"
+	case KindTLS:
+		if notTLS(err) {
+			return " (the endpoint answers in plain HTTP, not TLS: check the scheme of -s3-endpoint / AWS_ENDPOINT_URL_S3)"
+		}
+		return " (this machine does not trust the endpoint's certificate: for a private CA, set AWS_CA_BUNDLE, or ca_bundle in the AWS config file, to its PEM file)"
 	}
 	return ""
 }

@@ -32,6 +32,7 @@ const (
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
 	KindTooLarge                    // a body larger than the remote takes in one upload: refused before sending
 	KindLocationGone                // one location of several (-s3-read-from) cannot be used at all: left out, the others go on
+	KindTLS                         // the endpoint's TLS certificate is not trusted, or the endpoint does not speak TLS
 )
 
 // String is the kind's name in the stats (RemoteErrorsByKind). A refused
@@ -74,6 +75,8 @@ func (k ErrKind) String() string {
 		return "too_large"
 	case KindLocationGone:
 		return "location_gone"
+	case KindTLS:
+		return "tls"
 	}
 	return "other"
 }
@@ -82,7 +85,7 @@ func (k ErrKind) String() string {
 // change of configuration or credentials can.
 func (k ErrKind) fatal() bool {
 	switch k {
-	case KindAuth, KindCredentials, KindNoBucket, KindConfig:
+	case KindAuth, KindCredentials, KindNoBucket, KindConfig, KindTLS:
 		return true
 	}
 	return false

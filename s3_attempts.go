@@ -131,10 +131,11 @@ func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 
 // retryOnce is a retry.IsErrorRetryable: an attempt that timed out is
 // retried once, not as often as other failures, so that a remote that has
-// stopped answering costs two bounds, not three.
+// stopped answering costs two bounds, not three; a TLS failure no retry
+// can fix (an untrusted certificate) is not retried.
 func retryOnce(err error) aws.Ternary {
 	var t *firstByteTimeoutError
-	if errors.As(err, &t) && t.final {
+	if errors.As(err, &t) && t.final || tlsRefused(err) {
 		return aws.FalseTernary
 	}
 	return aws.UnknownTernary

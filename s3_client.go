@@ -114,7 +114,14 @@ func newS3Client(ctx context.Context, o S3Options) (*s3.Client, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	httpClient := awshttp.NewBuildableClient().
+	// The SDK's own client, if its configuration made one, holds what
+	// AWS_CA_BUNDLE (or ca_bundle in the config file) says to trust: a
+	// private CA's endpoint. Ours adds to it; a new one would drop it.
+	base, ok := cfg.HTTPClient.(*awshttp.BuildableClient)
+	if !ok {
+		base = awshttp.NewBuildableClient()
+	}
+	httpClient := base.
 		WithDialerOptions(func(d *net.Dialer) {
 			d.Timeout = time.Second
 			d.KeepAlive = 30 * time.Second

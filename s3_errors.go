@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -195,6 +196,9 @@ func classifyS3Error(err error, write bool) ErrKind {
 			return KindServer
 		}
 	}
+	if tlsRefused(err) {
+		return KindTLS
+	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -221,4 +225,21 @@ func classifyS3Error(err error, write bool) ErrKind {
 		return KindNetwork
 	}
 	return KindOther
+}
+
+// tlsRefused reports whether err is a TLS failure that no retry can fix:
+// the endpoint's certificate is not one this machine trusts (an unknown
+// authority, another host's name, expired), or the endpoint does not speak
+// TLS (notTLS).
+func tlsRefused(err error) bool {
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &verify) || notTLS(err)
+}
+
+// notTLS reports whether err says the endpoint answered a TLS handshake
+// with something else: net/http's own error for an HTTP answer has no
+// type of its own.
+func notTLS(err error) bool {
+	var header tls.RecordHeaderError
+	return errors.As(err, &header) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }

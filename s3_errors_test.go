@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,6 +51,11 @@ func TestClassifyS3Error(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "KMS.DisabledException"}, false, KindDenied},
 		{&smithy.GenericAPIError{Code: "KMS.ThrottlingException"}, false, KindThrottled},
 		{&smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}}, Err: &smithy.GenericAPIError{Code: "kms:KeyNotFound"}}, true, KindWriteRefused},
+		// An endpoint whose certificate this machine does not trust, or
+		// that answers TLS in plain HTTP: no retry fixes either.
+		{&url.Error{Op: "Get", URL: "https://minio.internal/b", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, false, KindTLS},
+		{&url.Error{Op: "Put", URL: "https://minio.internal/b", Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}, true, KindTLS},
+		{errors.New(`request send failed, Get "https://127.0.0.1:9000/b": http: server gave HTTP response to HTTPS client`), false, KindTLS},
 		{&smithy.GenericAPIError{Code: "NoSuchBucket"}, false, KindNoBucket},
 		{&smithy.GenericAPIError{Code: "PermanentRedirect"}, false, KindConfig},
 		{&smithy.GenericAPIError{Code: "NoSuchKey"}, false, KindNotFound},
@@ -194,6 +202,8 @@ func TestCheckHint(t *testing.T) {
 		{hint(owned, "bucket", denied), "not account 111122223333's, -s3-expected-bucket-owner"},
 		{hint(owned, "get probe", kms), "need kms:Decrypt"},
 		{hint(&Config{}, "get probe", s3Error("get", "k", &smithy.GenericAPIError{Code: "KMS.DisabledException", Message: "arn:aws:kms:us-east-1:111122223333:key/k is disabled."}, false)), "must exist and be enabled"},
+		{hint(&Config{}, "bucket", s3Error("list", "k", &url.Error{Op: "Get", URL: "https://minio.internal/b", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, false)), "set AWS_CA_BUNDLE"},
+		{hint(&Config{}, "bucket", s3Error("list", "k", errors.New("http: server gave HTTP response to HTTPS client"), false)), "the scheme of -s3-endpoint"},
 		{sseHint(&Config{}, denied), "set -s3-sse"},
 		{sseHint(sse, denied), "other encryption than -s3-sse=aws:kms -s3-sse-kms-key-id=k"},
 		{sseHint(sse, kmsPut), "need kms:GenerateDataKey"},
