@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -172,21 +175,13 @@ func TestS3Prefetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := rawClient(t, tg)
-	manifests := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/")
+	manifests := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e.")
 	if len(manifests) != 2 {
 		t.Fatalf("want a manifest from go build and one from go test, got %v", manifests)
 	}
 	// The manifests carry the small entries whole.
 	for _, k := range manifests {
-		out, err := rc.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &tg.Bucket, Key: &k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj, err := io.ReadAll(out.Body)
-		out.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		obj := getObject(t, rc, tg.Bucket, k)
 		var keys, whole int
 		for _, m := range decodeManifest(obj).entries {
 			keys++
@@ -223,14 +218,14 @@ func TestS3Prefetch(t *testing.T) {
 	// found its results cached, so it used less than A's (which built the
 	// test binaries): it may write a better one. After that a third VM,
 	// which B's and A's manifests describe, writes none.
-	afterB := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/")
+	afterB := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e.")
 	if len(afterB) > len(manifests)+1 {
 		t.Errorf("VM B wrote %d manifests; want at most one, for go test: %v", len(afterB)-len(manifests), afterB)
 	}
 	if _, err := buildAndTestWith(t, mod, t.TempDir(), "vmD", args...); err != nil {
 		t.Fatal(err)
 	}
-	if afterD := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e/"); len(afterD) != len(afterB) {
+	if afterD := listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci-job_e2e."); len(afterD) != len(afterB) {
 		t.Errorf("VM D wrote a manifest that adds nothing: before %v, after %v", afterB, afterD)
 	}
 	if !bytes.Equal(b.binary, ref.binary) {
@@ -339,4 +334,96 @@ func TestCredentialsNeverLogged(t *testing.T) {
 			t.Errorf("bad credentials were not reported:\n%s", all.String())
 		}
 	}
+}
+
+// TestS3PrefetchPerToolchain: two legs of a matrix that differ only in
+// their target (GOAMD64=v1 and v2: every action ID differs, as between Go
+// versions) share one -prefetch-scope, as legs of one job name do. Each
+// keeps manifests of its own, and a fresh VM of one leg lands none of the
+// other's entries, which it could never use.
+func TestS3PrefetchPerToolchain(t *testing.T) {
+	skipIfShortE2E(t)
+	mod := testModule(t)
+	tg := s3TargetForTest(t)
+	args := append(tg.args(), "-prefetch-scope=ci/matrix")
+	leg := func(level, vm string) goRun {
+		r, err := buildAndTestEnv(t, mod, t.TempDir(), vm, []string{"GOAMD64=" + level}, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	leg("v1", "v1-cold")
+	leg("v2", "v2-cold")
+
+	rc := rawClient(t, tg)
+	named := make(map[string]map[ActionID]bool) // by scope: the action IDs its manifests name
+	for _, k := range listKeys(t, rc, tg.Bucket, tg.Prefix+"v1/m/ci_matrix.") {
+		scope := path.Base(path.Dir(k))
+		obj := getObject(t, rc, tg.Bucket, k)
+		if named[scope] == nil {
+			named[scope] = make(map[ActionID]bool)
+		}
+		for _, e := range decodeManifest(obj).entries {
+			named[scope][e.id] = true
+		}
+	}
+	var v1, v2 string
+	for scope := range named {
+		switch {
+		case strings.HasSuffix(scope, "-amd64-v1"):
+			v1 = scope
+		case strings.HasSuffix(scope, "-amd64-v2"):
+			v2 = scope
+		}
+	}
+	if len(named) != 2 || v1 == "" || v2 == "" || !strings.HasPrefix(v1, "ci_matrix.go1.") {
+		t.Fatalf("manifest scopes %v: want ci_matrix.GOVERSION-linux-amd64-v1 and -v2", slices.Collect(maps.Keys(named)))
+	}
+	var onlyV2 []ActionID
+	for id := range named[v2] {
+		if !named[v1][id] {
+			onlyV2 = append(onlyV2, id)
+		}
+	}
+	if len(onlyV2) == 0 {
+		t.Fatal("the v2 leg's manifests name nothing that the v1 leg's do not")
+	}
+
+	cacheDir := t.TempDir()
+	fresh, err := buildAndTestEnv(t, mod, cacheDir, "v1-fresh", []string{"GOAMD64=v1"}, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := fresh.buildStats(t); b.PrefetchObjects == 0 || b.Misses > 2 {
+		t.Errorf("a fresh VM of the v1 leg, go build: %d prefetched, %d misses; want its own leg's entries prefetched", b.PrefetchObjects, b.Misses)
+	}
+	d, err := NewDiskBackend(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	landed := 0
+	for _, id := range onlyV2 {
+		if _, err := d.Get(context.Background(), id); err == nil {
+			landed++
+		}
+	}
+	if landed != 0 {
+		t.Errorf("a fresh VM of the v1 leg landed %d of the %d entries only the v2 leg can use", landed, len(onlyV2))
+	}
+}
+
+// getObject returns the bytes of bucket's object key.
+func getObject(t *testing.T, c *s3.Client, bucket, key string) []byte {
+	t.Helper()
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -305,24 +305,70 @@ var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // is made safe for a key; duplicates and names left empty are dropped. By
 // default the one scope is derived from the working directory (the go
 // command's, usually the checkout, which CI machines of one job share).
-func prefetchScopes(flag string) (own string, further []string) {
+//
+// Every scope is the toolchain's own (toolchainTag; "" leaves the names
+// as they are): a matrix of Go versions or targets under one job name
+// keeps a scope per leg, whose manifests name only entries the leg can use.
+func prefetchScopes(flag, toolchain string) (own string, further []string) {
 	seen := make(map[string]bool)
-	for _, name := range strings.Split(flag, ",") {
-		if s := scopeName(name); s != "" && !seen[s] {
-			seen[s] = true
-			if own == "" {
-				own = s
-			} else {
-				further = append(further, s)
-			}
+	add := func(name string) {
+		s := scopeName(name)
+		if s == "" {
+			return
 		}
+		if toolchain != "" {
+			s = scopeName(s + "." + toolchain)
+		}
+		if seen[s] {
+			return
+		}
+		seen[s] = true
+		if own == "" {
+			own = s
+		} else {
+			further = append(further, s)
+		}
+	}
+	for _, name := range strings.Split(flag, ",") {
+		add(name)
 	}
 	if own == "" {
 		wd, _ := os.Getwd()
 		h := sha256.Sum256([]byte(wd))
-		own = "dir-" + hex.EncodeToString(h[:8])
+		add("dir-" + hex.EncodeToString(h[:8]))
 	}
 	return own, further
+}
+
+// toolchainTag names the toolchain and target of the go command that
+// started this server, from the environment every go command sets for the
+// programs it starts (GOVERSION, GOOS, GOARCH, the architecture's level
+// such as GOAMD64, and GOEXPERIMENT), for example
+// "go1.26.8-linux-amd64-v1"; "" if no go command started it. No action ID
+// of one toolchain and target is ever another's, so each keeps manifests
+// of its own.
+func toolchainTag(getenv func(string) string) string {
+	version := getenv("GOVERSION")
+	if version == "" {
+		return ""
+	}
+	goarch := getenv("GOARCH")
+	tag := version + "-" + getenv("GOOS") + "-" + goarch
+	if v, ok := archLevelVar[goarch]; ok && getenv(v) != "" {
+		tag += "-" + getenv(v)
+	}
+	if x := getenv("GOEXPERIMENT"); x != "" {
+		tag += "-x-" + x
+	}
+	return tag
+}
+
+// archLevelVar is the go command's variable for each architecture's level
+// (the instruction set it compiles for).
+var archLevelVar = map[string]string{
+	"386": "GO386", "amd64": "GOAMD64", "arm": "GOARM", "arm64": "GOARM64",
+	"mips": "GOMIPS", "mipsle": "GOMIPS", "mips64": "GOMIPS64", "mips64le": "GOMIPS64",
+	"ppc64": "GOPPC64", "ppc64le": "GOPPC64", "riscv64": "GORISCV64", "wasm": "GOWASM",
 }
 
 // scopeName returns name made safe for a key ("" if nothing is left).

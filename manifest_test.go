@@ -91,21 +91,52 @@ func TestPrefetchScopes(t *testing.T) {
 		"../../etc":          "etc",
 		"a\x00b":             "a_b",
 	} {
-		if got, further := prefetchScopes(in); got != want || further != nil {
+		if got, further := prefetchScopes(in, ""); got != want || further != nil {
 			t.Errorf("prefetchScopes(%q) = %q, %q, want %q alone", in, got, further, want)
 		}
 	}
-	own, further := prefetchScopes("test-1, build,,test-1,../x")
+	own, further := prefetchScopes("test-1, build,,test-1,../x", "")
 	if own != "test-1" || !slices.Equal(further, []string{"build", "x"}) {
 		t.Errorf("a list: %q, %q; want test-1 then build, x", own, further)
 	}
-	if got, _ := prefetchScopes(strings.Repeat("x", 300)); len(got) > 100 {
+	if got, _ := prefetchScopes(strings.Repeat("x", 300), ""); len(got) > 100 {
 		t.Errorf("long scope kept %d bytes", len(got))
 	}
-	a, _ := prefetchScopes("")
-	b, further := prefetchScopes(" , /")
+	a, _ := prefetchScopes("", "")
+	b, further := prefetchScopes(" , /", "")
 	if a != b || !strings.HasPrefix(a, "dir-") || further != nil {
 		t.Errorf("default scope %q, %q (%q): want one stable dir- name", a, b, further)
+	}
+	// Every scope is the toolchain's own, the default one too.
+	own, further = prefetchScopes("test-1,build", "go1.26.8-linux-amd64-v1")
+	if own != "test-1.go1.26.8-linux-amd64-v1" || !slices.Equal(further, []string{"build.go1.26.8-linux-amd64-v1"}) {
+		t.Errorf("with a toolchain: %q, %q", own, further)
+	}
+	if d, _ := prefetchScopes("", "go1.26.8-linux-amd64-v1"); d != a+".go1.26.8-linux-amd64-v1" {
+		t.Errorf("default scope with a toolchain: %q, want %q", d, a+".go1.26.8-linux-amd64-v1")
+	}
+	if got, _ := prefetchScopes(strings.Repeat("x", 300), "go1.26.8-linux-amd64-v1"); len(got) > 100 {
+		t.Errorf("long scope with a toolchain kept %d bytes", len(got))
+	}
+}
+
+// TestToolchainTag: the tag names what partitions every action ID, from
+// the environment the go command sets, and is empty without a go command.
+func TestToolchainTag(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"GOOS": "linux", "GOARCH": "amd64"}, ""},
+		{map[string]string{"GOVERSION": "go1.26.8", "GOOS": "linux", "GOARCH": "amd64", "GOAMD64": "v1"}, "go1.26.8-linux-amd64-v1"},
+		{map[string]string{"GOVERSION": "go1.27.3", "GOOS": "darwin", "GOARCH": "arm64", "GOARM64": "v8.0", "GOAMD64": "v3"}, "go1.27.3-darwin-arm64-v8.0"},
+		{map[string]string{"GOVERSION": "go1.26.8", "GOOS": "linux", "GOARCH": "amd64", "GOAMD64": "v1", "GOEXPERIMENT": "greenteagc"}, "go1.26.8-linux-amd64-v1-x-greenteagc"},
+		{map[string]string{"GOVERSION": "go1.26.8", "GOOS": "js", "GOARCH": "wasm"}, "go1.26.8-js-wasm"},
+	} {
+		if got := toolchainTag(func(k string) string { return c.env[k] }); got != c.want {
+			t.Errorf("toolchainTag(%v) = %q, want %q", c.env, got, c.want)
+		}
 	}
 }
 

@@ -19,6 +19,11 @@ import (
 //	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<rand>  a prefetch manifest of a scope (manifest.go)
 //	<prefix>v1/p/<scope>/<that manifest's id>.<i>       its i-th pack (pack.go), written before it
 //
+// A scope is a -prefetch-scope name and, for a server that a go command
+// started, "." and that go command's toolchain and target
+// (build.go1.26.8-linux-amd64-v1; toolchainTag): legs of a matrix of Go
+// versions or targets keep manifests of their own.
+//
 // An action's object carries the entry's metadata in its user metadata, so
 // that a hit is a single GetObject and a miss a single 404:
 //

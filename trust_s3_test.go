@@ -338,9 +338,10 @@ func hostileOverwrite(t *testing.T, f trustFixture) []string {
 		_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: aws.String(key)})
 		try("DeleteObject", err)
 	}
-	// A manifest that would make main's next VMs prefetch the planted
-	// entries.
-	manifest := fmt.Sprintf("root/main/%s/m/ci_e2e/%019d-hostile", s3LayoutVersion, time.Now().UnixNano())
+	// A manifest that would make main's next VMs (go commands of this
+	// test's toolchain) prefetch the planted entries.
+	scope, _ := prefetchScopes("ci/e2e", toolchainTag(os.Getenv))
+	manifest := fmt.Sprintf("root/main/%s/m/%s/%019d-hostile", s3LayoutVersion, scope, time.Now().UnixNano())
 	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(manifest), Body: strings.NewReader("gbcm2\n")})
 	try("PutObject manifest", err)
 
