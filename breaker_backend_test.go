@@ -285,7 +285,7 @@ func TestBreakerDeniedWriteKeepsReads(t *testing.T) {
 	for range 5 {
 		b.Put(ctx, actionID("k"), outputID(""), 0, strings.NewReader(""))
 	}
-	if err := b.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("m")); !errors.Is(err, errWritesOff) {
+	if err := b.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("m")); !errors.Is(err, errWritesOff) {
 		t.Errorf("manifest put after a refused write: %v, want errWritesOff", err)
 	}
 	if remote.count() != 1 {

@@ -111,6 +111,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 			predictMisses: cfg.PredictMisses,
 			missState:     local.remoteFile("miss-streak", readLocations(cfg)...),
 			landed:        local.remoteFile("landed", readLocations(cfg)...),
+			job:           loadJobID(local.remoteFile("job"), time.Now()),
 		}, stats, log)
 		backend, observer = p, p
 	}

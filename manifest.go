@@ -81,10 +81,22 @@ type manifestEntry struct {
 	frame    int      // packed: its frame, an index into manifest.frames
 }
 
-// newManifestID returns the ID of a new manifest written at t: IDs sort
-// by time.
-func newManifestID(t time.Time) string {
-	return fmt.Sprintf("%019d-%s", t.UnixNano(), randomSuffix())
+// newManifestID returns the ID of a new manifest written at t by a server
+// of job (loadJobID; "" for a manifest of no job): IDs sort by time, and
+// end in their job's ID (manifestJob).
+func newManifestID(t time.Time, job string) string {
+	if job == "" {
+		job = randomSuffix()
+	}
+	return fmt.Sprintf("%019d-%s", t.UnixNano(), job)
+}
+
+// manifestJob returns the job of the manifest a store names name: the end
+// of its ID (a manifest written before jobs were named has a job of its
+// own).
+func manifestJob(name string) string {
+	id := manifestID(name)
+	return id[strings.IndexByte(id, '-')+1:]
 }
 
 // manifestIDPattern matches what newManifestID returns.

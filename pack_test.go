@@ -22,8 +22,8 @@ import (
 // packs deleted with it.
 func testManifestStore(t *testing.T, s manifestStore) {
 	ctx := context.Background()
-	first := newManifestID(time.Now())
-	second := newManifestID(time.Now().Add(time.Second))
+	first := newManifestID(time.Now(), "")
+	second := newManifestID(time.Now().Add(time.Second), "")
 	pack := []byte("0123456789abcdefghij")
 	if err := s.PutPack(ctx, "sc", first, 0, pack); err != nil {
 		t.Fatalf("PutPack: %v", err)

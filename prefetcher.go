@@ -46,6 +46,7 @@ import (
 
 const (
 	manifestsToRead   = 4  // newest manifests a prefetch reads, of each location
+	manifestsReadMax  = 12 // manifests a prefetch reads, of each location, with their jobs' (chooseManifests)
 	manifestsKept     = 32 // newest manifests kept per scope
 	packRangesAtOnce  = 4  // ranged GETs of packs in flight, at most
 	packUploadsAtOnce = 2  // pack uploads in flight at exit
@@ -159,6 +160,9 @@ type prefetchOptions struct {
 	// landed: the file where the manifests whose entries are in the local
 	// cache are recorded ("" for none; see landedManifests).
 	landed string
+	// job: the job this server runs in (loadJobID), whose ID ends the ID
+	// of the manifest it writes ("" for one of its own).
+	job string
 }
 
 var (
@@ -291,15 +295,7 @@ func (p *prefetcher) run() error {
 		}
 	}
 	p.roomListed.Store(own < manifestsKept)
-	var infos []manifestInfo // the newest manifestsToRead of each location and scope
-	perLocation := make(map[string]int)
-	for _, m := range listed { // each location's newest first
-		dir := siblingManifest(m.name, "")
-		if perLocation[dir] < manifestsToRead {
-			perLocation[dir]++
-			infos = append(infos, m)
-		}
-	}
+	infos := chooseManifests(listed, p.opts.job)
 	ms := make([]manifest, len(infos))
 	landed := make([]bool, len(infos))
 	known := loadLandedManifests(p.opts.landed, time.Now(), p.tier.lastRemoval())
@@ -409,6 +405,39 @@ func (p *prefetcher) list() ([]manifestInfo, error) {
 		}
 	}
 	return listed, nil
+}
+
+// chooseManifests returns the manifests a prefetch reads, of those listed
+// (each location's and scope's newest first): of each location and scope,
+// the newest manifestsToRead, and the others of their jobs (manifestJob)
+// and of this server's own job, up to manifestsReadMax in all. A job of
+// more go commands than manifestsToRead in one scope so has all its
+// manifests read by the next, each of whose go commands then finds its
+// run described and writes none; read by the newest alone, each would
+// write one anew in every job, pushing the others out of the newest.
+func chooseManifests(listed []manifestInfo, job string) []manifestInfo {
+	jobs := make(map[string]map[string]bool) // by location and scope: the jobs read
+	seen := make(map[string]int)
+	for _, m := range listed {
+		dir := siblingManifest(m.name, "")
+		if jobs[dir] == nil {
+			jobs[dir] = map[string]bool{job: true}
+		}
+		if seen[dir] < manifestsToRead {
+			seen[dir]++
+			jobs[dir][manifestJob(m.name)] = true
+		}
+	}
+	var infos []manifestInfo
+	chosen := make(map[string]int)
+	for _, m := range listed {
+		dir := siblingManifest(m.name, "")
+		if chosen[dir] < manifestsToRead || chosen[dir] < manifestsReadMax && jobs[dir][manifestJob(m.name)] {
+			chosen[dir]++
+			infos = append(infos, m)
+		}
+	}
+	return infos
 }
 
 // plan orders the work of a prefetch: the entries to install or fetch on
@@ -560,9 +589,10 @@ type packCover struct {
 // packCovering: a run refers to frames of packs that belong to the newest
 // packCovering manifests of its location (listed, whether read or not),
 // and packs the entries of older ones again. A manifest a prefetch reads
-// is among the newest manifestsToRead, so the packs it refers to belong
-// to the newest packCovering+manifestsToRead, which are still kept.
-const packCovering = manifestsKept - 2*manifestsToRead
+// is among the newest manifestsReadMax, so the packs it refers to belong
+// to the newest packCovering+manifestsReadMax, which are still kept, with
+// room for manifestsToRead written meanwhile.
+const packCovering = manifestsKept - manifestsReadMax - manifestsToRead
 
 // noteRead records what the manifests infos (the newest of those listed,
 // read into ms, their frames idx) named, if every one of them was read.
@@ -840,7 +870,7 @@ func (p *prefetcher) writeOut(ctx context.Context) (name string, m manifest) {
 		cover = r.cover
 	}
 	m = manifest{entries: p.manifestEntries(ids, cover)}
-	id := newManifestID(time.Now())
+	id := newManifestID(time.Now(), p.opts.job)
 	if p.opts.packs && p.stats.UploadsDropped.Load() == 0 {
 		// (Not when uploads were dropped for a full queue: the remote is
 		// behind already.)

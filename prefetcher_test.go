@@ -126,7 +126,7 @@ func TestPrefetchKeepsNewestManifests(t *testing.T) {
 	mem := newMemBackend(t)
 	for i := range manifestsKept + 3 {
 		p := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, new(Stats)), mem, prefetchOptions{scope: "job", parallelism: 1, upload: true, packs: true}, new(Stats), quietLog)
-		if err := p.writeManifest(ctx, newManifestID(time.Now()), manifest{entries: []manifestEntry{{id: actionID(fmt.Sprint(i))}}}); err != nil {
+		if err := p.writeManifest(ctx, newManifestID(time.Now(), ""), manifest{entries: []manifestEntry{{id: actionID(fmt.Sprint(i))}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,7 +152,7 @@ func TestPrefetchKeepsNewestManifests(t *testing.T) {
 		if p.roomListed.Load() != tc.room {
 			t.Errorf("scope %q: room listed %v, want %v", tc.scope, p.roomListed.Load(), tc.room)
 		}
-		if err := p.writeManifest(ctx, newManifestID(time.Now()), manifest{entries: []manifestEntry{{id: actionID("new")}}}); err != nil {
+		if err := p.writeManifest(ctx, newManifestID(time.Now(), ""), manifest{entries: []manifestEntry{{id: actionID("new")}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -52,7 +52,7 @@ func TestS3ExpectedBucketOwner(t *testing.T) {
 	if e, err := b.Get(ctx, actionID("a")); err != nil || e.OutputID != outputID("body of a") {
 		t.Fatalf("get from the owner's bucket: %+v, %v", e, err)
 	}
-	if err := b.PutManifest(ctx, "job", newManifestID(b.now()), []byte("manifest")); err != nil {
+	if err := b.PutManifest(ctx, "job", newManifestID(b.now(), ""), []byte("manifest")); err != nil {
 		t.Fatal(err)
 	}
 	if infos, err := b.ListManifests(ctx, "job", 8); err != nil || len(infos) != 1 {

@@ -115,7 +115,7 @@ func TestS3ServerSideEncryption(t *testing.T) {
 			b := open(enc)
 			putString(t, b, "a", body)
 			putString(t, b, "b", "small")
-			id := newManifestID(time.Now())
+			id := newManifestID(time.Now(), "")
 			if err := b.PutManifest(ctx, "job", id, []byte("manifest")); err != nil {
 				t.Fatalf("manifest: %v", err)
 			}

@@ -15,9 +15,12 @@ import (
 // s3://<bucket>/<prefix>, and its methods are the whole key layout of it.
 // Under the prefix (empty, or ending in "/"):
 //
-//	<prefix>v1/a/<actionID hex>                      one object per action: the body itself
-//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<rand>  a prefetch manifest of a scope (manifest.go)
-//	<prefix>v1/p/<scope>/<that manifest's id>.<i>       its i-th pack (pack.go), written before it
+//	<prefix>v1/a/<actionID hex>                     one object per action: the body itself
+//	<prefix>v1/m/<scope>/<unix ns, 19 digits>-<job>  a prefetch manifest of a scope (manifest.go)
+//	<prefix>v1/p/<scope>/<that manifest's id>.<i>      its i-th pack (pack.go), written before it
+//
+// <job> is the ID of the job whose go command wrote the manifest (12 hex
+// digits, loadJobID).
 //
 // A scope is a -prefetch-scope name and, for a server that a go command
 // started, "." and that go command's toolchain and target

@@ -85,7 +85,7 @@ func TestS3ObjectLockBucket(t *testing.T) {
 			t.Fatalf("put %s: %+v", k, e)
 		}
 	}
-	id := newManifestID(b.now())
+	id := newManifestID(b.now(), "")
 	if err := b.PutManifest(ctx, "job", id, []byte("manifest")); err != nil {
 		t.Fatal(err)
 	}

@@ -567,10 +567,10 @@ func TestS3ReadLocations(t *testing.T) {
 	}
 
 	// Manifests: every location's, the write location's first.
-	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main manifest")); err != nil {
+	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("main manifest")); err != nil {
 		t.Fatal(err)
 	}
-	if err := prB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("pr manifest")); err != nil {
+	if err := prB.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("pr manifest")); err != nil {
 		t.Fatal(err)
 	}
 	infos, err := prB.ListManifests(ctx, "scope", 4)
@@ -642,7 +642,7 @@ func TestS3MissingBucketOfOneLocation(t *testing.T) {
 	if err := put(mainB, "main's", "main's body"); err != nil {
 		t.Fatal(err)
 	}
-	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main manifest")); err != nil {
+	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("main manifest")); err != nil {
 		t.Fatal(err)
 	}
 	// readsMain checks that pr lists main's manifest and reads its entry
@@ -713,7 +713,7 @@ func TestS3MissingBucketOfOneLocation(t *testing.T) {
 				t.Errorf("put %d to a missing write location's bucket: %v; want an error, then writes off", i, err)
 			}
 		}
-		if err := pr.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("pr manifest")); !errors.Is(err, errWritesOff) {
+		if err := pr.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("pr manifest")); !errors.Is(err, errWritesOff) {
 			t.Errorf("manifest put with writes off: %v", err)
 		}
 		readsMain(t, pr)
@@ -776,7 +776,7 @@ func TestS3ExpressTrustedBucket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now()), []byte("main's manifest")); err != nil {
+	if err := mainB.PutManifest(ctx, "scope", newManifestID(time.Now(), ""), []byte("main's manifest")); err != nil {
 		t.Fatal(err)
 	}
 	mainBefore := objectState(t, rawClient(t, mainTarget), mainTarget.Bucket, "")
