@@ -374,6 +374,9 @@ func hint(cfg *Config, step string, err error) string {
 		if notTLS(err) {
 			return " (the endpoint answers in plain HTTP, not TLS: check the scheme of -s3-endpoint / AWS_ENDPOINT_URL_S3)"
 		}
+		if bundle := os.Getenv("AWS_CA_BUNDLE"); bundle != "" {
+			return fmt.Sprintf(" (the endpoint's certificate is signed by no CA of AWS_CA_BUNDLE=%s, which the AWS SDK trusts instead of the system's, or is for another host name, or has expired)", bundle)
+		}
 		return " (this machine does not trust the endpoint's certificate: for a private CA, set AWS_CA_BUNDLE, or ca_bundle in the AWS config file, to its PEM file)"
 	}
 	return ""

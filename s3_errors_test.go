@@ -190,6 +190,8 @@ func TestNeedsContentMD5(t *testing.T) {
 // one is set; and, for a refused put probe, the encryption a bucket policy
 // may require.
 func TestCheckHint(t *testing.T) {
+	t.Setenv("AWS_CA_BUNDLE", "")
+	untrusted := s3Error("list", "k", &url.Error{Op: "Get", URL: "https://minio.internal/b", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, false)
 	denied := s3Error("get", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}, false)
 	kms := s3Error("get", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "User: arn:aws:sts::111122223333:assumed-role/ci/x is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:us-east-1:111122223333:key/k"}, false)
 	kmsPut := s3Error("put", "k", &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform: kms:GenerateDataKey"}, true)
@@ -202,7 +204,7 @@ func TestCheckHint(t *testing.T) {
 		{hint(owned, "bucket", denied), "not account 111122223333's, -s3-expected-bucket-owner"},
 		{hint(owned, "get probe", kms), "need kms:Decrypt"},
 		{hint(&Config{}, "get probe", s3Error("get", "k", &smithy.GenericAPIError{Code: "KMS.DisabledException", Message: "arn:aws:kms:us-east-1:111122223333:key/k is disabled."}, false)), "must exist and be enabled"},
-		{hint(&Config{}, "bucket", s3Error("list", "k", &url.Error{Op: "Get", URL: "https://minio.internal/b", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, false)), "set AWS_CA_BUNDLE"},
+		{hint(&Config{}, "bucket", untrusted), "set AWS_CA_BUNDLE"},
 		{hint(&Config{}, "bucket", s3Error("list", "k", errors.New("http: server gave HTTP response to HTTPS client"), false)), "the scheme of -s3-endpoint"},
 		{sseHint(&Config{}, denied), "set -s3-sse"},
 		{sseHint(sse, denied), "other encryption than -s3-sse=aws:kms -s3-sse-kms-key-id=k"},
@@ -212,6 +214,11 @@ func TestCheckHint(t *testing.T) {
 		if !strings.Contains(tc.got, tc.want) || (tc.want == "" && tc.got != "") {
 			t.Errorf("hint %q, want it to say %q", tc.got, tc.want)
 		}
+	}
+	// With a bundle set, the SDK trusts its CAs alone: the hint says so.
+	t.Setenv("AWS_CA_BUNDLE", "/etc/ci/ca.pem")
+	if h := hint(&Config{}, "bucket", untrusted); !strings.Contains(h, "no CA of AWS_CA_BUNDLE=/etc/ci/ca.pem, which the AWS SDK trusts instead of the system's") {
+		t.Errorf("hint with AWS_CA_BUNDLE set: %q", h)
 	}
 }
 
