@@ -238,8 +238,13 @@ func tlsRefused(err error) bool {
 
 // notTLS reports whether err says the endpoint answered a TLS handshake
 // with something else: net/http's own error for an HTTP answer has no
-// type of its own.
+// type of its own, so its text is read, but not for an error the server
+// answered with (every miss's 404 passes through here, from retryOnce).
 func notTLS(err error) bool {
 	var header tls.RecordHeaderError
-	return errors.As(err, &header) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+	if errors.As(err, &header) {
+		return true
+	}
+	var api smithy.APIError
+	return !errors.As(err, &api) && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }
