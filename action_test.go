@@ -215,6 +215,27 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("a job that cross-compiles", func(t *testing.T) {
+		// GOOS and GOARCH in the job's environment are its build's targets:
+		// the tool is still built for this machine.
+		goos, goarch := "windows", "arm64"
+		if runtime.GOOS == "windows" {
+			goos = "linux"
+		}
+		if runtime.GOARCH == "arm64" {
+			goarch = "amd64"
+		}
+		t.Setenv("GOOS", goos)
+		t.Setenv("GOARCH", goarch)
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"MTIMES": "false"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out, err := exec.Command(filepath.Join(tmp, "gobuildcache", "gobuildcache"), "version").Output(); err != nil {
+			t.Errorf("the installed binary does not run here: %v %s", err, out)
+		}
+	})
+
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {
