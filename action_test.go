@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -320,4 +327,185 @@ func TestActionInputs(t *testing.T) {
 	if n < 15 {
 		t.Errorf("found %d inputs in action.yml; the parsing is off", n)
 	}
+}
+
+// TestActionRelease: with action/release.txt naming a release of the
+// action's own source (scripts/release.sh), the action runs the release's
+// binary, checked against the SHA-256 the file names, and compiles
+// nothing; a download that is not that binary, a failed download, a source
+// that is not the release's, or a machine the release has no binary for,
+// compiles the source as before.
+func TestActionRelease(t *testing.T) {
+	skipIfShortE2E(t) // it builds the binary with the go command
+	root, _ := os.Getwd()
+	src := t.TempDir()
+	files, err := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range strings.Split(strings.TrimSuffix(string(files), "\x00"), "\x00") {
+		fi, err := os.Stat(filepath.Join(root, name))
+		if err != nil || strings.HasPrefix(name, "bench-results/") {
+			continue // deleted in the work tree, or not needed
+		}
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, name), b, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The release's assets, served as GitHub's releases would be.
+	const tag = "v9.8.7"
+	var mu sync.Mutex
+	requests := 0
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, filepath.Join(src, "dist", path.Base(r.URL.Path)))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		h := serve
+		mu.Unlock()
+		h(w, r)
+	}))
+	defer srv.Close()
+	setServe := func(h func(http.ResponseWriter, *http.Request)) {
+		mu.Lock()
+		defer mu.Unlock()
+		serve, requests = h, 0
+	}
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return requests
+	}
+	host := runtime.GOOS + "-" + runtime.GOARCH
+	cmd := exec.Command("bash", filepath.Join(src, "scripts", "release.sh"), "write", tag, runtime.GOOS+"/"+runtime.GOARCH)
+	cmd.Env = append(os.Environ(), "RELEASE_URL="+srv.URL+"/download/"+tag+"/")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("release.sh write: %v\n%s", err, b)
+	}
+	release := readOr(filepath.Join(src, "action", "release.txt"))
+	if !strings.Contains(release, "\ntag "+tag+"\n") || !strings.Contains(release, "\nbinary "+host+" ") {
+		t.Fatalf("action/release.txt:\n%s", release)
+	}
+
+	// The release workflow's check: the build is the one named...
+	verify := func() (string, error) {
+		b, err := exec.Command("bash", filepath.Join(src, "scripts", "release.sh"), "verify", tag).CombinedOutput()
+		return string(b), err
+	}
+	if out, err := verify(); err != nil || !strings.Contains(out, "every binary is the one action/release.txt names") {
+		t.Fatalf("release.sh verify: %v\n%s", err, out)
+	}
+	// ... and a build that is not is refused.
+	forged := strings.Replace(release, "\nbinary "+host+" ", "\nbinary "+host+" 0", 1)
+	if err := os.WriteFile(filepath.Join(src, "action", "release.txt"), []byte(forged), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := verify(); err == nil || !strings.Contains(out, "the build is not the one action/release.txt names") {
+		t.Errorf("release.sh verify of another hash: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(src, "action", "release.txt"), []byte(release), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A go command that compiles nothing: the release must not need it.
+	realGo, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noBuild := t.TempDir()
+	script := "#!/bin/sh\nif [ \"$1\" = build ]; then echo 'go build: the test forbids compiling here' >&2; exit 1; fi\nexec " + realGo + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(noBuild, "go"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repo := gitRepo(t, map[string]string{"go.mod": "module m\n"})
+	inputs := map[string]string{"S3_BUCKET": "b", "MTIMES": "false"}
+	version := func(tmp string) string {
+		b, err := exec.Command(filepath.Join(tmp, "gobuildcache", "gobuildcache"), "version").Output()
+		if err != nil {
+			t.Fatalf("the installed binary: %v", err)
+		}
+		return string(b)
+	}
+
+	t.Run("the release's binary", func(t *testing.T) {
+		t.Setenv("PATH", noBuild+string(os.PathListSeparator)+os.Getenv("PATH"))
+		tmp := t.TempDir()
+		err, out := runActionSetupIn(t, tmp, src, repo, inputs)
+		if err != nil || !strings.Contains(out, "gobuildcache: release "+tag+"'s binary, SHA-256 verified against action/release.txt\n") {
+			t.Fatalf("want the release's binary: %v\n%s", err, out)
+		}
+		if v := version(tmp); !strings.HasPrefix(v, "gobuildcache "+tag+" ") {
+			t.Errorf("version %q: want the release's tag", v)
+		}
+		if !strings.HasPrefix(readOr(filepath.Join(tmp, "env")), "GOCACHEPROG=") {
+			t.Errorf("GOCACHEPROG not exported")
+		}
+		if n := served(); n != 1 {
+			t.Errorf("%d requests, want 1", n)
+		}
+	})
+
+	compiles := func(t *testing.T, want string, requests int) {
+		t.Helper()
+		tmp := t.TempDir()
+		err, out := runActionSetupIn(t, tmp, src, repo, inputs)
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("want %q: %v\n%s", want, err, out)
+		}
+		if v := version(tmp); !strings.HasPrefix(v, "gobuildcache (devel) ") {
+			t.Errorf("version %q: want the action's source compiled", v)
+		}
+		if n := served(); n != requests {
+			t.Errorf("%d requests, want %d", n, requests)
+		}
+	}
+	t.Run("a download that is not the binary named", func(t *testing.T) {
+		// Another program, which must never run: it would leave a mark.
+		mark := filepath.Join(t.TempDir(), "ran")
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		fmt.Fprintf(zw, "#!/bin/sh\ntouch %s\necho gobuildcache %s\n", mark, tag)
+		zw.Close()
+		setServe(func(w http.ResponseWriter, r *http.Request) { w.Write(gz.Bytes()) })
+		compiles(t, "::warning::gobuildcache: the download of release "+tag+"'s binary for "+host+" has SHA-256 ", 1)
+		if _, err := os.Stat(mark); err == nil {
+			t.Errorf("the download ran")
+		}
+	})
+	t.Run("no download", func(t *testing.T) {
+		setServe(http.NotFound)
+		compiles(t, "gobuildcache: release "+tag+"'s binary did not download (curl: (22) The requested URL returned error: 404", 1) // curl retries only what may pass
+	})
+	t.Run("another machine's release", func(t *testing.T) {
+		setServe(http.NotFound)
+		other := strings.ReplaceAll(release, "\nbinary "+host+" ", "\nbinary plan9-"+runtime.GOARCH+" ")
+		if err := os.WriteFile(filepath.Join(src, "action", "release.txt"), []byte(other), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(filepath.Join(src, "action", "release.txt"), []byte(release), 0o644)
+		compiles(t, "gobuildcache: release "+tag+" has no binary for "+host+": compiling the action's source\n", 0)
+	})
+	t.Run("a source changed since the release", func(t *testing.T) {
+		setServe(http.NotFound)
+		f, err := os.OpenFile(filepath.Join(src, "version.go"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(f, "\n// changed after the release")
+		f.Close()
+		compiles(t, "gobuildcache: the action's source is not release "+tag+"'s (action/release.txt): compiling it\n", 0)
+		// ... which the release workflow's check refuses too.
+		if out, err := verify(); err == nil || !strings.Contains(out, "the source is not the one action/release.txt names") {
+			t.Errorf("release.sh verify of a changed source: %v\n%s", err, out)
+		}
+	})
 }

@@ -6,8 +6,14 @@ import (
 	"strings"
 )
 
+// releaseTag is the release a binary of scripts/release.sh was built as
+// (-ldflags -X main.releaseTag=TAG): such a build records no VCS data
+// (-buildvcs=false), so that it is the same bytes on every machine.
+var releaseTag string
+
 // versionLine is what `gobuildcache version` prints: the module version
-// the binary was built from ("(devel)" when the build does not know it),
+// the binary was built from (its release tag for a release binary,
+// "(devel)" when the build knows neither),
 // the VCS revision and whether the tree was modified, when the build
 // recorded them, then the Go toolchain and platform. A bug report or an
 // inventory of what runs in CI quotes it.
@@ -27,6 +33,9 @@ func versionLine(info *debug.BuildInfo, ok bool) string {
 				modified = s.Value == "true"
 			}
 		}
+	}
+	if v == "(devel)" && releaseTag != "" {
+		v = releaseTag
 	}
 	parts := []string{"gobuildcache", v}
 	// A pseudo-version (v0.0.0-<time>-<rev>[+dirty]) says both already.

@@ -12,23 +12,80 @@ set -euo pipefail
 
 bin_dir="${RUNNER_TEMP:?}/gobuildcache"
 bin="$bin_dir/gobuildcache"
+new="$bin_dir/gobuildcache.new"
 
-# Install: build the module at the action's ref. GOCACHEPROG may already be
-# set (the action used twice in a job); the build does not need it. With
-# input cache-binary, action.yml restored $cache_dir from the Actions cache
-# under key.sh's key if it could, and saves it at the job's end if not: a
-# binary there that runs is used as it is, and a new build is put there.
+sha256() {
+	if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -c1-64
+}
+
+# release_binary installs the release binary that action/release.txt
+# (scripts/release.sh) names for this machine, when the action's source is
+# that release's (source-hash.sh) and the download has the SHA-256 the file
+# names: a binary exactly as trusted as the source the job pinned, with no
+# compile. Otherwise it says why in one line and returns 1, and the source
+# is compiled; a download that is not the binary named is a warning.
+release_binary() {
+	local file="${GITHUB_ACTION_PATH:?}/action/release.txt" tag url source host want ext= got
+	[ -f "$file" ] || return 1
+	tag=$(awk '$1 == "tag" {print $2}' "$file")
+	url=$(awk '$1 == "url" {print $2}' "$file")
+	source=$(awk '$1 == "source" {print $2}' "$file")
+	host=$(env -u GOCACHEPROG GOFLAGS= GOWORK=off go env GOHOSTOS GOHOSTARCH 2>/dev/null | paste -sd- -) || return 1
+	want=$(awk -v p="$host" '$1 == "binary" && $2 == p {print $3}' "$file")
+	if [ -z "$want" ]; then
+		echo "gobuildcache: release $tag has no binary for $host: compiling the action's source"
+		return 1
+	fi
+	if [ "$(bash "$(dirname "${BASH_SOURCE[0]}")/source-hash.sh" "$GITHUB_ACTION_PATH")" != "$source" ]; then
+		echo "gobuildcache: the action's source is not release $tag's (action/release.txt): compiling it"
+		return 1
+	fi
+	[ "${host%-*}" != windows ] || ext=.exe
+	rm -f "$bin.gz" "$new"
+	if ! curl -fsSL --retry 2 --connect-timeout 10 --max-time 120 --max-filesize 200000000 -o "$bin.gz" "${url}gobuildcache-$host$ext.gz" 2>"$bin_dir/download.err"; then
+		echo "gobuildcache: release $tag's binary did not download ($(tail -n1 "$bin_dir/download.err")): compiling the action's source"
+		return 1
+	fi
+	# At most 200 MB (the binaries are under 20): not the binary named, whatever it is.
+	gzip -dc "$bin.gz" 2>/dev/null | head -c 200000000 >"$new" || true
+	got=$(sha256 "$new")
+	rm -f "$bin.gz"
+	if [ "$got" != "$want" ]; then
+		rm -f "$new"
+		echo "::warning::gobuildcache: the download of release $tag's binary for $host has SHA-256 $got, not the $want that action/release.txt names: it does not run; compiling the action's source"
+		return 1
+	fi
+	if ! { chmod +x "$new" && "$new" version >/dev/null 2>&1; }; then
+		rm -f "$new"
+		echo "gobuildcache: release $tag's binary does not run here: compiling the action's source"
+		return 1
+	fi
+	# A rename: a binary already at $bin (the action used twice) may be running.
+	mv -f "$new" "$bin"
+	echo "gobuildcache: release $tag's binary, SHA-256 verified against action/release.txt"
+}
+
+# Install: the release binary of the action's source if there is one (see
+# release_binary), else build the module at the action's ref. GOCACHEPROG
+# may already be set (the action used twice in a job); the build does not
+# need it. With input cache-binary, action.yml restored $cache_dir from the
+# Actions cache under key.sh's key if it could, and saves it at the job's
+# end if not: a binary there that runs is used as it is, and a new build is
+# put there.
 mkdir -p "$bin_dir"
 cache_dir="${RUNNER_TEMP:?}/gobuildcache-bin"
-if [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" version >/dev/null 2>&1; then
-	# A rename: a binary already at $bin (the action used twice) may be running.
-	cp "$cache_dir/gobuildcache" "$bin.new" && mv -f "$bin.new" "$bin"
+if release_binary; then
+	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
+		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
+	fi
+elif [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" version >/dev/null 2>&1; then
+	cp "$cache_dir/gobuildcache" "$new" && mv -f "$new" "$bin" # a rename, as above
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
 	# key.sh reads the toolchain with this environment: change both together.
 	# GOOS and GOARCH are the job's targets, not this machine's. A build that
-	# fails (the job's module proxy down or off, a Go too old
-	# for the tool) leaves the job without the cache, never failed.
+	# fails (the job's module proxy down or off, a Go too old for the tool)
+	# leaves the job without the cache, never failed.
 	if ! (cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off GOOS= GOARCH= go build -o "$bin" .) 2>"$bin_dir/build.err"; then
 		cat "$bin_dir/build.err" >&2
 		echo "::warning::gobuildcache did not build ($(tail -n1 "$bin_dir/build.err")): this job runs without the cache"
