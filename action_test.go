@@ -222,6 +222,27 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("windows", func(t *testing.T) {
+		// Git Bash on a Windows runner: the go command runs GOCACHEPROG only
+		// by a name with an executable extension.
+		fake := t.TempDir()
+		if err := os.WriteFile(filepath.Join(fake, "uname"), []byte("#!/bin/sh\necho MINGW64_NT-10.0-20348\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"MTIMES": "false", "CACHE_BINARY": "true"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache.exe")
+		if got, want := readOr(filepath.Join(tmp, "env")), "GOCACHEPROG="+bin+" -backend=disk -stats=true\n"; got != want {
+			t.Errorf("GITHUB_ENV %q, want %q", got, want)
+		}
+		if _, err := os.Stat(filepath.Join(tmp, "gobuildcache-bin", "gobuildcache.exe")); err != nil {
+			t.Errorf("the binary left for the Actions cache: %v", err)
+		}
+	})
+
 	t.Run("a job that cross-compiles", func(t *testing.T) {
 		// GOOS and GOARCH in the job's environment are its build's targets:
 		// the tool is still built for this machine.

@@ -11,8 +11,12 @@
 set -euo pipefail
 
 bin_dir="${RUNNER_TEMP:?}/gobuildcache"
-bin="$bin_dir/gobuildcache"
-new="$bin_dir/gobuildcache.new"
+# On Windows the go command runs GOCACHEPROG only by a name that ends in
+# .exe (or another of PATHEXT's), and go build -o adds none.
+exe=
+case "$(uname -s)" in MINGW* | MSYS* | CYGWIN*) exe=.exe ;; esac
+bin="$bin_dir/gobuildcache$exe"
+new="$bin_dir/gobuildcache.new$exe"
 
 sha256() {
 	if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -c1-64
@@ -76,10 +80,10 @@ mkdir -p "$bin_dir"
 cache_dir="${RUNNER_TEMP:?}/gobuildcache-bin"
 if release_binary; then
 	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
-		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
+		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache$exe"
 	fi
-elif [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache" version >/dev/null 2>&1; then
-	cp "$cache_dir/gobuildcache" "$new" && mv -f "$new" "$bin" # a rename, as above
+elif [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache$exe" version >/dev/null 2>&1; then
+	cp "$cache_dir/gobuildcache$exe" "$new" && mv -f "$new" "$bin" # a rename, as above
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
 	# key.sh reads the toolchain with this environment: change both together.
@@ -92,7 +96,7 @@ else
 		exit 0
 	fi
 	if [ "${INPUT_CACHE_BINARY:-false}" = true ]; then
-		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache"
+		mkdir -p "$cache_dir" && cp "$bin" "$cache_dir/gobuildcache$exe"
 	fi
 fi
 # Which build this job runs, for its log (an action's checkout has no VCS
