@@ -46,7 +46,9 @@ release_binary() {
 	fi
 	[ "${host%-*}" != windows ] || ext=.exe
 	rm -f "$bin.gz" "$new"
-	if ! curl -fsSL --retry 2 --connect-timeout 10 --max-time 120 --max-filesize 200000000 -o "$bin.gz" "${url}gobuildcache-$host$ext.gz" 2>"$bin_dir/download.err"; then
+	# A runner that cannot reach the release (GitHub Enterprise Server with no
+	# way out, say) loses at most a few seconds to it before compiling.
+	if ! curl -fsSL --retry 1 --connect-timeout 5 --max-time 120 --max-filesize 200000000 -o "$bin.gz" "${url}gobuildcache-$host$ext.gz" 2>"$bin_dir/download.err"; then
 		echo "gobuildcache: release $tag's binary did not download ($(tail -n1 "$bin_dir/download.err")): compiling the action's source"
 		return 1
 	fi
