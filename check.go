@@ -48,6 +48,9 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 		where = *o.BaseEndpoint
 	}
 	fmt.Fprintf(out, "bucket:      %s (region %s, endpoint %s, path style %v)\n", b.loc, o.Region, where, o.UsePathStyle)
+	if f := os.Getenv("AWS_CA_BUNDLE"); f != "" {
+		fmt.Fprintf(out, "trust:       the CAs in %s (AWS_CA_BUNDLE), instead of the system's\n", f)
+	}
 	if insecureEndpoint(where) {
 		fmt.Fprintln(out, "note:        plain HTTP to another host: requests are signed but answers are not, so anyone on the way can change what builds are given; use https outside a network you trust")
 	}

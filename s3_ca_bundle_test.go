@@ -42,8 +42,9 @@ func TestS3CABundle(t *testing.T) {
 	if e, err := b.Get(ctx, actionID("a")); err != nil || e.OutputID != outputID("body of a") {
 		t.Fatalf("get over TLS with AWS_CA_BUNDLE: %+v, %v", e, err)
 	}
-	if stdout, stderr, err := check(); err != nil || !strings.Contains(stdout, "remote cache OK") {
-		t.Errorf("check with AWS_CA_BUNDLE: %v\n%s%s", err, stdout, stderr)
+	if stdout, stderr, err := check(); err != nil || !strings.Contains(stdout, "remote cache OK") ||
+		!strings.Contains(stdout, "\ntrust:       the CAs in "+caFile+" (AWS_CA_BUNDLE), instead of the system's\n") {
+		t.Errorf("check with AWS_CA_BUNDLE: want it OK, naming the bundle: %v\n%s%s", err, stdout, stderr)
 	}
 
 	t.Setenv("AWS_CA_BUNDLE", "")
