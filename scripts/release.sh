@@ -16,9 +16,9 @@
 # runs `verify` and publishes dist/*.gz as the release's assets.
 #
 # The builds are reproducible: one pinned toolchain (GOTOOLCHAIN, from the
-# go command that runs `write`, or RELEASE_GO), CGO off, -trimpath, no VCS
-# stamp, so that a build of the same source on any machine is the same
-# bytes. action/release.txt holds the source's hash (action/source-hash.sh),
+# go command that runs `write`, or RELEASE_GO), CGO off, no experiments,
+# the architectures' base levels, -trimpath, no VCS stamp, so that a build
+# of the same source on any machine is the same bytes. action/release.txt holds the source's hash (action/source-hash.sh),
 # the toolchain, the URL of the assets and each binary's SHA-256. The
 # Action's setup.sh uses a binary only when its own source has that hash and
 # the download has that SHA-256, so a release binary is exactly as trusted as
@@ -48,7 +48,7 @@ build() {
 	[ "$os" != windows ] || exe=.exe
 	local out="$DIST/gobuildcache-$os-$arch$exe"
 	(cd "$REPO_ROOT" && env -u GOCACHEPROG GOTOOLCHAIN="$toolchain" GOFLAGS= GOWORK=off CGO_ENABLED=0 \
-		GOOS="$os" GOARCH="$arch" GOAMD64=v1 GOARM64=v8.0 \
+		GOOS="$os" GOARCH="$arch" GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= GOFIPS140=off \
 		go build -trimpath -buildvcs=false -ldflags="-X main.releaseTag=$tag" -o "$out" .)
 	gzip -9 -n -c "$out" >"$out.gz"
 	echo "binary $os-$arch $(sha256 "$out")"
