@@ -11,10 +11,24 @@
 set -euo pipefail
 
 bin_dir="${RUNNER_TEMP:?}/gobuildcache"
+# This machine's GOOS and GOARCH, from uname: the go command is not needed
+# for them, and asked in the action's checkout, an older one would fetch a
+# newer toolchain first. host is empty if no release has a binary for it.
+os= arch= host=
+case "$(uname -s)" in
+Linux) os=linux ;;
+Darwin) os=darwin ;;
+MINGW* | MSYS* | CYGWIN*) os=windows ;;
+esac
+case "$(uname -m)" in
+x86_64 | amd64) arch=amd64 ;;
+aarch64 | arm64) arch=arm64 ;;
+esac
+[ -z "$os" ] || [ -z "$arch" ] || host=$os-$arch
 # On Windows the go command runs GOCACHEPROG only by a name that ends in
 # .exe (or another of PATHEXT's), and go build -o adds none.
 exe=
-case "$(uname -s)" in MINGW* | MSYS* | CYGWIN*) exe=.exe ;; esac
+[ "$os" != windows ] || exe=.exe
 bin="$bin_dir/gobuildcache$exe"
 new="$bin_dir/gobuildcache.new$exe"
 
@@ -29,26 +43,24 @@ sha256() {
 # compile. Otherwise it says why in one line and returns 1, and the source
 # is compiled; a download that is not the binary named is a warning.
 release_binary() {
-	local file="${GITHUB_ACTION_PATH:?}/action/release.txt" tag url source host want ext= got
+	local file="${GITHUB_ACTION_PATH:?}/action/release.txt" tag url source want= got
 	[ -f "$file" ] || return 1
 	tag=$(awk '$1 == "tag" {print $2}' "$file")
 	url=$(awk '$1 == "url" {print $2}' "$file")
 	source=$(awk '$1 == "source" {print $2}' "$file")
-	host=$(env -u GOCACHEPROG GOFLAGS= GOWORK=off go env GOHOSTOS GOHOSTARCH 2>/dev/null | paste -sd- -) || return 1
-	want=$(awk -v p="$host" '$1 == "binary" && $2 == p {print $3}' "$file")
+	[ -z "$host" ] || want=$(awk -v p="$host" '$1 == "binary" && $2 == p {print $3}' "$file")
 	if [ -z "$want" ]; then
-		echo "gobuildcache: release $tag has no binary for $host: compiling the action's source"
+		echo "gobuildcache: release $tag has no binary for ${host:-$(uname -sm)}: compiling the action's source"
 		return 1
 	fi
 	if [ "$(bash "$(dirname "${BASH_SOURCE[0]}")/source-hash.sh" "$GITHUB_ACTION_PATH")" != "$source" ]; then
 		echo "gobuildcache: the action's source is not release $tag's (action/release.txt): compiling it"
 		return 1
 	fi
-	[ "${host%-*}" != windows ] || ext=.exe
 	rm -f "$bin.gz" "$new"
 	# A runner that cannot reach the release (GitHub Enterprise Server with no
 	# way out, say) loses at most a few seconds to it before compiling.
-	if ! curl -fsSL --retry 1 --connect-timeout 5 --max-time 120 --max-filesize 200000000 -o "$bin.gz" "${url}gobuildcache-$host$ext.gz" 2>"$bin_dir/download.err"; then
+	if ! curl -fsSL --retry 1 --connect-timeout 5 --max-time 120 --max-filesize 200000000 -o "$bin.gz" "${url}gobuildcache-$host$exe.gz" 2>"$bin_dir/download.err"; then
 		echo "gobuildcache: release $tag's binary did not download ($(tail -n1 "$bin_dir/download.err")): compiling the action's source"
 		return 1
 	fi
