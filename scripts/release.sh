@@ -18,11 +18,12 @@
 # The builds are reproducible: one pinned toolchain (GOTOOLCHAIN, from the
 # go command that runs `write`, or RELEASE_GO), CGO off, no experiments,
 # the architectures' base levels, -trimpath, no VCS stamp, so that a build
-# of the same source on any machine is the same bytes. action/release.txt holds the source's hash (action/source-hash.sh),
-# the toolchain, the URL of the assets and each binary's SHA-256. The
-# Action's setup.sh uses a binary only when its own source has that hash and
-# the download has that SHA-256, so a release binary is exactly as trusted as
-# the action's source the job pinned; otherwise it compiles the source.
+# of the same source on any machine is the same bytes. action/release.txt
+# holds the source's hash (action/source-hash.sh), the toolchain, the URL
+# of the assets and each binary's SHA-256. The Action's setup.sh uses a
+# binary only when its own source has that hash and the download has that
+# SHA-256, so a release binary is exactly as trusted as the action's source
+# the job pinned; otherwise it compiles the source.
 #
 # RELEASE_URL overrides where the assets are published (default: the GitHub
 # releases of the module's repository). Everything is written under the
