@@ -85,6 +85,12 @@ write)
 	} >"$RELEASE_FILE.new"
 	mv -f "$RELEASE_FILE.new" "$RELEASE_FILE"
 	log "wrote ${RELEASE_FILE#"$REPO_ROOT"/} and dist/"
+	# The source hash covers every Go file here, committed or not: the tag
+	# must hold exactly these (the release workflow's verify refuses others).
+	if dirty=$(cd "$REPO_ROOT" && git status --porcelain -- '*.go' go.mod go.sum 2>/dev/null) && [ -n "$dirty" ]; then
+		log "uncommitted Go files, which the release's source hash includes: commit them with action/release.txt, or remove them and write again:"
+		printf '%s\n' "$dirty" >&2
+	fi
 	;;
 verify)
 	[ $# -eq 2 ] || die "usage: scripts/release.sh verify TAG"
