@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ func TestParseS3Locations(t *testing.T) {
 		{"s3://bk1:9000/root/", nil, "not a bucket name"},
 		{"s3://user@b1/root/", nil, "not a bucket name"},
 		{"s3://bk1?x=1/root/", nil, "not a bucket name"},
+		{"s3://-bk1/root/", nil, "not a bucket name"},
+		{"s3://bk1./root/", nil, "not a bucket name"},
+		{"s3://" + strings.Repeat("b", 256) + "/root/", nil, "not a bucket name"},
+		{"s3://" + strings.Repeat("b", 255) + "/x", []s3Location{{bucket: strings.Repeat("b", 255), prefix: "x/"}}, ""},
+		{"s3://b_k.1-2/x", []s3Location{{bucket: "b_k.1-2", prefix: "x/"}}, ""},
 		{"s3://bk1/root/../other/", nil, "segment"},
 		{"s3://bk1//root/", nil, "starts with /"},
 		{"s3://bk1/a\x00b/", nil, "NUL"},
@@ -217,4 +223,24 @@ func TestReadOnlyBuckets(t *testing.T) {
 			t.Errorf("-read-only=%v: %s, want %s", c.readOnly, got, c.want)
 		}
 	}
+}
+
+// BenchmarkBucketNameCheck: isBucketName against the regexp it replaced,
+// which every server compiled at start (package init) to check one name.
+func BenchmarkBucketNameCheck(b *testing.B) {
+	const name = "main--usw2-az1--x-s3"
+	b.Run("loop", func(b *testing.B) {
+		for b.Loop() {
+			if !isBucketName(name) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("regexp compiled and matched", func(b *testing.B) {
+		for b.Loop() {
+			if !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$`).MatchString(name) {
+				b.Fatal("refused")
+			}
+		}
+	})
 }
