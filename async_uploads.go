@@ -33,7 +33,7 @@ type asyncUploads struct {
 	stats    *Stats
 	log      *slog.Logger
 
-	queue     chan upload
+	queue     chan *upload // pointers: a queue of 1<<16 values would be 5.8 MB to zero at every start
 	queued    atomic.Int64 // bytes queued or uploading
 	workers   sync.WaitGroup
 	ctx       context.Context // uploads run under it; cancelled by Close
@@ -62,7 +62,7 @@ func newAsyncUploads(remote CacheBackend, spoolDir string, parallelism int, maxB
 		maxBytes: maxBytes,
 		stats:    stats,
 		log:      log,
-		queue:    make(chan upload, 1<<16),
+		queue:    make(chan *upload, 1<<16),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -104,7 +104,7 @@ func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID Outp
 		a.stats.UploadsFailed.Add(1)
 		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], err)
 	}
-	u := upload{actionID: actionID, outputID: outputID, size: size, path: path}
+	u := &upload{actionID: actionID, outputID: outputID, size: size, path: path}
 	select {
 	case a.queue <- u:
 		return Entry{OutputID: outputID, Size: size}, nil
@@ -157,7 +157,7 @@ func (a *asyncUploads) work() {
 	}
 }
 
-func (a *asyncUploads) send(u upload) {
+func (a *asyncUploads) send(u *upload) {
 	defer a.queued.Add(-u.size)
 	defer os.Remove(u.path)
 	if a.ctx.Err() != nil {
