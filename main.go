@@ -87,7 +87,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Logger) int {
 	start := time.Now()
 	collectGarbage()
-	adviseHugePages()
+	// In the background: the go command waits for the capabilities line,
+	// and the advice's ballast and forced collection took 4-5 ms before it.
+	go adviseHugePages()
 	stats := new(Stats)
 	warn := newWarnings(log)
 	disk, removeScratch, err := openLocalCache(cfg, localCacheFallbacks(), stderr)
