@@ -114,7 +114,8 @@ func (l s3Location) contains(o s3Location) bool {
 // 255 of the characters S3 and S3-compatible servers allow (legacy names
 // included), starting and ending with a letter or digit, so that the URL
 // cannot smuggle in a path, a host or a query. (A loop, not a regexp: the
-// regexp's {1,253} took a millisecond to compile at every start.)
+// regexp's {1,253}, compiled in package init, made every start 3 ms
+// slower.)
 func isBucketName(b string) bool {
 	if len(b) < 3 || len(b) > 255 {
 		return false
