@@ -89,7 +89,13 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 	collectGarbage()
 	// In the background: the go command waits for the capabilities line,
 	// and the advice's ballast and forced collection took 4-5 ms before it.
-	go adviseHugePages()
+	// Done by the time serve returns, as everything serve starts.
+	advised := make(chan struct{})
+	go func() {
+		defer close(advised)
+		adviseHugePages()
+	}()
+	defer func() { <-advised }()
 	stats := new(Stats)
 	warn := newWarnings(log)
 	disk, removeScratch, err := openLocalCache(cfg, localCacheFallbacks(), stderr)
