@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,43 @@ func TestAdviseHugePages(t *testing.T) {
 	}
 	if want := uint64(hugePageHeapBytes - 4<<20); largest < want {
 		t.Fatalf("largest mapping eligible for huge pages: %d bytes, want at least %d", largest, want)
+	}
+}
+
+// TestNoBallastUnderAddressSpaceLimit: adviseHugePages allocates its
+// ballast only where the address space is unlimited. Under any limit
+// (ulimit -v), even one no process can reach, it allocates nothing: the
+// ballast could be what exhausts a limit the go command itself runs under.
+func TestNoBallastUnderAddressSpaceLimit(t *testing.T) {
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &orig); err != nil {
+		t.Fatal(err)
+	}
+	if orig.Cur != ^uint64(0) {
+		t.Skipf("this test runs under a limit on address space (%d bytes)", orig.Cur)
+	}
+	allocated := func() uint64 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		before := m.TotalAlloc
+		adviseHugePages()
+		runtime.ReadMemStats(&m)
+		return m.TotalAlloc - before
+	}
+	if got := allocated(); got < hugePageHeapBytes {
+		t.Fatalf("without a limit: adviseHugePages allocated %d bytes, want the %d-byte ballast", got, hugePageHeapBytes)
+	}
+	limited := orig
+	limited.Cur = 1 << 62 // finite, and beyond any process's address space
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &limited); err != nil {
+		t.Fatal(err)
+	}
+	got := allocated()
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &orig); err != nil {
+		t.Fatal(err)
+	}
+	if got >= hugePageHeapBytes {
+		t.Fatalf("under a limit on address space: adviseHugePages allocated %d bytes, want no ballast", got)
 	}
 }
 
