@@ -9,8 +9,11 @@ BENCH_MINIO := MINIO_DATA_PARENT=$(BENCH_MINIO_DATA) scripts/minio.sh
 
 .PHONY: build test cross test-newest-go test-short lint fuzz bench-local clean
 
+# Static, as the releases: a cgo-linked binary needs the build machine's libc
+# and fails to start under some address-space limits (ulimit -v) where the
+# go command runs (see README, Troubleshooting).
 build: ## build the binary into builds/gobuildcache
-	$(GO) build -o $(BIN) .
+	CGO_ENABLED=0 $(GO) build -o $(BIN) .
 
 test: build cross ## the whole test suite, as CI runs it: vet, cross builds, the tests with MinIO for S3, the end-to-end tests under the newest Go, the chaos suite's CI variant
 	$(GO) vet ./...

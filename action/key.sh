@@ -6,7 +6,7 @@
 # Portable to the runners' bash on Linux, macOS and Windows.
 set -euo pipefail
 cd "${GITHUB_ACTION_PATH:?}"
-goenv=$(env -u GOCACHEPROG GOFLAGS= GOWORK=off GOOS= GOARCH= go env GOVERSION GOOS GOARCH GOAMD64 GOARM64 CGO_ENABLED)
+goenv=$(env -u GOCACHEPROG GOFLAGS= GOWORK=off GOOS= GOARCH= CGO_ENABLED=0 go env GOVERSION GOOS GOARCH GOAMD64 GOARM64 CGO_ENABLED)
 read -r version goos goarch _ <<<"$(echo $goenv)"
 sha256=sha256sum
 command -v sha256sum >/dev/null || sha256="shasum -a 256" # macOS

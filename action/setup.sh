@@ -101,10 +101,11 @@ elif [ "${INPUT_CACHE_BINARY:-false}" = true ] && "$cache_dir/gobuildcache$exe" 
 	echo "gobuildcache: the binary from the Actions cache (input cache-binary)"
 else
 	# key.sh reads the toolchain with this environment: change both together.
-	# GOOS and GOARCH are the job's targets, not this machine's. A build that
+	# GOOS and GOARCH are the job's targets, not this machine's; the binary is
+	# static (CGO_ENABLED=0), as a release's and make build's. A build that
 	# fails (the job's module proxy down or off, a Go too old for the tool)
 	# leaves the job without the cache, never failed.
-	if ! (cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off GOOS= GOARCH= go build -o "$bin" .) 2>"$bin_dir/build.err"; then
+	if ! (cd "${GITHUB_ACTION_PATH:?}" && env -u GOCACHEPROG GOFLAGS= GOWORK=off GOOS= GOARCH= CGO_ENABLED=0 go build -o "$bin" .) 2>"$bin_dir/build.err"; then
 		cat "$bin_dir/build.err" >&2
 		echo "::warning::gobuildcache did not build ($(tail -n1 "$bin_dir/build.err")): this job runs without the cache"
 		exit 0

@@ -228,9 +228,10 @@ func (s *suite) setup(plan [][]string) error {
 		return err
 	}
 	if _, err := os.Stat(bin); err != nil {
-		s.logf("%s missing: go build -o %s .", bin, bin)
+		s.logf("%s missing: CGO_ENABLED=0 go build -o %s .", bin, bin)
 		cmd := exec.CommandContext(s.ctx, s.goBin, "build", "-o", bin, ".")
 		cmd.Dir, cmd.Stdout, cmd.Stderr = s.repo, os.Stderr, os.Stderr
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building %s: %v", bin, err)
 		}
