@@ -97,7 +97,7 @@ func TestActionSetup(t *testing.T) {
 		t.Setenv("GITHUB_JOB", "test")
 		t.Setenv("RUNNER_OS", "Linux")
 		t.Setenv("RUNNER_ARCH", "X64")
-		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "MTIMES": "false"})
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "MTIMES": "false"})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -127,7 +127,7 @@ func TestActionSetup(t *testing.T) {
 
 	t.Run("check", func(t *testing.T) {
 		// An unreachable remote: check fails, and that is a warning.
-		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "S3_ENDPOINT": "http://127.0.0.1:1", "S3_PATH_STYLE": "true",
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "S3_ENDPOINT": "http://127.0.0.1:1", "S3_PATH_STYLE": "true",
 			"S3_READ_FROM": "s3://trusted/main/", "CHECK": "true", "MTIMES": "false"})
 		if err != nil || !strings.Contains(out, "::warning::gobuildcache check: ") || readOr(filepath.Join(tmp, "env")) == "" {
 			t.Errorf("check of an unreachable remote: want a warning and GOCACHEPROG set: %v\n%s", err, out)
@@ -186,7 +186,7 @@ func TestActionSetup(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
-		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "MTIMES": "true"})
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "MTIMES": "true"})
 		if err != nil {
 			t.Fatalf("the step failed: %v\n%s", err, out)
 		}
@@ -265,7 +265,7 @@ func TestActionSetup(t *testing.T) {
 	})
 
 	t.Run("bad flag", func(t *testing.T) {
-		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "b", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {
 			t.Errorf("want a one-line error naming the flag: %v\n%s", err, out)
 		}
@@ -448,7 +448,7 @@ func TestActionRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo := gitRepo(t, map[string]string{"go.mod": "module m\n"})
-	inputs := map[string]string{"S3_BUCKET": "b", "MTIMES": "false"}
+	inputs := map[string]string{"S3_BUCKET": "bkt", "MTIMES": "false"}
 	version := func(tmp string) string {
 		b, err := exec.Command(filepath.Join(tmp, "gobuildcache", "gobuildcache"), "version").Output()
 		if err != nil {

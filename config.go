@@ -169,7 +169,7 @@ var options = []option{
 	{"stats-json", "STATS_JSON", "write cache statistics as JSON to this file on exit", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.StatsJSON) }},
 	{"s3-bucket", "S3_BUCKET", "S3 bucket (required with -backend=s3); directory buckets (name--azid--x-s3) use S3 Express One Zone", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.S3Bucket) }},
+		func(c *Config) flag.Value { return (*bucketValue)(&c.S3Bucket) }},
 	{"s3-prefix", "S3_PREFIX", "key prefix for every object in the bucket", allCmds,
 		func(c *Config) flag.Value { return (*prefixValue)(&c.S3Prefix) }},
 	{"s3-read-from", "S3_READ_FROM", "further locations to read, in order, after -s3-bucket and -s3-prefix, and never write: s3://BUCKET/PREFIX/ separated by commas (a pull request's job reads the trusted cache)", allCmds,
@@ -576,6 +576,23 @@ func (v *prefixValue) Set(s string) error {
 	return nil
 }
 func (v *prefixValue) String() string { return string(*v) }
+
+// bucketValue is an S3 bucket's name (see isBucketName), or empty. An
+// access point is named by its alias, which S3 takes wherever it takes a
+// bucket's name; its ARN is refused, as -s3-read-from refuses it.
+type bucketValue string
+
+func (v *bucketValue) Set(s string) error {
+	switch {
+	case s != "" && strings.HasPrefix(s, "arn:"):
+		return errors.New("an ARN, not a bucket name: for an access point, give its alias (NAME-...-s3alias), which S3 takes wherever it takes a bucket name")
+	case s != "" && !isBucketName(s):
+		return errors.New("not a bucket name: want 3 to 255 letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
+	}
+	*v = bucketValue(s)
+	return nil
+}
+func (v *bucketValue) String() string { return string(*v) }
 
 // byteSize is a size in bytes, written as 1073741824, 512MiB, 10GiB, 2GB...
 type byteSize int64

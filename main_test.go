@@ -69,10 +69,10 @@ func TestConfigSources(t *testing.T) {
 			return c.Backend == "disk" && c.CacheDir == filepath.Join(os.TempDir(), "gobuildcache") && c.S3Prefix == "gobuildcache/" && !c.Debug
 		}},
 		{name: "bare fallback",
-			env: map[string]string{"CACHE_DIR": "/b", "DEBUG": "true", "BACKEND_TYPE": "s3", "S3_BUCKET": "bk", "UPLOAD_TIMEOUT": "5s",
+			env: map[string]string{"CACHE_DIR": "/b", "DEBUG": "true", "BACKEND_TYPE": "s3", "S3_BUCKET": "bkt", "UPLOAD_TIMEOUT": "5s",
 				"UPLOAD_CONCURRENCY": "3", "MAX_LOCAL_SIZE": "10GiB", "AWS_REGION": "eu-west-1", "COMPRESSION": "none", "S3_PREFIX": "p"},
 			want: func(c *Config) bool {
-				return c.CacheDir == "/b" && c.Debug && c.Backend == "s3" && c.S3Bucket == "bk" && c.UploadTimeout == 5*time.Second &&
+				return c.CacheDir == "/b" && c.Debug && c.Backend == "s3" && c.S3Bucket == "bkt" && c.UploadTimeout == 5*time.Second &&
 					c.UploadWorkers == 3 && c.MaxLocalSize == 10<<30 && c.S3Region == "eu-west-1" && c.Compression == "none" && c.S3Prefix == "p/"
 			}},
 		{name: "prefixed wins over bare",
@@ -98,7 +98,7 @@ func TestConfigSources(t *testing.T) {
 				{"ignoring PREDICT_MISSES=\"maybe\"", "want true or false", "GOBUILDCACHE_PREDICT_MISSES", "-predict-misses"},
 			}},
 		{name: "encryption and owner",
-			env: map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "b", "GOBUILDCACHE_S3_SSE": "aws:kms",
+			env: map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "bkt", "GOBUILDCACHE_S3_SSE": "aws:kms",
 				"GOBUILDCACHE_S3_SSE_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/k", "GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER": "111122223333"},
 			want: func(c *Config) bool {
 				return c.S3SSE == "aws:kms" && c.S3SSEKMSKeyID == "arn:aws:kms:us-east-1:111122223333:key/k" && c.S3BucketOwner == "111122223333"
@@ -108,7 +108,7 @@ func TestConfigSources(t *testing.T) {
 			want:  func(c *Config) bool { return c.Backend == "disk" },
 			warns: [][]string{{"ignoring BACKEND_TYPE=s3", "no bucket", "-s3-bucket", "GOBUILDCACHE_S3_BUCKET", "S3_BUCKET", "disk backend"}}},
 		{name: "half an AWS key",
-			env:   map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "bk", "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "AKIA", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": ""},
+			env:   map[string]string{"GOBUILDCACHE_BACKEND": "s3", "GOBUILDCACHE_S3_BUCKET": "bkt", "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "AKIA", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": ""},
 			want:  func(c *Config) bool { return c.Backend == "s3" && credentialsOf(c) == nil },
 			warns: [][]string{{"ignoring GOBUILDCACHE_AWS_ACCESS_KEY_ID", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY is not set", "the AWS SDK's own credentials"}}},
 		{name: "half an AWS key on the disk backend", env: map[string]string{"GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"},
@@ -137,6 +137,10 @@ func TestConfigSources(t *testing.T) {
 				{"UPLOAD_TIMEOUT=\"-1s\"", "GOBUILDCACHE_UPLOAD_TIMEOUT"},
 				{"COMPRESSION=\"gzip\"", "GOBUILDCACHE_COMPRESSION"},
 			}},
+		{name: "bare bucket that is no bucket's name",
+			env:   map[string]string{"BACKEND_TYPE": "s3", "S3_BUCKET": "s3://cache"},
+			want:  func(c *Config) bool { return c.Backend == "disk" && c.S3Bucket == "" },
+			warns: [][]string{{"S3_BUCKET=\"s3://cache\"", "not a bucket name", "GOBUILDCACHE_S3_BUCKET"}, {"ignoring BACKEND_TYPE=s3", "no bucket"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -203,13 +207,16 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 		{[]string{"-s3-prefix=../x"}, nil, []string{"-s3-prefix", "GOBUILDCACHE_S3_PREFIX"}},
 		{[]string{"-cache-dir="}, nil, []string{"-cache-dir", "GOBUILDCACHE_CACHE_DIR"}},
 		{[]string{"-backend=s3"}, nil, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET"}},
+		{[]string{"-backend=s3", "-s3-bucket=a/b"}, nil, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET", `"a/b"`, "not a bucket name"}},
+		{nil, map[string]string{"GOBUILDCACHE_S3_BUCKET": "my bucket"}, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET", "not a bucket name"}},
+		{[]string{"check", "-backend=s3", "-s3-bucket=arn:aws:s3:us-east-1:111122223333:accesspoint/ci"}, nil, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET", "an ARN", "alias"}},
 		{nil, map[string]string{"GOBUILDCACHE_BACKEND": "s3"}, []string{"-s3-bucket", "GOBUILDCACHE_S3_BUCKET"}},
 		{[]string{"-no-such-flag"}, nil, []string{"-no-such-flag"}},
 		{[]string{"frobnicate"}, nil, []string{"unknown command", "frobnicate"}},
 		{[]string{"clear", "-local-only", "-remote-only"}, nil, []string{"-local-only (GOBUILDCACHE_LOCAL_ONLY)", "-remote-only (GOBUILDCACHE_REMOTE_ONLY)"}},
 		{[]string{"clear", "-remote-only"}, nil, []string{"-remote-only (GOBUILDCACHE_REMOTE_ONLY)", "-backend=s3 (GOBUILDCACHE_BACKEND)"}},
 		{[]string{"clear", "-remote-only"}, map[string]string{"BACKEND_TYPE": "disk"}, []string{"-remote-only (GOBUILDCACHE_REMOTE_ONLY)", "-backend=s3 (BACKEND_TYPE)"}},
-		{[]string{"clear", "-backend=s3", "-s3-bucket=b", "-s3-prefix=", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + os.DevNull + "/x"}, nil, []string{"-s3-prefix (GOBUILDCACHE_S3_PREFIX)", "-all-prefixes (GOBUILDCACHE_ALL_PREFIXES)"}},
+		{[]string{"clear", "-backend=s3", "-s3-bucket=bkt", "-s3-prefix=", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + os.DevNull + "/x"}, nil, []string{"-s3-prefix (GOBUILDCACHE_S3_PREFIX)", "-all-prefixes (GOBUILDCACHE_ALL_PREFIXES)"}},
 		{[]string{"check"}, nil, []string{"-backend=s3 (GOBUILDCACHE_BACKEND)", "-s3-bucket (GOBUILDCACHE_S3_BUCKET)"}},
 		{nil, map[string]string{"GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER": "my-account"}, []string{"-s3-expected-bucket-owner", "GOBUILDCACHE_S3_EXPECTED_BUCKET_OWNER", "12 digits"}},
 		{[]string{"-s3-sse=aes256"}, nil, []string{"-s3-sse", "GOBUILDCACHE_S3_SSE", "AES256 or aws:kms or aws:kms:dsse"}},
@@ -458,7 +465,7 @@ func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", empty)
 	t.Setenv("AWS_PROFILE", "gobuildcache-test-no-such-profile")
 	statsJSON := filepath.Join(dir, "stats.json")
-	args := []string{"-backend=s3", "-s3-bucket=b", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + filepath.Join(dir, "cache"), "-stats-json=" + statsJSON}
+	args := []string{"-backend=s3", "-s3-bucket=bkt", "-s3-endpoint=http://127.0.0.1:1", "-cache-dir=" + filepath.Join(dir, "cache"), "-stats-json=" + statsJSON}
 	stdin := putLine(1, actionID("a"), outputID("body"), "body") + getLine(2, actionID("a")) + `{"ID":3,"Command":"close"}` + "\n"
 	status, stdout, stderr := runMain(t, args, nil, stdin)
 	if status != 0 {
@@ -480,7 +487,7 @@ func TestServeWithAnAWSConfigThatDoesNotLoad(t *testing.T) {
 
 	// check, which is asked about the remote, fails on it: the version
 	// first, then one line.
-	status, stdout, stderr = runMain(t, []string{"check", "-backend=s3", "-s3-bucket=b", "-s3-endpoint=http://127.0.0.1:1"}, nil, "")
+	status, stdout, stderr = runMain(t, []string{"check", "-backend=s3", "-s3-bucket=bkt", "-s3-endpoint=http://127.0.0.1:1"}, nil, "")
 	if status != 1 || !strings.HasPrefix(stdout, "version:     gobuildcache ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "gobuildcache-test-no-such-profile") {
 		t.Errorf("check: exit %d, stdout %q, stderr %q: want 1, the version, one line naming the profile", status, stdout, stderr)
 	}
