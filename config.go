@@ -583,10 +583,10 @@ func (v *prefixValue) String() string { return string(*v) }
 type bucketValue string
 
 func (v *bucketValue) Set(s string) error {
-	switch {
-	case s != "" && strings.HasPrefix(s, "arn:"):
-		return errors.New("an ARN, not a bucket name: for an access point, give its alias (NAME-...-s3alias), which S3 takes wherever it takes a bucket name")
-	case s != "" && !isBucketName(s):
+	if s != "" && !isBucketName(s) {
+		if strings.HasPrefix(s, "arn:") {
+			return errors.New("an ARN, not a bucket name: for an access point, give its alias (NAME-...-s3alias), which S3 takes wherever it takes a bucket name")
+		}
 		return errors.New("not a bucket name: want 3 to 255 letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
 	}
 	*v = bucketValue(s)
