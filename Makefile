@@ -42,7 +42,7 @@ lint: ## formatting and vet
 
 FUZZTIME ?= 60s
 fuzz: ## run every fuzz target for FUZZTIME each
-	for t in FuzzParseRequest FuzzRequestStream FuzzBodyDecoder FuzzBase64Reader FuzzActionRecord FuzzS3Metadata FuzzManifest; do \
+	for t in FuzzParseRequest FuzzRequestStream FuzzBodyDecoder FuzzBase64Reader FuzzActionRecord FuzzS3Metadata FuzzManifest FuzzPackDamage; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 

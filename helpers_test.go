@@ -41,7 +41,7 @@ func idBytes(id any) []byte {
 	panic(fmt.Sprintf("idBytes(%T)", id))
 }
 
-func newTestDisk(t *testing.T) *DiskBackend {
+func newTestDisk(t testing.TB) *DiskBackend {
 	t.Helper()
 	d, err := NewDiskBackend(t.TempDir())
 	if err != nil {
@@ -50,7 +50,7 @@ func newTestDisk(t *testing.T) *DiskBackend {
 	return d
 }
 
-func putString(t *testing.T, b CacheBackend, key, body string) Entry {
+func putString(t testing.TB, b CacheBackend, key, body string) Entry {
 	t.Helper()
 	e, err := b.Put(context.Background(), actionID(key), outputID(body), int64(len(body)), strings.NewReader(body))
 	if err != nil {
@@ -87,7 +87,7 @@ type memEntry struct {
 
 var _ Remote = (*memBackend)(nil)
 
-func newMemBackend(t *testing.T) *memBackend {
+func newMemBackend(t testing.TB) *memBackend {
 	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), manifests: make(map[string][]byte), packs: make(map[string][]byte)}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -78,7 +79,7 @@ func TestManifestStoreConformance(t *testing.T) {
 
 // packRun stores bodies through a prefetcher over remote, as one run of
 // the go command would, and closes it: its manifest and packs are stored.
-func packRun(t *testing.T, remote *memBackend, bodies map[string]string, order []string) *Stats {
+func packRun(t testing.TB, remote *memBackend, bodies map[string]string, order []string) *Stats {
 	t.Helper()
 	stats := new(Stats)
 	p := newPrefetcher(newLocalTier(newTestDisk(t), remote, false, stats), remote, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
@@ -194,6 +195,66 @@ func TestPackDamage(t *testing.T) {
 			p.Close(context.Background())
 		})
 	}
+}
+
+// FuzzPackDamage: whatever bytes a pack holds (a poisoned bucket, a
+// broken disk), a fresh machine's every get returns its entry whole, from
+// the pack or from the entry's own object, never a corrupt body, and
+// nothing panics. The seed is a real pack of one frame (several zstd
+// blocks); the fuzzer rewrites its bytes (a shorter input is padded with
+// zeros), keeping its length, so that every ranged GET is answered and
+// the bytes reach the decoder and the landing. (TestPackDamage damages
+// packs of many frames.)
+func FuzzPackDamage(f *testing.F) {
+	src := newMemBackend(f)
+	bodies, order := fuzzPackBodies()
+	packRun(f, src, bodies, order)
+	if len(src.packs) != 1 {
+		f.Fatalf("the seed run wrote %d packs, want 1", len(src.packs))
+	}
+	var name string
+	var seed []byte
+	for k, p := range src.packs {
+		name, seed = k, p
+	}
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, pack []byte) {
+		if len(pack) > len(seed) {
+			return // the same input as its head, which the pack's length keeps
+		}
+		mem := newMemBackend(t)
+		src.mu.Lock()
+		maps.Copy(mem.entries, src.entries)
+		maps.Copy(mem.manifests, src.manifests)
+		src.mu.Unlock()
+		damaged := make([]byte, len(seed))
+		copy(damaged, pack)
+		mem.packs[name] = damaged
+
+		p, _, _, _ := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, packs: true})
+		defer p.Close(context.Background())
+		for _, k := range order {
+			e, err := p.Get(context.Background(), actionID(k))
+			if err != nil {
+				t.Fatalf("%s: %v (its own object is intact)", k, err)
+			}
+			checkEntry(t, e, []byte(bodies[k]))
+		}
+	})
+}
+
+// fuzzPackBodies returns the bodies of FuzzPackDamage's seed run, in
+// order: too large to ride in the manifest, and compressible, so that the
+// pack is a few hundred bytes and an input costs a few milliseconds.
+func fuzzPackBodies() (map[string]string, []string) {
+	bodies := make(map[string]string)
+	var order []string
+	for i := range 5 {
+		k := fmt.Sprintf("f%02d", i)
+		bodies[k] = strings.Repeat(fmt.Sprintf("entry %02d ", i), (inlineMax+1)/9+1)
+		order = append(order, k)
+	}
+	return bodies, order
 }
 
 // TestGetWaitsForPackRange: a get of an entry whose pack range is on its
