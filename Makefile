@@ -74,7 +74,7 @@ clean:
 	rm -rf builds
 
 .PHONY: chaos
-chaos: build ## the chaos suite: 8 "VMs" build and test on MinIO behind toxiproxy under injected faults (see TESTING.md); 5-8 min on 2 cores
+chaos: build ## the chaos suite: 8 "VMs" build and test on MinIO behind toxiproxy under injected faults (see TESTING.md); 5-10 min on 2 cores
 	scripts/minio.sh install >/dev/null && scripts/toxiproxy.sh install >/dev/null && $(GO) run ./chaos -bin $(BIN)
 
 .PHONY: bench-mtimes
