@@ -220,7 +220,7 @@ func FuzzPackDamage(f *testing.F) {
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, pack []byte) {
 		if len(pack) > len(seed) {
-			return // the same input as its head, which the pack's length keeps
+			return // only its first len(seed) bytes would count
 		}
 		mem := newMemBackend(t)
 		src.mu.Lock()
@@ -245,7 +245,7 @@ func FuzzPackDamage(f *testing.F) {
 
 // fuzzPackBodies returns the bodies of FuzzPackDamage's seed run, in
 // order: too large to ride in the manifest, and compressible, so that the
-// pack is a few hundred bytes and an input costs a few milliseconds.
+// pack is about a hundred bytes and an input costs a few milliseconds.
 func fuzzPackBodies() (map[string]string, []string) {
 	bodies := make(map[string]string)
 	var order []string
