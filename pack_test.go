@@ -251,7 +251,8 @@ func fuzzPackBodies() (map[string]string, []string) {
 	var order []string
 	for i := range 5 {
 		k := fmt.Sprintf("f%02d", i)
-		bodies[k] = strings.Repeat(fmt.Sprintf("entry %02d ", i), (inlineMax+1)/9+1)
+		word := fmt.Sprintf("entry %02d ", i)
+		bodies[k] = strings.Repeat(word, inlineMax/len(word)+1) // just over inlineMax
 		order = append(order, k)
 	}
 	return bodies, order
