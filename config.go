@@ -198,7 +198,7 @@ var options = []option{
 		func(c *Config) flag.Value { return &c.UploadQueue }},
 	{"prefetch", "PREFETCH", "at start, fetch what recent runs of the same scope used, in parallel, while the build runs (leaving 1 GiB of the disk free)", serveOnly,
 		func(c *Config) flag.Value { return (*boolValue)(&c.Prefetch) }},
-	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name; names after commas are further scopes, read and never written, e.g. test-linux,build; each is kept per Go version and target (default: derived from the working directory)", serveOnly,
+	{"prefetch-scope", "PREFETCH_SCOPE", "name shared by the runs whose manifests prefetch reads, e.g. the CI job name; names after commas are further scopes, read and never written, e.g. test-linux,build; each is kept per Go version and target (default: the CI job's name on GitHub Actions, GitLab CI, Buildkite and CircleCI, else derived from the working directory)", serveOnly,
 		func(c *Config) flag.Value { return (*stringValue)(&c.PrefetchScope) }},
 	{"prefetch-concurrency", "PREFETCH_CONCURRENCY", "prefetch requests in flight at once, at most (fewer while the remote is slow to answer)", serveOnly,
 		func(c *Config) flag.Value { return &intValue{&c.PrefetchConcurrency, 1, 1024} }},

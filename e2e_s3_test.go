@@ -413,6 +413,39 @@ func TestS3PrefetchPerToolchain(t *testing.T) {
 	}
 }
 
+// TestS3DefaultScopeIsTheCIJob: on a CI system, the runs of one job share
+// a scope by default though each builds in a directory of its own (as a
+// GitLab shell runner's slots or Buildkite's agents make them): a fresh VM
+// prefetches what the job's last run used. Elsewhere the scope is the
+// directory's, and the same fresh VM prefetches nothing.
+func TestS3DefaultScopeIsTheCIJob(t *testing.T) {
+	skipIfShortE2E(t)
+	tg := s3TargetForTest(t)
+	job := []string{"GITLAB_CI=true", "CI_PROJECT_PATH=group/api", "CI_JOB_NAME=test 1/2"}
+	if _, err := buildAndTestEnv(t, testModule(t), t.TempDir(), "job-cold", job, tg.args()...); err != nil {
+		t.Fatal(err)
+	}
+	if keys := listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+s3LayoutVersion+"/m/gl-group_api-test_1_2.go"); len(keys) == 0 {
+		t.Fatalf("no manifest of the job's scope gl-group_api-test_1_2.GOVERSION-...: %q", listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+s3LayoutVersion+"/m/"))
+	}
+	for _, tc := range []struct {
+		vm         string
+		env        []string
+		prefetched bool
+	}{
+		{"job-fresh", job, true},
+		{"no-job-fresh", nil, false},
+	} {
+		r, err := buildAndTestEnv(t, testModule(t), t.TempDir(), tc.vm, tc.env, tg.args()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := r.buildStats(t).PrefetchObjects; (n > 0) != tc.prefetched {
+			t.Errorf("%s, in a directory of its own: go build prefetched %d entries, want some: %v", tc.vm, n, tc.prefetched)
+		}
+	}
+}
+
 // getObject returns the bytes of bucket's object key.
 func getObject(t *testing.T, c *s3.Client, bucket, key string) []byte {
 	t.Helper()

@@ -77,13 +77,15 @@ func testModule(t *testing.T) string {
 
 // goEnv is the environment for a go command in the test module: isolated
 // from the user's settings (gobuildcache's variables, prefixed or bare,
-// included), offline.
+// included) and from the CI system the tests run on (whose job would be
+// every server's default scope: ciJobScope), offline.
 func goEnv(gocache string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "GOCACHE", "GOCACHEPROG", "GOFLAGS", "GOPROXY", "GOWORK", "GOTOOLCHAIN", "GO111MODULE", "GITHUB_STEP_SUMMARY":
+		case "GOCACHE", "GOCACHEPROG", "GOFLAGS", "GOPROXY", "GOWORK", "GOTOOLCHAIN", "GO111MODULE", "GITHUB_STEP_SUMMARY",
+			"GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "CIRCLECI":
 			continue
 		}
 		isBare := func(o option) bool { return o.bare == k && !strings.HasPrefix(k, "AWS_") } // AWS_REGION is the SDK's too

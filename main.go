@@ -109,7 +109,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 	backend := st.backend
 	var observer Observer
 	if st.tier != nil && cfg.Prefetch {
-		scope, readScopes := prefetchScopes(cfg.PrefetchScope, toolchainTag(os.Getenv))
+		scope, readScopes := prefetchScopes(cfg.PrefetchScope, toolchainTag(os.Getenv), ciJobScope(os.Getenv))
 		p := newPrefetcher(st.tier, st.remote, prefetchOptions{
 			scope:         scope,
 			readScopes:    readScopes,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -315,13 +317,14 @@ var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // it reads and never writes, as a cache key's restore keys: a matrix leg's
 // "test-linux,build" also reads what the build job's runs used. Each name
 // is made safe for a key; duplicates and names left empty are dropped. By
-// default the one scope is derived from the working directory (the go
-// command's, usually the checkout, which CI machines of one job share).
+// default the one scope is ciJob, the CI job's name (ciJobScope), or
+// outside a CI system it knows, derived from the working directory (the go
+// command's, usually the checkout).
 //
 // Every scope is the toolchain's own (toolchainTag; "" leaves the names
 // as they are): a matrix of Go versions or targets under one job name
 // keeps a scope per leg, whose manifests name only entries the leg can use.
-func prefetchScopes(flag, toolchain string) (own string, further []string) {
+func prefetchScopes(flag, toolchain, ciJob string) (own string, further []string) {
 	seen := make(map[string]bool)
 	add := func(name string) {
 		s := scopeName(name)
@@ -345,11 +348,55 @@ func prefetchScopes(flag, toolchain string) (own string, further []string) {
 		add(name)
 	}
 	if own == "" {
+		add(ciJob)
+	}
+	if own == "" {
 		wd, _ := os.Getwd()
 		h := sha256.Sum256([]byte(wd))
 		add("dir-" + hex.EncodeToString(h[:8]))
 	}
 	return own, further
+}
+
+// ciJobScope returns the default scope of a job on a CI system that names
+// its jobs in the environment: "" on any other machine, or if the job's
+// name is missing. Runs of one job then share a scope whatever directory
+// they build in, which some systems make differ between machines or
+// between the slots of one machine (a Buildkite agent's name, a GitLab
+// shell runner's concurrency slot, ...), and the jobs of one repository
+// keep apart, though they build in the same directory. GitLab puts a
+// matrix's values and a parallel job's index in the job's name, and the
+// parallel jobs of Buildkite and CircleCI get their index added; a GitHub
+// matrix's legs share their job's scope, as with the action's default
+// (Go versions and targets are kept apart anyway: toolchainTag).
+func ciJobScope(getenv func(string) string) string {
+	// index is a parallel job's index, "" when the job is not split.
+	index := func(i, total string) string {
+		if n, err := strconv.Atoi(total); err == nil && n > 1 {
+			return i
+		}
+		return ""
+	}
+	var job string
+	var parts []string // of the name, job among them
+	switch {
+	case getenv("GITHUB_ACTIONS") == "true":
+		job = getenv("GITHUB_JOB")
+		parts = []string{"gh", getenv("GITHUB_REPOSITORY"), getenv("GITHUB_WORKFLOW"), job}
+	case getenv("GITLAB_CI") == "true":
+		job = getenv("CI_JOB_NAME")
+		parts = []string{"gl", getenv("CI_PROJECT_PATH"), job}
+	case getenv("BUILDKITE") == "true":
+		job = cmp.Or(getenv("BUILDKITE_STEP_KEY"), getenv("BUILDKITE_LABEL"))
+		parts = []string{"bk", getenv("BUILDKITE_PIPELINE_SLUG"), job, index(getenv("BUILDKITE_PARALLEL_JOB"), getenv("BUILDKITE_PARALLEL_JOB_COUNT"))}
+	case getenv("CIRCLECI") == "true":
+		job = getenv("CIRCLE_JOB")
+		parts = []string{"cci", getenv("CIRCLE_PROJECT_REPONAME"), job, index(getenv("CIRCLE_NODE_INDEX"), getenv("CIRCLE_NODE_TOTAL"))}
+	}
+	if job == "" {
+		return ""
+	}
+	return strings.Join(slices.DeleteFunc(parts, func(p string) bool { return p == "" }), "-")
 }
 
 // toolchainTag names the toolchain and target of the go command that

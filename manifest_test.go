@@ -91,32 +91,67 @@ func TestPrefetchScopes(t *testing.T) {
 		"../../etc":          "etc",
 		"a\x00b":             "a_b",
 	} {
-		if got, further := prefetchScopes(in, ""); got != want || further != nil {
+		if got, further := prefetchScopes(in, "", ""); got != want || further != nil {
 			t.Errorf("prefetchScopes(%q) = %q, %q, want %q alone", in, got, further, want)
 		}
 	}
-	own, further := prefetchScopes("test-1, build,,test-1,../x", "")
+	own, further := prefetchScopes("test-1, build,,test-1,../x", "", "")
 	if own != "test-1" || !slices.Equal(further, []string{"build", "x"}) {
 		t.Errorf("a list: %q, %q; want test-1 then build, x", own, further)
 	}
-	if got, _ := prefetchScopes(strings.Repeat("x", 300), ""); len(got) > 100 {
+	if got, _ := prefetchScopes(strings.Repeat("x", 300), "", ""); len(got) > 100 {
 		t.Errorf("long scope kept %d bytes", len(got))
 	}
-	a, _ := prefetchScopes("", "")
-	b, further := prefetchScopes(" , /", "")
+	a, _ := prefetchScopes("", "", "")
+	b, further := prefetchScopes(" , /", "", "")
 	if a != b || !strings.HasPrefix(a, "dir-") || further != nil {
 		t.Errorf("default scope %q, %q (%q): want one stable dir- name", a, b, further)
 	}
 	// Every scope is the toolchain's own, the default one too.
-	own, further = prefetchScopes("test-1,build", "go1.26.8-linux-amd64-v1")
+	own, further = prefetchScopes("test-1,build", "go1.26.8-linux-amd64-v1", "")
 	if own != "test-1.go1.26.8-linux-amd64-v1" || !slices.Equal(further, []string{"build.go1.26.8-linux-amd64-v1"}) {
 		t.Errorf("with a toolchain: %q, %q", own, further)
 	}
-	if d, _ := prefetchScopes("", "go1.26.8-linux-amd64-v1"); d != a+".go1.26.8-linux-amd64-v1" {
+	if d, _ := prefetchScopes("", "go1.26.8-linux-amd64-v1", ""); d != a+".go1.26.8-linux-amd64-v1" {
 		t.Errorf("default scope with a toolchain: %q, want %q", d, a+".go1.26.8-linux-amd64-v1")
 	}
-	if got, _ := prefetchScopes(strings.Repeat("x", 300), "go1.26.8-linux-amd64-v1"); len(got) > 100 {
+	if got, _ := prefetchScopes(strings.Repeat("x", 300), "go1.26.8-linux-amd64-v1", ""); len(got) > 100 {
 		t.Errorf("long scope with a toolchain kept %d bytes", len(got))
+	}
+	// On a CI system, the job is the default; a scope given wins over it.
+	if got, _ := prefetchScopes("", "go1.26.8-linux-amd64-v1", "gl-group/api-test 2/4"); got != "gl-group_api-test_2_4.go1.26.8-linux-amd64-v1" {
+		t.Errorf("default scope of a CI job: %q", got)
+	}
+	if got, _ := prefetchScopes("build", "", "gl-group/api-test"); got != "build" {
+		t.Errorf("a scope given, on a CI system: %q, want build", got)
+	}
+}
+
+// TestCIJobScope: on each CI system it knows, the default scope names the
+// project and the job (a parallel job's index too, when split), whatever
+// directory the job builds in; with the job's name missing, or on any other
+// machine, there is none (the working directory's is used).
+func TestCIJobScope(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, ""},
+		{map[string]string{"CI": "true", "JOB_NAME": "api/main"}, ""}, // Jenkins: its job names carry the branch
+		{map[string]string{"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/api", "GITHUB_WORKFLOW": "CI", "GITHUB_JOB": "test"}, "gh-acme/api-CI-test"},
+		{map[string]string{"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/api"}, ""},
+		{map[string]string{"GITHUB_JOB": "test"}, ""},
+		{map[string]string{"GITLAB_CI": "true", "CI_PROJECT_PATH": "group/api", "CI_JOB_NAME": "test: [linux, 1.26]"}, "gl-group/api-test: [linux, 1.26]"},
+		{map[string]string{"GITLAB_CI": "true", "CI_PROJECT_PATH": "group/api"}, ""},
+		{map[string]string{"BUILDKITE": "true", "BUILDKITE_PIPELINE_SLUG": "api", "BUILDKITE_LABEL": ":go: test"}, "bk-api-:go: test"},
+		{map[string]string{"BUILDKITE": "true", "BUILDKITE_PIPELINE_SLUG": "api", "BUILDKITE_STEP_KEY": "test", "BUILDKITE_LABEL": ":go: test",
+			"BUILDKITE_PARALLEL_JOB": "2", "BUILDKITE_PARALLEL_JOB_COUNT": "4"}, "bk-api-test-2"},
+		{map[string]string{"CIRCLECI": "true", "CIRCLE_PROJECT_REPONAME": "api", "CIRCLE_JOB": "test", "CIRCLE_NODE_INDEX": "0", "CIRCLE_NODE_TOTAL": "1"}, "cci-api-test"},
+		{map[string]string{"CIRCLECI": "true", "CIRCLE_PROJECT_REPONAME": "api", "CIRCLE_JOB": "test", "CIRCLE_NODE_INDEX": "3", "CIRCLE_NODE_TOTAL": "4"}, "cci-api-test-3"},
+	} {
+		if got := ciJobScope(func(k string) string { return tc.env[k] }); got != tc.want {
+			t.Errorf("ciJobScope(%v) = %q, want %q", tc.env, got, tc.want)
+		}
 	}
 }
 

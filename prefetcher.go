@@ -285,6 +285,7 @@ func (p *prefetcher) run() error {
 	if err != nil {
 		return err
 	}
+	p.log.Debug("prefetch: manifests listed", "scope", p.opts.scope, "further", p.opts.readScopes, "listed", len(listed))
 	own := 0
 	for _, m := range listed {
 		if !m.readOnly {

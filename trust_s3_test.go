@@ -340,7 +340,7 @@ func hostileOverwrite(t *testing.T, f trustFixture) []string {
 	}
 	// A manifest that would make main's next VMs (go commands of this
 	// test's toolchain) prefetch the planted entries.
-	scope, _ := prefetchScopes("ci/e2e", toolchainTag(os.Getenv))
+	scope, _ := prefetchScopes("ci/e2e", toolchainTag(os.Getenv), "")
 	manifest := fmt.Sprintf("root/main/%s/m/%s/%019d-hostile", s3LayoutVersion, scope, time.Now().UnixNano())
 	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(manifest), Body: strings.NewReader("gbcm2\n")})
 	try("PutObject manifest", err)
