@@ -441,7 +441,11 @@ func TestS3DefaultScopeIsTheCIJob(t *testing.T) {
 			t.Fatal(err)
 		}
 		if n := r.buildStats(t).PrefetchObjects; (n > 0) != tc.prefetched {
-			t.Errorf("%s, in a directory of its own: go build prefetched %d entries, want some: %v", tc.vm, n, tc.prefetched)
+			want := "none"
+			if tc.prefetched {
+				want = "some"
+			}
+			t.Errorf("%s, in a directory of its own: go build prefetched %d entries, want %s", tc.vm, n, want)
 		}
 	}
 }

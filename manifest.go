@@ -317,9 +317,9 @@ var scopeUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // it reads and never writes, as a cache key's restore keys: a matrix leg's
 // "test-linux,build" also reads what the build job's runs used. Each name
 // is made safe for a key; duplicates and names left empty are dropped. By
-// default the one scope is ciJob, the CI job's name (ciJobScope), or
-// outside a CI system it knows, derived from the working directory (the go
-// command's, usually the checkout).
+// default the one scope is ciJob, the CI job's (ciJobScope), or where that
+// is empty, one derived from the working directory (the go command's,
+// usually the checkout).
 //
 // Every scope is the toolchain's own (toolchainTag; "" leaves the names
 // as they are): a matrix of Go versions or targets under one job name
