@@ -425,8 +425,9 @@ func TestS3DefaultScopeIsTheCIJob(t *testing.T) {
 	if _, err := buildAndTestEnv(t, testModule(t), t.TempDir(), "job-cold", job, tg.args()...); err != nil {
 		t.Fatal(err)
 	}
-	if keys := listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+s3LayoutVersion+"/m/gl-group_api-test_1_2.go"); len(keys) == 0 {
-		t.Fatalf("no manifest of the job's scope gl-group_api-test_1_2.GOVERSION-...: %q", listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+s3LayoutVersion+"/m/"))
+	rc, manifests := rawClient(t, tg), tg.Prefix+s3LayoutVersion+"/m/"
+	if keys := listKeys(t, rc, tg.Bucket, manifests+"gl-group_api-test_1_2.go"); len(keys) == 0 {
+		t.Fatalf("no manifest of the job's scope gl-group_api-test_1_2.GOVERSION-...: %q", listKeys(t, rc, tg.Bucket, manifests))
 	}
 	for _, tc := range []struct {
 		vm         string
