@@ -177,7 +177,7 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	logf("gobuildcache %s: prefetch %v, compression %v; MinIO %s behind toxiproxy %s; %d timed runs planned",
 		set.bin, b.feat.prefetch, b.feat.compression, endpoint, b.proxyURL, b.planned)
 
-	phases := []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.freshPhase, b.manyPhase, b.mtimesPhase}
+	phases := []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.packLandingParts, b.freshPhase, b.manyPhase, b.mtimesPhase}
 	if set.prOnly {
 		phases = []func() error{b.coldPhase, b.freshPhase}
 	}
@@ -385,6 +385,8 @@ func (b *s3Bench) defineRows() {
 		short: "protocol floor", group: "plain"}, s.runs)
 	b.add(&row{key: floorFreshKey, label: "protocol floor, run second in each round of the fresh-VM scenarios (the least a GOCACHEPROG costs there, with nothing to fetch or land)",
 		short: "protocol floor (fresh-VM rounds)", group: "plain"}, s.freshRuns)
+	b.add(&row{key: landingFloorKey, label: fmt.Sprintf("landing floor, RTT %s: the protocol floor's job and, from the same instant, the warm GOCACHE's bytes in %d tar.zst objects downloaded at once, each decoded and unpacked as it arrives and every body checked against its name (the least a cache program on a fresh VM does: see bench/landing_floor.go)", rttName(landingFloorRTT), landingParts),
+		short: "landing floor, " + rttName(landingFloorRTT), group: "plain"}, s.freshRuns)
 	diskCold := &row{key: "disk-cold", label: "gobuildcache disk, cold (empty dir)", short: "disk, cold", group: "disk"}
 	if s.quick {
 		diskCold.na = "skipped by -quick"
@@ -758,6 +760,16 @@ func (b *s3Bench) freshPhase() error {
 				return fmt.Errorf("protocol floor: %v", err)
 			}
 			b.record(floorFreshKey, r)
+		}
+		if b.byKey[landingFloorKey].na == "" {
+			if err := b.tox.setRTT(landingFloorRTT); err != nil {
+				return err
+			}
+			r, err := b.landingFloor()
+			if err != nil {
+				return fmt.Errorf("landing floor: %v", err)
+			}
+			b.record(landingFloorKey, r)
 		}
 		for _, c := range b.freshConfigs() {
 			key := c.key()

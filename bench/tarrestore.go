@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -47,7 +49,12 @@ func newS3Client(endpoint, region, accessKey, secretKey string) *s3Client {
 
 // packGocache writes dir as a zstd-compressed tar to path and returns its
 // size.
-func packGocache(dir, path string) (int64, error) {
+func packGocache(dir, path string) (int64, error) { return packFiles(dir, path, nil) }
+
+// packFiles writes dir as a zstd-compressed tar to path, with every
+// directory but only the regular files that keep (a path relative to dir)
+// reports true, or all if keep is nil; it returns the tar.zst's size.
+func packFiles(dir, path string, keep func(rel string) bool) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return 0, err
@@ -70,7 +77,7 @@ func packGocache(dir, path string) (int64, error) {
 		if err != nil {
 			return err
 		}
-		if !info.Mode().IsRegular() && !info.IsDir() {
+		if !info.IsDir() && (!info.Mode().IsRegular() || keep != nil && !keep(rel)) {
 			return nil
 		}
 		hdr, err := tar.FileInfoHeader(info, "")
@@ -161,12 +168,22 @@ func unpackGocache(path, dir string) error {
 		return err
 	}
 	defer f.Close()
-	zr, err := zstd.NewReader(bufio.NewReaderSize(f, 1<<20))
+	return unpackTarZst(bufio.NewReaderSize(f, 1<<20), dir, false)
+}
+
+// unpackTarZst extracts the zstd-compressed tar read from r into dir, as
+// tar does: directories, regular files and their modification times. With
+// verify, each output file of a GOCACHE (named <SHA-256 in hex>-d) is
+// hashed as it is written and must match its name, as a cache program
+// checks each body it lands.
+func unpackTarZst(r io.Reader, dir string, verify bool) error {
+	zr, err := zstd.NewReader(r)
 	if err != nil {
 		return err
 	}
 	defer zr.Close()
 	tr := tar.NewReader(zr)
+	h := sha256.New()
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -193,12 +210,21 @@ func unpackGocache(path, dir string) error {
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(out, tr)
+			want, body := strings.CutSuffix(filepath.Base(name), "-d")
+			var w io.Writer = out
+			if verify && body {
+				h.Reset()
+				w = io.MultiWriter(out, h)
+			}
+			_, err = io.Copy(w, tr)
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
 			if err != nil {
 				return err
+			}
+			if verify && body && hex.EncodeToString(h.Sum(nil)) != want {
+				return fmt.Errorf("%s: body does not match its name", hdr.Name)
 			}
 			if err := os.Chtimes(target, hdr.ModTime, hdr.ModTime); err != nil {
 				return err
