@@ -50,7 +50,7 @@ bench-local: build ## warm go build std on gobuildcache vs the plain Go cache, a
 	$(GO) run ./bench -bin $(BIN)
 
 .PHONY: bench bench-s3 bench-quick
-bench: bench-s3 ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-30 min on a 2-core machine, plus the replay's 14-25 min
+bench: bench-s3 ## the S3 benchmark on MinIO behind toxiproxy, then the CI replay as a section of its report (see TESTING.md); 20-35 min on a 2-core machine, plus the replay's 14-25 min
 	$(BENCH_MINIO) run -- $(GO) run ./bench -ci -ci-into-latest -bin $(BIN)
 
 bench-s3: build ## the S3 benchmark alone (latest.md without the CI replay's section)
