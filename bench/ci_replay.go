@@ -24,7 +24,8 @@ import (
 // (ci_module.go), each run a fresh `git clone` at one path on a fresh "VM",
 // replayed three ways through one toxiproxy in front of MinIO: no cache,
 // the tar-and-restore pattern, and gobuildcache on S3; and a fourth, the
-// floor under any cache program (wayFloor). It writes ci-replay.md and
+// floor under any cache program (wayFloor), with, in run (5), the landing
+// floor under a fresh VM's. It writes ci-replay.md and
 // ci-replay.svg (ci_report.go).
 
 // ciRun is one CI run of the history.
@@ -170,8 +171,16 @@ const (
 	// whose GOCACHE already holds everything the earlier runs stored where
 	// this run's gobuildcache would read it: no network, no landing, no
 	// upload. No cache program can do better; the targets compare with it.
+	// In run (landingFloorRun) it has a second row, the landing floor: the
+	// same job on another fresh VM, beside which the entries it starts
+	// with are downloaded at landingFloorRTT, unpacked and checked, as a
+	// fresh VM's cache program must (landing_floor.go).
 	wayFloor ciWay = "floor"
 )
+
+// landingFloorRun is the run whose floor job is also timed with the
+// landing beside it: the one with issue 14's 3x target.
+const landingFloorRun = 5
 
 // tarRTTs are the round-trip times at which every tar-and-restore download
 // and upload is timed. Nothing else a tar run does touches the network, so
@@ -497,8 +506,11 @@ func (c *ciBench) defineHistories() {
 		h := &ciHist{key: key, way: way, rtt: rtt, mtimes: mtimes, rows: map[time.Duration]*ciRow{},
 			root: fmt.Sprintf("gobuildcache-bench-ci/%s/%s/", c.runID, key)}
 		rtts := []time.Duration{rtt}
-		if way == wayTar {
+		switch way {
+		case wayTar:
 			rtts = tarRTTs
+		case wayFloor:
+			rtts = []time.Duration{0, landingFloorRTT}
 		}
 		for _, r := range rtts {
 			row := &ciRow{way: way, rtt: r, mtimes: mtimes, res: map[int]*ciResult{}}
@@ -576,6 +588,9 @@ func rowName(way ciWay, rtt time.Duration, mtimes bool) (key, label string) {
 		return fmt.Sprintf("tar-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
 			fmt.Sprintf("tar-and-restore, %s%s", rttName(rtt), m)
 	case wayFloor:
+		if rtt > 0 {
+			return "landing-floor", fmt.Sprintf("landing floor, %s, run (%d) only: the protocol floor's job beside the download, unpacking and checking of its entries", rttName(rtt), landingFloorRun)
+		}
 		return "floor", "protocol floor, every earlier entry local"
 	}
 	return fmt.Sprintf("gbc-%dms%s", rtt.Milliseconds(), strings.ReplaceAll(m, " + ", "-")),
@@ -880,11 +895,17 @@ func (c *ciBench) matrix(h *ciHist, run ciRun) (map[time.Duration]*ciResult, err
 		defer c.settleFloor(h, run)
 	}
 	if run.shards == 0 {
-		return c.job(h, run, 0)
+		res, err := c.job(h, run, 0, false)
+		if err != nil || h.way != wayFloor || run.n != landingFloorRun {
+			return res, err
+		}
+		landed, err := c.job(h, run, 0, true)
+		maps.Copy(res, landed)
+		return res, err
 	}
 	agg := map[time.Duration]*ciResult{}
 	for k := 0; k < run.shards; k++ {
-		res, err := c.job(h, run, k)
+		res, err := c.job(h, run, k, false)
 		if err != nil {
 			return nil, fmt.Errorf("shard %d: %v", k, err)
 		}
@@ -937,7 +958,11 @@ func (c *ciBench) newVM(label string) (string, error) {
 // job is one CI job of run on a fresh machine for h (shard k of a matrix):
 // checkout, the way's restore, mtimes, the go commands, the way's save. A
 // tar job returns a result for each of tarRTTs, the others one for h.rtt.
-func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciResult, error) {
+// land makes a floor job the landing floor's, with a result for
+// landingFloorRTT: the floor's GOCACHE is also packed and uploaded
+// (untimed), and from the job's first instant downloaded, unpacked and
+// checked beside it; the job ends when both are done.
+func (c *ciBench) job(h *ciHist, run ciRun, shard int, land bool) (map[time.Duration]*ciResult, error) {
 	label := fmt.Sprintf("run%d-%s", run.n, h.key)
 	if run.shards > 0 {
 		label += fmt.Sprintf("-shard%d", shard)
@@ -953,9 +978,17 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 	}
 	gocache := filepath.Join(dir, "gocache")
 	floorCache := filepath.Join(dir, "floor")
+	var landingKeys []string
 	if h.way == wayFloor {
 		if err := c.fillFloor(h, run, floorCache); err != nil {
 			return nil, err
+		}
+		if land {
+			keys, err := packLandingParts(c.ctx, c.directS3, c.env.bucket, floorCache, dir, fmt.Sprintf("%slanding/run-%d/", h.root, run.n))
+			if err != nil {
+				return nil, fmt.Errorf("landing floor: %v", err)
+			}
+			landingKeys = keys
 		}
 	}
 	var parts []partResult
@@ -990,11 +1023,25 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		return nil
 	}
 
-	if err := c.tox.setRTT(h.rtt); err != nil {
+	rtt := h.rtt
+	if land {
+		rtt = landingFloorRTT
+	}
+	if err := c.tox.setRTT(rtt); err != nil {
 		return nil, err
 	}
 	syncDisks()
 	io0 := ioBytes(c.toxPid)
+	landed := make(chan error, 1)
+	var landing time.Duration
+	if land {
+		start := time.Now()
+		go func() {
+			err := landParts(c.ctx, c.proxyS3, c.env.bucket, landingKeys, filepath.Join(dir, "landed"))
+			landing = time.Since(start)
+			landed <- err
+		}()
+	}
 	if err := timed("checkout", func() error {
 		_, err := runCmd(c.ctx, filepath.Dir(c.src), nil, "git", "clone", "-q", "--depth", "1", "--branch", fmt.Sprintf("run-%d", run.n), c.origin, c.src)
 		return err
@@ -1060,6 +1107,11 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		return nil, err
 	}
 	parts = append(parts, wr.parts...)
+	if land {
+		if err := <-landed; err != nil {
+			return nil, fmt.Errorf("landing floor: %v", err)
+		}
+	}
 	res := &ciResult{testsCached: wr.testsCached, testsTotal: wr.testsTotal, gocache: gocache}
 	switch h.way {
 	case wayGBC:
@@ -1068,9 +1120,17 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		res.serverCPU = cpuTime(c.servers) - cpu0
 		res.gbcCPU = time.Duration(wr.stats["cpu_seconds"]) * time.Microsecond
 	case wayFloor:
-		res.gets, res.hits = hitCounts(floorCache, goStart)
+		// The landing floor's packing read every entry before the go
+		// commands: its hit rate would be wrong, and is the floor's.
+		if !land {
+			res.gets, res.hits = hitCounts(floorCache, goStart)
+		}
 		res.gocache = floorCache
-		h.floorNew = append(h.floorNew, floorCache)
+		if land {
+			res.moved = ioDelta(io0, ioBytes(c.toxPid))
+		} else {
+			h.floorNew = append(h.floorNew, floorCache)
+		}
 	default:
 		res.gets, res.hits = hitCounts(gocache, goStart)
 	}
@@ -1103,10 +1163,14 @@ func (c *ciBench) job(h *ciHist, run ciRun, shard int) (map[time.Duration]*ciRes
 		for _, p := range parts {
 			res.wall += p.d
 		}
-		if h.way == wayNone || h.way == wayFloor {
+		if land {
+			res.parts = append(res.parts, partResult{"landing (beside the job)", landing})
+			res.wall = max(res.wall, landing)
+		}
+		if h.way == wayNone || h.way == wayFloor && !land {
 			res.moved = 0
 		}
-		out[h.rtt] = res
+		out[rtt] = res
 		return out, nil
 	}
 	for _, rtt := range tarRTTs {

@@ -468,23 +468,31 @@ func TestKeepFaster(t *testing.T) {
 	}
 }
 
-// TestCITargetsFloor: run (5)'s target shows the protocol floor's ratio,
-// and a miss is marked unreachable only if the floor misses too.
+// TestCITargetsFloor: run (5)'s target shows the ratios of the protocol
+// floor and, if it was timed, the landing floor, and a miss is marked
+// unreachable only if a floor misses too.
 func TestCITargetsFloor(t *testing.T) {
 	for _, tc := range []struct {
-		gbc, floor float64 // run (5), s; tar-and-restore at 10 ms takes 40 s
-		measured   string
-		result     string
+		gbc, floor, landing float64 // run (5), s (landing 0: not timed); tar-and-restore at 10 ms takes 40 s
+		measured            string
+		result              string
 	}{
-		{10, 8, "4.00x (40.0s against 10.0s); the protocol floor 5.00x (8.0s)", "PASS"},
-		{16, 12, "2.50x (40.0s against 16.0s); the protocol floor 3.33x (12.0s)", "FAIL"},
-		{16, 14, "2.50x (40.0s against 16.0s); the protocol floor 2.86x (14.0s)", "FAIL: unreachable, below the floor"},
+		{10, 8, 0, "4.00x (40.0s against 10.0s); the protocol floor 5.00x (8.0s)", "PASS"},
+		{16, 12, 0, "2.50x (40.0s against 16.0s); the protocol floor 3.33x (12.0s)", "FAIL"},
+		{16, 14, 0, "2.50x (40.0s against 16.0s); the protocol floor 2.86x (14.0s)", "FAIL: unreachable, below the floor"},
+		{16, 12, 12.5, "2.50x (40.0s against 16.0s); the protocol floor 3.33x (12.0s); the landing floor 3.20x (12.5s)", "FAIL"},
+		{16, 12, 14, "2.50x (40.0s against 16.0s); the protocol floor 3.33x (12.0s); the landing floor 2.86x (14.0s)", "FAIL: unreachable, below the floor"},
 	} {
 		rows := ciFixture()
 		rows[4].res[5].wall = time.Duration(tc.gbc * float64(time.Second))
 		floor := &ciRow{way: wayFloor, res: map[int]*ciResult{5: {wall: time.Duration(tc.floor * float64(time.Second))}}}
 		floor.key, floor.label = rowName(wayFloor, 0, false)
 		rows = append(rows, floor)
+		if tc.landing > 0 {
+			landing := &ciRow{way: wayFloor, rtt: landingFloorRTT, res: map[int]*ciResult{5: {wall: time.Duration(tc.landing * float64(time.Second))}}}
+			landing.key, landing.label = rowName(wayFloor, landingFloorRTT, false)
+			rows = append(rows, landing)
+		}
 		var got *target
 		for _, tg := range ciTargets(rows, []int{1, 2, 3, 4, 5, 6, 7}) {
 			if strings.HasPrefix(tg.name, "run (5)") {
@@ -492,7 +500,7 @@ func TestCITargetsFloor(t *testing.T) {
 			}
 		}
 		if got == nil || got.measured != tc.measured || got.result != tc.result {
-			t.Errorf("gbc %vs, floor %vs: %+v, want %q %q", tc.gbc, tc.floor, got, tc.measured, tc.result)
+			t.Errorf("gbc %vs, floor %vs, landing %vs: %+v, want %q %q", tc.gbc, tc.floor, tc.landing, got, tc.measured, tc.result)
 		}
 		if f, tar := floorPair(rows); f != floor || tar != rows[2] {
 			t.Errorf("floorPair: %v %v", f, tar)

@@ -40,17 +40,18 @@ const landingFloorRTT = 10 * time.Millisecond
 // landingFloorKey is the landing floor's row.
 const landingFloorKey = "floor-landing-10"
 
-// packLandingParts splits the warm plain GOCACHE's files into landingParts
+// packLandingParts uploads the files of dir (a GOCACHE) as landingParts
 // tar.zst objects of about equal size (each file to the smallest part so
-// far, the largest first) and uploads them straight to MinIO, outside any
-// timing.
-func (b *s3Bench) packLandingParts() error {
+// far, the largest first), straight to MinIO through direct, outside any
+// timing, as keyPrefix0.tar.zst, keyPrefix1.tar.zst, ...; it returns
+// their keys. tmp holds each archive until it is uploaded.
+func packLandingParts(ctx context.Context, direct *s3Client, bucket, dir, tmp, keyPrefix string) ([]string, error) {
 	type file struct {
 		rel  string
 		size int64
 	}
 	var files []file
-	err := filepath.WalkDir(b.plainWarm, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
@@ -58,12 +59,12 @@ func (b *s3Bench) packLandingParts() error {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(b.plainWarm, p)
+		rel, err := filepath.Rel(dir, p)
 		files = append(files, file{rel, info.Size()})
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	slices.SortFunc(files, func(x, y file) int { return int(y.size - x.size) })
 	part := make(map[string]int, len(files))
@@ -73,22 +74,29 @@ func (b *s3Bench) packLandingParts() error {
 		part[f.rel] = i
 		sizes[i] += f.size
 	}
+	var keys []string
 	for i := range landingParts {
-		path := filepath.Join(b.work, fmt.Sprintf("landing-%d.tar.zst", i))
-		if _, err := packFiles(b.plainWarm, path, func(rel string) bool { return part[rel] == i }); err != nil {
-			return fmt.Errorf("packing part %d: %v", i, err)
+		path := filepath.Join(tmp, fmt.Sprintf("landing-%d.tar.zst", i))
+		if _, err := packFiles(dir, path, func(rel string) bool { return part[rel] == i }); err != nil {
+			return nil, fmt.Errorf("packing part %d: %v", i, err)
 		}
-		err := b.directS3.upload(b.ctx, b.bucket, b.landingKey(i), path)
+		key := fmt.Sprintf("%s%d.tar.zst", keyPrefix, i)
+		err := direct.upload(ctx, bucket, key, path)
 		os.Remove(path)
 		if err != nil {
-			return fmt.Errorf("uploading part %d: %v", i, err)
+			return nil, fmt.Errorf("uploading part %d: %v", i, err)
 		}
+		keys = append(keys, key)
 	}
-	return nil
+	return keys, nil
 }
 
-func (b *s3Bench) landingKey(i int) string {
-	return fmt.Sprintf("gobuildcache-bench/%s/landing/%d.tar.zst", b.runID, i)
+// packLandingParts packs the warm plain GOCACHE for the landing floor.
+func (b *s3Bench) packLandingParts() error {
+	var err error
+	b.landingKeys, err = packLandingParts(b.ctx, b.directS3, b.bucket, b.plainWarm, b.work,
+		fmt.Sprintf("gobuildcache-bench/%s/landing/", b.runID))
+	return err
 }
 
 // landingFloor is one run of the landing floor, at the proxy's RTT.
@@ -102,7 +110,7 @@ func (b *s3Bench) landingFloor() (runResult, error) {
 	cpu := b.serverCPU()
 	start := time.Now()
 	landed := make(chan error, 1)
-	go func() { landed <- b.land(filepath.Join(dir, "landed")) }()
+	go func() { landed <- landParts(b.ctx, b.proxyS3, b.bucket, b.landingKeys, filepath.Join(dir, "landed")) }()
 	r, err := runWorkload(b.ctx, b.wl, b.floorVM())
 	if lerr := <-landed; err == nil && lerr != nil {
 		err = fmt.Errorf("landing: %v", lerr)
@@ -113,20 +121,20 @@ func (b *s3Bench) landingFloor() (runResult, error) {
 	return r, err
 }
 
-// land fetches the landing parts at once through the proxy, over new
-// connections, each unpacked into dir and verified as its bytes arrive.
-func (b *s3Bench) land(dir string) error {
-	b.proxyS3.transport.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Minute)
+// landParts fetches the objects keys at once through proxy (the proxy's
+// RTT), over new connections, each unpacked into dir and verified as its
+// bytes arrive.
+func landParts(ctx context.Context, proxy *s3Client, bucket string, keys []string, dir string) error {
+	proxy.transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	errs := make([]error, landingParts)
+	errs := make([]error, len(keys))
 	var wg sync.WaitGroup
-	for i := range landingParts {
+	for i, key := range keys {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := b.landingKey(i)
-			out, err := b.proxyS3.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &key})
+			out, err := proxy.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 			if err != nil {
 				errs[i] = err
 				return

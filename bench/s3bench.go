@@ -115,6 +115,7 @@ type s3Bench struct {
 	s3WarmLocal vm                // local dir of the last S3 cold run
 	warmBucket  map[string]string // compression -> prefix of a warm bucket
 	tarKey      string
+	landingKeys []string // the landing floor's objects (packLandingParts)
 	tarSize     int64
 	tarRaw      int64
 
