@@ -91,9 +91,9 @@ func ciTargets(rows []*ciRow, runs []int) []target {
 					if f.row == nil || f.row.res[5] == nil || g.mtimes {
 						continue
 					}
-					fs := f.row.res[5].wall.Seconds()
-					fv := a.wall.Seconds() / fs
-					tt.measured += fmt.Sprintf("; %s %.2fx (%.1fs)", f.name, fv, fs)
+					secs := f.row.res[5].wall.Seconds()
+					fv := a.wall.Seconds() / secs
+					tt.measured += fmt.Sprintf("; %s %.2fx (%.1fs)", f.name, fv, secs)
 					if v < 3 && fv < 3 {
 						tt.result = "FAIL: unreachable, below the floor"
 					}
@@ -224,9 +224,9 @@ func (c *ciBench) markdown() string {
 	fmt.Fprintf(&s, "  - %s\n", mt)
 	s.WriteString("  - protocol floor: a fresh VM whose GOCACHE already holds, copied untimed, everything the earlier runs stored where the run's gobuildcache would read it, " +
 		"served by a minimal GOCACHEPROG (`bench -floor-server -floor-puts`, bench/floor.go): no network, nothing to land or upload. No cache program on a fresh VM can be faster; run (1) is the no-cache job\n")
-	s.WriteString(fmt.Sprintf("  - landing floor, run (%d) only: the protocol floor's job on another fresh VM, and from its first instant, beside it, the entries that job starts with "+
+	fmt.Fprintf(&s, "  - landing floor, run (%d) only: the protocol floor's job on another fresh VM, and from its first instant, beside it, the entries that job starts with "+
 		"(as %d tar.zst objects of about equal size, packed and uploaded untimed) downloaded at once through the proxy at %s, each unpacked as it arrives and every body checked against its name (bench/landing_floor.go): "+
-		"what a fresh VM's cache program cannot skip, with a build that never waits for it (no hit rate: the floor's lookups)\n", landingFloorRun, landingParts, rttName(landingFloorRTT)))
+		"what a fresh VM's cache program cannot skip, with a build that never waits for it (no hit rate: the floor's lookups)\n", landingFloorRun, landingParts, rttName(landingFloorRTT))
 	s.WriteString("- run (1) is two cold jobs: one shared by no cache and tar-and-restore (its tarball is every tar history's first save; the no-cache row leaves out its mtimes, pack and upload steps), " +
 		"one shared by the gobuildcache histories, at the highest of their RTTs and with mtimes if one has it, into an empty prefix that is then copied (untimed, straight to MinIO) to each other history's; " +
 		"a row without mtimes leaves out the mtimes step\n")
