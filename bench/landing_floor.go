@@ -93,8 +93,8 @@ func packLandingParts(ctx context.Context, direct *s3Client, bucket, dir, tmp, k
 	return keys, nil
 }
 
-// packLandingParts packs the warm plain GOCACHE for the landing floor.
-func (b *s3Bench) packLandingParts() error {
+// packLandingFloor packs the warm plain GOCACHE for the landing floor (packLandingParts).
+func (b *s3Bench) packLandingFloor() error {
 	var err error
 	b.landingKeys, err = packLandingParts(b.ctx, b.directS3, b.bucket, b.plainWarm, b.work,
 		fmt.Sprintf("gobuildcache-bench/%s/landing/", b.runID))

@@ -115,7 +115,7 @@ type s3Bench struct {
 	s3WarmLocal vm                // local dir of the last S3 cold run
 	warmBucket  map[string]string // compression -> prefix of a warm bucket
 	tarKey      string
-	landingKeys []string // the landing floor's objects (packLandingParts)
+	landingKeys []string // the landing floor's objects (packLandingFloor)
 	tarSize     int64
 	tarRaw      int64
 
@@ -178,7 +178,7 @@ func runS3Bench(ctx context.Context, set s3Settings) error {
 	logf("gobuildcache %s: prefetch %v, compression %v; MinIO %s behind toxiproxy %s; %d timed runs planned",
 		set.bin, b.feat.prefetch, b.feat.compression, endpoint, b.proxyURL, b.planned)
 
-	phases := []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.packLandingParts, b.freshPhase, b.manyPhase, b.mtimesPhase}
+	phases := []func() error{b.coldPhase, b.warmPhase, b.packTarball, b.packLandingFloor, b.freshPhase, b.manyPhase, b.mtimesPhase}
 	if set.prOnly {
 		phases = []func() error{b.coldPhase, b.freshPhase}
 	}
