@@ -143,17 +143,20 @@ const (
 	cmdServe = "serve"
 	cmdClear = "clear"
 	cmdCheck = "check"
+	// prefetch takes the server's flags, to land what its servers would.
+	cmdPrefetch = "prefetch"
 	// mtimes takes no flags, only a directory.
 	cmdMtimes = "mtimes"
 	// cmdVersion prints the version; it takes no flags.
 	cmdVersion = "version"
 )
 
-// Which commands take an option. check takes the server's flags, so that
-// the same GOCACHEPROG flags can be checked.
+// Which commands take an option. check and prefetch take the server's
+// flags, so that the same GOCACHEPROG flags can be checked, or prefetched
+// for.
 var (
-	allCmds   = []string{cmdServe, cmdClear, cmdCheck}
-	serveOnly = []string{cmdServe, cmdCheck}
+	allCmds   = []string{cmdServe, cmdClear, cmdCheck, cmdPrefetch}
+	serveOnly = []string{cmdServe, cmdCheck, cmdPrefetch}
 	clearOnly = []string{cmdClear}
 )
 
@@ -428,6 +431,18 @@ bucket access, and a put/get/delete round trip of a probe object under
 need, and exits 1 with a one-line reason at the first step that fails.
 
 `)
+	case cmdPrefetch:
+		b.WriteString(`usage: gobuildcache prefetch [flags]
+
+Lands the remote cache's entries that the go commands of this job will ask
+for (those the scope's newest manifests name) in the local cache, from the
+job's start: run it in the background, with the server's flags, before the
+checkout. A go command's server started while it runs waits for what it
+lands instead of fetching it again. It needs -backend=s3 and -prefetch; it
+takes the toolchain's scope from 'go env' in its directory. It prints one
+line; a remote problem is not a failure (exit status 0).
+
+`)
 	case cmdMtimes:
 		b.WriteString(`usage: gobuildcache mtimes [DIR]
 
@@ -451,6 +466,7 @@ usage:
   GOCACHEPROG="gobuildcache [flags]" go build ./...   (the go command runs it)
   gobuildcache clear [flags]                          remove every cache entry
   gobuildcache check [flags]                          test access to the remote cache
+  gobuildcache prefetch [flags]                       land the remote's entries early (in the background)
   gobuildcache mtimes [DIR]                           content mtimes for cached tests on fresh checkouts
   gobuildcache version                                print the version
   gobuildcache help                                   show this help

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -464,4 +465,64 @@ func getObject(t *testing.T, c *s3.Client, bucket, key string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestS3PrefetchCommand: `gobuildcache prefetch`, run with the servers'
+// flags before the first go command, lands what the scope's manifests name;
+// the go commands after it find everything local and prefetch nothing, and
+// the claim is gone. Against a remote that does not answer it lands
+// nothing and still exits 0.
+func TestS3PrefetchCommand(t *testing.T) {
+	skipIfShortE2E(t)
+	mod := testModule(t)
+	tg := s3TargetForTest(t)
+	args := append(tg.args(), "-prefetch-scope=ci/early")
+	if _, err := buildAndTestWith(t, mod, t.TempDir(), "cold", args...); err != nil {
+		t.Fatal(err)
+	}
+	prefetch := func(cacheDir string, args ...string) (string, StatsSnapshot) {
+		t.Helper()
+		statsFile := filepath.Join(t.TempDir(), "prefetch.json")
+		cmd := exec.Command(gobuildcacheBinary(t), append([]string{"prefetch", "-cache-dir=" + cacheDir, "-stats-json=" + statsFile}, args...)...)
+		cmd.Dir, cmd.Env = mod, goEnv(t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gobuildcache prefetch: %v\n%s", err, out)
+		}
+		var st StatsSnapshot
+		if b, err := os.ReadFile(statsFile); err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+		return string(out), st
+	}
+
+	cacheDir := t.TempDir()
+	out, st := prefetch(cacheDir, args...)
+	t.Logf("%s", out)
+	if st.PrefetchObjects == 0 || !regexp.MustCompile(`^gobuildcache prefetch: landed [1-9]\d* entries `).MatchString(out) {
+		t.Fatalf("prefetch landed nothing: %+v\n%s", st, out)
+	}
+	if plans, _ := filepath.Glob(filepath.Join(cacheDir, "v1", "prefetch-plan-*")); len(plans) != 0 {
+		t.Errorf("plan left after the command: %v", plans)
+	}
+	locks, _ := filepath.Glob(filepath.Join(cacheDir, "v1", "prefetch-[0-9a-f]*"))
+	if len(locks) != 1 || claimHeld(locks[0]) {
+		t.Errorf("claim after the command: %v", locks)
+	}
+
+	r, err := buildAndTestWith(t, mod, cacheDir, "after-prefetch", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]StatsSnapshot{"go build": r.buildStats(t), "go test": r.stats} {
+		if s.PrefetchObjects != 0 || s.RemoteHits != 0 || s.Misses > 2 || s.VerifyFailures != 0 {
+			t.Errorf("%s after the prefetch command: %d prefetched, %d remote hits, %d misses; want everything local: %+v", name, s.PrefetchObjects, s.RemoteHits, s.Misses, s)
+		}
+	}
+
+	down := append(slices.Clone(args), "-s3-endpoint=http://127.0.0.1:1", "-s3-timeout=2s")
+	out, st = prefetch(t.TempDir(), down...)
+	if st.PrefetchObjects != 0 || !strings.Contains(out, "gobuildcache prefetch: landed 0 entries") {
+		t.Errorf("against a remote that does not answer: %+v\n%s", st, out)
+	}
 }

@@ -37,7 +37,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 			}
 			fmt.Fprintln(stdout, versionLine(debug.ReadBuildInfo()))
 			return 0
-		case cmdClear, cmdServe, cmdCheck, cmdMtimes:
+		case cmdClear, cmdServe, cmdCheck, cmdMtimes, cmdPrefetch:
 			cmd, args = args[0], args[1:]
 		default:
 			if len(args[0]) > 0 && args[0][0] != '-' {
@@ -62,6 +62,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	switch cmd {
 	case cmdMtimes:
 		if err := runMtimes(cfg.Dir, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
+	case cmdPrefetch:
+		if err := runPrefetch(cfg, stderr, getenv, log); err != nil {
 			fmt.Fprintf(stderr, "gobuildcache %s: %v\n", cmd, err)
 			return 1
 		}
@@ -109,18 +115,7 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 	backend := st.backend
 	var observer Observer
 	if st.tier != nil && cfg.Prefetch {
-		scope, readScopes := prefetchScopes(cfg.PrefetchScope, toolchainTag(os.Getenv), ciJobScope(os.Getenv))
-		p := newPrefetcher(st.tier, st.remote, prefetchOptions{
-			scope:         scope,
-			readScopes:    readScopes,
-			parallelism:   cfg.PrefetchConcurrency,
-			upload:        !cfg.ReadOnly,
-			packs:         cfg.PrefetchPacks,
-			predictMisses: cfg.PredictMisses,
-			missState:     local.remoteFile("miss-streak", readLocations(cfg)...),
-			landed:        local.remoteFile("landed", readLocations(cfg)...),
-			job:           loadJobID(local.remoteFile("job"), time.Now()),
-		}, stats, log)
+		p := newPrefetcher(st.tier, st.remote, prefetchOptionsOf(cfg, local, os.Getenv), stats, log)
 		backend, observer = p, p
 	}
 	srv := NewServer(backend, stats, log, ServerOptions{
@@ -291,6 +286,27 @@ func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Sta
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}
+}
+
+// prefetchOptionsOf returns the prefetch's settings of a server (or of
+// the prefetch command) of cfg with the local cache local, in the
+// environment of getenv.
+func prefetchOptionsOf(cfg *Config, local *DiskBackend, getenv func(string) string) prefetchOptions {
+	scope, readScopes := prefetchScopes(cfg.PrefetchScope, toolchainTag(getenv), ciJobScope(getenv))
+	remote := readLocations(cfg)
+	return prefetchOptions{
+		scope:         scope,
+		readScopes:    readScopes,
+		parallelism:   cfg.PrefetchConcurrency,
+		upload:        !cfg.ReadOnly,
+		packs:         cfg.PrefetchPacks,
+		predictMisses: cfg.PredictMisses,
+		missState:     local.remoteFile("miss-streak", remote...),
+		landed:        local.remoteFile("landed", remote...),
+		job:           loadJobID(local.remoteFile("job"), time.Now()),
+		claimLock:     local.remoteFile("prefetch", remote...),
+		claimPlan:     local.remoteFile("prefetch-plan", remote...),
+	}
 }
 
 // readLocations names the remote as a lookup or a prefetch reads it: every

@@ -36,6 +36,13 @@ import (
 // record (landedManifests) instead of fetching them, and prefetch nothing
 // for them.
 //
+// `gobuildcache prefetch`, started at the job's start, runs the same
+// prefetch before the first go command does, with nothing to serve, and
+// holds a claim on the local cache meanwhile (prefetchClaim). A server that
+// starts while it runs waits for its end before prefetching (and then finds
+// its manifests landed), and a get of an entry it announced waits for that
+// entry to land.
+//
 // A get for an entry being fetched waits for that fetch (the local tier's
 // one-fetch-per-key rule); a get for an entry whose pack range is on its
 // way waits for the range, which is a few round trips at most; a get for
@@ -119,6 +126,10 @@ type prefetcher struct {
 
 	misses missPredictor
 
+	// other: the claim of a prefetch command landing into the same local
+	// cache, watched from Started on (nil if none was held then).
+	other atomic.Pointer[claimWatch]
+
 	// roomListed: the listing at the start showed fewer than manifestsKept
 	// manifests of this location and scope, so this run's manifest needs
 	// no trimming (one written meanwhile by another run is trimmed by a
@@ -163,6 +174,13 @@ type prefetchOptions struct {
 	// job: the job this server runs in (loadJobID), whose ID ends the ID
 	// of the manifest it writes ("" for one of its own).
 	job string
+	// claimLock, claimPlan: the files of the prefetch command's claim on
+	// the local cache (prefetchClaim), which a server watches ("" for
+	// none).
+	claimLock, claimPlan string
+	// claim: held by the prefetch command, whose prefetch announces its
+	// plan there; nil in a server.
+	claim *prefetchClaim
 }
 
 var (
@@ -191,6 +209,9 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 // manifest names may be answered from the local cache alone (see
 // missPredictor).
 func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	if w := p.other.Load(); w != nil {
+		w.awaitEntry(ctx, actionID, p.isLocal)
+	}
 	p.mu.Lock()
 	wait := p.landing[actionID]
 	p.mu.Unlock()
@@ -216,6 +237,12 @@ func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 		p.misses.observe(err == nil)
 	}
 	return e, err
+}
+
+// isLocal reports whether actionID is in the local cache.
+func (p *prefetcher) isLocal(actionID ActionID) bool {
+	_, err := p.tier.localEntry(actionID)
+	return err == nil
 }
 
 // unnamed reports whether no manifest the prefetch read names actionID
@@ -255,8 +282,14 @@ func (p *prefetcher) Close(ctx context.Context) error {
 	return p.tier.Close(ctx)
 }
 
-// Started implements Observer: the prefetch begins, in the background.
+// Started implements Observer: the prefetch begins, in the background
+// (after the prefetch command's, if one is landing: see run).
 func (p *prefetcher) Started() {
+	if p.opts.claim == nil && p.opts.claimLock != "" {
+		if w := watchPrefetchClaim(p.ctx, p.opts.claimLock, p.opts.claimPlan); w != nil {
+			p.other.Store(w)
+		}
+	}
 	go func() {
 		defer close(p.done)
 		if err := p.run(); err != nil && p.ctx.Err() == nil {
@@ -265,6 +298,20 @@ func (p *prefetcher) Started() {
 			p.log.Debug("prefetch stopped", "err", err)
 		}
 	}()
+}
+
+// land runs the prefetch in the foreground, as the prefetch command does,
+// until it is done or ctx ends, then closes the prefetcher (which records
+// the manifests it landed in full).
+func (p *prefetcher) land(ctx context.Context) error {
+	p.Started()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), prefetchCloseWait)
+	defer cancel()
+	return p.Close(closeCtx)
 }
 
 // Got implements Observer.
@@ -279,8 +326,14 @@ func (p *prefetcher) Got(actionID ActionID, hit bool) {
 func (p *prefetcher) Stored(actionID ActionID) { p.used.add(actionID) }
 
 // run reads the newest manifests and fetches their entries, but for those
-// of manifests whose entries are local already (landedManifests).
+// of manifests whose entries are local already (landedManifests). In a
+// server that watches a prefetch command's claim, it starts once the claim
+// ends (or stalls); in the prefetch command, it announces its plan.
 func (p *prefetcher) run() error {
+	if w := p.other.Load(); w != nil {
+		p.log.Debug("prefetch: waiting for the prefetch command's landing")
+		w.wait(p.ctx)
+	}
 	listed, err := p.list()
 	if err != nil {
 		return err
@@ -315,6 +368,13 @@ func (p *prefetcher) run() error {
 	}
 	p.noteRead(listed, infos, ms, idx)
 	objects, ranges := p.plan(infos, ms, idx, landed)
+	if p.opts.claim != nil {
+		if err := p.opts.claim.announce(plannedIDs(objects, ranges)); err != nil {
+			// Deliberately swallowed: the servers fetch what they need
+			// themselves, as without a claim.
+			p.log.Debug("prefetch: announcing the plan", "err", err)
+		}
+	}
 
 	p.room.Store(p.tier.prefetchRoom())
 	var wg sync.WaitGroup
@@ -522,6 +582,20 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex, l
 		}
 	}
 	return objects, planRanges(wanted)
+}
+
+// plannedIDs returns the entries of a plan.
+func plannedIDs(objects []*manifestEntry, ranges []*packRange) []ActionID {
+	ids := make([]ActionID, 0, len(objects))
+	for _, m := range objects {
+		ids = append(ids, m.id)
+	}
+	for _, r := range ranges {
+		for _, m := range r.entries {
+			ids = append(ids, m.id)
+		}
+	}
+	return ids
 }
 
 // atOnce calls do(0), ..., do(n-1), all at once, and returns when every

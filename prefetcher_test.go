@@ -119,6 +119,22 @@ func TestPrefetchFromManifest(t *testing.T) {
 	}
 }
 
+// storeRun is a run of scope that stored bodies under their keys' action
+// IDs and, at Close, its manifest and packs in mem.
+func storeRun(t *testing.T, mem *memBackend, scope string, bodies map[string]string) {
+	t.Helper()
+	stats := new(Stats)
+	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, stats), mem, prefetchOptions{scope: scope, parallelism: 4, upload: true, packs: true}, stats, quietLog)
+	a.Started()
+	for k, body := range bodies {
+		putString(t, a, k, body)
+		a.Stored(actionID(k))
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPrefetchKeepsNewestManifests: storing a manifest deletes the oldest
 // beyond manifestsKept.
 func TestPrefetchKeepsNewestManifests(t *testing.T) {
@@ -196,16 +212,7 @@ func TestPrefetchLeavesRoom(t *testing.T) {
 		bodies[fmt.Sprint("large", i)] = strings.Repeat(fmt.Sprint(i), inlineMax+1) // packed
 		bodies[fmt.Sprint("small", i)] = strings.Repeat(fmt.Sprint(i), 1000)        // carried whole
 	}
-	statsA := new(Stats)
-	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, statsA, quietLog)
-	a.Started()
-	for k, body := range bodies {
-		putString(t, a, k, body)
-		a.Stored(actionID(k))
-	}
-	if err := a.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	storeRun(t, mem, "job", bodies)
 
 	// Room for two large bodies and a few small ones.
 	const room = 2*(inlineMax+1) + 3500
