@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -88,6 +90,68 @@ func TestActionSetup(t *testing.T) {
 		fi, err := os.Stat(filepath.Join(repo, "testdata", "in.txt"))
 		if err != nil || fi.ModTime().After(mtimeEpoch.Add(time.Duration(mtimeSpan))) {
 			t.Errorf("the workspace has no content mtimes: %v %v", fi.ModTime(), err)
+		}
+	})
+
+	t.Run("prefetch early", func(t *testing.T) {
+		// The prefetch runs on after the step: here against an endpoint
+		// that starts every answer and never finishes it, until the test
+		// lets it go (the first byte comes at once, so only -s3-timeout
+		// would end the wait).
+		t.Setenv("AWS_ACCESS_KEY_ID", "test-key")
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var conns []net.Conn
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				go func() {
+					c.Read(make([]byte, 64<<10)) // the request
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<?xml")
+				}()
+			}
+		}()
+		release := func() {
+			ln.Close()
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			conns = nil
+			mu.Unlock()
+		}
+		defer release()
+		err, out, tmp := runActionSetup(t, repo, map[string]string{
+			"S3_BUCKET": "bkt", "S3_ENDPOINT": "http://" + ln.Addr().String(), "S3_PATH_STYLE": "true", "AWS_REGION": "us-east-1",
+			"CACHE_DIR": t.TempDir(), "MTIMES": "false", "PREFETCH_EARLY": "true", "FLAGS": "-s3-timeout=60s",
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		log := filepath.Join(tmp, "gobuildcache", "prefetch.log")
+		if !strings.Contains(out, "gobuildcache: prefetch started in the background (its output: "+log+")\n") {
+			t.Errorf("output does not say the prefetch started:\n%s", out)
+		}
+		if got := readOr(log); strings.Contains(got, "landed") {
+			t.Fatalf("the prefetch ended before the step did (the step waited for it, or it never asked the endpoint): %q", got)
+		}
+		release()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(readOr(log), "gobuildcache prefetch: landed 0 entries") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the background prefetch did not end with its line: %q", readOr(log))
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 

@@ -192,6 +192,14 @@ fi
 # The work tree: mtimes stamps it, and its go.mod may switch the toolchain.
 tree="${GITHUB_WORKSPACE:?}/${INPUT_WORKING_DIRECTORY:-.}"
 
+# The early prefetch, in the background: its output goes to a file, so
+# that this step does not wait for it (a step ends when nothing holds its
+# output open). The job's end stops it, if it has not ended by then.
+if [ "${INPUT_PREFETCH_EARLY:-false}" = true ] && [ -n "${INPUT_S3_BUCKET:-}" ]; then
+	(cd "$tree" && exec nohup "$bin" prefetch "${args[@]}") </dev/null >"$bin_dir/prefetch.log" 2>&1 &
+	echo "gobuildcache: prefetch started in the background (its output: $bin_dir/prefetch.log)"
+fi
+
 # Content mtimes: a failure costs test cache hits, never the build.
 if [ "${INPUT_MTIMES:-true}" = true ]; then
 	if line=$("$bin" mtimes "$tree" 2>"$bin_dir/mtimes.err"); then
