@@ -50,6 +50,7 @@ func runPrefetch(cfg *Config, stderr io.Writer, getenv func(string) string, log 
 	defer cancel()
 	st := openBackend(ctx, cfg, disk, stats, newWarnings(log), log)
 	if st.tier == nil { // the remote's configuration did not load (logged)
+		fmt.Fprintln(stderr, "gobuildcache prefetch: nothing landed: the remote's configuration did not load")
 		return nil
 	}
 	opts := prefetchOptionsOf(cfg, disk, env)
