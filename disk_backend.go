@@ -397,6 +397,28 @@ func createSharedTemp(dir, pattern string) (*os.File, error) {
 	})
 }
 
+// replaceFile atomically replaces path, a state file of the cache
+// directory (not an entry: see DiskBackend.writeFile), with b: it writes a
+// temp file beside it with createSharedTemp's mode and renames it into
+// place.
+func replaceFile(path string, b []byte) error {
+	f, err := createSharedTemp(filepath.Dir(path), tempPrefix+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
 // fanOutDir returns dir, a fan-out directory, after making sure it exists
 // (once per process).
 func (d *DiskBackend) fanOutDir(dir string) string {

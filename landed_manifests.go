@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 )
@@ -169,19 +168,7 @@ func (l landedManifests) save(path string) error {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(enc)))
 		b = append(b, enc...)
 	}
-	f, err := createSharedTemp(filepath.Dir(path), tempPrefix+"landed-*")
-	if err != nil {
-		return fmt.Errorf("save landed manifests: %w", err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := replaceFile(path, b); err != nil {
 		return fmt.Errorf("save landed manifests: %w", err)
 	}
 	return nil

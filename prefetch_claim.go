@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 )
@@ -74,19 +73,7 @@ func (c *prefetchClaim) announce(ids []ActionID) error {
 	for _, id := range ids {
 		b = append(b, id[:]...)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(c.planPath), ".tmp-plan-*")
-	if err != nil {
-		return fmt.Errorf("prefetch plan: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), c.planPath)
-	}
-	if err != nil {
+	if err := replaceFile(c.planPath, b); err != nil {
 		return fmt.Errorf("prefetch plan: %w", err)
 	}
 	return nil
@@ -181,16 +168,22 @@ func (w *claimWatch) awaitEntry(ctx context.Context, actionID ActionID, local fu
 	if w.stalled.Load() || w.ended() {
 		return
 	}
+	waiting := func() bool {
+		plan := w.readPlan()
+		if plan == nil {
+			return true // not planned yet
+		}
+		_, ok := plan[actionID]
+		return ok && !local(actionID)
+	}
+	if !waiting() { // most gets: no timers
+		return
+	}
 	deadline := time.NewTimer(claimEntryWait)
 	defer deadline.Stop()
 	t := time.NewTicker(claimPoll)
 	defer t.Stop()
 	for {
-		if plan := w.readPlan(); plan != nil {
-			if _, ok := plan[actionID]; !ok || local(actionID) {
-				return
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -200,7 +193,7 @@ func (w *claimWatch) awaitEntry(ctx context.Context, actionID ActionID, local fu
 			w.stalled.Store(true)
 			return
 		case <-t.C:
-			if w.stalled.Load() {
+			if w.stalled.Load() || !waiting() {
 				return
 			}
 		}

@@ -95,7 +95,6 @@ var toolchainVars = func() []string {
 			vars = append(vars, v)
 		}
 	}
-	slices.Sort(vars[4:])
 	return vars
 }()
 
