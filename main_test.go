@@ -39,7 +39,20 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			t.Errorf("help lacks defaults:\n%s", out)
 		}
 	}
-	status, out, _ := runMain(t, []string{"clear", "-h"}, nil, "")
+	// prefetch takes the server's flags, to land what its servers would.
+	status, out, _ := runMain(t, []string{"prefetch", "-h"}, nil, "")
+	if status != 0 || !strings.HasPrefix(out, "usage: gobuildcache prefetch [flags]\n") {
+		t.Fatalf("prefetch -h: exit %d\n%s", status, out)
+	}
+	for _, o := range options {
+		if o.for_(cmdServe) != o.for_(cmdPrefetch) || o.for_(cmdPrefetch) && !strings.Contains(out, "-"+o.flag) {
+			t.Errorf("prefetch -h: -%s is the server's (%v) or listed, not both", o.flag, o.for_(cmdServe))
+		}
+	}
+	if _, help, _ := runMain(t, []string{"help"}, nil, ""); !strings.Contains(help, "  gobuildcache prefetch [flags]") {
+		t.Errorf("help does not list the prefetch command:\n%s", help)
+	}
+	status, out, _ = runMain(t, []string{"clear", "-h"}, nil, "")
 	if status != 0 {
 		t.Fatalf("clear -h: exit %d", status)
 	}
@@ -504,5 +517,19 @@ func TestCollectGarbage(t *testing.T) {
 	collectGarbage()
 	if got := debug.SetGCPercent(100); got != 250 {
 		t.Errorf("with GOGC=250: %d after collectGarbage, want 250 kept", got)
+	}
+}
+
+// TestPrefetchCommandWithoutARemote: the prefetch command on the disk
+// backend has nothing to land and says so, exit 0; a bad flag is one line
+// naming it and its variable, exit 2, as for the server.
+func TestPrefetchCommandWithoutARemote(t *testing.T) {
+	status, _, stderr := runMain(t, []string{"prefetch", "-cache-dir=" + t.TempDir()}, nil, "")
+	if status != 0 || stderr != "gobuildcache prefetch: nothing to do: it lands a remote cache's entries (-backend=s3, -prefetch)\n" {
+		t.Errorf("prefetch on the disk backend: exit %d, %q", status, stderr)
+	}
+	status, _, stderr = runMain(t, []string{"prefetch", "-prefetch-concurrency=many"}, nil, "")
+	if status != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "-prefetch-concurrency") || !strings.Contains(stderr, "GOBUILDCACHE_PREFETCH_CONCURRENCY") {
+		t.Errorf("prefetch with a bad flag: exit %d, %q", status, stderr)
 	}
 }
