@@ -574,3 +574,29 @@ func TestFloorCaches(t *testing.T) {
 	}
 	has(shards[0], "main-a", "shard-0", "shard-1")
 }
+
+// The replay refuses to start on a disk that its machines would fill, and
+// says how much it needs and where.
+func TestCheckReplayDisk(t *testing.T) {
+	work := filepath.Join(t.TempDir(), "gobuildcache-bench-ci-x")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	free := freeBytes(work)
+	if free < 0 {
+		t.Skip("free space unknown here")
+	}
+	if err := checkReplayDisk(work, 0); err != nil {
+		t.Fatalf("no jobs: %v", err)
+	}
+	jobs := int(free/ciDiskPerJob) + 1
+	err := checkReplayDisk(work, jobs)
+	if err == nil {
+		t.Fatalf("%d jobs on %s free: no error", jobs, fmtBytes(free))
+	}
+	for _, want := range []string{fmt.Sprintf("its %d jobs need about", jobs), filepath.Dir(work), "TMPDIR"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
