@@ -943,9 +943,10 @@ func (c *ciBench) matrix(h *ciHist, run ciRun) (map[time.Duration]*ciResult, err
 // of them cold (2026-12-06).
 const ciDiskPerJob = 256 << 20
 
-// checkReplayDisk fails if the file system of work lacks the room that
-// jobs machines will take. Every job's machine stays until the replay ends
-// (newVM), so a disk that fills halfway would waste the runs before it.
+// checkReplayDisk fails if the file system of work has too little room
+// for the machines of jobs jobs. Every job's machine stays until the
+// replay ends (newVM), so a disk that fills halfway would waste the runs
+// before it.
 func checkReplayDisk(work string, jobs int) error {
 	need, free := int64(jobs)*ciDiskPerJob, freeBytes(work)
 	if free < 0 || free >= need {
