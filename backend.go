@@ -192,9 +192,10 @@ func newVerifyingReader(r io.Reader, size int64, outputID OutputID) *verifyingRe
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	// Never read more than one byte past the declared size: enough to
-	// notice a long body without buffering it.
-	if rem := v.size - v.n + 1; int64(len(p)) > rem {
-		p = p[:rem]
+	// notice a long body without buffering it. (Written so that no
+	// declared size, however large or negative, overflows.)
+	if rem := v.size - v.n; int64(len(p)) > rem {
+		p = p[:max(rem+1, 0)]
 	}
 	n, err := v.r.Read(p)
 	v.n += int64(n)

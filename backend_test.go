@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -233,3 +234,14 @@ func entryMatchesOneOf(e Entry, bodies [][]byte) error {
 }
 
 var _ io.Reader = (*verifyingReader)(nil)
+
+// TestVerifyingReaderDeclaredSizes: a declared size no body can have (a
+// remote's metadata may say anything) is a verify failure, never a panic.
+func TestVerifyingReaderDeclaredSizes(t *testing.T) {
+	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 1, math.MinInt64, -1, 0, 3, 4, 5} {
+		_, err := io.ReadAll(newVerifyingReader(strings.NewReader("body"), size, outputID("body")))
+		if ok := size == 4; (err == nil) != ok || (err != nil && !errors.Is(err, errVerify)) {
+			t.Errorf("size %d: %v", size, err)
+		}
+	}
+}

@@ -634,7 +634,7 @@ func parseS3Metadata(md map[string]string) (e Entry, encoding string, err error)
 		return Entry{}, "", fmt.Errorf("%w: metadata %s: %v", errVerify, metaOutputID, err)
 	}
 	size, err := strconv.ParseInt(md[metaSize], 10, 64)
-	if err != nil || size < 0 {
+	if err != nil || size < 0 || size > maxBodySize {
 		return Entry{}, "", fmt.Errorf("%w: metadata %s %.40q", errVerify, metaSize, md[metaSize])
 	}
 	ns, err := strconv.ParseInt(md[metaTime], 10, 64)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -348,6 +349,8 @@ func TestS3MetadataParsing(t *testing.T) {
 		{},
 		{metaOutputID: "00", metaSize: "1", metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "-1", metaTime: "5", metaEncoding: "identity"},
+		{metaOutputID: good[metaOutputID], metaSize: "9223372036854775807", metaTime: "5", metaEncoding: "zstd"},
+		{metaOutputID: good[metaOutputID], metaSize: fmt.Sprint(maxBodySize + 1), metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "x", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "5", metaEncoding: "brotli"},
 	} {
@@ -414,6 +417,22 @@ func TestS3CompressionIsReadByAnyReader(t *testing.T) {
 	}
 	if _, err := reader.Get(ctx, actionID("bomb")); !errors.Is(err, errVerify) {
 		t.Fatalf("Get of a decompression bomb: %v, want a verify failure", err)
+	}
+
+	// A size no body can have (it once overflowed the verifying
+	// reader's bound, a panic that ended the build).
+	hf, _, hrelease, err := writer.compress(strings.NewReader("hello"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hrelease()
+	key = writer.loc.actionKey(actionID("huge"))
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &key, Body: hf,
+		Metadata: map[string]string{metaOutputID: hexID(outputID("hello")), metaSize: "9223372036854775807", metaTime: "1", metaEncoding: "zstd"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Get(ctx, actionID("huge")); !errors.Is(err, errVerify) {
+		t.Fatalf("Get of an object claiming %d bytes: %v, want a verify failure", int64(math.MaxInt64), err)
 	}
 }
 
