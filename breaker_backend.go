@@ -391,6 +391,9 @@ func (b *breakerBackend) failed(ctx context.Context, err error, kind ErrKind) {
 		// An S3 Express session refused even though it was new: counted,
 		// and the next request makes another; never a reason to stop.
 		b.warn.once("remote "+name, "remote cache refused a new S3 Express session (is this machine's clock right?)", err)
+		b.mu.Lock()
+		b.probing = false // a probe's answer: another may be sent
+		b.mu.Unlock()
 		return
 	case KindThrottled:
 		b.warn.once("remote "+name, "remote cache is busy (503: slow down, or a directory bucket waking up); backing off for seconds, the build goes on", err)

@@ -374,6 +374,51 @@ func TestBreakerIgnoresSessionErrors(t *testing.T) {
 	}
 }
 
+// TestBreakerProbeAnsweredWithSessionError: a probe answered with a
+// refused session ends like any probe, so that later ones are sent: once
+// the breaker is open (after timeouts) and once it suspects the remote
+// (after another server's marker). Before, the breaker stayed off for the
+// rest of the run.
+func TestBreakerProbeAnsweredWithSessionError(t *testing.T) {
+	ctx := context.Background()
+	session := withKind(KindSession, errors.New("api error ExpiredToken: The provided token has expired."))
+	recovered := func(t *testing.T, b *breakerBackend, remote *scriptedRemote, clock *fakeClock) {
+		t.Helper()
+		remote.err = ErrNotFound // the remote answers again
+		for range 3 {
+			if clock != nil {
+				clock.advance(breakerMaxCooldown + time.Second)
+			}
+			b.Get(ctx, actionID("k"))
+			b.probes.Wait()
+		}
+		if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("get after the remote recovered: %v; %d requests reached it", err, remote.count())
+		}
+	}
+	t.Run("open", func(t *testing.T) {
+		remote := newScriptedRemote(errTimeout)
+		b, clock, _ := newTestBreaker(remote, "")
+		for range breakerTimeouts {
+			b.Get(ctx, actionID("k"))
+		}
+		clock.advance(breakerCooldown + time.Millisecond)
+		remote.err = session
+		b.Get(ctx, actionID("k")) // the probe
+		b.probes.Wait()
+		recovered(t, b, remote, clock)
+	})
+	t.Run("suspect", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "remote-down")
+		writeBreakerMarker(marker, time.Now().Add(-time.Minute), "timeout")
+		remote := newScriptedRemote(session)
+		b := newBreakerBackend(remote, new(Stats), newWarnings(quietLog), marker)
+		b.Get(ctx, actionID("k")) // the probe
+		b.probes.Wait()
+		recovered(t, b, remote, nil)
+	})
+}
+
 // TestBreakerSpeculativeTimeouts: timeouts and "slow down" answers of the
 // prefetch's requests are counted but never open the breaker (the prefetch
 // sends fewer instead); a refused connection still does, and so do the go
