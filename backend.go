@@ -21,6 +21,11 @@ var ErrNotFound = errors.New("not found")
 // claims to be. Such a body is never stored and never served.
 var errVerify = errors.New("body does not match its output ID")
 
+// errNotRecorded is wrapped by a Put that placed the body, whole and
+// verified, but could not record it under its action ID (see
+// CacheBackend.Put): the body may be handed out, uncached.
+var errNotRecorded = errors.New("body stored, but not its record")
+
 // idLen is the length in bytes of action and output IDs: both are SHA-256
 // sums in the go command.
 const idLen = sha256.Size
@@ -75,7 +80,9 @@ type CacheBackend interface {
 	// locally sets the returned Entry.DiskPath, which then holds the body
 	// at least until Close; the server's backend always does (it is the
 	// disk backend or the local tier). Put reads body only before it
-	// returns.
+	// returns. A local backend that placed the body but could not record
+	// it returns the entry with an error wrapping errNotRecorded: its
+	// DiskPath holds the body, which no Get will find.
 	Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error)
 
 	// Close waits for or cancels work still pending (bounded by ctx) and

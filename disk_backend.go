@@ -240,7 +240,7 @@ func (d *DiskBackend) putAt(actionID ActionID, e Entry, body io.Reader) (Entry, 
 		}
 	}
 	if err := d.writeRecord(actionID, e); err != nil {
-		return Entry{}, fmt.Errorf("put %x: %w", actionID, err)
+		return e, fmt.Errorf("put %x: %w: %w", actionID, errNotRecorded, err)
 	}
 	return e, nil
 }

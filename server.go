@@ -261,7 +261,11 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		if err == nil {
 			e, err = s.backend.Put(ctx, actionID, outputID, req.BodySize, vr)
 		}
-		if err != nil && vr.n == 0 && !errors.Is(err, errVerify) {
+		if errors.Is(err, errNotRecorded) && e.DiskPath != "" {
+			// The body is in place, only not recorded: the go command
+			// can use it as it is.
+			notCached, err = err, nil
+		} else if err != nil && vr.n == 0 && !errors.Is(err, errVerify) {
 			// The cache could not keep the body and has read none of
 			// it: the go command still needs it in a file.
 			notCached = err
@@ -299,7 +303,11 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 	}
 	if notCached != nil {
 		s.stats.AddError(kind)
-		s.warn.once("put", "cache put failed; the go command gets the body from a scratch file, uncached", notCached)
+		what := "cache put failed; the go command gets the body from a scratch file, uncached"
+		if errors.Is(notCached, errNotRecorded) {
+			what = "cache put not recorded; the go command gets the body as stored, uncached"
+		}
+		s.warn.once("put", what, notCached)
 		s.debugRequest(req, "not cached", d, notCached)
 		s.reply(&Response{ID: req.ID, DiskPath: e.DiskPath})
 		return nil

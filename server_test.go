@@ -462,3 +462,52 @@ func TestPutTheCacheCannotKeep(t *testing.T) {
 		t.Errorf("the failure was logged %d times, want once:\n%s", n, ts.log.String())
 	}
 }
+
+// TestPutWhoseRecordCannotBeWritten: a put whose body the cache placed,
+// verified, but whose record it could not write (here the records'
+// directory is a file; in a shared directory, another user's fan-out
+// directory) gives the go command that body, uncached, instead of an error
+// that would fail the build.
+func TestPutWhoseRecordCannotBeWritten(t *testing.T) {
+	d, err := NewDiskBackend(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "a"), []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, d)
+	ts.read(t)
+	a1, a2 := actionID("1"), actionID("2")
+	inCache := func(body string) func(*testing.T, Response) {
+		return func(t *testing.T, r Response) {
+			stored(body)(t, r)
+			if !strings.HasPrefix(r.DiskPath, d.Dir()) {
+				t.Errorf("DiskPath %s: want the body where the cache placed it", r.DiskPath)
+			}
+		}
+	}
+	steps := []step{
+		{putLine(1, a1, outputID("one"), "one"), map[int64]func(*testing.T, Response){1: inCache("one")}},
+		{putLine(2, a2, outputID("other"), "two"), map[int64]func(*testing.T, Response){2: errReply("sha256")}},
+		{getLine(3, a1), map[int64]func(*testing.T, Response){3: miss}},
+		{`{"ID":4,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){4: ok}},
+	}
+	for _, st := range steps {
+		io.WriteString(ts.in, st.send)
+		for range st.expect {
+			r, _ := ts.read(t)
+			st.expect[r.ID](t, r)
+		}
+	}
+	if err := ts.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	snap := ts.srv.stats.Snapshot()
+	if snap.Errors["put"] != 1 || snap.Errors["verify"] != 1 || snap.BytesStored != 0 {
+		t.Errorf("errors %v, bytes stored %d: want 1 put error, 1 verify failure, nothing stored", snap.Errors, snap.BytesStored)
+	}
+	if n := strings.Count(ts.log.String(), "not recorded"); n != 1 {
+		t.Errorf("the failure was logged %d times, want once:\n%s", n, ts.log.String())
+	}
+}
