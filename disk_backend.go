@@ -488,8 +488,10 @@ func (d *DiskBackend) removeStaleTemps() {
 }
 
 // Clear removes every entry. The directory stays usable, also by other
-// processes, which at worst see misses. It reports the number of action
-// entries and the bytes of all files it removed.
+// processes, which at worst see misses: temp files younger than
+// staleTempAge are theirs (puts and downloads under way) and stay. It
+// reports the number of action entries and the bytes of all files it
+// removed.
 func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err error) {
 	for _, kind := range []string{"a", "o", "tmp"} {
 		base := filepath.Join(d.dir, kind)
@@ -509,6 +511,9 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 			fi, err := ent.Info()
 			if err != nil {
 				return nil // removed by someone else meanwhile
+			}
+			if temp := kind == "tmp" || strings.HasPrefix(ent.Name(), tempPrefix); temp && d.now().Sub(fi.ModTime()) < staleTempAge {
+				return nil
 			}
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err

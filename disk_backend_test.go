@@ -120,6 +120,47 @@ func TestDiskClear(t *testing.T) {
 	}
 }
 
+// TestClearDuringAPut: a clear (another process's `gobuildcache clear`)
+// while a server writes a put's body leaves the put's temp file, so that
+// the put succeeds: before, it failed, and the go command with it. Temp
+// files older than staleTempAge (a crashed writer's) are removed.
+func TestClearDuringAPut(t *testing.T) {
+	d := newTestDisk(t)
+	ts := startTestServer(t, d)
+	ts.read(t)
+	body := strings.Repeat("x", 3<<20)
+	line := putLine(1, actionID("1"), outputID(body), body)
+	io.WriteString(ts.in, line[:len(line)/2])
+	dir := filepath.Dir(d.outputPath(outputID(body)))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			break // the put's temp file
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the put wrote no temp file")
+		}
+	}
+	stale := filepath.Join(d.tmpDir(), "left-by-a-crash")
+	if err := os.WriteFile(stale, []byte("x"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-staleTempAge - time.Minute)
+	os.Chtimes(stale, old, old)
+	other, err := NewDiskBackend(d.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := other.Clear(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(ts.in, line[len(line)/2:])
+	r, _ := ts.read(t)
+	stored(body)(t, r)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a stale temp file survived the clear: %v", err)
+	}
+}
+
 func TestActionRecordRoundTrip(t *testing.T) {
 	e := Entry{OutputID: outputID("x"), Size: 42, Time: time.Unix(1700000000, 123)}
 	got, err := parseActionRecord([]byte(formatActionRecord(e)))
