@@ -108,11 +108,16 @@ func (d *DiskBackend) markHandedOut(path string) {
 }
 
 // touchIfStale sets the mtime of path, a body just used, to now if mtime
-// (its current one) is more than usedInterval old. A failure is ignored:
-// the body stays as it is, only less protected from a trim.
+// (its current one) is more than usedInterval old. In a directory shared
+// through a group, the body may be another user's, whose times only its
+// owner may set: then the kernel's "now" is set (touchNow), as any writer
+// may. A failure is ignored: the body stays as it is, only less protected
+// from a trim.
 func (d *DiskBackend) touchIfStale(path string, mtime time.Time) {
 	if now := d.now(); now.Sub(mtime) >= usedInterval {
-		os.Chtimes(path, now, now)
+		if os.Chtimes(path, now, now) != nil {
+			touchNow(path)
+		}
 	}
 }
 

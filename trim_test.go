@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,6 +194,60 @@ func TestTrimNeverRemovesHandedOut(t *testing.T) {
 	if res.Bodies != 1 || !exists(got.DiskPath) || exists(put.DiskPath) {
 		t.Errorf("writer's trim: %+v; got exists=%v (want true), put exists=%v (want false)",
 			res, exists(got.DiskPath), exists(put.DiskPath))
+	}
+}
+
+// TestTouchByAnotherUser: in a directory shared through a group, a hit on
+// another user's body refreshes its time, so that a trim by any server does
+// not take it for unused while this one has handed it out. Explicit times
+// need the file's owner; the touch falls back to the kernel's "now",
+// which needs write access only. Run as root on Linux with setpriv: the
+// body belongs to one user and a child process of another touches it.
+func TestTouchByAnotherUser(t *testing.T) {
+	if path := os.Getenv("TEST_TOUCH_BODY"); path != "" { // the child
+		d := &DiskBackend{now: time.Now}
+		d.touchIfStale(path, time.Now().Add(-2*time.Hour))
+		return
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 || err != nil {
+		t.Skip("needs root, Linux and setpriv, to act as two users")
+	}
+	dir, err := os.MkdirTemp("", "gobuildcache-touch-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	bin := filepath.Join(dir, "test.bin") // the test binary's own directory is root's alone
+	data, err := os.ReadFile(os.Args[0])
+	if err == nil {
+		err = os.WriteFile(bin, data, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := filepath.Join(dir, "body")
+	if err := os.WriteFile(body, []byte("a body in a shared cache"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chown(body, 1001, 1001); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(body, 0o666) // writable by the other user, as a group's member would be; the umask took it away
+	os.Chtimes(body, old, old)
+	cmd := exec.Command(setpriv, "--reuid=1002", "--regid=1002", "--clear-groups", bin, "-test.run=^TestTouchByAnotherUser$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "TEST_TOUCH_BODY="+body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(fi.ModTime()); age > time.Minute {
+		t.Errorf("another user's use left the body's time %v old: a trim would take it for unused", age.Round(time.Minute))
 	}
 }
 
