@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -16,6 +17,62 @@ import (
 // alone, but probes, one in missProbe growing to one in missProbeMax; a
 // probe that hits ends the streak. Keys a
 // manifest names, and entries in the local cache, are never predicted.
+// failingRemote is a memBackend whose gets fail with err while it is set.
+type failingRemote struct {
+	*memBackend
+	err  atomic.Pointer[error]
+	gets atomic.Int64
+}
+
+func (r *failingRemote) Get(ctx context.Context, id ActionID) (Entry, error) {
+	r.gets.Add(1)
+	if err := r.err.Load(); err != nil {
+		return Entry{}, *err
+	}
+	return r.memBackend.Get(ctx, id)
+}
+
+// TestMissStreakIgnoresRemoteFailures: lookups of unnamed keys that fail
+// (the remote timed out, or the breaker kept them away) are not misses:
+// once the remote answers again, the keys it holds are asked for, not
+// predicted missing. Before, the local tier's "not found" around every
+// failure made any missStreak failures a streak.
+func TestMissStreakIgnoresRemoteFailures(t *testing.T) {
+	ctx := context.Background()
+	for name, failure := range map[string]error{
+		"timeout":      withKind(KindTimeout, fmt.Errorf("get: %w", context.DeadlineExceeded)),
+		"breaker open": errBreakerOpen,
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := newMemBackend(t)
+			packRun(t, mem, map[string]string{"named": "an entry a manifest names"}, []string{"named"})
+			remote := &failingRemote{memBackend: mem}
+			stats := new(Stats)
+			p := newPrefetcher(newLocalTier(newTestDisk(t), remote, false, stats), mem, prefetchOptions{scope: "job", parallelism: 4, predictMisses: true}, stats, quietLog)
+			p.Started()
+			<-p.done
+			defer p.Close(ctx)
+			remote.err.Store(&failure)
+			for i := range 2 * missStreak {
+				p.Get(ctx, actionID(fmt.Sprint("failed", i)))
+			}
+			remote.err.Store(nil)
+			for i := range missProbe {
+				putString(t, mem, fmt.Sprint("there", i), "stored by another machine")
+			}
+			before := remote.gets.Load()
+			for i := range missProbe {
+				if _, err := p.Get(ctx, actionID(fmt.Sprint("there", i))); err != nil {
+					t.Errorf("there%d: %v", i, err)
+				}
+			}
+			if n := remote.gets.Load() - before; n != missProbe || stats.LookupsSkipped.Load() != 0 {
+				t.Errorf("after %d failed lookups, %d of %d lookups asked the remote, %d were predicted misses", 2*missStreak, n, missProbe, stats.LookupsSkipped.Load())
+			}
+		})
+	}
+}
+
 func TestPredictMisses(t *testing.T) {
 	ctx := context.Background()
 	mem := newMemBackend(t)

@@ -233,10 +233,20 @@ func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 		return Entry{}, fmt.Errorf("get %x: predicted miss: %w", actionID, ErrNotFound)
 	}
 	e, err := p.tier.Get(ctx, actionID)
-	if err == nil || errors.Is(err, ErrNotFound) {
+	if err == nil || remoteAnsweredMiss(err) {
 		p.misses.observe(err == nil)
 	}
 	return e, err
+}
+
+// remoteAnsweredMiss reports whether err, a miss of the local tier, is the
+// remote's own answer that it holds no such key (or may not be read
+// there), not a failure to ask it: a timeout, a refused connection, the
+// breaker keeping requests away say nothing of what the remote holds, and
+// a streak of them must not turn lookups off once it answers again.
+func remoteAnsweredMiss(err error) bool {
+	k := errKind(err)
+	return (k == KindNotFound || k == KindDenied) && !errors.Is(err, errBreakerOpen)
 }
 
 // isLocal reports whether actionID is in the local cache.
