@@ -332,11 +332,11 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
-		if _, err := copyBuffered(f, newVerifyingReader(body, size, outputID)); err != nil {
+		if _, err := copyBuffered(f, newVerifyingReader(ctxReader{ctx, body}, size, outputID)); err != nil {
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
 		rs = f
-	} else if _, err := copyBuffered(io.Discard, newVerifyingReader(rs, size, outputID)); err != nil {
+	} else if _, err := copyBuffered(io.Discard, newVerifyingReader(ctxReader{ctx, rs}, size, outputID)); err != nil {
 		return Entry{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	if _, err := rs.Seek(0, io.SeekStart); err != nil {
@@ -344,7 +344,7 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	}
 	encoding, stored, storedSize := "identity", rs, size
 	if b.compressMin > 0 && size >= b.compressMin {
-		frame, zsize, release, err := b.compress(rs, size)
+		frame, zsize, release, err := b.compress(ctxReader{ctx, rs}, size)
 		if err != nil {
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
@@ -371,6 +371,21 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		return Entry{}, err
 	}
 	return Entry{OutputID: outputID, Size: size, Time: now}, nil
+}
+
+// ctxReader reads r until ctx ends, so that Put's passes over a large body
+// (its check, its compression) stop within a buffer of a cancelled upload
+// (a close whose deadline has passed) instead of after the whole body.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // ListManifests implements manifestStore: the newest n manifests of each

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -338,6 +341,57 @@ func TestS3ClearKeepsOtherPrefixes(t *testing.T) {
 		t.Errorf("object outside the prefix is gone: %v", err)
 	}
 	c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &tg.Bucket, Key: &other})
+}
+
+// cancelAfter reads a body and cancels its upload once n bytes are read.
+type cancelAfter struct {
+	*bytes.Reader
+	n, read int
+	cancel  func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	if c.read += n; c.read >= c.n {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestS3PutStopsWhenCancelled: an upload cancelled while the backend
+// checks, spools or compresses its body (a close whose deadline passed)
+// stops within a few buffers, not after the whole body.
+func TestS3PutStopsWhenCancelled(t *testing.T) {
+	b := newTestS3(t, s3TargetForTest(t))
+	b.compressMin = 1
+	body := make([]byte, 64<<20)
+	sum := OutputID(sha256.Sum256(body))
+	for _, c := range []struct {
+		name     string
+		seekable bool
+		at       int // bytes read when the upload is cancelled
+	}{
+		{"spooling", false, 1 << 20},
+		{"checking", true, 1 << 20},
+		{"compressing", true, len(body) + 1<<20}, // the check's pass is whole
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r := &cancelAfter{Reader: bytes.NewReader(body), n: c.at, cancel: cancel}
+			var in io.Reader = r
+			if !c.seekable {
+				in = struct{ io.Reader }{r}
+			}
+			_, err := b.Put(ctx, actionID("cancelled"), sum, int64(len(body)), in)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Put: %v, want it cancelled", err)
+			}
+			if r.read > c.at+8<<20 {
+				t.Errorf("read %d bytes after the cancel at %d", r.read-c.at, c.at)
+			}
+		})
+	}
 }
 
 func TestS3MetadataParsing(t *testing.T) {
