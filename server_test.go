@@ -47,6 +47,22 @@ type step struct {
 	expect map[int64]func(t *testing.T, r Response)
 }
 
+// play sends each step's line and checks the replies it expects.
+func (ts *testServer) play(t *testing.T, steps []step) {
+	t.Helper()
+	for _, st := range steps {
+		io.WriteString(ts.in, st.send)
+		for range st.expect {
+			r, _ := ts.read(t)
+			check, ok := st.expect[r.ID]
+			if !ok {
+				t.Fatalf("unexpected reply %+v", r)
+			}
+			check(t, r)
+		}
+	}
+}
+
 func hit(body string) func(*testing.T, Response) {
 	return func(t *testing.T, r Response) {
 		t.Helper()
@@ -436,13 +452,7 @@ func TestPutTheCacheCannotKeep(t *testing.T) {
 		{getLine(4, a1), map[int64]func(*testing.T, Response){4: miss}},
 		{`{"ID":5,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){5: ok}},
 	}
-	for _, st := range steps {
-		io.WriteString(ts.in, st.send)
-		for range st.expect {
-			r, _ := ts.read(t)
-			st.expect[r.ID](t, r)
-		}
-	}
+	ts.play(t, steps)
 	if err := ts.wait(t); err != nil {
 		t.Fatal(err)
 	}
@@ -493,13 +503,7 @@ func TestPutWhoseRecordCannotBeWritten(t *testing.T) {
 		{getLine(3, a1), map[int64]func(*testing.T, Response){3: miss}},
 		{`{"ID":4,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){4: ok}},
 	}
-	for _, st := range steps {
-		io.WriteString(ts.in, st.send)
-		for range st.expect {
-			r, _ := ts.read(t)
-			st.expect[r.ID](t, r)
-		}
-	}
+	ts.play(t, steps)
 	if err := ts.wait(t); err != nil {
 		t.Fatal(err)
 	}
