@@ -170,6 +170,11 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 		b.stats.VerifyFailures.Add(1)
 		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
 		b.succeeded()
+	case kind == KindTooLarge:
+		// A body the local disk has no room for: a miss, and an answer.
+		b.stats.AddRemoteError(kind.String())
+		b.warn.once("no room", "a remote entry is larger than the local disk has room for; treated as a miss", err)
+		b.succeeded()
 	default:
 		b.failed(ctx, err, kind)
 	}

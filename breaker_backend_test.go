@@ -463,4 +463,15 @@ func TestBreakerTooLarge(t *testing.T) {
 	if s := stats.Snapshot(); s.UploadsTooLarge != 5 || s.BreakerOpenings != 0 || s.RemoteErrors != 0 {
 		t.Errorf("too large 5 times: %d counted, breaker openings %d, remote errors %d", s.UploadsTooLarge, s.BreakerOpenings, s.RemoteErrors)
 	}
+	// A get's body the local disk has no room for: a miss, counted, and
+	// the remote answered.
+	remote.err = withKind(KindTooLarge, fmt.Errorf("get k: %w: a body of 1.0 TiB", ErrNotFound))
+	for range 5 {
+		if _, err := b.Get(context.Background(), actionID("k")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("get: %v, want a miss", err)
+		}
+	}
+	if s := stats.Snapshot(); remote.count() != 10 || s.BreakerOpenings != 0 || s.RemoteErrorsByKind["too_large"] != 5 {
+		t.Errorf("5 gets too large for the disk: %d requests of 10, breaker openings %d, errors %v", remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
+	}
 }

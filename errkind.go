@@ -30,7 +30,7 @@ const (
 	KindSession                     // an S3 Express session expired or is invalid
 	KindNoBucket                    // the bucket does not exist (or a write or listing got a bare 404: no S3 server there)
 	KindConfig                      // a request the remote cannot serve as configured (wrong region, bad request)
-	KindTooLarge                    // a body larger than the remote takes in one upload: refused before sending
+	KindTooLarge                    // a body larger than its destination takes (a put's than one upload, a get's than the local disk's room): refused before it is sent or written
 	KindLocationGone                // one location of several (-s3-read-from) cannot be used at all: left out, the others go on
 	KindTLS                         // the endpoint's TLS certificate is not trusted, or the endpoint does not speak TLS
 )

@@ -81,6 +81,10 @@ type S3Backend struct {
 	// cannot be used at all (see locationErr): this server asks it no more.
 	gone []atomic.Bool
 
+	// writing is the bytes of the bodies that gets are writing now: each
+	// takes its declared size before it writes (reserveRoom).
+	writing atomic.Int64
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -89,6 +93,7 @@ type S3Backend struct {
 	// with the given output ID (the local tier's, so that installing it is
 	// a rename in place); otherwise tempDir.
 	tempDirFor func(outputID OutputID) string
+	freeBytes  func(dir string) (int64, error)
 }
 
 var (
@@ -116,6 +121,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		tempDir:     o.TempDir,
 		createTemp:  createSharedTemp,
 		tempDirFor:  o.TempDirFor,
+		freeBytes:   freeBytes,
 	}, nil
 }
 
@@ -227,12 +233,17 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 	if b.tempDirFor != nil {
 		dir = b.tempDirFor(e.OutputID)
 	}
+	release, err := b.reserveRoom(ctx, dir, e.Size)
+	if err != nil {
+		return Entry{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	defer release()
 	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	// The verifying reader stops one byte past the declared size, so a
-	// decompression bomb costs nothing.
+	// decompression bomb costs no more than the room taken for it.
 	_, err = copyBuffered(f, newVerifyingReader(body, e.Size, e.OutputID))
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -246,6 +257,28 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 	}
 	e.DiskPath = f.Name()
 	return e, nil
+}
+
+// reserveRoom takes size bytes of the file system of dir, where a get is
+// about to write a body, and returns their release. A remote's metadata may
+// declare any size up to maxBodySize, and a zstd body may decode to all of
+// it, so it refuses (KindTooLarge, a miss) a body that, with those other
+// gets are writing, would leave less free than the go command's puts
+// leave (fitsReserve), or for the prefetch's speculative gets, than the
+// prefetch leaves (prefetchReserve): no object fills the disk under the
+// build.
+func (b *S3Backend) reserveRoom(ctx context.Context, dir string, size int64) (release func(), err error) {
+	reserve := int64(fitsReserve)
+	if isSpeculative(ctx) {
+		reserve = prefetchReserve
+	}
+	writing := b.writing.Add(size)
+	release = func() { b.writing.Add(-size) }
+	if free, ferr := b.freeBytes(dir); ferr == nil && writing > free-reserve {
+		release()
+		return nil, withKind(KindTooLarge, fmt.Errorf("%w: a body of %s, with %s free on the file system of %s", ErrNotFound, formatBytes(size), formatBytes(free), dir))
+	}
+	return release, nil
 }
 
 // openObject sends in's GetObject under the get deadlines (see

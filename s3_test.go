@@ -394,6 +394,59 @@ func TestS3PutStopsWhenCancelled(t *testing.T) {
 	}
 }
 
+// TestS3GetReservesRoom: a get takes its body's declared size of the local
+// disk before it writes a byte, with what other gets are writing; it
+// leaves fitsReserve free, and a prefetch's get prefetchReserve.
+func TestS3GetReservesRoom(t *testing.T) {
+	ctx := context.Background()
+	b := &S3Backend{freeBytes: func(string) (int64, error) { return fitsReserve + 100<<20, nil }}
+	first, err := b.reserveRoom(ctx, "dir", 60<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.reserveRoom(ctx, "dir", 60<<20); errKind(err) != KindTooLarge || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a second 60 MiB beside the first, with 100 MiB of room: %v, want a miss of kind too_large", err)
+	}
+	first()
+	second, err := b.reserveRoom(ctx, "dir", 60<<20)
+	if err != nil {
+		t.Fatalf("60 MiB once the first is written: %v", err)
+	}
+	second()
+	if _, err := b.reserveRoom(withSpeculative(ctx), "dir", 60<<20); errKind(err) != KindTooLarge {
+		t.Fatalf("a prefetch's 60 MiB with less than prefetchReserve left: %v, want refused", err)
+	}
+	if b.writing.Load() != 0 {
+		t.Errorf("%d bytes still taken", b.writing.Load())
+	}
+}
+
+// TestS3GetOfAHugeDeclaredSize: an object on MinIO whose metadata declares
+// a terabyte, its body a small zstd frame that could decode to all of it,
+// is refused before a byte is written: it cannot fill the disk under the
+// build.
+func TestS3GetOfAHugeDeclaredSize(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	b := newTestS3(t, tg)
+	frame, _, release, err := b.compress(strings.NewReader("hello"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	key := b.loc.actionKey(actionID("terabyte"))
+	if _, err := rawClient(t, tg).PutObject(ctx, &s3.PutObjectInput{Bucket: &tg.Bucket, Key: &key, Body: frame,
+		Metadata: map[string]string{metaOutputID: hexID(outputID("hello")), metaSize: fmt.Sprint(int64(1) << 40), metaTime: "1", metaEncoding: "zstd"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, actionID("terabyte")); errKind(err) != KindTooLarge || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get: %v, want a miss of kind too_large", err)
+	}
+	if ents, _ := os.ReadDir(b.tempDir); len(ents) != 0 {
+		t.Errorf("the refused get left %d files in its temp dir", len(ents))
+	}
+}
+
 func TestS3MetadataParsing(t *testing.T) {
 	good := map[string]string{metaOutputID: hexID(outputID("x")), metaSize: "1", metaTime: "5", metaEncoding: "identity"}
 	if _, _, err := parseS3Metadata(good); err != nil {
