@@ -203,15 +203,23 @@ func readAllSized(r io.Reader, hint, limit int64) ([]byte, error) {
 
 // parseManifest returns a decoded manifest (any version), an empty one if
 // it is not one. Nothing in it is trusted: a record that does not fit
-// rejects the whole manifest.
+// rejects the whole manifest, and so does an action ID named twice, which
+// no writer does: a few kilobytes of one ID repeated would otherwise
+// compress to nothing and cost each reader a million entries.
 func parseManifest(b []byte) manifest {
+	seen := make(map[ActionID]struct{})
 	if rest, ok := bytes.CutPrefix(b, []byte(manifestMagicV1)); ok {
 		if len(rest)%idLen != 0 || len(rest)/idLen > maxManifestIDs {
 			return manifest{}
 		}
 		entries := make([]manifestEntry, 0, len(rest)/idLen)
 		for ; len(rest) > 0; rest = rest[idLen:] {
-			entries = append(entries, manifestEntry{id: ActionID(rest[:idLen])})
+			id := ActionID(rest[:idLen])
+			if _, dup := seen[id]; dup {
+				return manifest{}
+			}
+			seen[id] = struct{}{}
+			entries = append(entries, manifestEntry{id: id})
 		}
 		return manifest{entries: entries}
 	}
@@ -262,6 +270,10 @@ func parseManifest(b []byte) manifest {
 			return manifest{}
 		}
 		e := manifestEntry{id: ActionID(rest[1 : 1+idLen])}
+		if _, dup := seen[e.id]; dup {
+			return manifest{}
+		}
+		seen[e.id] = struct{}{}
 		rest = rest[1+idLen:]
 		switch tag {
 		case 'k':

@@ -77,6 +77,9 @@ func TestManifestFormat(t *testing.T) {
 		manifestMagicV2 + frame + p1,                                         // packs in a v2 manifest
 		manifestMagic + "f\x04../x" + frame[2:] + p1,                         // an owner that is not a manifest ID
 		manifestMagic + "f\x30" + frame[2:] + p1,                             // an owner longer than the record
+		manifestMagic + "k" + id2[:idLen] + "k" + id2[:idLen],                // an action ID named twice
+		manifestMagic + frame + p1 + "k" + id2[:idLen],                       // likewise, packed and as a key
+		manifestMagicV1 + id2,                                                // likewise, in a v1 manifest
 	} {
 		if got := parseManifest([]byte(bad)); got.entries != nil || got.frames != nil {
 			t.Errorf("parseManifest(%q) = %d entries, want none", bad, len(got.entries))
