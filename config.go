@@ -307,7 +307,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 	c.sdkEndpoint = cmp.Or(getenv("AWS_ENDPOINT_URL_S3"), getenv("AWS_ENDPOINT_URL"))
 	c.StepSummary = getenv("GITHUB_STEP_SUMMARY")
 	if err := c.validate(cmd); err != nil {
-		return nil, &usageError{err.Error()}
+		return &c, &usageError{err.Error()} // its warnings may explain the error
 	}
 	return &c, nil
 }

@@ -50,12 +50,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	if errors.Is(err, errHelp) {
 		return 0
 	}
+	if cfg != nil {
+		for _, w := range cfg.Warnings { // before an error they may explain
+			fmt.Fprintf(stderr, "gobuildcache: warning: %s\n", w)
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gobuildcache: %v\n", err)
 		return 2
-	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintf(stderr, "gobuildcache: warning: %s\n", w)
 	}
 	log := newLogger(stderr, cfg.Debug)
 

@@ -258,6 +258,17 @@ func TestBadConfigIsOneLineNamingFlagAndEnv(t *testing.T) {
 	}
 }
 
+// TestWarningsBeforeTheError: a bare variable ignored with a warning may
+// be why the settings then do not go together; the warning comes first.
+func TestWarningsBeforeTheError(t *testing.T) {
+	status, stdout, stderr := runMain(t, nil, map[string]string{"GOBUILDCACHE_BACKEND": "s3", "S3_BUCKET": "arn:aws:s3:::mybucket"}, "")
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if status != 2 || stdout != "" || len(lines) != 2 ||
+		!strings.Contains(lines[0], "warning: ignoring S3_BUCKET=") || !strings.Contains(lines[1], "-s3-bucket (GOBUILDCACHE_S3_BUCKET)") {
+		t.Errorf("exit %d, stdout %q, stderr %q: want the warning about S3_BUCKET, then the error naming -s3-bucket, exit 2", status, stdout, stderr)
+	}
+}
+
 func TestServeProtocolErrorExitsNonZero(t *testing.T) {
 	dir := t.TempDir()
 	stdin := getLine(1, actionID("a")) + `{"ID":2,"Command":` + "\n"
