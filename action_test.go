@@ -73,7 +73,7 @@ func TestActionSetup(t *testing.T) {
 			t.Errorf("a warning with a go command that knows GOCACHEPROG:\n%s", out)
 		}
 		bin := filepath.Join(tmp, "gobuildcache", "gobuildcache")
-		want := "GOCACHEPROG=" + bin + ` -backend=s3 -s3-bucket=my-bucket -s3-region=eu-west-1 -s3-read-from=s3://trusted/gobuildcache/main/ -read-only=true -prefetch-scope="ci / test's" -cache-dir='/cache dir' -stats=true -debug -upload-concurrency=4` + "\n"
+		want := "GOCACHEPROG=" + bin + ` -backend=s3 -s3-bucket=my-bucket -s3-region=eu-west-1 -s3-read-from=s3://trusted/gobuildcache/main/ -read-only=true "-prefetch-scope=ci / test's" '-cache-dir=/cache dir' -stats=true -debug -upload-concurrency=4` + "\n"
 		if got := readOr(filepath.Join(tmp, "env")); got != want {
 			t.Errorf("GITHUB_ENV:\n%s\nwant:\n%s", got, want)
 		}
@@ -165,8 +165,48 @@ func TestActionSetup(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		if env := readOr(filepath.Join(tmp, "env")); !strings.Contains(env, `-prefetch-scope='ci_ lint-test-Linux-X64'`) {
+		if env := readOr(filepath.Join(tmp, "env")); !strings.Contains(env, `'-prefetch-scope=ci_ lint-test-Linux-X64'`) {
 			t.Errorf("GITHUB_ENV %q: want the default scope without its comma", env)
+		}
+	})
+
+	t.Run("spaces and lines reach the go command whole", func(t *testing.T) {
+		// The go command splits GOCACHEPROG at spaces, a quote counting
+		// only around a whole word: a workflow's name with a space (the
+		// default scope), a cache directory with one and the binary's own
+		// path with one are each one word, and a flags input of several
+		// lines gives every line's flags. Then a real go build is green
+		// (the remote refuses connections, which never fails a build).
+		t.Setenv("GITHUB_WORKFLOW", "CI Tests")
+		t.Setenv("GITHUB_JOB", "test")
+		t.Setenv("AWS_ACCESS_KEY_ID", "test-key")
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+		mod := gitRepo(t, map[string]string{"go.mod": "module m\n\ngo 1.24\n", "main.go": "package main\n\nfunc main() {}\n"})
+		runnerTemp := filepath.Join(t.TempDir(), "runner temp")
+		cacheDir := filepath.Join(t.TempDir(), "cache dir")
+		root, _ := os.Getwd()
+		err, out := runActionSetupIn(t, runnerTemp, root, mod, map[string]string{
+			"S3_BUCKET": "bkt", "S3_ENDPOINT": "http://127.0.0.1:1", "S3_PATH_STYLE": "true", "AWS_REGION": "us-east-1",
+			"CACHE_DIR": cacheDir, "MTIMES": "false", "FLAGS": "-upload-timeout=5s\n-read-only\n",
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		prog := strings.TrimSuffix(strings.TrimPrefix(readOr(filepath.Join(runnerTemp, "env")), "GOCACHEPROG="), "\n")
+		for _, want := range []string{"'" + filepath.Join(runnerTemp, "gobuildcache", "gobuildcache") + "' ", "'-prefetch-scope=CI Tests-test-", "'-cache-dir=" + cacheDir + "'", " -upload-timeout=5s -read-only"} {
+			if !strings.Contains(prog, want) {
+				t.Errorf("GOCACHEPROG %q lacks %q", prog, want)
+			}
+		}
+		build := exec.Command("go", "build", "-o", os.DevNull, ".")
+		build.Dir = mod
+		build.Env = append(os.Environ(), "GOCACHEPROG="+prog, "GOCACHE="+t.TempDir(), "GOFLAGS=", "GOTOOLCHAIN=local")
+		if b, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build with the action's GOCACHEPROG: %v\n%s", err, b)
+		}
+		if _, err := os.Stat(filepath.Join(cacheDir, "v1")); err != nil {
+			t.Errorf("the cache directory with a space was not the server's: %v", err)
 		}
 	})
 
@@ -336,6 +376,15 @@ func TestActionSetup(t *testing.T) {
 		if s := readOr(filepath.Join(tmp, "env")); s != "" {
 			t.Errorf("GITHUB_ENV written after a bad flag: %q", s)
 		}
+		// Flags each valid but not together stop the step too, not every
+		// go command after it.
+		err, out, tmp = runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "FLAGS": "-s3-sse-kms-key-id=mykey", "MTIMES": "false"})
+		if err == nil || !strings.Contains(out, "::error::gobuildcache: -s3-sse-kms-key-id (GOBUILDCACHE_S3_SSE_KMS_KEY_ID) needs -s3-sse=aws:kms") {
+			t.Errorf("want a one-line error naming the flags that do not go together: %v\n%s", err, out)
+		}
+		if s := readOr(filepath.Join(tmp, "env")); s != "" {
+			t.Errorf("GITHUB_ENV written after flags that do not go together: %q", s)
+		}
 	})
 }
 
@@ -382,6 +431,16 @@ func TestActionKey(t *testing.T) {
 	write("main.go", "package main\n\nfunc main() { println() }\n")
 	if k := key(); k == k1 {
 		t.Errorf("the source changed, the key did not: %q", k)
+	}
+	// A go command that cannot say (a toolchain it cannot fetch) costs
+	// the key its toolchain, never the job.
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "go"), []byte("#!/bin/sh\necho 'go: toolchain not available' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if k := key(); !strings.HasPrefix(k, "gobuildcache-bin-") || !strings.Contains(k, "-unknown-") {
+		t.Errorf("key without a toolchain: %q", k)
 	}
 }
 

@@ -118,25 +118,33 @@ fi
 # data: the action's ref says the rest).
 echo "$("$bin" version)${GITHUB_ACTION_REF:+ (action ref $GITHUB_ACTION_REF)}"
 
-# flag NAME VALUE adds -NAME=VALUE to the command line, quoted the way the go
-# command splits GOCACHEPROG (single or double quotes, no escapes); args
-# keeps the same flags unquoted.
-prog="$bin"
+# quote WHAT WORD prints WORD as one word of GOCACHEPROG, which the go
+# command splits at spaces, a quote counting only around a whole word
+# (single or double quotes, no escapes: cmd/internal/quoted); WHAT names it
+# in the error for a word that cannot be written so.
+quote() {
+	local what=$1 word=$2
+	case $word in
+	*$'\n'*) echo "::error::gobuildcache: $what has a newline" >&2; exit 1 ;;
+	*" "* | *$'\t'* | *'"'* | *"'"*)
+		case $word in
+		*"'"*)
+			case $word in *'"'*) echo "::error::gobuildcache: $what has both kinds of quotes" >&2; exit 1 ;; esac
+			printf '"%s"' "$word" ;;
+		*) printf "'%s'" "$word" ;;
+		esac ;;
+	*) printf '%s' "$word" ;;
+	esac
+}
+
+# flag NAME VALUE adds -NAME=VALUE to the command line, quoted as one word
+# (quote); args keeps the same flags unquoted.
+prog=$(quote "the binary's path ($bin)" "$bin")
 args=()
 flag() {
 	local name=$1 value=$2
 	args+=("-$name=$value")
-	case $value in
-	*$'\n'*) echo "::error::gobuildcache: input $name has a newline" >&2; exit 1 ;;
-	*" "* | *$'\t'* | *'"'* | *"'"*)
-		case $value in
-		*"'"*)
-			case $value in *'"'*) echo "::error::gobuildcache: input $name has both kinds of quotes" >&2; exit 1 ;; esac
-			value="\"$value\"" ;;
-		*) value="'$value'" ;;
-		esac ;;
-	esac
-	prog="$prog -$name=$value"
+	prog="$prog $(quote "input $name" "-$name=$value")"
 }
 
 if [ -n "${INPUT_S3_BUCKET:-}" ]; then
@@ -161,15 +169,20 @@ else
 fi
 [ -z "${INPUT_CACHE_DIR:-}" ] || flag cache-dir "$INPUT_CACHE_DIR"
 [ "${INPUT_STATS:-true}" != true ] || flag stats true
-read -ra extra <<<"${INPUT_FLAGS:-}"
+# Every line of the input (a YAML block holds one flag a line), split at
+# spaces; a flag's value cannot hold one.
+read -r -d '' -a extra <<<"${INPUT_FLAGS:-}" || true
 for f in ${extra[@]+"${extra[@]}"}; do
 	prog="$prog $f"
 	args+=("$f")
 done
 
-# Check the flags now, with one clear line, rather than in every go command.
-if ! "$bin" check "${args[@]}" -h >/dev/null 2>"$bin_dir/flags.err"; then
-	echo "::error::$(head -n1 "$bin_dir/flags.err")" >&2
+# Check the flags now, with one clear line, rather than in every go command:
+# prefetch takes the server's flags and checks them as the server does,
+# each alone and together, then (with -prefetch=false) does nothing. The
+# error is its last line, after any warning.
+if ! "$bin" prefetch "${args[@]}" -prefetch=false >/dev/null 2>"$bin_dir/flags.err"; then
+	echo "::error::$(tail -n1 "$bin_dir/flags.err")" >&2
 	exit 1
 fi
 
