@@ -262,8 +262,8 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 // reserveRoom takes size bytes of the file system of dir, where a get is
 // about to write a body, and returns their release. A remote's metadata may
 // declare any size up to maxBodySize, and a zstd body may decode to all of
-// it, so it refuses (KindTooLarge, a miss) a body that, with those other
-// gets are writing, would leave less free than the go command's puts
+// it, so it refuses (KindTooLarge, a miss) a body that, with the bodies
+// other gets are writing, would leave less free than the go command's puts
 // leave (fitsReserve), or for the prefetch's speculative gets, than the
 // prefetch leaves (prefetchReserve): no object fills the disk under the
 // build.
