@@ -93,7 +93,14 @@ func newBreakerBackend(remote Remote, stats *Stats, warn *warnings, marker strin
 	b := &breakerBackend{remote: remote, stats: stats, warn: warn, now: time.Now, marker: marker, cooldown: breakerCooldown}
 	b.probeCtx, b.probeCancel = context.WithCancel(context.Background())
 	if till, kind, ok := readBreakerMarker(marker); ok {
-		switch now := b.now(); {
+		now := b.now()
+		// A marker is never for longer than breakerMarkerMax: one further
+		// ahead (its writer's clock was ahead of this one's, or the file is
+		// garbage) would keep the remote off, and every probe with it.
+		if limit := now.Add(breakerMarkerMax); till.After(limit) {
+			till = limit
+		}
+		switch {
 		case now.Before(till):
 			b.openTill = till
 			b.warn.once("breaker", fmt.Sprintf("remote cache disabled until %s: another gobuildcache on this cache dir found it failing (%s)", till.Format(time.TimeOnly), kind), nil)

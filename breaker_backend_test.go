@@ -194,6 +194,21 @@ func TestBreakerMarkerIsShared(t *testing.T) {
 	if _, _, ok := readBreakerMarker(marker); ok {
 		t.Fatal("marker survived a successful request")
 	}
+
+	// A marker far ahead (its writer's clock was ahead, or the file is
+	// garbage) keeps the remote off for breakerMarkerMax at most.
+	if err := writeBreakerMarker(marker, clock.now().Add(100*365*24*time.Hour), "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	remote3 := newScriptedRemote(ErrNotFound)
+	b3 := newBreakerBackend(remote3, new(Stats), newWarnings(quietLog), marker)
+	b3.now = clock.now
+	clock.advance(breakerMarkerMax + time.Second)
+	b3.Get(ctx, actionID("k"))
+	b3.probes.Wait()
+	if remote3.count() != 1 {
+		t.Fatalf("a marker a century ahead: the remote asked %d times after breakerMarkerMax, want a probe", remote3.count())
+	}
 }
 
 // TestBreakerSuspectsAfterMarker: a server that starts shortly after a
