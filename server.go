@@ -121,6 +121,7 @@ func (s *Server) Serve(in io.Reader, out io.Writer) (err error) {
 		case CmdGet:
 			if len(req.ActionID) != idLen {
 				s.stats.Gets.Add(1)
+				s.stats.Misses.Add(1) // gets are hits and misses
 				s.stats.AddError("bad_request")
 				s.replyErr(req, badID("ActionID", req.ActionID))
 				continue

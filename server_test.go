@@ -419,6 +419,9 @@ func TestProtocolErrorsAreCounted(t *testing.T) {
 	if snap.Errors["verify"] != 1 || snap.Errors["bad_request"] != 1 || snap.Puts != 1 || snap.Gets != 1 {
 		t.Fatalf("stats %+v", snap)
 	}
+	if snap.Hits+snap.Misses != snap.Gets {
+		t.Errorf("hits %d + misses %d != gets %d", snap.Hits, snap.Misses, snap.Gets)
+	}
 }
 
 // TestPutTheCacheCannotKeep: a put that the local cache refuses before
