@@ -107,8 +107,8 @@ func (m *missPredictor) load(path string, now time.Time) {
 // save writes the streak and interval to path, as of now, for the next
 // server (see load), if path is not "" and this server observed any
 // lookup: one that learned nothing leaves an earlier server's state to
-// age. As the breaker's marker, the file is written in place: a reader
-// that meets it half written fails to parse it and starts afresh.
+// age. The file is replaced whole (replaceFile): written in place, a reader
+// could meet it cut short, which may still parse (a shorter interval).
 func (m *missPredictor) save(path string, now time.Time) error {
 	m.mu.Lock()
 	line := fmt.Sprintf("%d %d %d\n", now.UnixNano(), m.streak, m.interval)
@@ -117,7 +117,7 @@ func (m *missPredictor) save(path string, now time.Time) error {
 	if path == "" || !observed {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte(line), 0o644); err != nil {
+	if err := replaceFile(path, []byte(line)); err != nil {
 		return fmt.Errorf("save miss streak: %w", err)
 	}
 	return nil
