@@ -88,9 +88,9 @@ func loadLandedManifests(path string, now, removed time.Time) landedManifests {
 		name := string(rest[2 : 2+n])
 		rest = rest[2+n:]
 		at := time.Unix(0, int64(binary.BigEndian.Uint64(rest)))
-		size := int(binary.BigEndian.Uint32(rest[8:]))
+		size := binary.BigEndian.Uint32(rest[8:]) // not an int: on 32 bits one could be negative
 		rest = rest[12:]
-		if len(rest) < size {
+		if uint64(len(rest)) < uint64(size) {
 			return l
 		}
 		raw := rest[:size:size]

@@ -457,7 +457,7 @@ func TestS3MetadataParsing(t *testing.T) {
 		{metaOutputID: "00", metaSize: "1", metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "-1", metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "9223372036854775807", metaTime: "5", metaEncoding: "zstd"},
-		{metaOutputID: good[metaOutputID], metaSize: fmt.Sprint(maxBodySize + 1), metaTime: "5", metaEncoding: "identity"},
+		{metaOutputID: good[metaOutputID], metaSize: fmt.Sprint(int64(maxBodySize) + 1), metaTime: "5", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "x", metaEncoding: "identity"},
 		{metaOutputID: good[metaOutputID], metaSize: "1", metaTime: "5", metaEncoding: "brotli"},
 	} {
