@@ -54,11 +54,12 @@ func counterProblems(st cacheStats) []string {
 		p = append(p, "remote is false with -backend=s3")
 	}
 	// Every put stored locally is handed to the uploader, which does,
-	// fails, drops or abandons it (a put that failed locally is not).
-	ups := st.UploadsDone + st.UploadsFailed + st.UploadsDropped + st.UploadsAbandoned
+	// fails, drops, abandons it or finds it too large (a put that failed
+	// locally is not).
+	ups := st.UploadsDone + st.UploadsFailed + st.UploadsDropped + st.UploadsAbandoned + st.UploadsTooLarge
 	if ups > st.Puts || len(st.Errors) == 0 && ups != st.Puts {
-		p = append(p, fmt.Sprintf("puts %d (server errors %v) but uploads done %d + failed %d + dropped %d + abandoned %d = %d",
-			st.Puts, st.Errors, st.UploadsDone, st.UploadsFailed, st.UploadsDropped, st.UploadsAbandoned, ups))
+		p = append(p, fmt.Sprintf("puts %d (server errors %v) but uploads done %d + failed %d + dropped %d + abandoned %d + too large %d = %d",
+			st.Puts, st.Errors, st.UploadsDone, st.UploadsFailed, st.UploadsDropped, st.UploadsAbandoned, st.UploadsTooLarge, ups))
 	}
 	return p
 }
