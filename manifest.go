@@ -69,6 +69,20 @@ const (
 type manifest struct {
 	entries []manifestEntry
 	frames  []packFrame
+	ids     map[ActionID]struct{} // the entries' IDs, if parsed (see keySet)
+}
+
+// keySet returns the set of m's action IDs: the one parseManifest built
+// while it checked them for repeats, or a new one.
+func (m manifest) keySet() map[ActionID]struct{} {
+	if m.ids != nil {
+		return m.ids
+	}
+	set := make(map[ActionID]struct{}, len(m.entries))
+	for _, e := range m.entries {
+		set[e.id] = struct{}{}
+	}
+	return set
 }
 
 // manifestEntry is one action ID of a manifest, with its entry if the
@@ -221,7 +235,7 @@ func parseManifest(b []byte) manifest {
 			seen[id] = struct{}{}
 			entries = append(entries, manifestEntry{id: id})
 		}
-		return manifest{entries: entries}
+		return manifest{entries: entries, ids: seen}
 	}
 	rest, ok := bytes.CutPrefix(b, []byte(manifestMagic))
 	v2, v3 := false, false
@@ -306,6 +320,7 @@ func parseManifest(b []byte) manifest {
 	if len(m.frames) > 0 && !frameHasEntry {
 		return manifest{}
 	}
+	m.ids = seen
 	return m
 }
 

@@ -695,11 +695,7 @@ func (p *prefetcher) noteRead(listed, infos []manifestInfo, ms []manifest, idx f
 		if m.entries == nil {
 			return // unreadable: this run's manifest is written
 		}
-		set := make(map[ActionID]struct{}, len(m.entries))
-		for _, m := range m.entries {
-			set[m.id] = struct{}{}
-		}
-		r.keys = append(r.keys, set)
+		r.keys = append(r.keys, m.keySet())
 	}
 	age := make(map[string]int) // of this location's manifests, by ID: 0 the newest
 	for _, m := range listed {
