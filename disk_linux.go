@@ -127,12 +127,17 @@ func freeBytes(dir string) (int64, error) {
 // times, which any user who may write the file may do, where explicit
 // times (os.Chtimes) need its owner. In a directory shared through a
 // group, another user's body is refreshed this way.
-func touchNow(path string) error {
+func touchNow(path string) error { return utimensat(path, nil, 0) }
+
+// utimensat is the system call for path (relative to the working
+// directory): times nil sets both to now, as any writer may; explicit
+// times need the owner. syscall.UtimesNano offers neither nil nor flags.
+func utimensat(path string, times *[2]syscall.Timespec, flags uintptr) error {
 	p, err := syscall.BytePtrFromString(path)
 	if err != nil {
 		return &os.PathError{Op: "utimensat", Path: path, Err: err}
 	}
-	if _, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, atFDCWD, uintptr(unsafe.Pointer(p)), 0, 0, 0, 0); errno != 0 {
+	if _, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, atFDCWD, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(times)), flags, 0, 0); errno != 0 {
 		return &os.PathError{Op: "utimensat", Path: path, Err: errno}
 	}
 	return nil
