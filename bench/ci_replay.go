@@ -387,7 +387,7 @@ func runCIBench(ctx context.Context, set ciSettings) error {
 	if set.keep {
 		logf("work directory (kept): %s", c.work)
 	} else {
-		defer os.RemoveAll(c.work)
+		defer removeLater(c.work)
 	}
 	c.src = filepath.Join(c.work, "ci", "src")
 

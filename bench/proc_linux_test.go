@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -23,5 +24,30 @@ func TestCPUTime(t *testing.T) {
 	}
 	if got := cpuTime([]int{-1}); got != 0 {
 		t.Errorf("cpuTime of no process: %v, want 0", got)
+	}
+}
+
+// TestRemoveLater: a work directory handed to removeLater, files and
+// subdirectories, is gone soon after, removed by a process of its own.
+func TestRemoveLater(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "work")
+	for _, sub := range []string{"a", "b/c"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, sub, "f"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeLater(dir)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Lstat(dir); os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still there 30 s after removeLater", dir)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

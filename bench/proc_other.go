@@ -27,3 +27,6 @@ func ioBytes(pid int) int64 { return -1 }
 
 // accessTime is not known here.
 func accessTime(info os.FileInfo) (time.Time, bool) { return time.Time{}, false }
+
+// removeLater removes dir, here before returning.
+func removeLater(dir string) { os.RemoveAll(dir) }
