@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -159,5 +160,73 @@ func TestUploadLargerThanQueue(t *testing.T) {
 	a.Close(t.Context())
 	if n := strings.Count(log.String(), "larger than the upload queue"); n != 1 || stats.UploadsTooLarge.Load() != 2 {
 		t.Errorf("%d warnings, %d counted; want 1 and 2; log:\n%s", n, stats.UploadsTooLarge.Load(), log.String())
+	}
+}
+
+// TestSpoolOfAReusedBodyIsNotStale: a queued upload's spool file
+// is a hard link to the local body, so it carries the body's mtime. A body
+// put again (another action with the same output) keeps its mtime when that
+// is less than usedInterval old, so its spool file can look older than
+// staleTempAge minutes after it was made: the next process to open the
+// cache directory (or a trim) removes it as a crashed writer's leftover,
+// and the queued upload fails.
+func TestSpoolOfAReusedBodyIsNotStale(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	disk, err := NewDiskBackend(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	uploaded := map[ActionID]string{}
+	remote := &mockBackend{PutFn: func(ctx context.Context, a ActionID, o OutputID, size int64, body io.Reader) (Entry, error) {
+		<-release
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return Entry{}, err
+		}
+		mu.Lock()
+		uploaded[a] = string(b)
+		mu.Unlock()
+		return Entry{OutputID: o, Size: size}, nil
+	}}
+	stats := new(Stats)
+	up := newAsyncUploads(remote, disk.tmpDir(), 1, 1<<30, stats, quietLog)
+	tier := newLocalTier(disk, up, false, stats)
+
+	// An earlier go command of the job stored this output 50 minutes ago.
+	body := "an output two actions share"
+	first := putString(t, disk, "first", body)
+	old := time.Now().Add(-50 * time.Minute)
+	if err := os.Chtimes(first.DiskPath, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	// This go command: an upload that keeps the one worker busy, then a
+	// put of another action with the same output, queued behind it.
+	putString(t, tier, "busy", "keeps the worker busy")
+	putString(t, tier, "second", body)
+
+	// 11 minutes later, the uploads still queued, another go command of
+	// the job starts on the same directory (NewDiskBackend removes stale
+	// temps; so does every trim).
+	other, err := NewDiskBackend(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.now = func() time.Time { return time.Now().Add(11 * time.Minute) }
+	other.removeStaleTemps()
+
+	close(release)
+	if err := up.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got, ok := uploaded[actionID("second")]
+	mu.Unlock()
+	if !ok || got != body {
+		t.Errorf("queued upload of %q lost: uploaded=%v (%q); uploads failed=%d, done=%d",
+			"second", ok, got, stats.UploadsFailed.Load(), stats.UploadsDone.Load())
 	}
 }

@@ -481,8 +481,19 @@ func (d *DiskBackend) removeStaleTemps() {
 	}
 	cutoff := d.now().Add(-staleTempAge)
 	for _, ent := range ents {
-		if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) {
+		if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) && !sharesBody(fi) {
 			os.Remove(filepath.Join(d.tmpDir(), ent.Name()))
+		}
+	}
+	// Temp files of the state files in v1 itself (replaceFile, writeFile).
+	if ents, err := os.ReadDir(d.dir); err == nil {
+		for _, ent := range ents {
+			if !strings.HasPrefix(ent.Name(), tempPrefix) || ent.IsDir() {
+				continue
+			}
+			if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) {
+				os.Remove(filepath.Join(d.dir, ent.Name()))
+			}
 		}
 	}
 }

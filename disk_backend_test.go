@@ -240,3 +240,40 @@ func TestDiskNeverReplacesABody(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleStateTempsRemoved: state files of v1 (removed, trim.txt,
+// landed-*, miss-streak-*, remote-down-*, prefetch-plan-*) are written as a
+// temp file in v1 itself and renamed; a writer killed between the two
+// leaves the temp file there. Nothing ever removes it: stale temps are
+// looked for only in v1/tmp and the fan-out directories, and Clear only
+// walks a, o and tmp.
+func TestStaleStateTempsRemoved(t *testing.T) {
+	_, d, clock := newTrimDisks(t)
+	// What replaceFile (landed-<h>) and writeFile (removed) leave behind
+	// when killed between their create and rename.
+	left := []string{
+		filepath.Join(d.dir, tempPrefix+"landed-0123456789abcdef-12345"),
+		filepath.Join(d.dir, tempPrefix+"6789"),
+	}
+	for _, p := range left {
+		if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		setMtime(t, clock, p, 30*day)
+	}
+	// Something to trim, so that the trim does all it does.
+	e := putString(t, d, "old", "old body")
+	setMtime(t, clock, e.DiskPath, 30*day)
+	trimOK(t, d, defaultTrimOptions(1))
+	if _, _, err := d.Clear(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewDiskBackend(d.root); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range left {
+		if exists(p) {
+			t.Errorf("a killed writer's temp file, a month old, survives trim, clear and open: %s", filepath.Base(p))
+		}
+	}
+}

@@ -226,14 +226,18 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 func openCacheDir(dir string, isDefault bool) (*DiskBackend, error) {
 	if isDefault {
 		os.MkdirAll(dir, 0o700) // made private from the start; an error shows below
-	}
-	d, err := NewDiskBackend(dir)
-	if err == nil && isDefault {
-		if err := claimOwnDir(d.Dir()); err != nil {
+		// Before anything is done in it: another user's directory may
+		// lead anywhere (v1 or v1/tmp a link) and NewDiskBackend removes
+		// old files.
+		abs, err := filepath.Abs(dir)
+		if err == nil {
+			err = claimOwnDir(abs)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("open disk cache %s: %w", dir, err)
 		}
 	}
-	return d, err
+	return NewDiskBackend(dir)
 }
 
 // localCacheFallbacks are the directories the server tries, in order, when

@@ -10,3 +10,6 @@ func claimOwnDir(dir string) error { return nil }
 
 // fileReadable: outside Unix, access is the ACLs', not permission bits.
 func fileReadable(fi fs.FileInfo) bool { return true }
+
+// sharesBody: no link counts here.
+func sharesBody(fi fs.FileInfo) bool { return false }

@@ -82,3 +82,11 @@ func fileReadable(fi fs.FileInfo) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return !ok || canRead(st.Uid, st.Gid, uint32(st.Mode))
 }
+
+// sharesBody reports whether fi, a spool file, is a hard link to a body
+// still in place: its mtime is the body's, however young the link, and
+// removing it frees no space; once the body is trimmed it is removed.
+func sharesBody(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink > 1
+}

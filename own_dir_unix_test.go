@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCanRead: the permission bits that apply are the owner's, else the
@@ -99,6 +100,59 @@ func TestPrivateCacheDirs(t *testing.T) {
 			}
 			if fi.Mode().Perm() != c.want {
 				t.Errorf("mode %v, want %v", fi.Mode().Perm(), c.want)
+			}
+		})
+	}
+}
+
+// TestDefaultDirOfAnotherUserIsNotOpened: the default cache
+// directory is in the shared temp dir, so claimOwnDir refuses one that
+// another user made. But openCacheDir opens it (NewDiskBackend: MkdirAll
+// of v1/tmp, a probe file, and removeStaleTemps, which deletes every file
+// of v1/tmp older than an hour) before it asks claimOwnDir. Another user
+// who made /tmp/gobuildcache with v1 a symbolic link to X has this user's
+// server (clear, prefetch) delete the hour-old files of X/tmp, any
+// directory named tmp that this user may write (as root: /tmp, /var/tmp).
+func TestDefaultDirOfAnotherUserIsNotOpened(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a directory of another user")
+	}
+	for _, link := range []string{"v1", "v1/tmp"} {
+		t.Run(strings.ReplaceAll(link, "/", "_"), func(t *testing.T) {
+			base := t.TempDir()
+			// The victim's files: any directory, with an old file.
+			victim := filepath.Join(base, "home", "project")
+			target := victim // v1/tmp -> the victim's directory
+			if link == "v1" {
+				target = filepath.Join(victim, "tmp") // v1 -> X: X/tmp
+			}
+			precious := filepath.Join(target, "precious.go")
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(precious, []byte("work of a day"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-2 * time.Hour)
+			os.Chtimes(precious, old, old)
+			// The attacker's "default" directory: theirs (uid 65534).
+			def := filepath.Join(base, "gobuildcache")
+			if err := os.MkdirAll(filepath.Join(def, filepath.Dir(link)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(victim, filepath.Join(def, link)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{filepath.Join(def, link), filepath.Join(def, "v1"), def} {
+				os.Lchown(p, 65534, 65534)
+			}
+			d, err := openCacheDir(def, true)
+			t.Logf("openCacheDir of another user's default dir: %v, %v", d, err)
+			if err == nil {
+				t.Errorf("another user's default directory was accepted")
+			}
+			if !exists(precious) {
+				t.Errorf("opening another user's default directory (%s a link) deleted %s, a file of the victim's", link, precious)
 			}
 		})
 	}

@@ -41,8 +41,10 @@ const (
 	// go command does.
 	defaultTrimMaxAge = 5 * 24 * time.Hour
 	// defaultTrimMinAge protects, under size pressure, what any process
-	// used in the last ten minutes (plus usedInterval).
-	defaultTrimMinAge = 10 * time.Minute
+	// used in the last hour: a hit refreshes a body's mtime only once it
+	// is usedInterval old, so an mtime up to MinAge+usedInterval old may
+	// be a use of a moment ago.
+	defaultTrimMinAge = usedInterval
 	// trimEveryBounded and trimEveryUnbounded are how often MaybeTrim
 	// trims with and without a size bound.
 	trimEveryBounded   = 10 * time.Minute
@@ -358,8 +360,9 @@ func (d *DiskBackend) trimRecords(ctx context.Context, present map[string]int64,
 func (d *DiskBackend) MaybeTrim(ctx context.Context, o TrimOptions, every time.Duration) (TrimResult, bool, error) {
 	now := d.now()
 	stamp := filepath.Join(d.dir, trimStampName)
-	if b, err := os.ReadFile(stamp); err == nil {
-		if sec, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+	last, readErr := os.ReadFile(stamp)
+	if readErr == nil {
+		if sec, err := strconv.ParseInt(strings.TrimSpace(string(last)), 10, 64); err == nil {
 			// A stamp far in the future is a clock gone wrong: trim.
 			if age := now.Sub(time.Unix(sec, 0)); age < every && age > -usedInterval {
 				return TrimResult{}, false, nil
@@ -374,5 +377,14 @@ func (d *DiskBackend) MaybeTrim(ctx context.Context, o TrimOptions, every time.D
 		return err
 	})
 	res, err := d.Trim(ctx, o)
+	if err != nil && ctx.Err() != nil && res.Bodies == 0 {
+		// Stopped (its server exited) before it removed anything: no trim
+		// for the others to wait on. The stamp is put back as it was.
+		if readErr == nil {
+			d.writeFile(stamp, func(w io.Writer) error { _, err := w.Write(last); return err })
+		} else {
+			os.Remove(stamp)
+		}
+	}
 	return res, true, err
 }

@@ -506,3 +506,75 @@ func TestTrimConcurrent(t *testing.T) {
 		t.Error("no get or put succeeded")
 	}
 }
+
+// TestStoppedTrimDoesNotHoldOffTrims: the server runs its trim in the
+// background and stops it at exit. MaybeTrim writes the stamp before it
+// trims, so a trim stopped before it removed anything (a go command
+// shorter than the walk of a large cache) still counts as the trim of the
+// next 10 minutes (a day without -max-local-size) for every process: a
+// cache far over -max-local-size stays there, and if every go command is
+// that short, it is never trimmed.
+func TestStoppedTrimDoesNotHoldOffTrims(t *testing.T) {
+	w, d, clock := newTrimDisks(t)
+	for i := range 20 {
+		e := putString(t, w, fmt.Sprint("k", i), strings.Repeat(fmt.Sprint(i%10), 4096))
+		setMtime(t, clock, e.DiskPath, 2*day)
+	}
+	o := defaultTrimOptions(16 << 10) // -max-local-size=16KiB; 80 KiB cached
+	every := o.every()
+
+	// A go command whose server exits while its trim is still walking.
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, ran, err := d.MaybeTrim(stopped, o, every)
+	t.Logf("stopped trim: ran=%v res=%v err=%v", ran, res, err)
+
+	// The next go command, a minute later, with all the time it needs.
+	clock.advance(time.Minute)
+	next, err := NewDiskBackend(d.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.now = clock.now
+	res, ran, err = next.MaybeTrim(context.Background(), o, every)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies, _ := w.walkBodies(context.Background())
+	var total int64
+	for _, b := range bodies {
+		total += b.size
+	}
+	if total > o.MaxSize {
+		t.Errorf("after a full trim chance: %d bytes cached, bound %d; MaybeTrim ran=%v (%v): the stopped trim, which removed nothing, holds off trims for %v",
+			total, o.MaxSize, ran, res, every)
+	}
+}
+
+// TestTrimKeepsWhatWasUsedWithinTheHour: README promises that -max-local-size
+// never trims an entry "used in the last hour" (DESIGN: "used by anyone in
+// the last hour, is never removed"). A hit refreshes a body's mtime only
+// when it is an hour old, and the trim protects mtimes of the last
+// MinAge+usedInterval = 70 minutes: so a body whose mtime was 59 minutes
+// old when another go command (a parallel `go test`, a long build) was
+// handed it is removed by the trim of any other process 12 minutes later,
+// while that go command may still read it (a dependent's compile reads a
+// cached package's export data from the DiskPath it was given).
+func TestTrimKeepsWhatWasUsedWithinTheHour(t *testing.T) {
+	ctx := context.Background()
+	w, d, clock := newTrimDisks(t)
+	e := putString(t, w, "dep", "export data of a package")
+	setMtime(t, clock, e.DiskPath, 59*time.Minute)
+	// A long build (process w) is handed the body now.
+	got, err := w.Get(ctx, actionID("dep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 12 minutes later, another go command's server (process d) trims,
+	// with the options the server uses, a cache over -max-local-size.
+	clock.advance(12 * time.Minute)
+	res := trimOK(t, d, defaultTrimOptions(1))
+	if !exists(got.DiskPath) {
+		t.Errorf("a body handed out 12 minutes ago was trimmed (%v); README: never one used in the last hour", res)
+	}
+}
