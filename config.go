@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,8 @@ type Config struct {
 	// Warnings are one-line messages about settings that were ignored:
 	// unusable values of bare variables.
 	Warnings []string
+	// ignoredBare names the bare variables whose values were unusable.
+	ignoredBare []string
 	// from names what set each option, by flag name: "-flag", or a
 	// variable's name; an option at its default is absent.
 	from map[string]string
@@ -178,7 +181,7 @@ var options = []option{
 	{"s3-read-from", "S3_READ_FROM", "further locations to read, in order, after -s3-bucket and -s3-prefix, and never write: s3://BUCKET/PREFIX/ separated by commas (a pull request's job reads the trusted cache)", allCmds,
 		func(c *Config) flag.Value { return &c.S3ReadFrom }},
 	{"s3-region", "AWS_REGION", "AWS region of the bucket", allCmds,
-		func(c *Config) flag.Value { return (*stringValue)(&c.S3Region) }},
+		func(c *Config) flag.Value { return (*regionValue)(&c.S3Region) }},
 	{"s3-endpoint", "S3_ENDPOINT", "S3 endpoint URL for S3-compatible servers (MinIO, R2, Ceph); AWS_ENDPOINT_URL_S3 is honoured too", allCmds,
 		func(c *Config) flag.Value { return (*urlValue)(&c.S3Endpoint) }},
 	{"s3-path-style", "S3_PATH_STYLE", "address the bucket in the URL path rather than the host name (MinIO, Ceph)", allCmds,
@@ -293,6 +296,11 @@ func parseConfig(cmd string, args []string, getenv func(string) string, usageOut
 			c.from[o.flag] = o.envName()
 		} else if s := o.getBare(getenv); s != "" {
 			if err := o.value(&c).Set(s); err != nil {
+				if cmd == cmdClear {
+					// clear deletes: a setting it cannot read is not one to guess at.
+					return nil, &usageError{fmt.Sprintf("invalid %s=%.80q (flag -%s, variable %s): %v", o.bare, s, o.flag, o.envName(), err)}
+				}
+				c.ignoredBare = append(c.ignoredBare, o.bare)
 				c.Warnings = append(c.Warnings, fmt.Sprintf("ignoring %s=%.80q: %v (gobuildcache's own setting is %s or -%s)", o.bare, s, err, o.envName(), o.flag))
 				continue
 			}
@@ -337,6 +345,13 @@ func (c *Config) validate(cmd string) error {
 			c.Backend = "disk"
 		} else {
 			return fmt.Errorf("-s3-bucket (%sS3_BUCKET) is required with -backend=s3", envPrefix)
+		}
+	}
+	for _, v := range []string{"S3_ENDPOINT", "S3_PREFIX"} {
+		if c.Backend == "s3" && slices.Contains(c.ignoredBare, v) {
+			// Without it the cache would go elsewhere (AWS, another prefix).
+			c.Warnings = append(c.Warnings, fmt.Sprintf("remote cache off: %s is unusable (see above); using the disk backend", v))
+			c.Backend = "disk"
 		}
 	}
 	if k := c.awsCreds; c.Backend == "s3" && (k.AccessKeyID == "") != (k.SecretAccessKey == "") {
@@ -708,3 +723,15 @@ func (v *durationValue) String() string {
 	}
 	return v.p.String()
 }
+
+// regionValue is a region's name: letters, digits and '-' (a host label).
+type regionValue string
+
+func (v *regionValue) Set(s string) error {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+		return errors.New("not a region name: want letters, digits and '-', such as us-east-1")
+	}
+	*v = regionValue(s)
+	return nil
+}
+func (v *regionValue) String() string { return string(*v) }

@@ -31,7 +31,7 @@ func loadJobID(path string, now time.Time) string {
 		return randomSuffix()
 	}
 	if fi, err := os.Stat(path); err == nil {
-		if now.Sub(fi.ModTime()) < jobIDLifetime {
+		if age := now.Sub(fi.ModTime()); age < jobIDLifetime && age > -time.Minute { // one from the future: a clock gone wrong
 			if b, err := os.ReadFile(path); err == nil && jobIDPattern.Match(b) {
 				return string(b)
 			}

@@ -140,3 +140,23 @@ func TestJobOfManyGoCommands(t *testing.T) {
 		t.Errorf("after the next job: %d manifests, want the cold job's %d alone", len(infos), commands)
 	}
 }
+
+// TestJobIDFromTheFuture: a job file whose mtime lies in the future
+// (a clock that was wrong once, on a self-hosted runner whose cache
+// directory outlives its jobs) is never replaced: every later go command
+// on that directory, in every job, shares one job ID for ever, although
+// jobIDLifetime is 6 hours. The trim stamp and the miss streak treat a
+// future stamp as a clock gone wrong; this file does not.
+func TestJobIDFromTheFuture(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "job")
+	now := time.Now()
+	first := loadJobID(path, now)
+	future := now.Add(365 * 24 * time.Hour)
+	if err := os.Chtimes(path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(30 * 24 * time.Hour) // a month on: many jobs later
+	if got := loadJobID(path, later); got == first {
+		t.Errorf("a month after it was written (mtime a year ahead), the job ID is still %q: one job for ever", got)
+	}
+}

@@ -544,3 +544,72 @@ func TestPrefetchCommandWithoutARemote(t *testing.T) {
 		t.Errorf("prefetch with a bad flag: exit %d, %q", status, stderr)
 	}
 }
+
+// TestClearRefusesUnusableBareSettings: clear is run by hand and
+// deletes; config.go's own rule for it is that "ignoring any of these would
+// widen what clear deletes". An unusable CLEAR_LOCAL_ONLY (a "yes" for
+// true) or S3_PREFIX (a leading "/") must not be ignored by clear: ignoring
+// the first deletes the shared remote cache the user asked to keep, and
+// ignoring the second deletes s3://BUCKET/gobuildcache/, a location the
+// user never named.
+func TestClearRefusesUnusableBareSettings(t *testing.T) {
+	args := []string{"-backend=s3", "-s3-bucket=bkt"}
+	for _, env := range []map[string]string{
+		{"CLEAR_LOCAL_ONLY": "yes"},
+		{"CLEAR_LOCAL_ONLY": "on"},
+		{"S3_PREFIX": "/team/cache/"},
+		{"S3_PREFIX": "team//cache/"},
+	} {
+		c, err := parseConfig(cmdClear, args, func(k string) string { return env[k] }, nil)
+		if err != nil {
+			continue // refused: good
+		}
+		remoteCleared := c.Backend == "s3" && !c.LocalOnly
+		if remoteCleared {
+			t.Errorf("clear %v with %v: accepted (warnings %q); it would delete s3://%s/%s (local-only %v)",
+				args, env, c.Warnings, c.S3Bucket, c.S3Prefix, c.LocalOnly)
+		}
+	}
+}
+
+// TestFlagsS3CanNeverTake: README: "A flag or a GOBUILDCACHE_
+// variable is meant for gobuildcache alone, so a bad value there stops the
+// program with one line naming the flag and the variable, and exit status
+// 2." A region no endpoint can be built from, and a prefix that is not
+// UTF-8 (S3 keys are UTF-8), are accepted; the go command then runs with a
+// remote that fails every request.
+func TestFlagsS3CanNeverTake(t *testing.T) {
+	for _, args := range [][]string{
+		{"-backend=s3", "-s3-bucket=bkt", "-s3-region=us east 1"},
+		{"-backend=s3", "-s3-bucket=bkt", "-s3-region=eu-west-1\t"},
+		{"-backend=s3", "-s3-bucket=bkt", "-s3-prefix=caf\xe9/"},
+	} {
+		status, _, stderr := runMain(t, append(args, "-cache-dir="+t.TempDir()), nil, `{"ID":1,"Command":"close"}`+"\n")
+		if status != 2 {
+			t.Errorf("%q: exit %d (stderr %q), want 2 and one line naming the flag", args, status, stderr)
+		}
+	}
+}
+
+// TestUnusableBareEndpointTurnsTheRemoteOff: an S3_ENDPOINT that cannot be
+// used (host:port without a scheme, meant for MinIO) must not send the
+// cache to AWS S3, to a bucket of that name anyone may own; nor may an
+// unusable S3_PREFIX move it to the default prefix. The remote is off,
+// with a warning, as for BACKEND_TYPE=s3 without a bucket.
+func TestUnusableBareEndpointTurnsTheRemoteOff(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"BACKEND_TYPE": "s3", "S3_BUCKET": "gobuildcache", "S3_ENDPOINT": "minio.internal:9000"},
+		{"BACKEND_TYPE": "s3", "S3_BUCKET": "gobuildcache", "S3_PREFIX": "/team/cache/"},
+	} {
+		cfg, err := parseConfig(cmdServe, nil, func(k string) string { return env[k] }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Backend != "disk" {
+			t.Errorf("%v: backend %s, prefix %q, endpoint %q (warnings %q); want the disk backend", env, cfg.Backend, cfg.S3Prefix, cfg.S3Endpoint, cfg.Warnings)
+		}
+		if w := strings.Join(cfg.Warnings, "\n"); !strings.Contains(w, "remote cache off") {
+			t.Errorf("%v: warnings %q say nothing of the remote being off", env, cfg.Warnings)
+		}
+	}
+}

@@ -371,9 +371,8 @@ func prefetchScopes(flag, toolchain, ciJob string) (own string, further []string
 			further = append(further, s)
 		}
 	}
-	for _, name := range strings.Split(flag, ",") {
-		add(name)
-	}
+	names := strings.Split(flag, ",")
+	add(names[0])
 	if own == "" {
 		add(ciJob)
 	}
@@ -381,6 +380,9 @@ func prefetchScopes(flag, toolchain, ciJob string) (own string, further []string
 		wd, _ := os.Getwd()
 		h := sha256.Sum256([]byte(wd))
 		add("dir-" + hex.EncodeToString(h[:8]))
+	}
+	for _, name := range names[1:] {
+		add(name)
 	}
 	return own, further
 }

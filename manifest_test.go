@@ -259,3 +259,18 @@ func TestManifestObjectSizeNotTrusted(t *testing.T) {
 		t.Errorf("decoding a %d-byte body: %d bytes allocated, error %v, want errVerify", len(obj), n, err)
 	}
 }
+
+// TestPrefetchScopeAfterCommaIsNeverWritten: "names after commas
+// are further scopes, read and never written" (README, -h). When the first
+// name is empty or has no character left once made safe (a matrix value
+// that is unset, a non-Latin name), the first further scope becomes the
+// one this run WRITES its manifests to, and the CI job's default scope is
+// not used.
+func TestPrefetchScopeAfterCommaIsNeverWritten(t *testing.T) {
+	for _, flag := range []string{",build", "тест,build", " ,build"} {
+		own, further := prefetchScopes(flag, "", "gh-org-repo-ci-test")
+		if own == "build" {
+			t.Errorf("-prefetch-scope=%q: writes to scope %q (further %q); want build read only", flag, own, further)
+		}
+	}
+}
