@@ -865,3 +865,135 @@ func BenchmarkPackBuilder(b *testing.B) {
 		})
 	}
 }
+
+// TestManifestReferringToAFrameNamesEachEntryOnce: run A's inline budget runs
+// out, so a small entry q is packed beside a large one r. Run B (an
+// ordinary later run of the same scope) uses q and r (and stores one new
+// entry): q is small and local, so B's manifest carries it whole, and r is
+// in a recent frame of A's, so B's manifest refers to that frame, listing
+// all its entries, q among them. B's manifest then names q twice, which
+// every reader rejects (parseManifest): the scope's newest manifest is
+// unreadable.
+func TestManifestReferringToAFrameNamesEachEntryOnce(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies := make(map[string]string)
+	var order []string
+	for i := range inlineBudget / inlineMax { // exactly the inline budget
+		k := fmt.Sprintf("fill%03d", i)
+		bodies[k] = strings.Repeat(string(rune('a'+i%26)), inlineMax-1) + k[len(k)-1:]
+		order = append(order, k)
+	}
+	bodies["q"] = strings.Repeat("q", 100)         // small: packed in A (no budget left)
+	bodies["r"] = strings.Repeat("r", inlineMax+1) // never inline
+	order = append(order, "q", "r")
+	packRun(t, mem, bodies, order)
+
+	infos, _ := mem.ListManifests(ctx, "job", -1)
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	mA := decodeManifest(obj)
+	for _, e := range mA.entries {
+		if e.id == actionID("q") && !e.packed {
+			t.Fatalf("setup: q not packed in run A")
+		}
+	}
+
+	b, _, _, _ := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true})
+	for _, k := range []string{"q", "r"} {
+		if _, err := b.Get(ctx, actionID(k)); err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		b.Got(actionID(k), true)
+	}
+	putString(t, b, "s", strings.Repeat("s", inlineMax+5))
+	b.Stored(actionID("s"))
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ = mem.ListManifests(ctx, "job", -1)
+	if len(infos) != 2 {
+		t.Fatalf("%d manifests, want 2", len(infos))
+	}
+	obj, _ = mem.GetManifest(ctx, infos[0].name)
+	mB := decodeManifest(obj)
+	if mB.entries == nil {
+		d := getZstdDecoder(strings.NewReader(string(obj)))
+		raw := make([]byte, 1<<20)
+		n, _ := d.Read(raw)
+		cnt := strings.Count(string(raw[:n]), string(idBytes(actionID("q"))))
+		t.Errorf("run B's manifest (%d bytes stored) does not decode: every reader rejects it; it names q %d times", len(obj), cnt)
+	}
+
+	// Run C does exactly what B did: B's manifest describes it, so C
+	// should write nothing. With B's unreadable, C packs and uploads again.
+	c, _, _, statsC := freshMachine(t, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true})
+	for _, k := range []string{"q", "r", "s"} {
+		if _, err := c.Get(ctx, actionID(k)); err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		c.Got(actionID(k), true)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if infos, _ = mem.ListManifests(ctx, "job", -1); len(infos) != 2 || statsC.PacksWritten.Load() != 0 {
+		t.Errorf("run C, which used just what run B's manifest names, wrote a manifest (%d manifests now, want 2) and %d packs (%d bytes), want none", len(infos), statsC.PacksWritten.Load(), statsC.PackBytesUp.Load())
+	}
+}
+
+
+// TestManifestReferringToTwoFramesOfOneEntry: two runs of a scope at once (matrix
+// legs sharing it, say) each pack an entry x, beside y and z. The next run
+// uses y and z: its manifest refers to both frames, each listed with all
+// its entries, so it names x twice, and every reader rejects it.
+func TestManifestReferringToTwoFramesOfOneEntry(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	body := func(k string) string { return strings.Repeat(k, inlineMax+1) }
+	opts := prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}
+	// Legs A and B start together: neither's prefetch sees the other's
+	// manifest.
+	statsA, statsB := new(Stats), new(Stats)
+	a := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsA), mem, opts, statsA, quietLog)
+	b := newPrefetcher(newLocalTier(newTestDisk(t), mem, false, statsB), mem, opts, statsB, quietLog)
+	a.Started()
+	b.Started()
+	<-a.done
+	<-b.done
+	for _, k := range []string{"x", "y"} {
+		putString(t, a, k, body(k))
+		a.Stored(actionID(k))
+	}
+	for _, k := range []string{"x", "z"} {
+		putString(t, b, k, body(k))
+		b.Stored(actionID(k))
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c, _, _, _ := freshMachine(t, mem, opts)
+	for _, k := range []string{"y", "z"} {
+		if _, err := c.Get(ctx, actionID(k)); err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		c.Got(actionID(k), true)
+	}
+	putString(t, c, "w", body("w"))
+	c.Stored(actionID("w"))
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos, _ := mem.ListManifests(ctx, "job", -1)
+	if len(infos) != 3 {
+		t.Fatalf("%d manifests, want 3", len(infos))
+	}
+	obj, _ := mem.GetManifest(ctx, infos[0].name)
+	if m := decodeManifest(obj); m.entries == nil {
+		t.Errorf("run C's manifest does not decode: every reader rejects it")
+	}
+}
+

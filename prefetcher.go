@@ -1102,34 +1102,39 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 	}
 	listed := make(map[int]bool)             // new frames named
 	referred := make(map[*plannedFrame]bool) // recent frames named
+	named := make(map[ActionID]bool)         // IDs the manifest lists so far
 	addFrame := func(f packFrame, fes []manifestEntry) {
 		for _, e := range fes {
 			e.packed, e.frame = true, len(out.frames)
+			named[e.id] = true
 			out.entries = append(out.entries, e)
 		}
 		out.frames = append(out.frames, f)
 	}
 	for _, m := range entries {
+		if named[m.id] {
+			continue // listed with a frame that holds it
+		}
 		cf := cover.frames[m.id]
 		switch {
 		case m.packed && (m.frame >= len(newFrames) || failed[newFrames[m.frame].pack]):
 			m.packed = false
+			named[m.id] = true
 			out.entries = append(out.entries, m)
 		case m.packed:
 			if !listed[m.frame] {
 				listed[m.frame] = true
 				addFrame(newFrames[m.frame], byFrame[m.frame])
 			}
-		case !m.inline && cf != nil:
-			if !referred[cf] {
-				referred[cf] = true
-				fes := make([]manifestEntry, len(cf.entries))
-				for k, e := range cf.entries {
-					fes[k] = *e
-				}
-				addFrame(cf.ref(), fes)
+		case cf != nil && !referred[cf] && !slices.ContainsFunc(cf.entries, func(e *manifestEntry) bool { return named[e.id] }):
+			referred[cf] = true
+			fes := make([]manifestEntry, len(cf.entries))
+			for k, e := range cf.entries {
+				fes[k] = *e
 			}
+			addFrame(cf.ref(), fes)
 		default:
+			named[m.id] = true
 			out.entries = append(out.entries, m)
 		}
 	}
