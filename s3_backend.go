@@ -11,15 +11,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // S3Backend stores entries in an S3 bucket: AWS S3, an S3 Express One Zone
@@ -182,7 +185,9 @@ func (b *S3Backend) probeWriteLocation() {
 			defer cancel()
 			dir := b.loc.prefix + s3LayoutVersion + "/"
 			out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir, MaxKeys: aws.Int32(1)})
-			if err == nil && len(out.Contents) == 0 {
+			// A page of no keys may still be cut short (IsTruncated): keys
+			// may follow.
+			if err == nil && len(out.Contents) == 0 && !aws.ToBool(out.IsTruncated) {
 				b.writeEmpty.Store(true)
 			}
 		}()
@@ -620,9 +625,10 @@ func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt,
 	}
 }
 
-// DeleteManifests implements manifestStore: one listing of each
-// manifest's packs, then one DeleteObjects. Only manifests of the write
-// location can be deleted.
+// DeleteManifests implements manifestStore: one listing of the pack
+// directory of each scope the names are in (a directory bucket lists only
+// prefixes that end in "/"), then DeleteObjects of the manifests and their
+// packs. Only manifests of the write location can be deleted.
 func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
@@ -635,23 +641,61 @@ func (b *S3Backend) DeleteManifests(ctx context.Context, names []string) error {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	var objs []types.ObjectIdentifier
+	packs := map[string][]string{} // a scope's pack directory: the keys in it
 	for _, k := range names {
 		objs = append(objs, types.ObjectIdentifier{Key: aws.String(k)})
-		dir, ok := b.loc.packDir(k)
+		prefix, ok := b.loc.packDir(k)
 		if !ok {
 			continue
 		}
-		out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
-		if err != nil {
-			return s3ListError(b.loc.bucket+"/"+dir, err)
+		dir := prefix[:strings.LastIndexByte(prefix, '/')+1]
+		keys, listed := packs[dir]
+		if !listed {
+			pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.bucket, Prefix: &dir})
+			for pages.HasMorePages() {
+				page, err := pages.NextPage(ctx)
+				if err != nil {
+					return s3ListError(b.loc.bucket+"/"+dir, err)
+				}
+				for _, o := range page.Contents {
+					keys = append(keys, aws.ToString(o.Key))
+				}
+			}
+			packs[dir] = keys
 		}
-		for _, o := range out.Contents {
-			objs = append(objs, types.ObjectIdentifier{Key: o.Key})
+		for _, pk := range keys {
+			if strings.HasPrefix(pk, prefix) {
+				objs = append(objs, types.ObjectIdentifier{Key: aws.String(pk)})
+			}
 		}
 	}
-	_, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+	for batch := range slices.Chunk(objs, deleteBatch) {
+		if err := b.deleteObjects(ctx, batch); err != nil {
+			return s3Error("delete", names[0], err, true)
+		}
+	}
+	return nil
+}
+
+// deleteBatch is the most keys one DeleteObjects takes.
+const deleteBatch = 1000
+
+// deleteObjects deletes keys, at most deleteBatch of them. A quiet
+// DeleteObjects answers 200 and lists only the keys it did not delete,
+// each with an error code (AccessDenied without s3:DeleteObject): the
+// first is the error, with its code, so that it is classified as a
+// request's would be.
+func (b *S3Backend) deleteObjects(ctx context.Context, keys []types.ObjectIdentifier) error {
+	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: keys, Quiet: aws.Bool(true)}})
 	if err != nil {
-		return s3Error("delete", names[0], err, true)
+		return err
+	}
+	if len(out.Errors) > 0 {
+		e := out.Errors[0]
+		return &smithy.GenericAPIError{
+			Code:    aws.ToString(e.Code),
+			Message: fmt.Sprintf("%d objects not deleted, first %s: %s", len(out.Errors), aws.ToString(e.Key), aws.ToString(e.Message)),
+		}
 	}
 	return nil
 }
@@ -716,6 +760,8 @@ func checkS3Prefix(p string) error {
 		return errors.New("contains NUL or backslash")
 	case strings.HasPrefix(p, "/"):
 		return errors.New("starts with /")
+	case !utf8.ValidString(p):
+		return errors.New("is not UTF-8 (S3 keys are)")
 	}
 	for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
 		if p != "" && (seg == "" || seg == "." || seg == "..") {
@@ -731,8 +777,8 @@ func checkS3Prefix(p string) error {
 }
 
 // Clear deletes every object under the prefix (all layout versions, and
-// anything else stored there), listing it and deleting in batches of 1000
-// with a few DeleteObjects in parallel. It reports the objects and bytes
+// anything else stored there), listing it and deleting in batches of
+// deleteBatch with a few DeleteObjects in parallel. It reports the objects and bytes
 // removed.
 func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error) {
 	const parallel = 4
@@ -745,15 +791,7 @@ func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error)
 		go func() {
 			defer wg.Done()
 			for batch := range batches {
-				out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
-					Bucket: &b.loc.bucket,
-					Delete: &types.Delete{Objects: batch, Quiet: aws.Bool(true)},
-				})
-				if err == nil && len(out.Errors) > 0 {
-					e := out.Errors[0]
-					err = fmt.Errorf("%d objects not deleted, first %s: %s", len(out.Errors), aws.ToString(e.Key), aws.ToString(e.Message))
-				}
-				if err != nil {
+				if err := b.deleteObjects(ctx, batch); err != nil {
 					mu.Lock()
 					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()

@@ -11,6 +11,8 @@ import (
 	"io"
 	"maps"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -581,5 +583,110 @@ func TestS3StaleSessionToken(t *testing.T) {
 	body := "body"
 	if _, err := b.Put(t.Context(), actionID("k"), outputID(body), int64(len(body)), strings.NewReader(body)); errKind(err) != KindAuth {
 		t.Errorf("put: %v (kind %v), want auth", err, errKind(err))
+	}
+}
+
+// TestProbeWriteLocationTruncatedEmptyPage: with -s3-read-from, the
+// first get lists the write location with MaxKeys=1 and, if the page holds
+// no key, takes the write location for empty and stops asking it for the
+// rest of the run. AWS: "The response might contain fewer keys but will
+// never contain more. If there are additional keys that satisfy the search
+// criteria, but these keys were not returned because max-keys was
+// exceeded, the response contains <IsTruncated>true</IsTruncated>"
+// (ListObjectsV2 MaxKeys); a page of no keys that is truncated says nothing
+// about emptiness. Here the write location has entries, the first page is
+// empty and truncated, and the server stops reading it.
+func TestProbeWriteLocationTruncatedEmptyPage(t *testing.T) {
+	listed := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("list-type") == "2" {
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>w/v1/</Prefix><KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>true</IsTruncated><NextContinuationToken>tok</NextContinuationToken></ListBucketResult>`)
+			select {
+			case listed <- struct{}{}:
+			default:
+			}
+			return
+		}
+		writeShimError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+	}))
+	defer srv.Close()
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: "b", Prefix: "w/", ReadFrom: []s3Location{{bucket: "b", prefix: "r/"}},
+		Endpoint: srv.URL, PathStyle: true, Region: "us-east-1", Timeout: 5 * time.Second,
+		TempDir: t.TempDir(), Credentials: shimBaseCreds,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Get(t.Context(), ActionID{1}) // starts the probe
+	<-listed
+	for range 200 { // the probe's goroutine stores its verdict right after the answer
+		if b.writeEmpty.Load() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b.writeEmpty.Load() {
+		t.Errorf("a truncated page of no keys made the write location count as empty: gets now ask only %v", b.readable(!b.writeEmpty.Load()))
+	}
+}
+
+// TestDeleteManifestsReportsKeysNotDeleted: DeleteObjects answers 200
+// with an <Error> per key it did not delete (AWS: a key the caller may not
+// delete, s3:DeleteObject missing, is reported in the 200's body, as
+// AccessDenied). DeleteManifests asks for a quiet answer and never looks at
+// its errors: the manifest upkeep reports success while nothing was
+// deleted, no error is counted, and the manifests pile up.
+func TestDeleteManifestsReportsKeysNotDeleted(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Query().Get("list-type") == "2":
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated></ListBucketResult>`)
+		case r.Method == http.MethodPost && r.URL.Query().Has("delete"):
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Error><Key>w/v1/m/s/0000000000000000001-abc</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error></DeleteResult>`)
+		default:
+			writeShimError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		}
+	}))
+	defer srv.Close()
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: "b", Prefix: "w/", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.DeleteManifests(t.Context(), []string{"w/v1/m/s/0000000000000000001-abc"})
+	if err == nil {
+		t.Errorf("DeleteManifests: nil, though S3 answered that the manifest was not deleted (AccessDenied)")
+	}
+}
+
+// TestDeleteManifestsOver1000: one DeleteObjects takes at most 1000
+// keys (AWS DeleteObjects: "you can specify up to 1,000 keys"; MinIO
+// enforces it too). DeleteManifests sends every name given, with their
+// packs, in one request: once a scope has more than manifestsKept+1000
+// manifests (deletes that failed before, see above), the upkeep fails on
+// every run and never catches up.
+func TestDeleteManifestsOver1000(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.Endpoint == "" {
+		t.Skip("needs the local MinIO")
+	}
+	b, err := NewS3Backend(t.Context(), tg.options(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 1001)
+	for i := range names {
+		// Manifests that are not there: DeleteObjects deletes them
+		// all the same (a missing key is deleted, for S3).
+		names[i] = b.loc.manifestKey("review-scope", newManifestID(time.Unix(0, int64(i+1)), "abc"))
+	}
+	if err := b.DeleteManifests(t.Context(), names); err != nil {
+		t.Errorf("DeleteManifests of %d manifests: %v", len(names), err)
 	}
 }

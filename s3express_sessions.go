@@ -24,9 +24,11 @@ import (
 // request returns), and shares no refresh between concurrent operations.
 //
 // Here each bucket has one session at a time, made by CreateSession in the
-// bucket's mode (ReadOnly where the cache only reads; otherwise none, and the
-// service makes a ReadWrite session if the credentials may write, else a
-// ReadOnly one). Of a session that lives L (five minutes on AWS):
+// bucket's mode: ReadOnly where the cache only reads; otherwise none, which
+// the service makes a ReadWrite session, and ReadOnly from the first time
+// that is denied (credentials that may only read: the managed policy
+// AmazonS3ExpressReadOnlyAccess), so that reads go on and each write is
+// refused as a write. Of a session that lives L (five minutes on AWS):
 //
 //   - it is handed out until min(30 s, L/5) before its expiry, never later,
 //     so that a request signed with it arrives before it expires;
@@ -74,6 +76,7 @@ type expressSession struct {
 	useTill   time.Time       // handed out until then
 	refreshAt time.Time       // the next session is made from then on
 	pending   *sessionAttempt // nil unless a CreateSession runs
+	readOnly  bool            // ask for ReadOnly sessions
 }
 
 // sessionAttempt is one CreateSession; done is closed when it has ended,
@@ -154,7 +157,7 @@ func (p *expressSessions) Retrieve(ctx context.Context, bucket string) (aws.Cred
 	p.mu.Lock()
 	s := p.buckets[bucket]
 	if s == nil {
-		s = &expressSession{}
+		s = &expressSession{readOnly: p.readOnly[bucket]}
 		p.buckets[bucket] = s
 	}
 	now := p.now()
@@ -169,13 +172,13 @@ func (p *expressSessions) Retrieve(ctx context.Context, bucket string) (aws.Cred
 	if s.pending == nil {
 		p.start(bucket, s)
 	}
-	a := s.pending
+	a, readOnly := s.pending, s.readOnly
 	p.mu.Unlock()
 	select {
 	case <-a.done:
 		return a.creds, a.err
 	case <-ctx.Done():
-		return aws.Credentials{}, &expressSessionError{Bucket: bucket, ReadOnly: p.readOnly[bucket], Err: fmt.Errorf("gave up waiting: %w", context.Cause(ctx))}
+		return aws.Credentials{}, &expressSessionError{Bucket: bucket, ReadOnly: readOnly, Err: fmt.Errorf("gave up waiting: %w", context.Cause(ctx))}
 	}
 }
 
@@ -184,7 +187,7 @@ func (p *expressSessions) start(bucket string, s *expressSession) {
 	a := &sessionAttempt{done: make(chan struct{})}
 	s.pending = a
 	mode := types.SessionMode("")
-	if p.readOnly[bucket] {
+	if s.readOnly {
 		mode = types.SessionModeReadOnly
 	}
 	go func() {
@@ -192,6 +195,12 @@ func (p *expressSessions) start(bucket string, s *expressSession) {
 		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 		defer cancel()
 		creds, err := p.create(ctx, bucket, mode)
+		if mode == "" && isAccessDenied(err) {
+			// A ReadWrite session denied: credentials that may only read.
+			if c, rerr := p.create(ctx, bucket, types.SessionModeReadOnly); rerr == nil {
+				creds, err, mode = c, nil, types.SessionModeReadOnly
+			}
+		}
 		now := p.now()
 		life := creds.Expires.Sub(now)
 		if err == nil && life <= 0 {
@@ -210,11 +219,18 @@ func (p *expressSessions) start(bucket string, s *expressSession) {
 			return
 		}
 		p.issued.Add(1)
+		s.readOnly = mode == types.SessionModeReadOnly
 		a.creds = creds
 		s.creds = creds
 		s.useTill = creds.Expires.Add(-min(expressMaxMargin, life/5))
 		s.refreshAt = now.Add(life / 2)
 	}()
+}
+
+// isAccessDenied reports whether err is the service's 403 AccessDenied.
+func isAccessDenied(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "AccessDenied"
 }
 
 // drop forgets the session whose token the service refused, if it is still

@@ -32,9 +32,10 @@ import (
 //     the base credentials) issues a session for one bucket and one mode.
 //     A bucket the shim does not know is 404 NoSuchBucket; a mode the
 //     bucket's policy does not allow the base credentials is 403
-//     AccessDenied. With no mode asked for, the service's fallback applies:
-//     ReadWrite if allowed, else ReadOnly. refuseSessions and
-//     sessionDelay make CreateSession fail or slow.
+//     AccessDenied. With no mode asked for, the session is ReadWrite (the
+//     service's documented default), so credentials allowed ReadOnly
+//     sessions only are refused. refuseSessions and sessionDelay make
+//     CreateSession fail or slow.
 //   - Sessions last sessionLife (5 minutes by default, as on AWS; tests set
 //     a few seconds). The expiry is given to the second, as AWS does. A
 //     request signed with a session past its expiry is 400 ExpiredToken,
@@ -374,11 +375,10 @@ func (s *expressShim) createSession(w http.ResponseWriter, r *http.Request) {
 		}
 		switch want := r.Header.Get("X-Amz-Create-Session-Mode"); want {
 		case "":
-			// The service tries ReadWrite, then ReadOnly.
-			for _, m := range []string{modeReadWrite, modeReadOnly} {
-				if slices.Contains(bucket.modes, m) {
-					return m, nil
-				}
+			// "By default, a ReadWrite session is created" (CreateSession):
+			// credentials that may only read are refused.
+			if slices.Contains(bucket.modes, modeReadWrite) {
+				return modeReadWrite, nil
 			}
 		case modeReadWrite, modeReadOnly:
 			if slices.Contains(bucket.modes, want) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -559,4 +560,144 @@ func TestS3Express503(t *testing.T) {
 	if n := shim.unavailable.Load(); n < 5 {
 		t.Errorf("the shim answered 503 %d times, want 2 SlowDowns and 3 attempts while waking", n)
 	}
+}
+
+// TestS3ExpressDeleteManifests: the prefetch's manifest upkeep
+// (writeManifest -> DeleteManifests, once a scope holds more than
+// manifestsKept manifests) on an S3 Express directory bucket. AWS: "For
+// directory buckets, only prefixes that end in a delimiter ( / ) are
+// supported" (ListObjectsV2 Prefix). DeleteManifests lists each manifest's
+// packs under packDir, "<prefix>v1/p/<scope>/<id>." (ending in "."), which a
+// directory bucket refuses with 400, so no manifest or pack is ever deleted
+// there and every upkeep fails.
+func TestS3ExpressDeleteManifests(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs the local MinIO behind the S3 Express shim")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	express := "gbc" + randomHex(5) + "--use1-az4--x-s3"
+	shim := startExpressShim(t, tg, express, shimBaseKey, shimBaseSecret)
+	b, err := NewS3Backend(ctx, S3Options{
+		Bucket: express, Prefix: "review/", Endpoint: shim.URL(), PathStyle: true,
+		Region: "us-east-1", Timeout: 30 * time.Second, TempDir: t.TempDir(),
+		Parallelism: 4, Credentials: shimBaseCreds,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+
+	const scope = "job.go1.26-linux-amd64-v1"
+	id := newManifestID(time.Now(), "abc123")
+	if err := b.PutManifest(ctx, scope, id, []byte("manifest")); err != nil {
+		t.Fatalf("PutManifest: %v", err)
+	}
+	if err := b.PutPack(ctx, scope, id, 0, []byte("pack")); err != nil {
+		t.Fatalf("PutPack: %v", err)
+	}
+	name := b.loc.manifestKey(scope, id)
+	if err := b.DeleteManifests(ctx, []string{name}); err != nil {
+		t.Errorf("DeleteManifests on a directory bucket: %v (kind %v)", err, errKind(err))
+	}
+	if v := shim.violations.Load(); v != 0 {
+		t.Errorf("%d requests a directory bucket refuses:\n%s", v, strings.Join(shim.problemList(), "\n"))
+	}
+	infos, err := b.ListManifests(ctx, scope, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 0 {
+		t.Errorf("manifest still there after DeleteManifests: %v", infos[0].name)
+	}
+	// And the pack: list its scope's pack directory (a prefix ending in /).
+	dir := b.loc.prefix + s3LayoutVersion + "/p/" + scope + "/"
+	out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(express), Prefix: &dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Contents) != 0 {
+		t.Errorf("pack still there after DeleteManifests: %s", aws.ToString(out.Contents[0].Key))
+	}
+}
+
+// fakeDirectoryBucket is a minimal S3 Express zonal endpoint on 127.0.0.1
+// that follows AWS's CreateSession documentation: "Specifies the mode of
+// the session that will be created, either ReadWrite or ReadOnly. By
+// default, a ReadWrite session is created." Its IAM allows ReadOnly
+// sessions only (the condition s3express:SessionMode = ReadOnly): any
+// other CreateSession is 403 AccessDenied. Every GetObject is 404
+// NoSuchKey (a miss).
+type fakeDirectoryBucket struct {
+	srv      *httptest.Server
+	sessions map[string]int // CreateSession calls by mode header ("" = none)
+	mu       sync.Mutex
+}
+
+func startFakeDirectoryBucket(t *testing.T) *fakeDirectoryBucket {
+	f := &fakeDirectoryBucket{sessions: map[string]int{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("session") {
+			mode := r.Header.Get("X-Amz-Create-Session-Mode")
+			f.mu.Lock()
+			f.sessions[mode]++
+			f.mu.Unlock()
+			if mode != "ReadOnly" { // "" is ReadWrite, by AWS's documented default
+				writeShimError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+				return
+			}
+			exp := time.Now().Add(5 * time.Minute).UTC().Truncate(time.Second)
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprintf(w, shimSessionXML, "tok-"+randomHex(8), randomHex(20), "SESS"+randomHex(8), exp.Format(time.RFC3339))
+			return
+		}
+		if r.Method == http.MethodPut && r.Header.Get("X-Amz-S3session-Token") != "" {
+			writeShimError(w, http.StatusForbidden, "AccessDenied", "Access Denied") // a ReadOnly session writes nothing
+			return
+		}
+		writeShimError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// TestS3ExpressReadOnlyCredentialsWithoutReadOnlyFlag: credentials that may
+// create only ReadOnly sessions on the (directory) write bucket, without
+// -read-only. On a standard bucket that is "one refused write per go
+// command, no breaker" (TESTING.md, ReadOnlyRole) and the breaker's own
+// message advises -read-only. On a directory bucket, gobuildcache asks
+// CreateSession with no mode, which AWS documents as ReadWrite; the 403 is
+// classified KindAuth (fatal), so the breaker turns the remote off, reads
+// included, for breakerFatalPause (10 minutes), and every get is
+// errBreakerOpen instead of a read of the bucket.
+func TestS3ExpressReadOnlyCredentialsWithoutReadOnlyFlag(t *testing.T) {
+	f := startFakeDirectoryBucket(t)
+	ctx := t.Context()
+	s3b, err := NewS3Backend(ctx, S3Options{
+		Bucket: "cache--use1-az4--x-s3", Prefix: "p/", Endpoint: f.srv.URL, PathStyle: true,
+		Region: "us-east-1", Timeout: 5 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats := new(Stats)
+	b := newBreakerBackend(s3b, stats, newWarnings(quietLog), "")
+	defer b.Close(context.Background())
+
+	_, err = b.Get(ctx, ActionID{1})
+	t.Logf("first get: %v (kind %v)", err, errKind(err))
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("a get with read-only credentials: %v (kind %v), want a miss (the bucket may be read)", err, errKind(err))
+	}
+	_, err = b.Get(ctx, ActionID{2})
+	if errors.Is(err, errBreakerOpen) {
+		b.mu.Lock()
+		till := b.openTill.Sub(b.now())
+		b.mu.Unlock()
+		t.Errorf("second get: %v: the remote is off for %v, reads included", err, till.Round(time.Minute))
+	}
+	f.mu.Lock()
+	t.Logf("CreateSession calls by mode: %v", f.sessions)
+	f.mu.Unlock()
 }
