@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -399,4 +401,55 @@ func logGoVersion(t *testing.T) {
 		t.Fatalf("go version: %v\n%s", err, out)
 	}
 	t.Logf("%s", bytes.TrimSpace(out))
+}
+
+// The go command that started the server can go away with a get still
+// in flight (it exited, crashed, was killed): the read end of the
+// server's stdout is closed. The server's answer then meets a broken
+// pipe on fd 1, and the Go runtime kills the process with SIGPIPE unless
+// SIGPIPE is handled: the server never reaches finish (pending uploads,
+// scratch files) nor its statistics. It should see the end of stdin and
+// finish as it does when the go command goes away without close.
+func TestBrokenStdoutIsNoKill(t *testing.T) {
+	bin := gobuildcacheBinary(t)
+	dir := t.TempDir()
+	statsFile := filepath.Join(dir, "stats.json")
+	cmd := exec.Command(bin, "-cache-dir="+filepath.Join(dir, "cache"), "-stats-json="+statsFile)
+	cmd.Env = append(os.Environ(), "GOBUILDCACHE_BACKEND=disk")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = stdoutW
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdoutW.Close()
+	line, err := bufio.NewReader(stdoutR).ReadString('\n')
+	if err != nil || !strings.Contains(line, "KnownCommands") {
+		t.Fatalf("capabilities: %q %v", line, err)
+	}
+	// The go command goes away: its end of our stdout closes...
+	stdoutR.Close()
+	// ...with a get it had sent still to be answered.
+	id := actionID("x")
+	req, _ := json.Marshal(Request{ID: 1, Command: CmdGet, ActionID: id[:]})
+	fmt.Fprintf(stdin, "%s\n\n", req)
+	stdin.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Errorf("server killed by %v after the go command went away (stderr %q)", ws.Signal(), stderr.String())
+		}
+	}
+	if _, serr := os.Stat(statsFile); serr != nil {
+		t.Errorf("-stats-json file not written: %v (wait: %v)", serr, err)
+	}
 }

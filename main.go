@@ -148,7 +148,10 @@ func serve(cfg *Config, stdin io.Reader, stdout, stderr io.Writer, log *slog.Log
 
 	// The go command owns our lifetime: it closes stdin, or says close.
 	// An interrupt of the build reaches us too; stdin's end will follow.
-	signal.Ignore(os.Interrupt)
+	// So does it if the go command went away: an answer to it then fails
+	// with EPIPE instead of SIGPIPE killing us before the uploads, the
+	// statistics and the scratch directory are seen to.
+	signal.Ignore(os.Interrupt, syscall.SIGPIPE)
 	serveErr := srv.Serve(stdin, stdout)
 	stopTrim()
 	<-trimDone

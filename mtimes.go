@@ -115,6 +115,7 @@ func setContentMtimes(dir string) (mtimesResult, error) {
 		return res, err
 	}
 	dirs := trackedDirs(paths)
+	paths, dirs = leaveOutReplacedDirs(dir, paths, dirs, &res)
 
 	var next atomic.Int64
 	var mu sync.Mutex // guards res.Failed
@@ -234,6 +235,43 @@ func trackedDirs(paths []string) []dirEntries {
 		dirs = append(dirs, dirEntries{d, slices.Compact(n)})
 	}
 	return dirs
+}
+
+// leaveOutReplacedDirs leaves out of paths and dirs what lies below a
+// tracked directory that is something else in the work tree (a symbolic
+// link to shared fixtures, say): git sees those paths as deleted, so they
+// are counted as missing, and nothing is stamped through the link, which
+// leads outside the work tree.
+func leaveOutReplacedDirs(dir string, paths []string, dirs []dirEntries, res *mtimesResult) ([]string, []dirEntries) {
+	replaced := map[string]bool{}
+	for _, d := range dirs {
+		if d.path == "" {
+			continue
+		}
+		if fi, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(d.path))); err == nil && !fi.IsDir() {
+			replaced[d.path] = true
+		}
+	}
+	if len(replaced) == 0 {
+		return paths, dirs
+	}
+	below := func(rel string) bool {
+		for i := strings.LastIndexByte(rel, '/'); i >= 0; i = strings.LastIndexByte(rel, '/') {
+			if rel = rel[:i]; replaced[rel] {
+				return true
+			}
+		}
+		return false
+	}
+	paths = slices.DeleteFunc(paths, func(p string) bool {
+		if below(p) {
+			res.Missing++
+			return true
+		}
+		return false
+	})
+	dirs = slices.DeleteFunc(dirs, func(d dirEntries) bool { return replaced[d.path] || below(d.path) })
+	return paths, dirs
 }
 
 // stampPath gives the tracked path rel under dir its content mtime.

@@ -251,3 +251,62 @@ func TestMtimesUsage(t *testing.T) {
 		t.Errorf("two directories: exit %d, %q", status, stderr)
 	}
 }
+
+// A tracked directory replaced in the work tree by a symbolic link to a
+// directory outside it (a common way to bring large fixtures in): git
+// sees the tracked files beneath as deleted, and the README promises that
+// a tracked path missing from the work tree is left alone, and that
+// nothing but tracked paths is touched. mtimes instead follows the link
+// and stamps the files and directories outside the work tree.
+func TestMtimesDoesNotFollowASymlinkedDirectory(t *testing.T) {
+	repo := gitRepo(t, map[string]string{
+		"go.mod":             "module example.com/m\n",
+		"fixtures/big.txt":   "tracked content\n",
+		"fixtures/sub/x.txt": "x\n",
+	})
+	outside := t.TempDir()
+	for _, p := range []string{"big.txt", "sub/x.txt"} {
+		full := filepath.Join(outside, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("shared fixture, not in git\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	for _, p := range []string{"big.txt", "sub/x.txt", "sub"} {
+		if err := os.Chtimes(filepath.Join(outside, p), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(repo, "fixtures")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(repo, "fixtures")); err != nil {
+		t.Fatal(err)
+	}
+	// git's own view: the tracked files are deleted from the work tree.
+	if st := gitCmd(t, repo, "status", "--porcelain"); !strings.Contains(st, " D fixtures/big.txt") {
+		t.Fatalf("git status does not see fixtures/big.txt as deleted:\n%s", st)
+	}
+
+	res, err := setContentMtimes(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("result: %s", res)
+	for _, p := range []string{"big.txt", "sub/x.txt", "sub"} {
+		fi, err := os.Lstat(filepath.Join(outside, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.ModTime().Equal(old) {
+			t.Errorf("%s, outside the work tree, got mtime %v from mtimes (want it left at %v)", filepath.Join(outside, p), fi.ModTime(), old)
+		}
+	}
+	if res.Missing != 2 {
+		t.Errorf("Missing = %d, want 2 (git sees both tracked files as deleted)", res.Missing)
+	}
+}
+
