@@ -211,13 +211,23 @@ func (d *DiskBackend) room(reserve int64) int64 {
 
 // Put implements CacheBackend.
 func (d *DiskBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return d.PutAt(ctx, actionID, outputID, size, time.Time{}, body)
+}
+
+// PutAt is Put of an entry first put at the given time (a landed one's),
+// or now if that is zero or later.
+func (d *DiskBackend) PutAt(ctx context.Context, actionID ActionID, outputID OutputID, size int64, at time.Time, body io.Reader) (Entry, error) {
 	if size < 0 {
 		return Entry{}, fmt.Errorf("put %x: negative size %d", actionID, size)
 	}
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
-	e := Entry{OutputID: outputID, Size: size, Time: d.now(), DiskPath: d.outputPath(outputID)}
+	now := d.now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
+	e := Entry{OutputID: outputID, Size: size, Time: at, DiskPath: d.outputPath(outputID)}
 	return d.putAt(actionID, e, body)
 }
 

@@ -108,14 +108,14 @@ func (t *localTier) fetchShared(ctx context.Context, actionID ActionID) (e Entry
 // once. The body it writes is verified against the output ID (errVerify if
 // it does not match); if that output's body is in the cache already, body
 // is not needed and not read.
-func (t *localTier) putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (e Entry, stored bool, err error) {
+func (t *localTier) putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, at time.Time, body io.Reader) (e Entry, stored bool, err error) {
 	f, isNew := t.flight(actionID)
 	if !isNew {
 		return Entry{}, false, nil
 	}
 	defer t.land(actionID, f)
 	f.whole = true
-	f.e, f.err = t.local.Put(ctx, actionID, outputID, size, newVerifyingReader(body, size, outputID))
+	f.e, f.err = t.local.PutAt(ctx, actionID, outputID, size, at, newVerifyingReader(body, size, outputID))
 	return f.e, true, f.err
 }
 

@@ -95,6 +95,20 @@ type manifestEntry struct {
 	body     []byte   // inline
 	size     int64    // packed
 	frame    int      // packed: its frame, an index into manifest.frames
+	// written is when the manifest was written, as its reader learned
+	// from its name (stampWritten), not part of the format: an entry it
+	// lands is recorded as put then, no later than it was, as a fetched
+	// one keeps its put time, so that `go clean -testcache` expires a
+	// test result either way. Zero: the landing's own time.
+	written time.Time
+}
+
+// stampWritten records t, the time m was written, in its entries (see
+// manifestEntry.written).
+func (m manifest) stampWritten(t time.Time) {
+	for i := range m.entries {
+		m.entries[i].written = t
+	}
 }
 
 // newManifestID returns the ID of a new manifest written at t by a server

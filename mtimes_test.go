@@ -309,4 +309,3 @@ func TestMtimesDoesNotFollowASymlinkedDirectory(t *testing.T) {
 		t.Errorf("Missing = %d, want 2 (git sees both tracked files as deleted)", res.Missing)
 	}
 }
-

@@ -941,7 +941,6 @@ func TestManifestReferringToAFrameNamesEachEntryOnce(t *testing.T) {
 	}
 }
 
-
 // TestManifestReferringToTwoFramesOfOneEntry: two runs of a scope at once (matrix
 // legs sharing it, say) each pack an entry x, beside y and z. The next run
 // uses y and z: its manifest refers to both frames, each listed with all
@@ -996,4 +995,3 @@ func TestManifestReferringToTwoFramesOfOneEntry(t *testing.T) {
 		t.Errorf("run C's manifest does not decode: every reader rejects it")
 	}
 }
-

@@ -74,9 +74,10 @@ type prefetchTarget interface {
 	// under ctx, unless a fetch of it is under way already (fetched false).
 	fetchShared(ctx context.Context, actionID ActionID) (e Entry, fetched bool, err error)
 	// putShared stores an entry's body of size bytes, verified against
-	// outputID, in the local cache, unless a fetch of it is under way
-	// already (stored false). It need not read all of body.
-	putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (e Entry, stored bool, err error)
+	// outputID, in the local cache with put time at (the zero time: now),
+	// unless a fetch of it is under way already (stored false). It need
+	// not read all of body.
+	putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, at time.Time, body io.Reader) (e Entry, stored bool, err error)
 	// lastRemoval returns when entries were last removed from the local
 	// cache (trimmed or cleared), or the zero time if never.
 	lastRemoval() time.Time
@@ -370,6 +371,7 @@ func (p *prefetcher) run() error {
 		b, err := p.manifests.GetManifest(p.ctx, infos[i].name)
 		if err == nil { // else expired or written meanwhile: the others will do
 			ms[i] = decodeManifest(b)
+			ms[i].stampWritten(infos[i].time)
 		}
 	})
 	var idx frameIndex // none without packs
@@ -749,7 +751,7 @@ func (p *prefetcher) install(m *manifestEntry) {
 		return
 	}
 	size := int64(len(m.body))
-	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, size, bytes.NewReader(m.body))
+	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, size, m.written, bytes.NewReader(m.body))
 	switch {
 	case !stored:
 		// A get got there first.
@@ -890,7 +892,7 @@ func (p *prefetcher) landFromPack(m *manifestEntry, body io.Reader) bool {
 	if _, err := p.tier.localEntry(m.id); err == nil {
 		return true
 	}
-	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, m.size, body)
+	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, m.size, m.written, body)
 	switch {
 	case !stored:
 		return true // a get got there first

@@ -240,3 +240,35 @@ func TestPrefetchLeavesRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLandedEntryKeepsItsManifestsTime: the go command ignores a cached
+// test result whose entry Time is before its last `go clean -testcache`. A
+// fetched entry keeps the time it was put; one landed by the prefetch is
+// recorded as put when its manifest was written, not when it landed, so
+// that a clean on a fresh machine, after the run that stored the result,
+// expires it either way.
+func TestLandedEntryKeepsItsManifestsTime(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	storeRun(t, mem, "job", map[string]string{"testresult": "ok  \texample.com/m\t0.01s\n"})
+	clean := time.Now() // go clean -testcache
+	infos, err := mem.ListManifests(ctx, "job", -1)
+	if err != nil || len(infos) != 1 || infos[0].time.IsZero() {
+		t.Fatalf("manifests %v (%v), want one with its time", infos, err)
+	}
+
+	stats := new(Stats)
+	tier := newLocalTier(newTestDisk(t), mem, false, stats)
+	p := newPrefetcher(tier, mem, prefetchOptions{scope: "job", parallelism: 4, upload: true, packs: true}, stats, quietLog)
+	p.Started()
+	<-p.done
+	e, err := tier.localEntry(actionID("testresult"))
+	if err != nil {
+		t.Fatalf("not prefetched: %v", err)
+	}
+	p.Got(actionID("testresult"), true)
+	p.Close(ctx)
+	if e.Time.After(infos[0].time) || !e.Time.Before(clean) {
+		t.Errorf("landed entry's Time %v; want its manifest's, %v, before the clean at %v", e.Time, infos[0].time, clean)
+	}
+}
