@@ -482,27 +482,23 @@ func isSharingError(err error) bool {
 	return runtime.GOOS == "windows" && errors.As(err, &errno) && (errno == 5 || errno == 32)
 }
 
-// removeStaleTemps deletes temp files left by writers that crashed. Files of
-// live writers in other processes are young and left alone.
+// removeStaleTemps deletes temp files left by writers that crashed: any
+// file of v1/tmp (spools and downloads) and the temp files of v1's own
+// state files (replaceFile, writeFile). Files of live writers in other
+// processes are young and left alone, and so is a spool that links a body.
 func (d *DiskBackend) removeStaleTemps() {
-	ents, err := os.ReadDir(d.tmpDir())
-	if err != nil {
-		return
-	}
 	cutoff := d.now().Add(-staleTempAge)
-	for _, ent := range ents {
-		if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) && !sharesBody(fi) {
-			os.Remove(filepath.Join(d.tmpDir(), ent.Name()))
+	for _, dir := range []string{d.tmpDir(), d.dir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
 		}
-	}
-	// Temp files of the state files in v1 itself (replaceFile, writeFile).
-	if ents, err := os.ReadDir(d.dir); err == nil {
 		for _, ent := range ents {
-			if !strings.HasPrefix(ent.Name(), tempPrefix) || ent.IsDir() {
+			if dir == d.dir && (ent.IsDir() || !strings.HasPrefix(ent.Name(), tempPrefix)) {
 				continue
 			}
-			if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) {
-				os.Remove(filepath.Join(d.dir, ent.Name()))
+			if fi, err := ent.Info(); err == nil && fi.ModTime().Before(cutoff) && !sharesBody(fi) {
+				os.Remove(filepath.Join(dir, ent.Name()))
 			}
 		}
 	}

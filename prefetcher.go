@@ -1103,7 +1103,7 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 		}
 	}
 	listed := make(map[int]bool)             // new frames named
-	referred := make(map[*plannedFrame]bool) // recent frames named
+	referred := make(map[*plannedFrame]bool) // recent frames named, or found to hold an ID named already
 	named := make(map[ActionID]bool)         // IDs the manifest lists so far
 	addFrame := func(f packFrame, fes []manifestEntry) {
 		for _, e := range fes {
@@ -1128,13 +1128,20 @@ func (p *prefetcher) writePacks(ctx context.Context, id string, entries []manife
 				listed[m.frame] = true
 				addFrame(newFrames[m.frame], byFrame[m.frame])
 			}
-		case cf != nil && !referred[cf] && !slices.ContainsFunc(cf.entries, func(e *manifestEntry) bool { return named[e.id] }):
+		case cf != nil && !referred[cf]:
+			// Looked at once: named only grows, so a frame that holds
+			// an ID named already always will, and its entries are
+			// listed as they are (default).
 			referred[cf] = true
-			fes := make([]manifestEntry, len(cf.entries))
-			for k, e := range cf.entries {
-				fes[k] = *e
+			if !slices.ContainsFunc(cf.entries, func(e *manifestEntry) bool { return named[e.id] }) {
+				fes := make([]manifestEntry, len(cf.entries))
+				for k, e := range cf.entries {
+					fes[k] = *e
+				}
+				addFrame(cf.ref(), fes)
+				break
 			}
-			addFrame(cf.ref(), fes)
+			fallthrough
 		default:
 			named[m.id] = true
 			out.entries = append(out.entries, m)

@@ -778,8 +778,8 @@ func checkS3Prefix(p string) error {
 
 // Clear deletes every object under the prefix (all layout versions, and
 // anything else stored there), listing it and deleting in batches of
-// deleteBatch with a few DeleteObjects in parallel. It reports the objects and bytes
-// removed.
+// deleteBatch with a few DeleteObjects in parallel. It reports the objects
+// and bytes removed.
 func (b *S3Backend) Clear(ctx context.Context) (objects, bytes int64, err error) {
 	const parallel = 4
 	batches := make(chan []types.ObjectIdentifier)
