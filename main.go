@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 func main() {
@@ -187,10 +188,11 @@ type stack struct {
 // if that cannot be used, the first usable of fallbacks. A directory the
 // server cannot write (not a directory; another user's; a read-only mount)
 // would fail every put, and the go command fails a build on a failed put
-// (its module index, say), so whatever set it, the server says so in one
-// warning line and goes on elsewhere: last in a new temporary directory
-// that remove deletes at exit, where the build runs with an empty local
-// cache (and the remote, if any). It fails only if it cannot make even
+// (its module index, say); one whose path is not UTF-8 would give the go
+// command paths that name no file (see utf8Path). So whatever set it, the
+// server says so in one warning line and goes on elsewhere: last in a new
+// temporary directory that remove deletes at exit, where the build runs
+// with an empty local cache (and the remote, if any). It fails only if it cannot make even
 // that, when the go command could not build either.
 func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskBackend, remove func(), err error) {
 	from := cfg.from["cache-dir"]
@@ -200,6 +202,10 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 	var why []string
 	for i, dir := range append([]string{cfg.CacheDir}, fallbacks...) {
 		if i > 0 && dir == cfg.CacheDir {
+			continue
+		}
+		if err := utf8Path(dir); err != nil {
+			why = append(why, err.Error())
 			continue
 		}
 		d, err := openCacheDir(dir, dir == defaultConfig().CacheDir)
@@ -220,6 +226,18 @@ func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskB
 		os.RemoveAll(tmp)
 	}
 	return nil, nil, fmt.Errorf("no usable cache directory: %s; nor a temporary one: %w", strings.Join(why, "; "), err)
+}
+
+// utf8Path returns an error if the absolute path of dir, a cache
+// directory, is not UTF-8: the go command is told where each body is in
+// JSON, whose strings are UTF-8, so it would be given paths that name no
+// file (every hit a miss; go list -export naming missing files).
+func utf8Path(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err == nil && !utf8.ValidString(abs) {
+		return fmt.Errorf("open disk cache %q: the path is not UTF-8, which the go command cannot be told", abs)
+	}
+	return nil
 }
 
 // openCacheDir opens dir as the local cache. The default directory, in the

@@ -426,6 +426,8 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, want: []string{"cache directory of the default", "belongs to another user (uid 65534)", "using " + userDir}, in: userDir},
+		{name: "a path that is not UTF-8", args: []string{"-cache-dir=" + filepath.Join(tmp, "cache-\xff")},
+			want: []string{"cache directory of -cache-dir", "not UTF-8", "using " + filepath.Join(tmp, "gobuildcache")}, in: filepath.Join(tmp, "gobuildcache")},
 		{name: "nothing usable but a temporary directory", env: map[string]string{"CACHE_DIR": notADir},
 			block: []string{filepath.Join(tmp, "gobuildcache"), userDir},
 			want:  []string{"cache directory of CACHE_DIR", notADir, filepath.Join(tmp, "gobuildcache"), userDir, "for this go command alone"}},
@@ -462,6 +464,14 @@ func TestServeFallsBackFromAnUnusableCacheDir(t *testing.T) {
 				t.Errorf("no hit: %s", stdout)
 			}
 			if tc.in != "" {
+				// Every path the go command is given names the file.
+				for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+					var r Response
+					json.Unmarshal([]byte(line), &r)
+					if _, err := os.Stat(r.DiskPath); r.DiskPath != "" && err != nil {
+						t.Errorf("reply %d: DiskPath %q: %v", r.ID, r.DiskPath, err)
+					}
+				}
 				if records, _ := filepath.Glob(filepath.Join(tc.in, "v1", "a", "*", "*")); len(records) != 1 {
 					t.Errorf("%d records in %s, want 1", len(records), tc.in)
 				}
