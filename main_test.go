@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -324,6 +325,54 @@ func TestServeStatsOutputs(t *testing.T) {
 	md, _ := os.ReadFile(summary)
 	if !strings.HasPrefix(string(md), "earlier step\n") || !strings.Contains(string(md), "\n\n"+jobSummaryTitle+jobSummaryHeader+"| `") || !strings.Contains(string(md), " | 2 | 50.0% | 1 | – | – | 1 | – | 0 | ") {
 		t.Errorf("step summary:\n%s", md)
+	}
+}
+
+// TestStatsJSONOfServersAtOnce: go commands that end at once with one
+// -stats-json file (a job-wide GOBUILDCACHE_STATS_JSON, a go command run
+// by a test) leave one of them whole in it, never parts of two; and a
+// file named through a link is written where the link leads.
+func TestStatsJSONOfServersAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stats.json")
+	for round := range 300 {
+		var wg sync.WaitGroup
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var snap StatsSnapshot
+				snap.Errors = map[string]int64{strings.Repeat("x", 50+100*w): int64(round)} // lengths differ
+				if err := snap.WriteJSONFile(path); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("round %d: %s is not one JSON object:\n%s", round, path, b)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("%d files left in %s, want 1", len(ents), dir)
+	}
+	target := filepath.Join(t.TempDir(), "target.json")
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := (StatsSnapshot{}).WriteJSONFile(link); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(target); err != nil || !json.Valid(b) {
+		t.Errorf("through a link: %q, %v", b, err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced: %v, %v", fi, err)
 	}
 }
 

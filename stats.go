@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -211,13 +214,27 @@ func (snap StatsSnapshot) WriteText(w io.Writer) error {
 	return err
 }
 
-// WriteJSONFile writes the figures as one JSON object to path, replacing it.
+// WriteJSONFile writes the figures as one JSON object to path, replacing it
+// whole: servers that end at once with one file leave one's figures in it,
+// not parts of two. The new file is renamed over the one a link leads to,
+// and written in place where that cannot be done (not a regular file, a
+// directory this user cannot write to).
 func (snap StatsSnapshot) WriteJSONFile(path string) error {
 	b, err := json.MarshalIndent(snap, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	b = append(b, '\n')
+	target := path
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		target = p
+	}
+	if fi, err := os.Lstat(target); (err == nil && fi.Mode().IsRegular()) || errors.Is(err, fs.ErrNotExist) {
+		if replaceFile(target, b) == nil {
+			return nil
+		}
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func us(v int64) string {
