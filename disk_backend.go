@@ -276,7 +276,8 @@ func (d *DiskBackend) remoteFile(kind string, remote ...string) string {
 // CacheBackend's Get returns it) into the cache under actionID, keeping e's
 // put time, and returns the local entry. The file at e.DiskPath is consumed.
 // It is how the local tier keeps what it fetched from a remote without
-// copying it again.
+// copying it again. A body placed whose record could not be written is
+// returned with an error wrapping errNotRecorded, as Put returns it.
 func (d *DiskBackend) install(actionID ActionID, e Entry) (Entry, error) {
 	src := e.DiskPath
 	defer os.Remove(src) // a no-op once renamed
@@ -297,7 +298,7 @@ func (d *DiskBackend) install(actionID ActionID, e Entry) (Entry, error) {
 		}
 	}
 	if err := d.writeRecord(actionID, local); err != nil {
-		return Entry{}, fmt.Errorf("install %x: %w", actionID, err)
+		return local, fmt.Errorf("install %x: %w: %w", actionID, errNotRecorded, err)
 	}
 	return local, nil
 }

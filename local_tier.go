@@ -64,11 +64,13 @@ func (t *localTier) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	}
 	select {
 	case <-f.done:
-		if f.err != nil {
+		if f.err != nil && !(errors.Is(f.err, errNotRecorded) && f.e.DiskPath != "") {
 			// Whatever went wrong remotely was counted and logged below;
 			// here it is a miss, and keeps its kind.
 			return Entry{}, fmt.Errorf("get %x: %w: %w", actionID, ErrNotFound, f.err)
 		}
+		// Recorded, or only placed (its record could not be written): a
+		// hit either way, as such a put is (see Server.handlePut).
 		if !f.whole {
 			t.stats.RemoteHits.Add(1)
 		}
@@ -142,12 +144,8 @@ func (t *localTier) fetch(ctx context.Context, actionID ActionID, f *flight) {
 		f.err = err // as it is: the prefetcher tells a 404 from a failure
 		return
 	}
-	local, err := t.local.install(actionID, e)
-	if err != nil {
-		f.err = err
-		return
-	}
-	f.e = local
+	// A body in place but not recorded comes with its entry (see Get).
+	f.e, f.err = t.local.install(actionID, e)
 }
 
 // land ends flight f of actionID: the gets waiting for it see its result.

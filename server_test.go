@@ -476,6 +476,46 @@ func TestPutTheCacheCannotKeep(t *testing.T) {
 	}
 }
 
+// TestRemoteHitWhoseRecordCannotBeWritten: an entry fetched from the
+// remote whose body the local tier placed, verified, but whose record it
+// could not write (in a shared directory, another user's fan-out
+// directory; here no file can be made among the records) is a hit with
+// that body, as such a put is, not a miss that throws the download away.
+func TestRemoteHitWhoseRecordCannotBeWritten(t *testing.T) {
+	d, err := NewDiskBackend(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := filepath.Join(d.dir, "a") + string(filepath.Separator)
+	d.createTemp = func(dir, pattern string) (tempFile, error) {
+		if strings.HasPrefix(dir, records) {
+			return nil, &os.PathError{Op: "createtemp", Path: dir, Err: os.ErrPermission}
+		}
+		return createTempFile(dir, pattern)
+	}
+	remote := newMemBackend(t)
+	a1, body := actionID("1"), "from the remote"
+	if _, err := remote.Put(t.Context(), a1, outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, newLocalTier(d, remote, true, new(Stats)))
+	ts.read(t)
+	inCache := func(t *testing.T, r Response) {
+		hit(body)(t, r)
+		if !strings.HasPrefix(r.DiskPath, d.Dir()) {
+			t.Errorf("DiskPath %s: want the body where the cache placed it", r.DiskPath)
+		}
+	}
+	ts.play(t, []step{
+		{getLine(1, a1), map[int64]func(*testing.T, Response){1: inCache}},
+		{getLine(2, a1), map[int64]func(*testing.T, Response){2: inCache}},
+		{`{"ID":3,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){3: ok}},
+	})
+	if err := ts.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPutWhoseRecordCannotBeWritten: a put whose body the cache placed,
 // verified, but whose record it could not write (here the records'
 // directory is a file; in a shared directory, another user's fan-out
