@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
@@ -69,6 +70,19 @@ func (e *firstByteTimeoutError) Error() string {
 func (e *firstByteTimeoutError) Timeout() bool   { return true }
 func (e *firstByteTimeoutError) Temporary() bool { return true }
 
+// connectTimeoutError is an attempt that got no connection in time: no
+// answer to its dial or its TLS handshake. Like a first-byte timeout, the
+// first is retried (retryOnce); a retry's is final.
+type connectTimeoutError struct {
+	err   error
+	final bool
+}
+
+func (e *connectTimeoutError) Error() string   { return e.err.Error() }
+func (e *connectTimeoutError) Unwrap() error   { return e.err }
+func (e *connectTimeoutError) Timeout() bool   { return true }
+func (e *connectTimeoutError) Temporary() bool { return true }
+
 // Do implements aws.HTTPClient.
 func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 	read := req.Method == http.MethodGet || req.Method == http.MethodHead
@@ -119,6 +133,12 @@ func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 	}
 	if err != nil {
 		cancel(nil)
+		var ne net.Error
+		if start.IsZero() && req.Context().Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+			// No connection in time (a black hole drops the SYN) or no
+			// TLS handshake: an attempt without an answer all the same.
+			return nil, &connectTimeoutError{err: err, final: retry}
+		}
 		return nil, err
 	}
 	if read && !start.IsZero() {
@@ -129,13 +149,15 @@ func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// retryOnce is a retry.IsErrorRetryable: an attempt that timed out is
-// retried once, not as often as other failures, so that a remote that has
-// stopped answering costs two bounds, not three; a TLS failure no retry
-// can fix (an untrusted certificate) is not retried.
+// retryOnce is a retry.IsErrorRetryable: an attempt that timed out, for
+// its answer or for its connection, is retried once, not as often as other
+// failures, so that a remote that has stopped answering (or a black hole
+// that drops every packet) costs two bounds, not three; a TLS failure no
+// retry can fix (an untrusted certificate) is not retried.
 func retryOnce(err error) aws.Ternary {
 	var t *firstByteTimeoutError
-	if errors.As(err, &t) && t.final || tlsRefused(err) {
+	var c *connectTimeoutError
+	if errors.As(err, &t) && t.final || errors.As(err, &c) && c.final || tlsRefused(err) {
 		return aws.FalseTernary
 	}
 	return aws.UnknownTernary

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -150,6 +151,34 @@ func TestAttemptTimeoutOnce(t *testing.T) {
 	}
 	if kind := classifyS3Error(err, false).String(); kind != "timeout" {
 		t.Errorf("classified %q", kind)
+	}
+}
+
+// TestAttemptTLSStallOnce: an endpoint that takes the connection and
+// never answers the TLS handshake costs two handshake bounds, not three:
+// a connection that does not come in time is a timed-out attempt,
+// retried once.
+func TestAttemptTLSStallOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never answered
+		}
+	}()
+	c := testClient(t, "https://"+ln.Addr().String())
+	start := time.Now()
+	_, err = c.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	d := time.Since(start)
+	if kind := classifyS3Error(err, false); kind != KindTimeout || d > 2*attemptCeiling+time.Second {
+		t.Errorf("GetObject from an endpoint that never shakes hands: %v (kind %v) after %v; want a timeout after two handshakes of %v", err, kind, d, attemptCeiling)
 	}
 }
 

@@ -75,7 +75,8 @@ type S3Options struct {
 //   - Up to 3 attempts for throttling (503 SlowDown), 5xx and broken
 //     connections, with jittered backoff of at most 500 ms and no client
 //     retry quota; a request refused for an expired S3 Express session is
-//     retried with a new session. Connecting gets 1 s, a TLS handshake 2 s.
+//     retried with a new session. Connecting gets 1 s, a TLS handshake 2 s;
+//     one that times out is retried once, as a first byte is.
 //   - The whole request gets -s3-timeout until its answer begins; then a
 //     get's body gets that again plus a second per 8 MiB, and fails at
 //     once if it stalls for attemptCeiling (S3Backend.Get).
