@@ -197,8 +197,12 @@ func (a *asyncUploads) Close(ctx context.Context) error {
 		a.cancel()
 		<-done
 		// Deliberately swallowed: the build is done and the entries are
-		// in the local cache; only sharing them was cut short.
-		a.log.Warn("upload timeout reached; abandoned pending uploads", "pending", pending, "abandoned", a.stats.UploadsAbandoned.Load())
+		// in the local cache; only sharing them was cut short. Said only
+		// if it was: a deadline that ends with nothing left to upload
+		// (-upload-timeout=0) gave nothing up.
+		if abandoned := a.stats.UploadsAbandoned.Load(); abandoned > 0 {
+			a.log.Warn("upload timeout reached; abandoned pending uploads", "pending", pending, "abandoned", abandoned)
+		}
 	}
 	a.cancel()
 	return a.remote.Close(ctx)

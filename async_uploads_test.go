@@ -124,6 +124,41 @@ func TestUploadsAbandonedAtClose(t *testing.T) {
 	assertEmptyDir(t, a.spoolDir)
 }
 
+// TestUploadCloseDeadlineWithNothingPending: a Close whose deadline has
+// passed (-upload-timeout=0) when nothing is left to upload abandons
+// nothing and says nothing; with uploads pending, it says so.
+func TestUploadCloseDeadlineWithNothingPending(t *testing.T) {
+	expired, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	for _, put := range []bool{false, true} {
+		var log strings.Builder
+		stats := new(Stats)
+		a := newAsyncUploads(newMemBackend(t), t.TempDir(), 2, 1<<20, stats, slog.New(slog.NewTextHandler(&log, nil)))
+		if put {
+			putString(t, a, "k", "uploaded before the close")
+			for deadline := time.Now().Add(5 * time.Second); stats.UploadsDone.Load() == 0 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if err := a.Close(expired); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(log.String(), "abandoned") || stats.UploadsAbandoned.Load() != 0 {
+			t.Errorf("put=%v: a close with nothing pending: abandoned %d, log:\n%s", put, stats.UploadsAbandoned.Load(), log.String())
+		}
+	}
+
+	var log strings.Builder
+	remote, _ := blockingRemote()
+	stats := new(Stats)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, stats, slog.New(slog.NewTextHandler(&log, nil)))
+	putString(t, a, "k", "never uploaded")
+	a.Close(expired)
+	if !strings.Contains(log.String(), "abandoned") || stats.UploadsAbandoned.Load() != 1 {
+		t.Errorf("a close with an upload pending: abandoned %d, log:\n%s", stats.UploadsAbandoned.Load(), log.String())
+	}
+}
+
 // TestUploadFailureCounted: a failed upload is counted; the put that queued
 // it had succeeded already.
 func TestUploadFailureCounted(t *testing.T) {
