@@ -109,6 +109,22 @@ func isSpeculative(ctx context.Context) bool {
 	return v
 }
 
+// probeKey marks a context whose requests probe a remote that the circuit
+// breaker keeps requests away from (breakerBackend.probe): no build waits
+// on them either, and what they find tells whether the remote answers.
+type probeKey struct{}
+
+// withProbe marks ctx's requests as probes.
+func withProbe(ctx context.Context) context.Context {
+	return context.WithValue(ctx, probeKey{}, true)
+}
+
+// isProbe reports whether ctx's requests are probes.
+func isProbe(ctx context.Context) bool {
+	v, _ := ctx.Value(probeKey{}).(bool)
+	return v
+}
+
 // manifestStore keeps a remote's prefetch manifests (see manifest.go) and
 // the packs they name (pack.go), by scope. Both are opaque blobs to it.
 type manifestStore interface {

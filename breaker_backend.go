@@ -308,12 +308,13 @@ func (b *breakerBackend) DeleteManifests(ctx context.Context, names []string) er
 }
 
 // probe gets actionID from the remote in the background, to learn whether
-// it answers again; the body, if any, is thrown away. admit has counted it
+// it answers again; the body, if any, is thrown away. It waits as long for
+// an answer as the prefetch's reads do (withProbe). admit has counted it
 // in b.probes.
 func (b *breakerBackend) probe(actionID ActionID) {
 	go func() {
 		defer b.probes.Done()
-		if e, err := b.get(b.probeCtx, actionID); err == nil {
+		if e, err := b.get(withProbe(b.probeCtx), actionID); err == nil {
 			os.Remove(e.DiskPath) // ours: see CacheBackend.Get
 		}
 	}()

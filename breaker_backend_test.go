@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -491,5 +494,52 @@ func TestBreakerTooLarge(t *testing.T) {
 	}
 	if s := stats.Snapshot(); remote.count() != 10 || s.BreakerOpenings != 0 || s.RemoteErrorsByKind["too_large"] != 5 {
 		t.Errorf("5 gets too large for the disk: %d requests of 10, breaker openings %d, errors %v", remote.count(), s.BreakerOpenings, s.RemoteErrorsByKind)
+	}
+}
+
+// TestBreakerProbeOfASlowedRemote: a remote whose answers slowed down past
+// the attempt bound that its fast answers set (400 ms, where it answered at
+// once) is turned off, and used again once a probe finds it answering: the
+// probe waits up to the ceiling, and its answer raises the bound. Before,
+// every probe timed out at the old bound, and a remote that answers stayed
+// off for the rest of the run.
+func TestBreakerProbeOfASlowedRemote(t *testing.T) {
+	var delay atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Duration(delay.Load())):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>")
+	}))
+	t.Cleanup(srv.Close)
+	s3b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 10 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, clock, _ := newTestBreaker(s3b, "")
+	ctx := context.Background()
+	for range 2 * minSamples { // fast answers: the bound goes down to its floor
+		if _, err := b.Get(ctx, actionID("k")); errKind(err) != KindNotFound {
+			t.Fatalf("get from a fast remote: %v", err)
+		}
+	}
+	delay.Store(int64(400 * time.Millisecond))
+	for range breakerTimeouts {
+		if _, err := b.Get(ctx, actionID("k")); errKind(err) != KindTimeout {
+			t.Fatalf("get slower than the bound: %v (kind %v), want a timeout", err, errKind(err))
+		}
+	}
+	clock.advance(breakerCooldown + time.Millisecond)
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Fatalf("the get that probes: %v, want errBreakerOpen", err)
+	}
+	b.probes.Wait()
+	if _, err := b.Get(ctx, actionID("k")); errKind(err) != KindNotFound {
+		t.Errorf("get after a probe of a remote that answers in 400 ms: %v (kind %v), want its answer, a miss", err, errKind(err))
 	}
 }

@@ -28,7 +28,12 @@ import (
 // [attemptFloor, attemptCeiling]; attemptStart until enough reads have been
 // seen. Speculative reads (the prefetch's, see withSpeculative) wait
 // attemptCeiling: no build waits on them alone, and retrying them early
-// would add load just when the remote is slow. Writes wait attemptCeiling
+// would add load just when the remote is slow. So do the circuit breaker's
+// probes (withProbe), and a probe's answer raises the bound to four times
+// its latency at once: the bound grows only by answers that come within
+// it, so a remote that slowed down past it (a busy server, 400 ms where it
+// answered in 10) would time out every get and every probe, and stay off
+// for the rest of the run though it answers. Writes wait attemptCeiling
 // plus a second per writeRate bytes, since the service answers a write
 // only once it holds the whole body.
 type attemptLimiter struct {
@@ -87,7 +92,8 @@ func (e *connectTimeoutError) Temporary() bool { return true }
 func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 	read := req.Method == http.MethodGet || req.Method == http.MethodHead
 	limit := a.readLimit()
-	if read && isSpeculative(req.Context()) {
+	probe := read && isProbe(req.Context())
+	if read && (isSpeculative(req.Context()) || probe) {
 		limit = attemptCeiling
 	}
 	if !read {
@@ -142,7 +148,7 @@ func (a *attemptLimiter) Do(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if read && !start.IsZero() {
-		a.observe(time.Since(start))
+		a.observe(time.Since(start), probe)
 	}
 	// The attempt's context lives as long as its body is being read.
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
@@ -170,8 +176,9 @@ func (a *attemptLimiter) readLimit() time.Duration {
 	return a.limit
 }
 
-// observe records a read's first-byte latency.
-func (a *attemptLimiter) observe(d time.Duration) {
+// observe records a read's first-byte latency; a probe's (probe) raises
+// the bound to fit it.
+func (a *attemptLimiter) observe(d time.Duration, probe bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.samples) < readSamples {
@@ -186,6 +193,9 @@ func (a *attemptLimiter) observe(d time.Duration) {
 		slices.Sort(s)
 		p99 := s[(len(s)*99)/100]
 		a.limit = min(max(4*p99, attemptFloor), attemptCeiling)
+	}
+	if probe {
+		a.limit = max(a.limit, min(4*d, attemptCeiling))
 	}
 }
 

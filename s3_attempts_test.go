@@ -104,19 +104,19 @@ func TestAttemptLimitAdapts(t *testing.T) {
 		t.Fatalf("initial bound %v", a.readLimit())
 	}
 	for range 100 {
-		a.observe(2 * time.Millisecond)
+		a.observe(2*time.Millisecond, false)
 	}
 	if a.readLimit() != attemptFloor {
 		t.Errorf("after fast reads: %v, want the floor %v", a.readLimit(), attemptFloor)
 	}
 	for range 300 {
-		a.observe(150 * time.Millisecond)
+		a.observe(150*time.Millisecond, false)
 	}
 	if got := a.readLimit(); got != 600*time.Millisecond {
 		t.Errorf("after 150ms reads: %v, want 4 x p99 = 600ms", got)
 	}
 	for range 300 {
-		a.observe(3 * time.Second)
+		a.observe(3*time.Second, false)
 	}
 	if a.readLimit() != attemptCeiling {
 		t.Errorf("after slow reads: %v, want the ceiling %v", a.readLimit(), attemptCeiling)
