@@ -100,12 +100,10 @@ var toolchainVars = func() []string {
 
 // toolchainEnv returns getenv as a server started by the go command sees
 // it: with the toolchain's variables from `go env` (run in the current
-// directory, as the go commands of the job will be) unless GOVERSION is
-// set already.
+// directory, as the go commands of the job will be), always: the go
+// command sets them for the servers it starts whatever the environment
+// says, and a GOVERSION already there may be the job's own ("1.22").
 func toolchainEnv(getenv func(string) string) (func(string) string, error) {
-	if getenv("GOVERSION") != "" {
-		return getenv, nil
-	}
 	out, err := exec.Command("go", append([]string{"env", "-json"}, toolchainVars...)...).Output()
 	if err != nil {
 		return nil, fmt.Errorf("go env (for the toolchain's scope): %w", err)
