@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +146,63 @@ func TestLandedManifestsFile(t *testing.T) {
 		if got := loadLandedManifests(path, now, time.Time{}); len(got.byName) != 0 {
 			t.Errorf("a file of %d bytes that does not parse: %d manifests", len(bad), len(got.byName))
 		}
+	}
+}
+
+// TestLandedManifestTrimmedMeanwhile: a server that took a manifest as
+// landed from the record, while another process's trim removed entries it
+// names, does not record it again at its close: the next go command
+// prefetches what the trim removed instead of taking it for local.
+func TestLandedManifestTrimmedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	bodies := map[string]string{"a": strings.Repeat("A", inlineMax+1), "b": strings.Repeat("B", inlineMax+2)}
+	storeRun(t, mem, "job", bodies)
+	vm := newTestDisk(t)
+	start := func() (*prefetcher, *Stats) {
+		stats := new(Stats)
+		p := newPrefetcher(newLocalTier(vm, mem, false, stats), mem, prefetchOptions{scope: "job", parallelism: 4, packs: true, landed: vm.remoteFile("landed", "mem")}, stats, quietLog)
+		p.Started()
+		<-p.done
+		return p, stats
+	}
+	first, stats := start() // lands the manifest, and records it
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := stats.PrefetchObjects.Load(); n != 2 {
+		t.Fatalf("first go command prefetched %d, want 2", n)
+	}
+
+	second, stats := start() // takes it from the record
+	if n := stats.PrefetchObjects.Load(); n != 0 {
+		t.Fatalf("second go command prefetched %d, want 0", n)
+	}
+	// Meanwhile another process sharing the directory trims it under size
+	// pressure: the bodies were last used hours ago.
+	old := time.Now().Add(-3 * time.Hour)
+	if err := filepath.WalkDir(filepath.Join(vm.Dir(), "v1", "o"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			err = os.Chtimes(path, old, old)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewDiskBackend(vm.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := other.Trim(ctx, defaultTrimOptions(1)); err != nil || res.Bodies != 2 {
+		t.Fatalf("trim: %v, %v", res, err)
+	}
+	if err := second.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	third, stats := start()
+	defer third.Close(ctx)
+	if n := stats.PrefetchObjects.Load(); n != 2 {
+		t.Errorf("after the trim, the next go command prefetched %d entries, want 2: the manifest was recorded as landed again", n)
 	}
 }

@@ -149,6 +149,9 @@ type prefetcher struct {
 	// room: how many more bytes this prefetch may land (see take).
 	room   atomic.Int64
 	noRoom sync.Once
+	// began: when the server began, before the prefetch found any entry
+	// local, and before its go command used any.
+	began time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -197,6 +200,7 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 		used: newKeySet(), requested: newKeySet(), prefetched: newKeySet(),
 		objects: newFlowLimit(opts.parallelism), ranges: newFlowLimit(min(opts.parallelism, packRangesAtOnce)),
 		landing: make(map[ActionID]chan struct{}),
+		began:   time.Now(),
 		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	if opts.predictMisses {
@@ -423,10 +427,16 @@ func (p *prefetcher) run() error {
 
 // recordLanded adds to the record of manifests whose entries are local
 // (landedManifests) those the prefetch read and landed in full, and the
-// manifest m this run wrote as name ("" if none).
+// manifest m this run wrote as name ("" if none); none if a trim or clear
+// (another process's) removed entries since the server began: what it
+// found local, landed, took for local from the record or used may be gone.
 func (p *prefetcher) recordLanded(name string, m manifest) error {
 	now := time.Now()
-	known := loadLandedManifests(p.opts.landed, now, p.tier.lastRemoval())
+	removed := p.tier.lastRemoval()
+	if removed.After(p.began) {
+		return nil
+	}
+	known := loadLandedManifests(p.opts.landed, now, removed)
 	added := false
 	if read := p.landedRead.Load(); read != nil {
 		for n, m := range *read {
