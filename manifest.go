@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -473,12 +474,15 @@ var archLevelVar = map[string]string{
 	"ppc64": "GOPPC64", "ppc64le": "GOPPC64", "riscv64": "GORISCV64", "wasm": "GOWASM",
 }
 
-// scopeName returns name made safe for a key ("" if nothing is left).
+// scopeName returns name made safe for a key ("" if nothing is left). A
+// name with letters beyond ASCII (a workflow named in Chinese, say), which
+// would vanish whole, or one too long, ends in a hash of the name, so that
+// names that differ only there stay apart.
 func scopeName(name string) string {
 	s := strings.Trim(scopeUnsafe.ReplaceAllString(name, "_"), "._")
-	if len(s) > 100 {
+	if len(s) > 100 || strings.ContainsFunc(name, func(r rune) bool { return r >= utf8.RuneSelf }) {
 		h := sha256.Sum256([]byte(name))
-		s = s[:80] + "-" + hex.EncodeToString(h[:8])
+		s = strings.TrimLeft(s[:min(len(s), 80)]+"-"+hex.EncodeToString(h[:8]), "-")
 	}
 	return s
 }

@@ -130,6 +130,38 @@ func TestPrefetchScopes(t *testing.T) {
 	}
 }
 
+// TestScopeNamesKeepNonASCIIApart: names that differ only in letters a
+// key cannot hold (a workflow named in Chinese or Russian) stay apart,
+// each a scope of its own, on a CI system by default as when given; an
+// ASCII name stays as it is.
+func TestScopeNamesKeepNonASCIIApart(t *testing.T) {
+	tag := "go1.26.8-linux-amd64-v1"
+	gh := func(workflow string) string {
+		env := map[string]string{"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "o/r", "GITHUB_WORKFLOW": workflow, "GITHUB_JOB": "build"}
+		own, _ := prefetchScopes("", tag, ciJobScope(func(k string) string { return env[k] }))
+		return own
+	}
+	if a, b := gh("测试"), gh("发布"); a == b {
+		t.Errorf("the build jobs of workflows 测试 and 发布 share scope %q", a)
+	}
+	if a, b := gh("Тесты"), gh("Сборка"); a == b {
+		t.Errorf("the build jobs of workflows Тесты and Сборка share scope %q", a)
+	}
+	def, _ := prefetchScopes("", tag, "")
+	for _, name := range []string{"测试", "发布", "ci-测试"} {
+		got, _ := prefetchScopes(name, tag, "")
+		if got == def || scopeName(got) != got {
+			t.Errorf("scope %q: %q (the default %q)", name, got, def)
+		}
+		if other, _ := prefetchScopes(name+"x", tag, ""); other == got {
+			t.Errorf("scopes %q and %q: both %q", name, name+"x", got)
+		}
+	}
+	if got, _ := prefetchScopes("gh-o/r-CI-build", tag, ""); got != "gh-o_r-CI-build."+tag {
+		t.Errorf("an ASCII scope: %q", got)
+	}
+}
+
 // TestCIJobScope: on each CI system it knows, the default scope names the
 // project and the job (a parallel job's index too, when split), whatever
 // directory the job builds in; with the job's name missing, or on any other
