@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -195,6 +196,68 @@ func TestPackDamage(t *testing.T) {
 			p.Close(context.Background())
 		})
 	}
+}
+
+// TestPackRangeBreaksOffMidBody: a range whose answer breaks off in the
+// middle of an entry's body falls back to the entry's own object once:
+// each packed entry is counted landed from its pack or fetched on its
+// own, not both, nor twice, and gives the disk guard back its room once.
+func TestPackRangeBreaksOffMidBody(t *testing.T) {
+	mem := newMemBackend(t)
+	bodies, order := packBodies(40)
+	packRun(t, mem, bodies, order)
+	packed := 0
+	for _, k := range order {
+		if len(bodies[k]) > inlineMax {
+			packed++
+		}
+	}
+	stats := new(Stats)
+	const room = 1 << 40
+	tier := fixedRoom{newLocalTier(newTestDisk(t), mem, false, stats), room}
+	p := newPrefetcher(tier, &breakingPacks{mem}, prefetchOptions{scope: "job", parallelism: 4, packs: true}, stats, quietLog)
+	p.Started()
+	<-p.done
+	defer p.Close(context.Background())
+	var total int64 // every entry lands, whole, from a pack or on its own
+	for _, k := range order {
+		total += int64(len(bodies[k]))
+	}
+	if got := p.room.Load(); got != room-total {
+		t.Errorf("the disk guard's room after landing %d bytes: %d, want %d", total, got, room-total)
+	}
+	for _, k := range order {
+		e, err := p.Get(context.Background(), actionID(k))
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		checkEntry(t, e, []byte(bodies[k]))
+	}
+	fell, landed := stats.PackFallbacks.Load(), stats.PackEntries.Load()
+	if fell == 0 || fell+landed != int64(packed) {
+		t.Errorf("%d packed entries: %d landed from packs, %d fetched on their own; want each once", packed, landed, fell)
+	}
+}
+
+// fixedRoom is a local tier whose file system always has room bytes to
+// spare.
+type fixedRoom struct {
+	*localTier
+	room int64
+}
+
+func (f fixedRoom) prefetchRoom() int64 { return f.room }
+
+// breakingPacks answers every pack range with its first half, then a
+// connection reset.
+type breakingPacks struct{ *memBackend }
+
+func (b *breakingPacks) GetPackRange(ctx context.Context, name string, i int, off, n int64) (io.ReadCloser, error) {
+	r, err := b.memBackend.GetPackRange(ctx, name, i, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(io.MultiReader(io.LimitReader(r, n/2), iotest.ErrReader(errors.New("connection reset")))), nil
 }
 
 // FuzzPackDamage: whatever bytes a pack holds (a poisoned bucket, a

@@ -877,6 +877,7 @@ func (p *prefetcher) fetchRange(r *packRange) {
 		if !mine[e] {
 			return
 		}
+		mine[e] = false // seen to here, even if the range breaks off in its body
 		if !p.landFromPack(e, body) {
 			left = append(left, e)
 		}
