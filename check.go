@@ -208,6 +208,9 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger)
 // (else a key it has not, which must be a miss). It returns what it found,
 // for the report.
 func checkRead(ctx context.Context, b *S3Backend, l s3Location) (string, error) {
+	if err := b.elsewhere(l); err != nil {
+		return "", err
+	}
 	dir := l.actionDir()
 	list, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &l.bucket, Prefix: &dir, MaxKeys: aws.Int32(1)})
 	if err != nil {

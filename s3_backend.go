@@ -83,6 +83,9 @@ type S3Backend struct {
 	// gone[i] is set once location i (see location) has answered that it
 	// cannot be used at all (see locationErr): this server asks it no more.
 	gone []atomic.Bool
+	// awsRegion is the one region whose AWS endpoints the client reaches
+	// (clientRegion), "" with a custom endpoint: see elsewhere.
+	awsRegion string
 
 	// writing is the bytes of the bodies that gets are writing now: each
 	// takes its declared size before it writes (reserveRoom).
@@ -111,7 +114,12 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	awsRegion := ""
+	if co := client.Options(); co.BaseEndpoint == nil {
+		awsRegion = co.Region
+	}
 	return &S3Backend{
+		awsRegion:   awsRegion,
 		client:      client,
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		reads:       o.ReadFrom,
@@ -137,9 +145,27 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	b.probeWriteLocation()
 	locs := b.readable(!b.writeEmpty.Load())
 	return getFirst(ctx, len(locs), func(ctx context.Context, i int) (Entry, error) {
+		if err := b.elsewhere(b.location(locs[i])); err != nil {
+			return Entry{}, b.locationErr(locs[i], err)
+		}
 		e, err := b.getFrom(ctx, b.location(locs[i]), actionID)
 		return e, b.locationErr(locs[i], err)
 	}, func(e Entry) { os.Remove(e.DiskPath) })
+}
+
+// elsewhere returns an error (KindConfig) if location l is a directory
+// bucket that the client cannot reach: on AWS, one whose zone is in
+// another region than the client's. The SDK builds its endpoint from the
+// zone and the client's region, a host that does not exist, whose DNS
+// failure would pass for the remote's. So a read location of another
+// region is left out (locationErr), as a general purpose bucket's is by
+// S3's redirect.
+func (b *S3Backend) elsewhere(l s3Location) error {
+	zone, region := bucketZone(l.bucket)
+	if b.awsRegion == "" || region == "" || region == b.awsRegion {
+		return nil
+	}
+	return withKind(KindConfig, fmt.Errorf("%s: the zone %s of the directory bucket is in %s, but this client's requests go to %s (-s3-bucket's region, which -s3-read-from shares)", l, zone, region, b.awsRegion))
 }
 
 // readable returns the locations to ask (see location), in order: the
@@ -464,6 +490,9 @@ func (b *S3Backend) ListManifests(ctx context.Context, scope string, n int) ([]m
 // listManifests lists the newest n manifests of scope in location i.
 func (b *S3Backend) listManifests(ctx context.Context, i int, scope string, n int) ([]manifestInfo, error) {
 	loc := b.location(i)
+	if err := b.elsewhere(loc); err != nil {
+		return nil, err
+	}
 	var keys []string
 	dir := loc.manifestDir(scope)
 	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &loc.bucket, Prefix: &dir})

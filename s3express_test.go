@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/logging"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // The tests here run the S3 backend, and the real binary under the go
@@ -471,6 +474,87 @@ func TestS3ExpressRegionFromZone(t *testing.T) {
 	if _, err := b.Get(t.Context(), actionID("west")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestS3ExpressReadLocationInAnotherRegion: on AWS the client reaches one
+// region, the write location's (clientRegion), and the SDK builds a
+// directory bucket's endpoint from its zone and that region, so a read
+// location's directory bucket whose zone is in another region is a host
+// that does not exist (https://main--usw2-az1--x-s3.s3express-usw2-az1.us-east-1.amazonaws.com;
+// the SDK's resolver, checked here). Each request to it is a DNS failure,
+// which is no location problem but the remote's: the breaker turns the
+// whole remote off, the pull request's own location included, where README
+// promises that a read location in another region is left out with one
+// warning and the others go on. Here a fake transport answers the write
+// location's host and fails every other name as a resolver would.
+func TestS3ExpressReadLocationInAnotherRegion(t *testing.T) {
+	for _, v := range []string{"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "no-such-file"))
+	write := s3Location{bucket: "pr-cache--use1-az4--x-s3", prefix: "gobuildcache/pr/1/"}
+	read := s3Location{bucket: "main-cache--usw2-az1--x-s3", prefix: "gobuildcache/main/"}
+	ep, err := s3.NewDefaultEndpointResolverV2().ResolveEndpoint(t.Context(), s3.EndpointParameters{
+		Bucket: aws.String(read.bucket), Region: aws.String("us-east-1"),
+		UseFIPS: aws.Bool(false), UseDualStack: aws.Bool(false), Accelerate: aws.Bool(false), ForcePathStyle: aws.Bool(false),
+	})
+	if err != nil || ep.URI.Host != read.bucket+".s3express-usw2-az1.us-east-1.amazonaws.com" {
+		t.Fatalf("the SDK's endpoint for %s from us-east-1: %v, %v", read.bucket, ep.URI.Host, err)
+	}
+	b, err := NewS3Backend(t.Context(), S3Options{
+		Bucket: write.bucket, Prefix: write.prefix, ReadFrom: []s3Location{read},
+		Timeout: 5 * time.Second, TempDir: t.TempDir(), Credentials: shimBaseCreds,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := b.client.Options().Region; r != "us-east-1" {
+		t.Fatalf("client region %q, want the write location's zone's, us-east-1", r)
+	}
+	var asked atomic.Int64 // requests to hosts other than the write location's
+	writeHost := write.bucket + ".s3express-use1-az4.us-east-1.amazonaws.com"
+	fake := smithyhttp.ClientDoFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host != writeHost {
+			asked.Add(1)
+			return nil, &url.Error{Op: r.Method, URL: r.URL.String(), Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: r.URL.Hostname(), IsNotFound: true}}}
+		}
+		rec := httptest.NewRecorder()
+		switch {
+		case r.URL.Query().Get("list-type") == "2":
+			rec.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(rec, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated></ListBucketResult>`)
+		case r.Method == http.MethodPut:
+		default:
+			writeShimError(rec, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		}
+		return rec.Result(), nil
+	})
+	// The backend's client, but for the transport and the sessions (no
+	// CreateSession: its DNS failure would be the same).
+	b.client = s3.New(s3.Options{
+		Region: "us-east-1", Credentials: shimBaseCreds, HTTPClient: fake, Retryer: aws.NopRetryer{},
+		ExpressCredentials: shimFixedExpressCreds(aws.Credentials{AccessKeyID: "SESS", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: time.Now().Add(time.Hour)}),
+	})
+	stats := new(Stats)
+	pr := newBreakerBackend(b, stats, newWarnings(quietLog), "")
+	for i := range 5 {
+		if _, err := pr.Get(t.Context(), ActionID{byte(i)}); !errors.Is(err, ErrNotFound) && errKind(err) != KindLocationGone {
+			t.Errorf("get %d: %v (kind %v); want a miss, or the read location left out", i, err, errKind(err))
+		}
+	}
+	if _, err := pr.ListManifests(t.Context(), "scope", 4); err != nil && errKind(err) != KindLocationGone {
+		t.Errorf("manifests: %v (kind %v); want the write location's, the read location left out", err, errKind(err))
+	}
+	body := "pr's"
+	if _, err := pr.Put(t.Context(), actionID("pr"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Errorf("put to the pull request's own location: %v", err)
+	}
+	snap := stats.Snapshot()
+	if snap.BreakerOpenings != 0 || snap.RemoteErrors != snap.RemoteErrorsByKind["location_gone"] || !b.gone[1].Load() {
+		t.Errorf("breaker opened %d times, remote errors %d %v, read location gone %v; want the read location left out with location_gone, the rest going on",
+			snap.BreakerOpenings, snap.RemoteErrors, snap.RemoteErrorsByKind, b.gone[1].Load())
+	}
+	t.Logf("requests to the read location's host: %d", asked.Load())
 }
 
 // TestS3ExpressReadOnlyBucket: the layout of issue 13 on S3 Express, where
