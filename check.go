@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -255,6 +256,20 @@ func checkWriteRefused(ctx context.Context, cfg *Config, l s3Location, probe Act
 	}
 	defer w.Close(ctx)
 	_, err = w.Put(ctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
+	// A refusal may be for the encryption the write asked for, not for
+	// the write: a bucket policy that denies uploads without a given
+	// encryption, or a KMS key these credentials may not use. A job's
+	// program may ask for any, so each is tried before the write counts
+	// as refused (a directory bucket's session decides alone).
+	for _, mode := range append([]string{""}, s3EncryptionModes...) {
+		if errKind(err) != KindWriteRefused || isDirectoryBucket(l.bucket) {
+			break
+		}
+		if mode != cfg.S3SSE {
+			w.sse = s3Encryption{Mode: types.ServerSideEncryption(mode)}
+			_, err = w.Put(ctx, probe, sum, int64(len(body)), strings.NewReader(string(body)))
+		}
+	}
 	switch {
 	case errKind(err) == KindWriteRefused:
 		return false, nil

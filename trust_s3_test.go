@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 )
@@ -491,6 +492,35 @@ func TestTrustCheck(t *testing.T) {
 		"S3_ENDPOINT": f.tg.Endpoint, "S3_PATH_STYLE": "true", "AWS_REGION": "us-east-1", "CHECK": "true", "MTIMES": "false"})
 	if err == nil || !strings.Contains(out, "::error::DANGER: these credentials can write "+mainLoc) {
 		t.Errorf("the action's check with credentials that can write a read location: %v\n%s", err, out)
+	}
+}
+
+// TestTrustCheckEncryptionRequired: a bucket whose policy denies every
+// upload that does not ask for SSE-S3 (the usual "deny unencrypted uploads"
+// statement, which -s3-sse exists for) refuses check's probe of a read
+// location when the probe asks for none, whatever the credentials may
+// write. A pull request's read-only job (-read-only: no -s3-sse, it
+// writes nothing) whose role can in fact write main's location, as any of
+// its programs can with the header, must not be told "as expected".
+func TestTrustCheckEncryptionRequired(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.AccessKey != "" && os.Getenv("MINIO_KMS_KEY_ID") == "" {
+		t.Skip("this MinIO has no KMS key for SSE-S3: start it with scripts/minio.sh")
+	}
+	// Writes anywhere in the bucket, with the header: main's location too.
+	role := minioCredentials(t, tg, "pr-sse", encryptionPolicy(tg.Bucket, types.ServerSideEncryptionAes256))
+	mainLoc := "s3://" + tg.Bucket + "/root/main/"
+	args := append(tg.args(), "-s3-prefix=root/pr-7/", "-s3-read-from="+mainLoc)
+	for _, extra := range [][]string{{"-read-only"}, nil} {
+		out, err := runCheckAs(t, role, append(args, extra...)...)
+		t.Logf("check %v:\n%s", extra, out)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(out, "DANGER: these credentials can write "+mainLoc) {
+			t.Errorf("check %v with credentials that can write a read location with SSE-S3: %v; want DANGER and exit 1", extra, err)
+		}
+	}
+	if left := listKeys(t, rawClient(t, tg), tg.Bucket, "root/"); len(left) != 0 {
+		t.Errorf("check left objects behind: %v", left)
 	}
 }
 
