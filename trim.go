@@ -182,7 +182,10 @@ func (d *DiskBackend) trim(ctx context.Context, o TrimOptions, res *TrimResult) 
 
 	// By age.
 	if o.MaxAge > 0 {
-		cutoff := now.Add(-o.MaxAge - usedInterval)
+		// Two steps: -MaxAge-usedInterval would wrap around for the
+		// longest durations (a way to say "never"), to a cutoff in the
+		// future.
+		cutoff := now.Add(-o.MaxAge).Add(-usedInterval)
 		if protect.Before(cutoff) {
 			cutoff = protect
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -576,5 +577,24 @@ func TestTrimKeepsWhatWasUsedWithinTheHour(t *testing.T) {
 	res := trimOK(t, d, defaultTrimOptions(1))
 	if !exists(got.DiskPath) {
 		t.Errorf("a body handed out 12 minutes ago was trimmed (%v); README: never one used in the last hour", res)
+	}
+}
+
+// TestTrimByAgeWithTheLongestMaxAge: -local-max-age at the longest duration
+// there is (a way to say "never by age") trims nothing for its age; the
+// cutoff does not wrap around to the future, which would remove every body
+// not used within the last two hours.
+func TestTrimByAgeWithTheLongestMaxAge(t *testing.T) {
+	cfg, err := parseConfig(cmdServe, []string{"-local-max-age=2562047h"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, d, clock := newTrimDisks(t)
+	e := putString(t, w, "used yesterday", "a body used a day ago")
+	setMtime(t, clock, e.DiskPath, day)
+	o := defaultTrimOptions(0)
+	o.MaxAge = cfg.LocalMaxAge
+	if res := trimOK(t, d, o); !exists(e.DiskPath) || res.Bodies != 0 {
+		t.Errorf("-local-max-age=%v removed a body used a day ago: %+v", cfg.LocalMaxAge, res)
 	}
 }
