@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -411,6 +415,46 @@ func TestClearCommand(t *testing.T) {
 	status, out, stderr = runMain(t, []string{"clear"}, nil, "")
 	if status != 0 || !strings.HasPrefix(out, "cleared local cache "+u+": 2 entries, ") {
 		t.Errorf("clear of the default: exit %d, %q %q; want the user's own %s cleared", status, out, stderr, u)
+	}
+}
+
+// TestClearRemoteOnlyLeavesTheLocalDirAlone: clear -remote-only clears the
+// bucket alone, so the local cache directory plays no part: one that
+// cannot be used (CACHE_DIR set by another program to a file, a path that
+// cannot be made) is no reason to leave the bucket as it is, and none is
+// made.
+func TestClearRemoteOnlyLeavesTheLocalDirAlone(t *testing.T) {
+	var deletes atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Query().Get("list-type") == "2":
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bkt</Name><KeyCount>1</KeyCount><IsTruncated>false</IsTruncated><Contents><Key>p/v1/a/00</Key><Size>5</Size></Contents></ListBucketResult>`)
+		case r.Method == http.MethodPost && r.URL.Query().Has("delete"):
+			deletes.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Deleted><Key>p/v1/a/00</Key></Deleted></DeleteResult>`)
+		default:
+			writeShimError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		}
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	notMade := filepath.Join(t.TempDir(), "not-made")
+	for _, dir := range []string{file, notMade} {
+		deletes.Store(0)
+		env := map[string]string{"CACHE_DIR": dir, "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "k", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"}
+		status, out, stderr := runMain(t, []string{"clear", "-remote-only", "-backend=s3", "-s3-bucket=bkt", "-s3-prefix=p/",
+			"-s3-endpoint=" + srv.URL, "-s3-path-style", "-s3-region=us-east-1"}, env, "")
+		if status != 0 || !strings.Contains(out, "cleared s3://bkt/p/: 1 objects") || deletes.Load() != 1 {
+			t.Errorf("clear -remote-only with CACHE_DIR=%s: exit %d, %q %q, %d deletes; want the bucket cleared", dir, status, out, stderr, deletes.Load())
+		}
+	}
+	if _, err := os.Stat(notMade); err == nil {
+		t.Errorf("clear -remote-only made the local cache directory %s", notMade)
 	}
 }
 
