@@ -194,7 +194,7 @@ var options = []option{
 		func(c *Config) flag.Value { return (*stringValue)(&c.S3SSEKMSKeyID) }},
 	{"s3-expected-bucket-owner", "", "AWS account ID that must own every bucket (-s3-bucket, -s3-read-from): S3 refuses any request to a bucket of another account, so that a bucket name someone else took is never read or written", allCmds,
 		func(c *Config) flag.Value { return (*accountIDValue)(&c.S3BucketOwner) }},
-	{"read-only", "READ_ONLY", "read from the remote cache but never write to it (untrusted pull requests)", serveOnly,
+	{"read-only", "READ_ONLY", "read from the remote cache but never write to it, nor clear it (untrusted pull requests)", allCmds,
 		func(c *Config) flag.Value { return (*boolValue)(&c.ReadOnly) }},
 	{"upload-timeout", "UPLOAD_TIMEOUT", "how long close waits for pending uploads before abandoning them", serveOnly,
 		func(c *Config) flag.Value { return &durationValue{&c.UploadTimeout, 0} }},
@@ -386,6 +386,10 @@ func (c *Config) validate(cmd string) error {
 		}
 		if c.RemoteOnly && c.Backend != "s3" {
 			return fmt.Errorf("-remote-only (%s) needs -backend=s3 (%s)", c.varOf("remote-only"), c.varOf("backend"))
+		}
+		if c.ReadOnly && c.Backend == "s3" && !c.LocalOnly {
+			// Deleting the remote's objects is writing to it.
+			return fmt.Errorf("refusing to clear the remote cache with -read-only (%s); add -local-only (%s) to clear the local cache directory alone", c.varOf("read-only"), c.varOf("local-only"))
 		}
 		if c.Backend == "s3" && !c.LocalOnly && c.S3Prefix == "" && !c.AllPrefixes {
 			return fmt.Errorf("refusing to clear with an empty -s3-prefix (%s): that is the whole bucket; add -all-prefixes (%s) if you mean it", c.varOf("s3-prefix"), c.varOf("all-prefixes"))

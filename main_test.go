@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,8 +424,10 @@ func TestClearCommand(t *testing.T) {
 // cannot be used (CACHE_DIR set by another program to a file, a path that
 // cannot be made) is no reason to leave the bucket as it is, and none is
 // made.
-func TestClearRemoteOnlyLeavesTheLocalDirAlone(t *testing.T) {
-	var deletes atomic.Int32
+// clearS3 is an S3 endpoint for clear: its listing names one object under
+// p/, and deletes counts the DeleteObjects it is sent.
+func clearS3(t *testing.T) (url string, deletes *atomic.Int32) {
+	deletes = new(atomic.Int32)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Query().Get("list-type") == "2":
@@ -438,7 +441,12 @@ func TestClearRemoteOnlyLeavesTheLocalDirAlone(t *testing.T) {
 			writeShimError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
 		}
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv.URL, deletes
+}
+
+func TestClearRemoteOnlyLeavesTheLocalDirAlone(t *testing.T) {
+	url, deletes := clearS3(t)
 	file := filepath.Join(t.TempDir(), "a-file")
 	if err := os.WriteFile(file, nil, 0o666); err != nil {
 		t.Fatal(err)
@@ -448,13 +456,58 @@ func TestClearRemoteOnlyLeavesTheLocalDirAlone(t *testing.T) {
 		deletes.Store(0)
 		env := map[string]string{"CACHE_DIR": dir, "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "k", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"}
 		status, out, stderr := runMain(t, []string{"clear", "-remote-only", "-backend=s3", "-s3-bucket=bkt", "-s3-prefix=p/",
-			"-s3-endpoint=" + srv.URL, "-s3-path-style", "-s3-region=us-east-1"}, env, "")
+			"-s3-endpoint=" + url, "-s3-path-style", "-s3-region=us-east-1"}, env, "")
 		if status != 0 || !strings.Contains(out, "cleared s3://bkt/p/: 1 objects") || deletes.Load() != 1 {
 			t.Errorf("clear -remote-only with CACHE_DIR=%s: exit %d, %q %q, %d deletes; want the bucket cleared", dir, status, out, stderr, deletes.Load())
 		}
 	}
 	if _, err := os.Stat(notMade); err == nil {
 		t.Errorf("clear -remote-only made the local cache directory %s", notMade)
+	}
+}
+
+// TestClearRefusesTheRemoteWhenReadOnly: -read-only says never to write
+// to the remote cache, and clear deleting everything under the prefix is
+// writing it: with -read-only set, by flag or variable, clear refuses to
+// touch the bucket (one line naming the setting) and deletes nothing
+// there; with -local-only it clears the local directory as ever.
+func TestClearRefusesTheRemoteWhenReadOnly(t *testing.T) {
+	url, deletes := clearS3(t)
+	remote := []string{"clear", "-backend=s3", "-s3-bucket=bkt", "-s3-prefix=p/", "-s3-endpoint=" + url, "-s3-path-style", "-s3-region=us-east-1"}
+	creds := map[string]string{"GOBUILDCACHE_AWS_ACCESS_KEY_ID": "k", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		name string // what the error names
+	}{
+		{[]string{"-read-only"}, nil, "-read-only (GOBUILDCACHE_READ_ONLY)"},
+		{nil, map[string]string{"GOBUILDCACHE_READ_ONLY": "true"}, "-read-only (GOBUILDCACHE_READ_ONLY)"},
+		{nil, map[string]string{"READ_ONLY": "1"}, "-read-only (READ_ONLY)"},
+		{[]string{"-remote-only"}, map[string]string{"GOBUILDCACHE_READ_ONLY": "true"}, "-read-only (GOBUILDCACHE_READ_ONLY)"},
+	} {
+		env := map[string]string{"CACHE_DIR": t.TempDir()}
+		for k, v := range creds {
+			env[k] = v
+		}
+		for k, v := range tc.env {
+			env[k] = v
+		}
+		deletes.Store(0)
+		status, out, stderr := runMain(t, append(append([]string{}, remote...), tc.args...), env, "")
+		if status != 2 || deletes.Load() != 0 || !strings.Contains(stderr, tc.name) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("clear %v with %v: exit %d, %q %q, %d deletes; want exit 2, one line naming %s, nothing deleted", tc.args, tc.env, status, out, stderr, deletes.Load(), tc.name)
+		}
+		deletes.Store(0)
+		status, out, stderr = runMain(t, append(append([]string{}, remote...), append(tc.args, "-local-only")...), env, "")
+		if wantLocal := !slices.Contains(tc.args, "-remote-only"); wantLocal && (status != 0 || deletes.Load() != 0 || !strings.HasPrefix(out, "cleared local cache ")) {
+			t.Errorf("clear -local-only %v with %v: exit %d, %q %q, %d deletes; want the local directory cleared alone", tc.args, tc.env, status, out, stderr, deletes.Load())
+		}
+	}
+	// Without it, the same clear deletes.
+	deletes.Store(0)
+	status, out, stderr := runMain(t, remote, map[string]string{"CACHE_DIR": t.TempDir(), "GOBUILDCACHE_AWS_ACCESS_KEY_ID": "k", "GOBUILDCACHE_AWS_SECRET_ACCESS_KEY": "s"}, "")
+	if status != 0 || deletes.Load() != 1 {
+		t.Errorf("clear: exit %d, %q %q, %d deletes", status, out, stderr, deletes.Load())
 	}
 }
 
