@@ -156,17 +156,31 @@ func TestActionSetup(t *testing.T) {
 	})
 
 	t.Run("default scope", func(t *testing.T) {
-		// A comma in the workflow's name does not make the default a list.
-		t.Setenv("GITHUB_WORKFLOW", "ci, lint")
+		// A comma in the workflow's name does not make the default a list;
+		// a name with both kinds of quotes, or a line break, is no bad
+		// input: the default is one word of GOCACHEPROG, and names the
+		// scope that the name with them does.
 		t.Setenv("GITHUB_JOB", "test")
 		t.Setenv("RUNNER_OS", "Linux")
 		t.Setenv("RUNNER_ARCH", "X64")
-		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "MTIMES": "false"})
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		if env := readOr(filepath.Join(tmp, "env")); !strings.Contains(env, `'-prefetch-scope=ci_ lint-test-Linux-X64'`) {
-			t.Errorf("GITHUB_ENV %q: want the default scope without its comma", env)
+		for _, tc := range []struct{ workflow, want string }{
+			{"ci, lint", `'-prefetch-scope=ci_ lint-test-Linux-X64'`},
+			{`Bob's "nightly" CI`, `'-prefetch-scope=Bob s  nightly  CI-test-Linux-X64'`},
+			{"two\nlines", `'-prefetch-scope=two lines-test-Linux-X64'`},
+		} {
+			t.Setenv("GITHUB_WORKFLOW", tc.workflow)
+			err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "MTIMES": "false"})
+			if err != nil {
+				t.Errorf("workflow %q: %v\n%s", tc.workflow, err, out)
+				continue
+			}
+			if env := readOr(filepath.Join(tmp, "env")); !strings.Contains(env, tc.want) {
+				t.Errorf("workflow %q: GITHUB_ENV %q, want %s", tc.workflow, env, tc.want)
+			}
+			scope := strings.Trim(strings.TrimPrefix(tc.want, "'-prefetch-scope="), "'")
+			if name := tc.workflow + "-test-Linux-X64"; !strings.Contains(name, ",") && scopeName(scope) != scopeName(name) {
+				t.Errorf("workflow %q: scope %q, where the name itself is %q", tc.workflow, scopeName(scope), scopeName(name))
+			}
 		}
 	})
 

@@ -159,9 +159,14 @@ if [ -n "${INPUT_S3_BUCKET:-}" ]; then
 	scope="${INPUT_PREFETCH_SCOPE:-}"
 	if [ -z "$scope" ] && [ -n "${GITHUB_WORKFLOW:-}" ]; then
 		# The default names one scope: a comma in the workflow's name
-		# would make it a list (-prefetch-scope's further scopes).
+		# would make it a list (-prefetch-scope's further scopes). Quotes
+		# and line breaks become spaces, so that it is one word of
+		# GOCACHEPROG whatever the name holds (quote takes no line break,
+		# nor both kinds of quotes): the scope is the same, since its name
+		# keeps none of them (scopeName makes a run of them one "_").
 		scope="$GITHUB_WORKFLOW-${GITHUB_JOB:-}-${RUNNER_OS:-}-${RUNNER_ARCH:-}"
 		scope="${scope//,/_}"
+		scope="${scope//[\"\'$'\t\r\n']/ }"
 	fi
 	[ -z "$scope" ] || flag prefetch-scope "$scope"
 else
