@@ -192,8 +192,8 @@ type stack struct {
 // command paths that name no file (see utf8Path). So whatever set it, the
 // server says so in one warning line and goes on elsewhere: last in a new
 // temporary directory that remove deletes at exit, where the build runs
-// with an empty local cache (and the remote, if any). It fails only if it cannot make even
-// that, when the go command could not build either.
+// with an empty local cache (and the remote, if any). It fails only if it
+// cannot make even that, when the go command could not build either.
 func openLocalCache(cfg *Config, fallbacks []string, stderr io.Writer) (d *DiskBackend, remove func(), err error) {
 	from := cfg.from["cache-dir"]
 	if from == "" {
