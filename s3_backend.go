@@ -715,7 +715,11 @@ const deleteBatch = 1000
 // first is the error, with its code, so that it is classified as a
 // request's would be.
 func (b *S3Backend) deleteObjects(ctx context.Context, keys []types.ObjectIdentifier) error {
-	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: keys, Quiet: aws.Bool(true)}})
+	var opts []func(*s3.Options)
+	if !isDirectoryBucket(b.loc.bucket) {
+		opts = append(opts, withContentMD5)
+	}
+	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.loc.bucket, Delete: &types.Delete{Objects: keys, Quiet: aws.Bool(true)}}, opts...)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,15 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
+	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -229,4 +234,40 @@ func readOnlyBuckets(cfg *Config) []string {
 		add(cfg.S3Bucket)
 	}
 	return buckets
+}
+
+// withContentMD5 is an option of a DeleteObjects to a general purpose
+// bucket: the request carries a Content-MD5 header in place of the
+// x-amz-checksum- header the SDK gives it. S3's documentation asks a
+// Content-MD5 of every Multi-Object Delete to such a bucket, and
+// S3-compatible servers that know no other checksum refuse the request
+// without one (AWS's SDKs for other languages document the same fallback).
+// A directory bucket takes either, and keeps the SDK's.
+func withContentMD5(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+		return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("gobuildcache:ContentMD5", setContentMD5), "Signing", middleware.Before)
+	})
+}
+
+// setContentMD5 is withContentMD5's step, run for each attempt before it
+// is signed.
+func setContentMD5(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+	req, ok := in.Request.(*smithyhttp.Request)
+	if !ok || req.GetStream() == nil {
+		return next.HandleFinalize(ctx, in)
+	}
+	for k := range req.Header {
+		if k := strings.ToLower(k); strings.HasPrefix(k, "x-amz-checksum-") || strings.HasPrefix(k, "x-amz-sdk-checksum-") {
+			req.Header.Del(k)
+		}
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, req.GetStream()); err != nil {
+		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("content-md5: %w", err)
+	}
+	if err := req.RewindStream(); err != nil {
+		return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("content-md5: %w", err)
+	}
+	req.Header.Set("Content-MD5", base64.StdEncoding.EncodeToString(h.Sum(nil)))
+	return next.HandleFinalize(ctx, in)
 }

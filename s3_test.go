@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -688,5 +690,68 @@ func TestDeleteManifestsOver1000(t *testing.T) {
 	}
 	if err := b.DeleteManifests(t.Context(), names); err != nil {
 		t.Errorf("DeleteManifests of %d manifests: %v", len(names), err)
+	}
+}
+
+// TestDeleteObjectsCarryContentMD5: on MinIO behind a proxy that, as S3's
+// documentation says of a general purpose bucket and as S3-compatible
+// servers that know no other checksum do, refuses a DeleteObjects without
+// a Content-MD5, the manifests' upkeep and clear delete what they should.
+// Every DeleteObjects carries a Content-MD5 (which MinIO checks against
+// the body) and no x-amz-checksum- header in its place.
+func TestDeleteObjectsCarryContentMD5(t *testing.T) {
+	tg := s3TargetForTest(t)
+	if tg.AccessKey == "" {
+		t.Skip("needs the local MinIO")
+	}
+	ctx := t.Context()
+	root := rawClient(t, tg)
+	var hashed, refused atomic.Int64
+	tg.Endpoint = newS3RuleProxy(t, tg.Endpoint, func(r *http.Request) *s3Refusal {
+		if r.Method != http.MethodPost || !r.URL.Query().Has("delete") {
+			return nil
+		}
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-") {
+				t.Errorf("DeleteObjects with %s: want Content-MD5 in its place", k)
+			}
+		}
+		if r.Header.Get("Content-MD5") == "" {
+			refused.Add(1)
+			return &s3Refusal{http.StatusBadRequest, "InvalidRequest", "Missing required header for this request: Content-MD5"}
+		}
+		hashed.Add(1)
+		return nil
+	})
+	b := newTestS3(t, tg)
+	var names []string
+	for i := range 3 {
+		id := newManifestID(time.Unix(int64(i+1), 0), "abc")
+		if err := b.PutManifest(ctx, "md5-scope", id, []byte("manifest")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.PutPack(ctx, "md5-scope", id, 0, []byte("pack")); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, b.loc.manifestKey("md5-scope", id))
+	}
+	if _, err := b.Put(ctx, actionID("kept"), outputID("kept"), 4, strings.NewReader("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteManifests(ctx, names[:2]); err != nil {
+		t.Fatalf("DeleteManifests: %v (kind %v)", err, errKind(err))
+	}
+	if keys := listKeys(t, root, tg.Bucket, tg.Prefix); len(keys) != 3 {
+		t.Fatalf("after deleting 2 of 3 manifests and their packs: %d keys left, want 3 (a manifest, its pack, an entry): %v", len(keys), keys)
+	}
+	out, err := exec.Command(gobuildcacheBinary(t), append([]string{"clear", "-cache-dir=" + t.TempDir()}, tg.args()...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("clear: %v\n%s", err, out)
+	}
+	if keys := listKeys(t, root, tg.Bucket, tg.Prefix); len(keys) != 0 {
+		t.Errorf("left after clear: %v", keys)
+	}
+	if refused.Load() != 0 || hashed.Load() < 2 {
+		t.Errorf("DeleteObjects refused %d, sent with a Content-MD5 %d; want 0 and at least 2 (the upkeep's and clear's)", refused.Load(), hashed.Load())
 	}
 }
