@@ -177,6 +177,11 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 		b.stats.VerifyFailures.Add(1)
 		b.warn.once("verify", "a remote object did not match its output ID; treated as a miss", err)
 		b.succeeded()
+	case kind == KindSlowUpload:
+		// The remote was taking the body in: the uplink is slow, not the
+		// remote down. Counted; that entry stays local, reads go on.
+		b.stats.AddRemoteError(kind.String())
+		b.warn.once("slow upload", "an upload was still being sent at its deadline (-s3-timeout plus 1 s per 8 MiB): the uplink is slower than that; such entries stay in the local cache, the remote cache is still read", err)
 	case kind == KindTooLarge:
 		// A body the local disk has no room for: a miss, and an answer.
 		b.stats.AddRemoteError(kind.String())

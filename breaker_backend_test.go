@@ -543,3 +543,100 @@ func TestBreakerProbeOfASlowedRemote(t *testing.T) {
 		t.Errorf("get after a probe of a remote that answers in 400 ms: %v (kind %v), want its answer, a miss", err, errKind(err))
 	}
 }
+
+// smallReadBuffers is a listener whose connections take in little at a
+// time: a client's upload goes at the pace its handler reads, as over a
+// thin link, not into a loopback buffer of megabytes.
+type smallReadBuffers struct{ net.Listener }
+
+func (l smallReadBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetReadBuffer(64 << 10)
+	}
+	return c, err
+}
+
+// TestBreakerSlowUplink: uploads that miss their deadline because the
+// uplink is thin (their bodies still going out, the server taking them in
+// all along: sixteen large uploads sharing 20 Mbit/s) are counted, but the
+// remote answers: gets still reach it, and no marker turns it off for the
+// job's next go commands. Before, two of them were two timeouts in a row:
+// the breaker turned the remote off, reads included, and wrote the marker.
+// A put that the server takes in whole and never answers still counts as
+// a timeout.
+func TestBreakerSlowUplink(t *testing.T) {
+	var gets atomic.Int64
+	var hang atomic.Bool
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			if hang.Load() {
+				io.Copy(io.Discard, r.Body)
+				<-r.Context().Done()
+				return
+			}
+			buf := make([]byte, 64<<10) // every 20 ms: about 3 MiB/s
+			for {
+				if _, err := io.ReadFull(r.Body, buf); err != nil {
+					break
+				}
+				select {
+				case <-time.After(20 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		gets.Add(1)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>")
+	}))
+	srv.Listener = smallReadBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	// A put of 12 MiB gets 200 ms plus 1 s (putTimeout): at 3 MiB/s, not
+	// enough.
+	s3b, err := NewS3Backend(t.Context(), S3Options{Bucket: "b", Endpoint: srv.URL, PathStyle: true, Region: "us-east-1",
+		Timeout: 200 * time.Millisecond, TempDir: t.TempDir(), Credentials: shimBaseCreds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "remote-down")
+	b, _, stats := newTestBreaker(s3b, marker)
+	ctx := context.Background()
+	put := func(body string) error {
+		_, err := b.Put(ctx, actionID(body), outputID(body), int64(len(body)), strings.NewReader(body))
+		return err
+	}
+	errs := make(chan error, breakerThreshold)
+	for i := range breakerThreshold { // as async workers send them
+		go func() { errs <- put(fmt.Sprint(i, strings.Repeat("x", 12<<20))) }()
+	}
+	for range breakerThreshold {
+		if err := <-errs; err == nil || errors.Is(err, errBreakerOpen) {
+			t.Errorf("a put slower than its deadline: %v (kind %v), want it to fail at its deadline", err, errKind(err))
+		}
+	}
+	if _, err := b.Get(ctx, actionID("k")); errKind(err) != KindNotFound || gets.Load() != 1 {
+		t.Errorf("get after slow uploads: %v (kind %v), %d gets reached the remote; want its answer, a miss", err, errKind(err), gets.Load())
+	}
+	if s := stats.Snapshot(); s.BreakerOpenings != 0 {
+		t.Errorf("breaker openings after slow uploads: %d, want 0 (errors %v)", s.BreakerOpenings, s.RemoteErrorsByKind)
+	}
+	if _, _, ok := readBreakerMarker(marker); ok {
+		t.Error("slow uploads left a marker: the job's next go commands would not read the remote")
+	}
+
+	hang.Store(true)
+	for i := range breakerTimeouts {
+		if err := put(fmt.Sprint("small ", i)); errKind(err) != KindTimeout {
+			t.Errorf("a put taken in and never answered: %v (kind %v), want a timeout", err, errKind(err))
+		}
+	}
+	if _, err := b.Get(ctx, actionID("k")); !errors.Is(err, errBreakerOpen) {
+		t.Errorf("get after %d puts never answered: %v, want errBreakerOpen", breakerTimeouts, err)
+	}
+}

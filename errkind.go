@@ -33,6 +33,7 @@ const (
 	KindTooLarge                    // a body larger than its destination takes (a put's than one upload, a get's than the local disk's room): refused before it is sent or written
 	KindLocationGone                // one location of several (-s3-read-from) cannot be used at all: left out, the others go on
 	KindTLS                         // the endpoint's TLS certificate is not trusted, or the endpoint does not speak TLS
+	KindSlowUpload                  // a write's deadline passed while its body was still being sent: a slow uplink, not a remote down
 )
 
 // String is the kind's name in the stats (RemoteErrorsByKind). A refused
@@ -77,6 +78,8 @@ func (k ErrKind) String() string {
 		return "location_gone"
 	case KindTLS:
 		return "tls"
+	case KindSlowUpload:
+		return "slow_upload"
 	}
 	return "other"
 }

@@ -624,11 +624,12 @@ func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error 
 // classifies its error. It sends a Content-MD5 header once the location
 // has refused a put without one, and then sends this put again.
 func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt, size int64, meta map[string]string) error {
+	sent := &sendProgress{r: body, size: size}
 	for {
 		in := &s3.PutObjectInput{
 			Bucket:        &b.loc.bucket,
 			Key:           &key,
-			Body:          io.NewSectionReader(body, 0, size),
+			Body:          io.NewSectionReader(sent, 0, size),
 			ContentLength: aws.Int64(size),
 			ContentType:   aws.String("application/octet-stream"),
 			Metadata:      meta,
@@ -650,8 +651,37 @@ func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt,
 			b.contentMD5.Store(true)
 			continue
 		}
-		return b.locationErr(0, s3Error("put", key, err, true))
+		kind := classifyS3Error(err, true)
+		if kind == KindTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded) && sent.sending(time.Now()) {
+			kind = KindSlowUpload
+			err = fmt.Errorf("body still being sent at the deadline (a slow uplink): %w", err)
+		}
+		return b.locationErr(0, s3ErrorOf("put", key, err, kind))
 	}
+}
+
+// sendProgress is a put's body as the transport reads it, to tell a put
+// whose deadline passed while its body was still going out (a slow
+// uplink: the remote takes it in) from one the remote does not answer.
+type sendProgress struct {
+	r    io.ReaderAt
+	size int64
+	at   atomic.Int64 // the end of the last read: reads go in order, from 0 again for each pass
+	last atomic.Int64 // when, in Unix ns
+}
+
+func (s *sendProgress) ReadAt(p []byte, off int64) (int, error) {
+	n, err := s.r.ReadAt(p, off)
+	s.at.Store(off + int64(n))
+	s.last.Store(time.Now().UnixNano())
+	return n, err
+}
+
+// sending reports whether the body was still being read at now: not to its
+// end, and last within attemptCeiling (the stall that fails a get's body).
+// A body taken in whole, or stalled, is a timeout like any other.
+func (s *sendProgress) sending(now time.Time) bool {
+	return s.at.Load() < s.size && now.Sub(time.Unix(0, s.last.Load())) < attemptCeiling
 }
 
 // DeleteManifests implements manifestStore: one listing of the pack
