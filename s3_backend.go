@@ -625,6 +625,7 @@ func (b *S3Backend) putBlob(ctx context.Context, key string, data []byte) error 
 // has refused a put without one, and then sends this put again.
 func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt, size int64, meta map[string]string) error {
 	sent := &sendProgress{r: body, size: size}
+	ctx = withSendProgress(ctx, sent)
 	for {
 		in := &s3.PutObjectInput{
 			Bucket:        &b.loc.bucket,
@@ -658,30 +659,6 @@ func (b *S3Backend) putObject(ctx context.Context, key string, body io.ReaderAt,
 		}
 		return b.locationErr(0, s3ErrorOf("put", key, err, kind))
 	}
-}
-
-// sendProgress is a put's body as the transport reads it, to tell a put
-// whose deadline passed while its body was still going out (a slow
-// uplink: the remote takes it in) from one the remote does not answer.
-type sendProgress struct {
-	r    io.ReaderAt
-	size int64
-	at   atomic.Int64 // the end of the last read: reads go in order, from 0 again for each pass
-	last atomic.Int64 // when, in Unix ns
-}
-
-func (s *sendProgress) ReadAt(p []byte, off int64) (int, error) {
-	n, err := s.r.ReadAt(p, off)
-	s.at.Store(off + int64(n))
-	s.last.Store(time.Now().UnixNano())
-	return n, err
-}
-
-// sending reports whether the body was still being read at now: not to its
-// end, and last within attemptCeiling (the stall that fails a get's body).
-// A body taken in whole, or stalled, is a timeout like any other.
-func (s *sendProgress) sending(now time.Time) bool {
-	return s.at.Load() < s.size && now.Sub(time.Unix(0, s.last.Load())) < attemptCeiling
 }
 
 // DeleteManifests implements manifestStore: one listing of the pack
