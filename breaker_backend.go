@@ -187,6 +187,12 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 		b.stats.AddRemoteError(kind.String())
 		b.warn.once("no room", "a remote entry is larger than the local disk has room for; treated as a miss", err)
 		b.succeeded()
+	case kind == KindLocal:
+		// The remote answered; this machine could not keep the body. A
+		// miss, counted with the server's errors, not the remote's.
+		b.stats.AddError("get")
+		b.warn.once("local get", "a remote entry could not be written to the local disk; treated as a miss, the remote cache is still read", err)
+		b.succeeded()
 	default:
 		b.failed(ctx, err, kind)
 	}

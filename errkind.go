@@ -34,6 +34,7 @@ const (
 	KindLocationGone                // one location of several (-s3-read-from) cannot be used at all: left out, the others go on
 	KindTLS                         // the endpoint's TLS certificate is not trusted, or the endpoint does not speak TLS
 	KindSlowUpload                  // a write's deadline passed while its body was still being sent: a slow uplink, not a remote down
+	KindLocal                       // the local disk could not take a get's body (full since its room was taken, out of file descriptors): the remote answered
 )
 
 // String is the kind's name in the stats (RemoteErrorsByKind). A refused
@@ -80,6 +81,8 @@ func (k ErrKind) String() string {
 		return "tls"
 	case KindSlowUpload:
 		return "slow_upload"
+	case KindLocal:
+		return "local"
 	}
 	return "other"
 }

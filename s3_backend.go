@@ -271,23 +271,45 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 	defer release()
 	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
 	if err != nil {
-		return Entry{}, fmt.Errorf("get %s: %w", key, err)
+		return Entry{}, fmt.Errorf("get %s: %w", key, withKind(KindLocal, err))
 	}
 	// The verifying reader stops one byte past the declared size, so a
 	// decompression bomb costs no more than the room taken for it.
-	_, err = copyBuffered(f, newVerifyingReader(body, e.Size, e.OutputID))
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	w := &localWriter{w: f}
+	_, err = copyBuffered(w, newVerifyingReader(body, e.Size, e.OutputID))
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err, w.err = cerr, cerr
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		if errors.Is(err, errVerify) {
+		switch {
+		case errors.Is(err, errVerify):
 			return Entry{}, fmt.Errorf("get %s: %w", key, err)
+		case w.err != nil:
+			// The local disk's failure (full meanwhile), not the
+			// remote's: it answered.
+			return Entry{}, fmt.Errorf("get %s: %w", key, withKind(KindLocal, w.err))
 		}
 		return Entry{}, s3Error("get", key, getCause(ctx, err), false) // the download broke off
 	}
 	e.DiskPath = f.Name()
 	return e, nil
+}
+
+// localWriter writes to a local file and keeps its error, so that a
+// download that broke off for the local disk (full, say) is told from one
+// the remote broke off.
+type localWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (l *localWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if err != nil {
+		l.err = err
+	}
+	return n, err
 }
 
 // reserveRoom takes size bytes of the file system of dir, where a get is

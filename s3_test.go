@@ -9,15 +9,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -753,5 +756,62 @@ func TestDeleteObjectsCarryContentMD5(t *testing.T) {
 	}
 	if refused.Load() != 0 || hashed.Load() < 2 {
 		t.Errorf("DeleteObjects refused %d, sent with a Content-MD5 %d; want 0 and at least 2 (the upkeep's and clear's)", refused.Load(), hashed.Load())
+	}
+}
+
+// TestS3GetLocalDiskFailureIsAMiss: a get whose body the local disk cannot
+// take (the disk filled up after the room was checked: ENOSPC on a write;
+// the process out of file descriptors: EMFILE at the create) is a local
+// failure (a miss for the local tier) that says nothing of the remote,
+// which answered: through the breaker, no remote error is counted, the
+// remote is never turned off, and once the disk takes bodies again the
+// next get is a hit.
+func TestS3GetLocalDiskFailureIsAMiss(t *testing.T) {
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	b := newTestS3(t, tg)
+	body := strings.Repeat("a body of some size ", 1000)
+	if _, err := b.Put(ctx, actionID("k"), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	stats := new(Stats)
+	marker := filepath.Join(t.TempDir(), "remote-down")
+	guarded := newBreakerBackend(b, stats, newWarnings(quietLog), marker)
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full to fill a disk with:", err)
+	}
+	full := filepath.Join(t.TempDir(), "full")
+	for name, create := range map[string]func(dir, pattern string) (*os.File, error){
+		"ENOSPC": func(dir, pattern string) (*os.File, error) {
+			// Writes to /dev/full fail with ENOSPC; removing the
+			// file removes the link.
+			if err := os.Symlink("/dev/full", full); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, err
+			}
+			return os.OpenFile(full, os.O_WRONLY, 0)
+		},
+		"EMFILE": func(dir, pattern string) (*os.File, error) {
+			return nil, &os.PathError{Op: "open", Path: filepath.Join(dir, pattern), Err: syscall.EMFILE}
+		},
+	} {
+		b.createTemp = create
+		for i := range 2 * breakerThreshold {
+			if _, err := guarded.Get(ctx, actionID("k")); errKind(err) != KindLocal {
+				t.Fatalf("%s: get %d: %v (kind %s), want a local failure", name, i, err, errKind(err))
+			}
+		}
+	}
+	b.createTemp = createSharedTemp
+	e, err := guarded.Get(ctx, actionID("k"))
+	if err != nil {
+		t.Fatalf("get once the disk takes bodies again: %v", err)
+	}
+	os.Remove(e.DiskPath)
+	snap := stats.Snapshot()
+	if snap.BreakerOpenings != 0 || snap.RemoteErrors != 0 {
+		t.Errorf("local disk failures: breaker opened %d times, remote errors %v; want none", snap.BreakerOpenings, snap.RemoteErrorsByKind)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("a marker turning the remote off for the job's next go commands was written")
 	}
 }
