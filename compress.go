@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -101,7 +102,10 @@ var compressBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // compress returns a zstd frame of r, a body of size bytes, ready to read
 // from its start, with the frame's size. release frees it; call it when
-// done with the frame, and only then.
+// done with the frame, and only then. A frame too large for memory is
+// written to a temp file if the local disk has room for size bytes more
+// (reserveRoom), else compress fails (KindTooLarge), as it does when the
+// file cannot be written: the body is then sent as it is.
 func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n int64, release func(), err error) {
 	if size <= compressInMemory {
 		buf := compressBuffers.Get().(*bytes.Buffer)
@@ -113,13 +117,22 @@ func (b *S3Backend) compress(r io.Reader, size int64) (frame io.ReadSeeker, n in
 		}
 		return bytes.NewReader(buf.Bytes()), int64(buf.Len()), release, nil
 	}
+	// The frame takes disk beside the body until it is sent: only if
+	// that leaves what the go command's puts leave free (reserveRoom),
+	// so that no upload takes the disk's last bytes from the build.
+	unreserve, err := b.reserveRoom(context.Background(), b.tempDir, size)
+	if err != nil {
+		return nil, 0, nil, err
+	}
 	f, err := b.createTemp(b.tempDir, "s3zst-*")
 	if err != nil {
+		unreserve()
 		return nil, 0, nil, err
 	}
 	release = func() {
 		f.Close()
 		os.Remove(f.Name())
+		unreserve()
 	}
 	err = zstdTo(f, r)
 	if err == nil {

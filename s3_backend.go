@@ -431,11 +431,15 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	encoding, stored, storedSize := "identity", rs, size
 	if b.compressMin > 0 && size >= b.compressMin {
 		frame, zsize, release, err := b.compress(ctxReader{ctx, rs}, size)
-		if err != nil {
+		switch {
+		case err == nil:
+			defer release()
+		case ctx.Err() != nil:
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)
 		}
-		defer release()
-		if zsize < size-size/10 { // worth it: at least 10% smaller
+		// Sent compressed if that is worth it (at least 10% smaller), and
+		// as it is if the local disk had no room for the frame.
+		if err == nil && zsize < size-size/10 {
 			encoding, stored, storedSize = "zstd", frame, zsize
 		} else if _, err := rs.Seek(0, io.SeekStart); err != nil {
 			return Entry{}, fmt.Errorf("put %s: %w", key, err)

@@ -815,3 +815,64 @@ func TestS3GetLocalDiskFailureIsAMiss(t *testing.T) {
 		t.Errorf("a marker turning the remote off for the job's next go commands was written")
 	}
 }
+
+// TestS3PutCompressesOnlyWithRoom: a body too large to compress in memory
+// is compressed through a temp file only if the local disk has room for
+// it beside what the go command's puts leave free; without, or when the
+// disk fills up meanwhile (ENOSPC), it is uploaded as it is: the upload
+// neither takes the disk's last bytes from the build nor fails, and the
+// remote is not turned off for the local disk's state.
+func TestS3PutCompressesOnlyWithRoom(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full to fill a disk with:", err)
+	}
+	tg := s3TargetForTest(t)
+	ctx := context.Background()
+	b := newTestS3(t, tg)
+	b.compressMin = 1
+	body := strings.Repeat("compressible ", (compressInMemory+1<<20)/13)
+	var frames atomic.Int64
+	full := filepath.Join(t.TempDir(), "full")
+	b.createTemp = func(dir, pattern string) (*os.File, error) {
+		if !strings.HasPrefix(pattern, "s3zst") {
+			return createSharedTemp(dir, pattern)
+		}
+		frames.Add(1)
+		// Writes to /dev/full fail with ENOSPC; removing the file
+		// removes the link.
+		if err := os.Symlink("/dev/full", full); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		return os.OpenFile(full, os.O_WRONLY, 0)
+	}
+	stats := new(Stats)
+	guarded := newBreakerBackend(b, stats, newWarnings(quietLog), filepath.Join(t.TempDir(), "remote-down"))
+	put := func(name string) {
+		t.Helper()
+		if _, err := guarded.Put(ctx, actionID(name), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+			t.Fatalf("put %s: %v", name, err)
+		}
+	}
+	b.freeBytes = func(string) (int64, error) { return fitsReserve + int64(len(body))/2, nil }
+	put("no room")
+	if n := frames.Load(); n != 0 {
+		t.Errorf("with no room for it, %d temp files made to compress a body into", n)
+	}
+	b.freeBytes = func(string) (int64, error) { return 1 << 40, nil }
+	for i := range 2 * breakerThreshold {
+		put(fmt.Sprint("disk full ", i))
+	}
+	if frames.Load() == 0 {
+		t.Error("with room, no body compressed through a temp file")
+	}
+	if snap := stats.Snapshot(); snap.BreakerOpenings != 0 || snap.RemoteErrors != 0 {
+		t.Errorf("breaker opened %d times, remote errors %v; want none", snap.BreakerOpenings, snap.RemoteErrorsByKind)
+	}
+	for _, name := range []string{"no room", "disk full 0"} {
+		e, err := b.Get(ctx, actionID(name))
+		if err != nil {
+			t.Fatalf("get %s: %v", name, err)
+		}
+		os.Remove(e.DiskPath)
+	}
+}
