@@ -184,16 +184,20 @@ func (d *DiskBackend) getLocal(actionID ActionID) (Entry, error) {
 // fitsReserve is disk space left free when judging whether a body fits.
 const fitsReserve = 64 << 20
 
-// fits returns an error if a body of size bytes should not be stored: it
-// is larger than the free space of the cache's file system, less a reserve
-// that keeps the cache from filling the disk. It is checked before any byte
-// is written.
-func (d *DiskBackend) fits(size int64) error {
+// fits returns an error if a body of size bytes, outputID's, should not be
+// stored: it is larger than the free space of the cache's file system, less
+// a reserve that keeps the cache from filling the disk. It is checked
+// before any byte is written. A body in place already fits: a put of it
+// writes only its record (see putAt).
+func (d *DiskBackend) fits(outputID OutputID, size int64) error {
 	free, err := d.freeBytes(d.dir)
 	if err != nil {
 		return nil // unknown: let the write decide
 	}
 	if size > free-fitsReserve {
+		if got, _, ok := statBody(d.outputPath(outputID)); ok && got == size {
+			return nil
+		}
 		return fmt.Errorf("body of %s does not fit: %s free on the file system of %s", formatBytes(size), formatBytes(free), d.root)
 	}
 	return nil

@@ -257,7 +257,7 @@ func (s *Server) handlePut(ctx context.Context, rr *requestReader, req *Request)
 		kind = "put"
 		if s.local != nil {
 			// Refuse a body the disk cannot hold before writing any of it.
-			err = s.local.fits(req.BodySize)
+			err = s.local.fits(outputID, req.BodySize)
 		}
 		if err == nil {
 			e, err = s.backend.Put(ctx, actionID, outputID, req.BodySize, vr)

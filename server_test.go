@@ -476,6 +476,37 @@ func TestPutTheCacheCannotKeep(t *testing.T) {
 	}
 }
 
+// TestPutOfABodyInPlaceOnAFullDisk: with the disk within the reserve of
+// full, a put whose body the cache holds already (another action with the
+// same output, as a rebuild after a change that alters no output makes
+// them) needs no room: only its record is written, and it is stored,
+// neither refused nor copied to a scratch file (which, on a temp dir as
+// full, or unusable here, fails the put and so the build).
+func TestPutOfABodyInPlaceOnAFullDisk(t *testing.T) {
+	d, err := NewDiskBackend(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("an output two actions share ", 100)
+	putString(t, d, "first", body)
+	d.freeBytes = func(string) (int64, error) { return fitsReserve / 2, nil }
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "no such dir")) // no scratch file can be made
+	ts := startTestServer(t, d)
+	ts.read(t)
+	steps := []step{
+		{putLine(1, actionID("second"), outputID(body), body), map[int64]func(*testing.T, Response){1: stored(body)}},
+		{getLine(2, actionID("second")), map[int64]func(*testing.T, Response){2: hit(body)}},
+		{`{"ID":3,"Command":"close"}` + "\n", map[int64]func(*testing.T, Response){3: ok}},
+	}
+	ts.play(t, steps)
+	if err := ts.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if snap := ts.srv.stats.Snapshot(); len(snap.Errors) != 0 || snap.BytesStored != int64(len(body)) {
+		t.Errorf("errors %v, bytes stored %d: want none, %d", snap.Errors, snap.BytesStored, len(body))
+	}
+}
+
 // TestRemoteHitWhoseRecordCannotBeWritten: an entry fetched from the
 // remote whose body the local tier placed, verified, but whose record it
 // could not write (in a shared directory, another user's fan-out
