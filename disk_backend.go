@@ -33,7 +33,8 @@ import (
 //	v1/remote-down-<h>     a remote is failing until then (breakerBackend)
 //	v1/miss-streak-<h>     how a remote has been missing (missPredictor)
 //	v1/landed-<h>          manifests whose entries are here (landedManifests)
-//	v1/prefetch-<h>        the prefetch command's claim, flocked while it lands (prefetchClaim)
+//	v1/prefetch-<h>        the prefetch command's claim, flocked while it lands (prefetchClaim);
+//	                       <h> names its scopes too (prefetchOptionsOf)
 //	v1/prefetch-plan-<h>   what it will land: action IDs, 32 bytes each (prefetchClaim)
 //	v1/removed             when entries were last removed: "<unix ns>\n" (lastRemoval)
 //

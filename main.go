@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -321,6 +322,10 @@ func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Sta
 func prefetchOptionsOf(cfg *Config, local *DiskBackend, getenv func(string) string) prefetchOptions {
 	scope, readScopes := prefetchScopes(cfg.PrefetchScope, toolchainTag(getenv), ciJobScope(getenv))
 	remote := readLocations(cfg)
+	// The claim is on what a prefetch lands, the entries of its scopes'
+	// manifests: jobs of other scopes on one directory (matrix legs, a
+	// self-hosted runner's workflows) neither refuse nor wait for it.
+	landing := append(slices.Clone(remote), scope, strings.Join(readScopes, ","))
 	return prefetchOptions{
 		scope:         scope,
 		readScopes:    readScopes,
@@ -331,8 +336,8 @@ func prefetchOptionsOf(cfg *Config, local *DiskBackend, getenv func(string) stri
 		missState:     local.remoteFile("miss-streak", remote...),
 		landed:        local.remoteFile("landed", remote...),
 		job:           loadJobID(local.remoteFile("job"), time.Now()),
-		claimLock:     local.remoteFile("prefetch", remote...),
-		claimPlan:     local.remoteFile("prefetch-plan", remote...),
+		claimLock:     local.remoteFile("prefetch", landing...),
+		claimPlan:     local.remoteFile("prefetch-plan", landing...),
 	}
 }
 

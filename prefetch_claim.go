@@ -17,14 +17,15 @@ import (
 // end (then finds them landed: landedManifests), and a get of an entry the
 // claim announced waits for it to land rather than fetching it too.
 //
-// Two files per remote (see DiskBackend): the claim, v1/prefetch-<h>, an
-// empty file that the command holds an exclusive flock on while it runs
-// (released by the kernel if it dies), and its plan, v1/prefetch-plan-<h>,
-// the action IDs it will land (32 bytes each, nothing else), written
-// whole and renamed into place once it has planned, removed before the
-// lock is released. A plan is believed only while the lock is held. Where
-// there is no flock (Windows) there are no claims: the command and the
-// servers then land the same entries side by side, which is only slower.
+// Two files per remote and scopes (see DiskBackend): the claim,
+// v1/prefetch-<h>, an empty file that the command holds an exclusive flock
+// on while it runs (released by the kernel if it dies), and its plan,
+// v1/prefetch-plan-<h>, the action IDs it will land (32 bytes each,
+// nothing else), written whole and renamed into place once it has
+// planned, removed before the lock is released. A plan is believed only
+// while the lock is held. Where there is no flock (Windows) there are no
+// claims: the command and the servers then land the same entries side by
+// side, which is only slower.
 type prefetchClaim struct {
 	lock     *os.File
 	unlock   func()

@@ -187,3 +187,40 @@ func TestPrefetchCommandAndServer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPrefetchClaimIsTheScopes: two jobs on one machine that share a
+// local cache directory and a remote but not a prefetch scope (matrix
+// legs of other toolchains, two workflows on a self-hosted runner's
+// default directory) land different entries: each one's prefetch command
+// takes a claim, and neither one's servers wait for the other's landing.
+// One scope's command and servers still share one claim.
+func TestPrefetchClaimIsTheScopes(t *testing.T) {
+	skipWithoutClaims(t)
+	disk := newTestDisk(t)
+	cfg := defaultConfig()
+	cfg.Backend, cfg.S3Bucket = "s3", "bucket"
+	optsOf := func(scope string) prefetchOptions {
+		c := cfg
+		c.PrefetchScope = scope
+		return prefetchOptionsOf(&c, disk, func(string) string { return "" })
+	}
+	a, b := optsOf("leg-a"), optsOf("leg-b")
+	claim, err := holdPrefetchClaim(a.claimLock, a.claimPlan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claim.release()
+	if w := watchPrefetchClaim(context.Background(), b.claimLock, b.claimPlan); w != nil {
+		t.Error("a server of scope leg-b waits for the landing of scope leg-a")
+	}
+	other, err := holdPrefetchClaim(b.claimLock, b.claimPlan)
+	if err != nil {
+		t.Errorf("the prefetch command of scope leg-b: %v, want a claim of its own", err)
+	} else {
+		other.release()
+	}
+	same := optsOf("leg-a")
+	if w := watchPrefetchClaim(context.Background(), same.claimLock, same.claimPlan); w == nil {
+		t.Error("a server of scope leg-a does not watch its own scope's claim")
+	}
+}
