@@ -516,6 +516,12 @@ func (d *DiskBackend) removeStaleTemps() {
 // reports the number of action entries and the bytes of all files it
 // removed.
 func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err error) {
+	removed := false // anything, even if ctx stops the clear midway
+	defer func() {
+		if removed || err == nil {
+			d.noteRemoval()
+		}
+	}()
 	for _, kind := range []string{"a", "o", "tmp"} {
 		base := filepath.Join(d.dir, kind)
 		err := filepath.WalkDir(base, func(path string, ent fs.DirEntry, err error) error {
@@ -541,6 +547,7 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
+			removed = true
 			bytes += fi.Size()
 			if kind == "a" && !strings.HasPrefix(ent.Name(), tempPrefix) {
 				entries++
@@ -551,7 +558,6 @@ func (d *DiskBackend) Clear(ctx context.Context) (entries, bytes int64, err erro
 			return entries, bytes, fmt.Errorf("clear %s: %w", d.root, err)
 		}
 	}
-	d.noteRemoval()
 	return entries, bytes, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -158,6 +159,27 @@ func TestClearDuringAPut(t *testing.T) {
 	stored(body)(t, r)
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("a stale temp file survived the clear: %v", err)
+	}
+}
+
+// TestStoppedClearNotesWhatItRemoved: a clear interrupted midway (^C)
+// after it removed entries notes the removal, as a whole one does, so
+// that no server believes what was recorded of the cache's contents
+// before it (landedManifests). See TestStoppedTrimNotesWhatItRemoved.
+func TestStoppedClearNotesWhatItRemoved(t *testing.T) {
+	d := newTestDisk(t)
+	var records []string
+	for i := range 4 {
+		putString(t, d, fmt.Sprint("k", i), fmt.Sprintf("body %d", i))
+		records = append(records, d.actionPath(actionID(fmt.Sprint("k", i))))
+	}
+	before := time.Now()
+	entries, _, err := d.Clear(stopAfterRemoval{context.Background(), records})
+	if err == nil || entries == 0 {
+		t.Fatalf("clear: %d entries, %v; want it stopped after it removed one", entries, err)
+	}
+	if removed := d.lastRemoval(); removed.Before(before) {
+		t.Errorf("a clear stopped after it removed %d entries: last removal %v, before it", entries, removed)
 	}
 }
 

@@ -179,6 +179,15 @@ func (d *DiskBackend) trim(ctx context.Context, o TrimOptions, res *TrimResult) 
 			delete(present, b.path)
 		}
 	}
+	// stopped ends a trim that ctx stopped midway: what it removed is
+	// noted all the same (see noteRemoval).
+	stopped := func(err error) error {
+		res.Kept = total
+		if vanished > 0 {
+			d.noteRemoval()
+		}
+		return err
+	}
 
 	// By age.
 	if o.MaxAge > 0 {
@@ -192,8 +201,7 @@ func (d *DiskBackend) trim(ctx context.Context, o TrimOptions, res *TrimResult) 
 		kept := bodies[:0]
 		for _, b := range bodies {
 			if err := ctx.Err(); err != nil {
-				res.Kept = total
-				return err
+				return stopped(err)
 			}
 			if b.mtime.Before(cutoff) {
 				remove(b, cutoff)
@@ -220,8 +228,7 @@ func (d *DiskBackend) trim(ctx context.Context, o TrimOptions, res *TrimResult) 
 				break // the rest is newer still
 			}
 			if err := ctx.Err(); err != nil {
-				res.Kept = total
-				return err
+				return stopped(err)
 			}
 			remove(b, protect)
 		}

@@ -598,3 +598,49 @@ func TestTrimByAgeWithTheLongestMaxAge(t *testing.T) {
 		t.Errorf("-local-max-age=%v removed a body used a day ago: %+v", cfg.LocalMaxAge, res)
 	}
 }
+
+// stopAfterRemoval is a context that ends once one of paths is gone: the
+// go command of a server exits while its trim removes bodies.
+type stopAfterRemoval struct {
+	context.Context
+	paths []string
+}
+
+func (c stopAfterRemoval) Err() error {
+	for _, p := range c.paths {
+		if !exists(p) {
+			return context.Canceled
+		}
+	}
+	return nil
+}
+
+// TestStoppedTrimNotesWhatItRemoved: a trim stopped midway (its server's go
+// command exited: a short go vet beside a trim of a large cache) after it
+// removed bodies still notes the removal (v1/removed), so that what
+// servers recorded of the cache's contents (landedManifests) is no longer
+// believed: the next go commands would take the trimmed entries for local,
+// prefetch none of them and fetch each on its own, on their critical path.
+func TestStoppedTrimNotesWhatItRemoved(t *testing.T) {
+	w, d, clock := newTrimDisks(t)
+	var paths []string
+	for i := range 4 {
+		e := putString(t, w, fmt.Sprint("k", i), fmt.Sprintf("body %d", i))
+		setMtime(t, clock, e.DiskPath, 10*day)
+		paths = append(paths, e.DiskPath)
+	}
+	landed := d.remoteFile("landed", "mem")
+	known := landedManifests{byName: make(map[string]landedManifest)}
+	known.add("scope/m1", manifest{entries: []manifestEntry{{id: actionID("k0")}}}, time.Now())
+	if err := known.save(landed); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := d.Trim(stopAfterRemoval{context.Background(), paths}, defaultTrimOptions(0))
+	if err == nil || res.Bodies == 0 {
+		t.Fatalf("trim: %+v, %v; want it stopped after it removed a body", res, err)
+	}
+	if l := loadLandedManifests(landed, time.Now(), d.lastRemoval()); l.has("scope/m1") {
+		t.Errorf("after a stopped trim removed %d bodies, a manifest recorded as landed before it is still believed (last removal %v)", res.Bodies, d.lastRemoval())
+	}
+}
