@@ -129,8 +129,10 @@ func readBreakerMarker(path string) (till time.Time, kind string, ok bool) {
 }
 
 // writeBreakerMarker writes the marker file that readBreakerMarker reads.
+// It is replaced whole, with the cache directory's mode (replaceFile), so
+// that the servers of every user sharing the directory may replace it.
 func writeBreakerMarker(path string, till time.Time, kind string) error {
-	return os.WriteFile(path, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), kind)), 0o644)
+	return replaceFile(path, []byte(fmt.Sprintf("%d %s\n", till.UnixNano(), kind)))
 }
 
 // Get implements CacheBackend.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSharedCacheDirAmongUsers: two users of one machine (self-hosted
@@ -113,5 +114,76 @@ func TestSharedCacheDirAmongUsers(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Dir(oldBody)); err != nil || fi.Mode().Perm()&0o020 == 0 {
 		t.Errorf("fan-out directory made under umask 002: %v %v, want it writable by the group", fi.Mode(), err)
+	}
+}
+
+// TestBreakerMarkerInASharedCacheDir: in a directory two users share (see
+// TestSharedCacheDirAmongUsers), the marker of a remote found failing is
+// a state file like the others, 0666 less the umask and replaced whole:
+// one user's servers could not replace the marker the other's had written
+// (0644), which no one removes while the remote stays down, so none of
+// their go commands told the next of a failing remote, and each paid its
+// failures again. Needs root, to run a server as another user.
+func TestBreakerMarkerInASharedCacheDir(t *testing.T) {
+	skipIfShortE2E(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a server as another user")
+	}
+	const other = 65534 // nobody, and nogroup
+	base, err := os.MkdirTemp("", "gobuildcache-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	bin := filepath.Join(base, "gobuildcache")
+	if data, err := os.ReadFile(gobuildcacheBinary(t)); err != nil || os.WriteFile(bin, data, 0o755) != nil {
+		t.Fatalf("copying the binary: %v", err)
+	}
+	shared := filepath.Join(base, "shared")
+	for _, step := range []error{
+		os.Chmod(base, 0o755), os.Mkdir(shared, 0o775), os.Chown(shared, 0, other), os.Chmod(shared, 0o775|os.ModeSetgid),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	const endpoint, bucket = "http://127.0.0.1:1", "shared-bucket" // nothing listens there
+	// serve runs a server of the failing remote as uid, with umask 002,
+	// and sends it gets enough to open its breaker.
+	serve := func(uid uint32) {
+		t.Helper()
+		cmd := exec.Command("/bin/sh", "-c", `umask 002; exec "$0" -cache-dir="$1" -backend=s3 -s3-endpoint="$2" -s3-bucket="$3" -prefetch=false -s3-timeout=1s`, bin, shared, endpoint, bucket)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base, "TMPDIR=" + base,
+			"AWS_ACCESS_KEY_ID=test-key", "AWS_SECRET_ACCESS_KEY=test-secret", "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: other}}
+		var in strings.Builder
+		for i := range 4 {
+			in.WriteString(getLine(int64(i+1), actionID(fmt.Sprint("k", i))))
+		}
+		in.WriteString(`{"ID":99,"Command":"close"}` + "\n")
+		cmd.Stdin = strings.NewReader(in.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("server as uid %d: %v\n%s", uid, err, out)
+		}
+	}
+	serve(0)
+	d, err := NewDiskBackend(shared) // after the server, which made v1 under umask 002
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := d.remoteFile("remote-down", endpoint, bucket, "gobuildcache/")
+	first, _, ok := readBreakerMarker(marker)
+	if !ok {
+		t.Fatal("the first user's server wrote no marker")
+	}
+	// The marker is over; the remote is still down.
+	past := first.Add(-time.Hour)
+	if err := writeBreakerMarker(marker, past, "network"); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(marker, 0, other) // as the first user's server left it, whatever this test's writing did
+	serve(other)
+	if till, _, ok := readBreakerMarker(marker); !ok || !till.After(past) {
+		t.Errorf("marker after the other user's server found the remote failing: %v (ok %v), still the first user's %v", till, ok, past)
 	}
 }
