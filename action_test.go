@@ -458,6 +458,37 @@ func TestActionKey(t *testing.T) {
 	}
 }
 
+// TestActionSourceHashWindows: the source's hash does not depend on the
+// runner's sha256sum: Git Bash's (Windows runners) reads files in binary
+// mode and writes "HASH *NAME" where Linux's writes "HASH  NAME", and a hash
+// differing from the one release.txt names (computed on Linux) would make
+// every Windows job compile the source instead of running the release's
+// binary.
+func TestActionSourceHashWindows(t *testing.T) {
+	real, err := exec.LookPath("sha256sum")
+	if err != nil {
+		t.Skip("no sha256sum")
+	}
+	root, _ := os.Getwd()
+	hash := func(path string) string {
+		t.Helper()
+		cmd := exec.Command("bash", filepath.Join(root, "action", "source-hash.sh"), root)
+		cmd.Env = append(os.Environ(), "PATH="+path)
+		b, err := cmd.CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(b))) != 32 {
+			t.Fatalf("source-hash.sh: %v %q", err, b)
+		}
+		return string(b)
+	}
+	gitBash := t.TempDir()
+	if err := os.WriteFile(filepath.Join(gitBash, "sha256sum"), []byte("#!/bin/sh\nexec "+real+" --binary \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if linux, windows := hash(os.Getenv("PATH")), hash(gitBash+string(os.PathListSeparator)+os.Getenv("PATH")); linux != windows {
+		t.Errorf("source hash %q with a sha256sum in text mode, %q in binary mode (Git Bash)", strings.TrimSpace(linux), strings.TrimSpace(windows))
+	}
+}
+
 // TestActionInputs: every input of action.yml reaches action/setup.sh as
 // its INPUT_ variable, and the script reads it.
 func TestActionInputs(t *testing.T) {
