@@ -382,6 +382,21 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("booleans as YAML writes them", func(t *testing.T) {
+		// True and TRUE are true, False and FALSE false, as for any
+		// action (@actions/core's getBooleanInput).
+		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "S3_PATH_STYLE": "True", "READ_ONLY": "TRUE", "STATS": "False", "MTIMES": "FALSE", "CACHE_DIR": "/c"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if got, want := readOr(filepath.Join(tmp, "env")), " -backend=s3 -s3-bucket=bkt -s3-path-style=true -read-only=true -cache-dir=/c\n"; !strings.HasSuffix(got, want) {
+			t.Errorf("GITHUB_ENV %q, want it to end in %q", got, want)
+		}
+		if strings.Contains(out, "gobuildcache mtimes:") {
+			t.Errorf("mtimes ran with mtimes: FALSE:\n%s", out)
+		}
+	})
+
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {
@@ -400,6 +415,37 @@ func TestActionSetup(t *testing.T) {
 			t.Errorf("GITHUB_ENV written after flags that do not go together: %q", s)
 		}
 	})
+}
+
+// TestActionBooleanInputs: a boolean input that is neither true nor false
+// stops the step with one line naming it, before anything is built: taken
+// as false, read-only: yes wrote the cache and check: True checked
+// nothing.
+func TestActionBooleanInputs(t *testing.T) {
+	// A go command that cannot build: the step must stop before it.
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "go"), []byte("#!/bin/sh\necho 'go: the test forbids the go command here' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, tc := range []struct{ input, env, value string }{
+		{"read-only", "READ_ONLY", "yes"},
+		{"check", "CHECK", "1"},
+		{"s3-path-style", "S3_PATH_STYLE", "on"},
+		{"mtimes", "MTIMES", "no"},
+		{"cache-binary", "CACHE_BINARY", "tru"},
+	} {
+		err, out, tmp := runActionSetup(t, t.TempDir(), map[string]string{"S3_BUCKET": "bkt", tc.env: tc.value})
+		if want := "::error::gobuildcache: input " + tc.input + " is \"" + tc.value + "\": want true or false\n"; err == nil || !strings.Contains(out, want) {
+			t.Errorf("%s: %s: want the step stopped with %q: %v\n%s", tc.input, tc.value, want, err, out)
+		}
+		if strings.Contains(out, "the test forbids") {
+			t.Errorf("%s: %s: the step went on to the build:\n%s", tc.input, tc.value, out)
+		}
+		if s := readOr(filepath.Join(tmp, "env")); s != "" {
+			t.Errorf("%s: %s: GITHUB_ENV written: %q", tc.input, tc.value, s)
+		}
+	}
 }
 
 // TestActionKey: the key of the cached binary names the toolchain and

@@ -10,6 +10,21 @@
 # `go env GOCACHEPROG` shows exactly what runs.
 set -euo pipefail
 
+# The boolean inputs, read as @actions/core's getBooleanInput reads them
+# (YAML 1.2's true, True, TRUE, false, False, FALSE; empty is the default):
+# any other value stops the step with one line naming the input, where it
+# was taken as false (read-only: yes wrote the cache, check: True checked
+# nothing).
+for input in s3-path-style:false read-only:false check:false stats:true mtimes:true prefetch-early:false cache-binary:false; do
+	name=${input%:*}
+	var=INPUT_$(echo "$name" | tr a-z- A-Z_)
+	case ${!var:-${input#*:}} in
+	true | True | TRUE) printf -v "$var" true ;;
+	false | False | FALSE) printf -v "$var" false ;;
+	*) echo "::error::gobuildcache: input $name is \"${!var}\": want true or false" >&2; exit 1 ;;
+	esac
+done
+
 bin_dir="${RUNNER_TEMP:?}/gobuildcache"
 # This machine's GOOS and GOARCH, from uname: the go command is not needed
 # for them, and asked in the action's checkout, an older one would fetch a
