@@ -397,6 +397,30 @@ func TestActionSetup(t *testing.T) {
 		}
 	})
 
+	t.Run("cache-dir as actions/cache reads a path", func(t *testing.T) {
+		// A relative path is in the workspace and ~ the home directory,
+		// not a directory of those names in each go command's working
+		// directory (a cache per step's directory, inside the checkout).
+		b, err := exec.Command("go", "env", "GOCACHE", "GOPATH", "GOMODCACHE").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, dir := range strings.Split(strings.TrimSpace(string(b)), "\n") { // the build's, not the new home's
+			t.Setenv([]string{"GOCACHE", "GOPATH", "GOMODCACHE"}[i], dir)
+		}
+		home := t.TempDir()
+		t.Setenv("HOME", home)
+		for in, want := range map[string]string{".gocache": "-cache-dir=" + repo + "/.gocache", "~/go cache": "'-cache-dir=" + home + "/go cache'", "/abs": "-cache-dir=/abs"} {
+			err, out, tmp := runActionSetup(t, repo, map[string]string{"CACHE_DIR": in, "MTIMES": "false", "STATS": "false"})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if got := readOr(filepath.Join(tmp, "env")); !strings.HasSuffix(got, " -backend=disk "+want+"\n") {
+				t.Errorf("cache-dir %q: GITHUB_ENV %q, want it to end in %s", in, got, want)
+			}
+		}
+	})
+
 	t.Run("bad flag", func(t *testing.T) {
 		err, out, tmp := runActionSetup(t, repo, map[string]string{"S3_BUCKET": "bkt", "FLAGS": "-s3-timeout=soon", "MTIMES": "true"})
 		if err == nil || !strings.Contains(out, `::error::gobuildcache: invalid value "soon" for flag -s3-timeout: want a duration such as 30s or 2m (env GOBUILDCACHE_S3_TIMEOUT)`) {

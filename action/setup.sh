@@ -187,6 +187,17 @@ if [ -n "${INPUT_S3_BUCKET:-}" ]; then
 else
 	flag backend disk
 fi
+# cache-dir as actions/cache reads a path: ~ is the home directory and a
+# relative path is in the workspace, not in the working directory of each
+# go command (one cache per step's directory, inside the checkout).
+case ${INPUT_CACHE_DIR:-} in
+"" | /* | [A-Za-z]:[/\\]* | [/\\][/\\]*) ;;
+"~" | "~/"*)
+	home=$HOME
+	[ "$os" != windows ] || home=${USERPROFILE:-$HOME} # $HOME is Git Bash's /c/Users/...
+	INPUT_CACHE_DIR=$home${INPUT_CACHE_DIR#"~"} ;;
+*) INPUT_CACHE_DIR=$GITHUB_WORKSPACE/$INPUT_CACHE_DIR ;;
+esac
 [ -z "${INPUT_CACHE_DIR:-}" ] || flag cache-dir "$INPUT_CACHE_DIR"
 [ "${INPUT_STATS:-true}" != true ] || flag stats true
 # Every line of the input (a YAML block holds one flag a line), split at
