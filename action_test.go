@@ -697,10 +697,25 @@ func TestActionRelease(t *testing.T) {
 
 	t.Run("the release's binary", func(t *testing.T) {
 		t.Setenv("PATH", noBuild+string(os.PathListSeparator)+os.Getenv("PATH"))
+		// A fresh runner's: no go command has made it yet.
+		gocache := filepath.Join(t.TempDir(), "go-build")
+		t.Setenv("GOCACHE", gocache)
 		tmp := t.TempDir()
 		err, out := runActionSetupIn(t, tmp, src, repo, inputs)
 		if err != nil || !strings.Contains(out, "gobuildcache: release "+tag+"'s binary, SHA-256 verified against action/release.txt\n") {
 			t.Fatalf("want the release's binary: %v\n%s", err, out)
+		}
+		// The go command expires test results by a file in its GOCACHE,
+		// and writes none where that directory is not there yet: the
+		// action makes it, so that a job beginning with go clean
+		// -testcache expires what the remote would serve.
+		clean := exec.Command("go", "clean", "-testcache")
+		clean.Dir = repo
+		if b, err := clean.CombinedOutput(); err != nil {
+			t.Fatalf("go clean -testcache: %v\n%s", err, b)
+		}
+		if _, err := os.Stat(filepath.Join(gocache, "testexpire.txt")); err != nil {
+			t.Errorf("go clean -testcache after the action expired nothing: %v", err)
 		}
 		if v := version(tmp); !strings.HasPrefix(v, "gobuildcache "+tag+" ") {
 			t.Errorf("version %q: want the release's tag", v)

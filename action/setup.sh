@@ -263,6 +263,15 @@ if known=$(cd "$tree" && GOCACHEPROG=probe go env GOCACHEPROG 2>/dev/null) && [ 
 	echo "::warning::gobuildcache: this job's go command ($(cd "$tree" && go env GOVERSION 2>/dev/null)) does not know GOCACHEPROG, which Go 1.24 and later use: the job runs without the cache"
 fi
 
+# The go command's own cache directory, made if it is missing: `go clean
+# -testcache` expires test results by a file there, and does nothing where
+# the directory is not there yet (a fresh runner, before any go command
+# made it), so a job that began with it was served the remote's results
+# as (cached) all the same.
+if gocache=$(cd "$tree" && go env GOCACHE 2>/dev/null) && [ -n "$gocache" ] && [ "$gocache" != off ]; then
+	mkdir -p "$gocache" 2>/dev/null || true
+fi
+
 echo "GOCACHEPROG=$prog" >>"${GITHUB_ENV:?}"
 echo "$bin_dir" >>"${GITHUB_PATH:?}"
 echo "GOCACHEPROG=$prog"
