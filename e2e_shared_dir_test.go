@@ -24,28 +24,9 @@ import (
 // and the put that follows replaces it. Needs root, to run the second
 // server as another user.
 func TestSharedCacheDirAmongUsers(t *testing.T) {
-	skipIfShortE2E(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run a server as another user")
-	}
-	const other = 65534 // nobody, and nogroup
-	base, err := os.MkdirTemp("", "gobuildcache-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	bin := filepath.Join(base, "gobuildcache")
-	if data, err := os.ReadFile(gobuildcacheBinary(t)); err != nil || os.WriteFile(bin, data, 0o755) != nil {
-		t.Fatalf("copying the binary: %v", err)
-	}
-	shared := filepath.Join(base, "shared")
-	for _, step := range []error{
-		os.Chmod(base, 0o755), os.Mkdir(shared, 0o775), os.Chown(shared, 0, other), os.Chmod(shared, 0o775|os.ModeSetgid),
-	} {
-		if step != nil {
-			t.Fatal(step)
-		}
-	}
+	const other = sharedDirUser
+	bin, shared := sharedDirAmongUsers(t)
+	base := filepath.Dir(shared)
 	// serve runs the binary on the shared directory as uid, with umask
 	// 002, and returns its answers by ID.
 	serve := func(uid uint32, stdin string) map[int64]Response {
@@ -125,28 +106,9 @@ func TestSharedCacheDirAmongUsers(t *testing.T) {
 // their go commands told the next of a failing remote, and each paid its
 // failures again. Needs root, to run a server as another user.
 func TestBreakerMarkerInASharedCacheDir(t *testing.T) {
-	skipIfShortE2E(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run a server as another user")
-	}
-	const other = 65534 // nobody, and nogroup
-	base, err := os.MkdirTemp("", "gobuildcache-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	bin := filepath.Join(base, "gobuildcache")
-	if data, err := os.ReadFile(gobuildcacheBinary(t)); err != nil || os.WriteFile(bin, data, 0o755) != nil {
-		t.Fatalf("copying the binary: %v", err)
-	}
-	shared := filepath.Join(base, "shared")
-	for _, step := range []error{
-		os.Chmod(base, 0o755), os.Mkdir(shared, 0o775), os.Chown(shared, 0, other), os.Chmod(shared, 0o775|os.ModeSetgid),
-	} {
-		if step != nil {
-			t.Fatal(step)
-		}
-	}
+	const other = sharedDirUser
+	bin, shared := sharedDirAmongUsers(t)
+	base := filepath.Dir(shared)
 	const endpoint, bucket = "http://127.0.0.1:1", "shared-bucket" // nothing listens there
 	// serve runs a server of the failing remote as uid, with umask 002,
 	// and sends it gets enough to open its breaker.
@@ -186,4 +148,38 @@ func TestBreakerMarkerInASharedCacheDir(t *testing.T) {
 	if till, _, ok := readBreakerMarker(marker); !ok || !till.After(past) {
 		t.Errorf("marker after the other user's server found the remote failing: %v (ok %v), still the first user's %v", till, ok, past)
 	}
+}
+
+// sharedDirUser is the other user of sharedDirAmongUsers: nobody, and
+// nogroup.
+const sharedDirUser = 65534
+
+// sharedDirAmongUsers makes a cache directory that root and sharedDirUser
+// share, group-writable and setgid, and a copy of the binary both may run,
+// side by side in a directory both may use (as HOME and TMPDIR). It skips
+// the test under -short, or when not run as root.
+func sharedDirAmongUsers(t *testing.T) (bin, shared string) {
+	t.Helper()
+	skipIfShortE2E(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a server as another user")
+	}
+	base, err := os.MkdirTemp("", "gobuildcache-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	bin = filepath.Join(base, "gobuildcache")
+	if data, err := os.ReadFile(gobuildcacheBinary(t)); err != nil || os.WriteFile(bin, data, 0o755) != nil {
+		t.Fatalf("copying the binary: %v", err)
+	}
+	shared = filepath.Join(base, "shared")
+	for _, step := range []error{
+		os.Chmod(base, 0o755), os.Mkdir(shared, 0o775), os.Chown(shared, 0, sharedDirUser), os.Chmod(shared, 0o775|os.ModeSetgid),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	return bin, shared
 }
