@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // asyncUploads makes puts to a remote backend asynchronous: Put queues the
@@ -26,15 +28,32 @@ import (
 // its own copy to upload from. When body is a file (the local tier hands
 // over its cached file) the copy is a hard link, which costs nothing; other
 // bodies are copied to a spool file.
+//
+// An upload waits a moment before it is queued (waitFull, an empty one
+// waitEmpty), so that an entry and its output (stdoutKey), when that is
+// empty, go as one request (Remote.PutWithEmptyStdout) instead of two. The
+// go command puts a compile's output just before the compile's entry and a
+// vet's just after its facts, for nearly every package, and nearly always
+// empty. A newer put of a waiting empty entry's key replaces it. Close
+// queues whatever waits.
 type asyncUploads struct {
-	remote   CacheBackend
+	remote   Remote
 	spoolDir string
 	maxBytes int64 // bound on the bytes queued
 	stats    *Stats
 	log      *slog.Logger
 
+	// The uploads that wait: see waitFull.
+	mu      sync.Mutex
+	waiting [2][]*upload         // [0] non-empty, [1] empty: each in order of put
+	parents map[ActionID]*upload // waiting non-empty uploads, by their stdoutKey
+	outputs map[ActionID]*upload // waiting empty uploads, by their key
+	timer   *time.Timer          // queues the uploads that are due
+	wakeAt  time.Time            // when timer fires; zero if it is not set
+	closed  bool                 // Close has closed queue
+
 	queue     chan *upload // pointers: a queue of 1<<16 values would be 5.8 MB to zero at every start
-	queued    atomic.Int64 // bytes queued or uploading
+	queued    atomic.Int64 // bytes waiting, queued or uploading
 	workers   sync.WaitGroup
 	ctx       context.Context // uploads run under it; cancelled by Close
 	cancel    context.CancelFunc
@@ -48,13 +67,29 @@ type upload struct {
 	actionID ActionID
 	outputID OutputID
 	size     int64
-	path     string // spool file, removed after the upload
+	path     string    // spool file, removed after the upload; "" for an empty body
+	due      time.Time // when it stops waiting
+	// emptyStdout: the entry of stdoutKey(actionID), empty, goes along.
+	emptyStdout bool
+	// merged: an empty upload that went along with its parent's, or that
+	// a newer put of its key replaced: it is not sent.
+	merged bool
 }
+
+// How long an upload waits for the put of its output (waitFull) or, if it
+// is empty, for the put of the entry whose output it is (waitEmpty). The go
+// command puts a vet's output right after its facts, and a compile's entry
+// once it has rewritten the build ID in the compiled file: milliseconds
+// apart.
+const (
+	waitFull  = 100 * time.Millisecond
+	waitEmpty = time.Second
+)
 
 // errQueueFull is returned by asyncUploads.Put when an upload is dropped.
 var errQueueFull = errors.New("upload queue full")
 
-func newAsyncUploads(remote CacheBackend, spoolDir string, parallelism int, maxBytes int64, stats *Stats, log *slog.Logger) *asyncUploads {
+func newAsyncUploads(remote Remote, spoolDir string, parallelism int, maxBytes int64, stats *Stats, log *slog.Logger) *asyncUploads {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &asyncUploads{
 		remote:   remote,
@@ -62,10 +97,14 @@ func newAsyncUploads(remote CacheBackend, spoolDir string, parallelism int, maxB
 		maxBytes: maxBytes,
 		stats:    stats,
 		log:      log,
+		parents:  make(map[ActionID]*upload),
+		outputs:  make(map[ActionID]*upload),
 		queue:    make(chan *upload, 1<<16),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	a.timer = time.AfterFunc(time.Hour, func() { a.queueWaiting(false) })
+	a.timer.Stop()
 	for range max(parallelism, 1) {
 		a.workers.Add(1)
 		go a.work()
@@ -78,9 +117,9 @@ func (a *asyncUploads) Get(ctx context.Context, actionID ActionID) (Entry, error
 	return a.remote.Get(ctx, actionID)
 }
 
-// Put implements CacheBackend: it queues the upload and returns. The
-// returned Entry has no DiskPath: the body is not stored locally by this
-// layer (the local tier above it has it).
+// Put implements CacheBackend: it takes a copy of the body to upload and
+// returns. The returned Entry has no DiskPath: the body is not stored
+// locally by this layer (the local tier above it has it).
 func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
@@ -98,21 +137,121 @@ func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID Outp
 		a.stats.UploadsDropped.Add(1)
 		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], errQueueFull)
 	}
-	path, err := a.spool(body)
+	u := &upload{actionID: actionID, outputID: outputID, size: size}
+	var err error
+	if size == 0 {
+		// Nothing to copy; only checked, as a copy would be.
+		_, err = io.Copy(io.Discard, newVerifyingReader(body, 0, outputID))
+	} else {
+		u.path, err = a.spool(body)
+	}
 	if err != nil {
 		a.queued.Add(-size)
 		a.stats.UploadsFailed.Add(1)
 		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], err)
 	}
-	u := &upload{actionID: actionID, outputID: outputID, size: size, path: path}
+	a.wait(u)
+	return Entry{OutputID: outputID, Size: size}, nil
+}
+
+// wait adds u to the waiting uploads, or merges it with one: an empty
+// upload into the waiting one whose output it is (its parent), or the
+// waiting empty output of u into u. An upload that carries its output is
+// never merged into another: it is sent.
+func (a *asyncUploads) wait(u *upload) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.outputs[u.actionID]; old != nil {
+		a.merge(old) // replaced by this put
+	}
+	if p := a.parents[u.actionID]; p != nil && u.size == 0 {
+		p.emptyStdout = true
+		delete(a.parents, u.actionID)
+		if a.outputs[p.actionID] == p {
+			delete(a.outputs, p.actionID)
+		}
+		return
+	}
+	key := stdoutKey(u.actionID)
+	if out := a.outputs[key]; out != nil {
+		a.merge(out)
+		u.emptyStdout = true
+	} else {
+		a.parents[key] = u
+	}
+	i := 0
+	if u.size == 0 {
+		i = 1
+		if !u.emptyStdout {
+			a.outputs[u.actionID] = u
+		}
+	}
+	u.due = now.Add([2]time.Duration{waitFull, waitEmpty}[i])
+	a.waiting[i] = append(a.waiting[i], u)
+	if a.wakeAt.IsZero() || u.due.Before(a.wakeAt) {
+		a.wakeAt = u.due
+		a.timer.Reset(u.due.Sub(now))
+	}
+}
+
+// merge marks the waiting empty upload u as not to be sent and forgets it.
+func (a *asyncUploads) merge(u *upload) {
+	u.merged = true
+	a.forget(u)
+}
+
+// forget removes u from the indexes of waiting uploads.
+func (a *asyncUploads) forget(u *upload) {
+	if key := stdoutKey(u.actionID); a.parents[key] == u {
+		delete(a.parents, key)
+	}
+	if a.outputs[u.actionID] == u {
+		delete(a.outputs, u.actionID)
+	}
+}
+
+// queueWaiting queues the waiting uploads that are due, all of them if
+// all, and sets the timer for the next one. Merged ones are dropped.
+func (a *asyncUploads) queueWaiting(all bool) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	a.wakeAt = time.Time{}
+	var next time.Time
+	for i, w := range a.waiting {
+		n := 0
+		for ; n < len(w) && (all || !w[n].due.After(now)); n++ {
+			if u := w[n]; !u.merged {
+				a.forget(u)
+				a.enqueue(u)
+			}
+		}
+		clear(w[:n])
+		a.waiting[i] = w[n:]
+		if n < len(w) && (next.IsZero() || w[n].due.Before(next)) {
+			next = w[n].due
+		}
+	}
+	if !next.IsZero() {
+		a.wakeAt = next
+		a.timer.Reset(next.Sub(now))
+	}
+}
+
+// enqueue queues u, or drops it if the queue is full.
+func (a *asyncUploads) enqueue(u *upload) {
 	select {
 	case a.queue <- u:
-		return Entry{OutputID: outputID, Size: size}, nil
 	default:
-		os.Remove(path)
-		a.queued.Add(-size)
+		if u.path != "" {
+			os.Remove(u.path)
+		}
+		a.queued.Add(-u.size)
 		a.stats.UploadsDropped.Add(1)
-		return Entry{}, fmt.Errorf("upload %x: %w", actionID[:], errQueueFull)
 	}
 }
 
@@ -157,34 +296,58 @@ func (a *asyncUploads) work() {
 	}
 }
 
+// send uploads u. An upload that carries an empty stdout entry counts as
+// two, as they were put.
 func (a *asyncUploads) send(u *upload) {
 	defer a.queued.Add(-u.size)
-	defer os.Remove(u.path)
+	entries := int64(1)
+	if u.emptyStdout {
+		entries = 2
+	}
 	if a.ctx.Err() != nil {
-		a.stats.UploadsAbandoned.Add(1)
-		return
-	}
-	f, err := os.Open(u.path)
-	if err != nil {
-		a.stats.UploadsFailed.Add(1)
-		return
-	}
-	defer f.Close()
-	if _, err := a.remote.Put(a.ctx, u.actionID, u.outputID, u.size, f); err != nil {
-		if a.ctx.Err() != nil {
-			a.stats.UploadsAbandoned.Add(1)
-		} else if errKind(err) != KindTooLarge { // that is counted by the remote's wrapper
-			a.stats.UploadsFailed.Add(1) // why is counted by the remote's wrapper
+		a.stats.UploadsAbandoned.Add(entries)
+		if u.path != "" {
+			os.Remove(u.path)
 		}
 		return
 	}
-	a.stats.UploadsDone.Add(1)
+	var body io.Reader = bytes.NewReader(nil)
+	if u.path != "" {
+		defer os.Remove(u.path)
+		f, err := os.Open(u.path)
+		if err != nil {
+			a.stats.UploadsFailed.Add(entries)
+			return
+		}
+		defer f.Close()
+		body = f
+	}
+	put := a.remote.Put
+	if u.emptyStdout {
+		put = a.remote.PutWithEmptyStdout
+	}
+	if _, err := put(a.ctx, u.actionID, u.outputID, u.size, body); err != nil {
+		if a.ctx.Err() != nil {
+			a.stats.UploadsAbandoned.Add(entries)
+		} else if errKind(err) != KindTooLarge { // that is counted by the remote's wrapper
+			a.stats.UploadsFailed.Add(entries) // why is counted by the remote's wrapper
+		}
+		return
+	}
+	a.stats.UploadsDone.Add(entries)
 }
 
 // Close implements CacheBackend. It waits for queued uploads until ctx is
 // done, then cancels the rest, and closes the remote.
 func (a *asyncUploads) Close(ctx context.Context) error {
-	a.closeOnce.Do(func() { close(a.queue) })
+	a.closeOnce.Do(func() {
+		a.timer.Stop()
+		a.queueWaiting(true)
+		a.mu.Lock()
+		a.closed = true
+		close(a.queue)
+		a.mu.Unlock()
+	})
 	done := make(chan struct{})
 	go func() {
 		a.workers.Wait()

@@ -265,3 +265,72 @@ func TestSpoolOfAReusedBodyIsNotStale(t *testing.T) {
 			"second", ok, got, stats.UploadsFailed.Load(), stats.UploadsDone.Load())
 	}
 }
+
+// TestUploadsCarryEmptyStdout: an entry and its empty output (stdoutKey),
+// put one right after the other in either order, as the go command puts a
+// compile's and a vet's, go as one upload, and a get of the entry then
+// answers the output. An empty put that no entry claims is uploaded on its
+// own, once it has waited waitEmpty or at Close, and a newer put of its key
+// replaces it.
+func TestUploadsCarryEmptyStdout(t *testing.T) {
+	ctx := context.Background()
+	mem := newMemBackend(t)
+	stats := new(Stats)
+	a := newAsyncUploads(mem, t.TempDir(), 2, 1<<20, stats, quietLog)
+	put := func(id ActionID, body string) {
+		t.Helper()
+		if _, err := a.Put(ctx, id, outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uploaded := func(entries, objects int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); stats.UploadsDone.Load() < entries && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		if d, p := stats.UploadsDone.Load(), mem.puts.Load(); d != entries || p != objects {
+			t.Fatalf("%d entries uploaded in %d objects, want %d in %d", d, p, entries, objects)
+		}
+	}
+	compile, vet, noFacts := actionID("compile"), actionID("vet"), actionID("vet without facts")
+	put(stdoutKey(compile), "")
+	put(compile, "archive")
+	put(vet, "facts")
+	put(stdoutKey(vet), "")
+	put(noFacts, "")
+	put(stdoutKey(noFacts), "")
+	put(actionID("alone"), "")
+	put(actionID("replaced"), "")
+	put(actionID("replaced"), "not empty")
+	uploaded(8, 5) // "alone" after waitEmpty
+	put(actionID("at close"), "")
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	uploaded(9, 6)
+
+	get := func(id ActionID, want string) Entry {
+		t.Helper()
+		e, err := mem.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEntry(t, e, []byte(want))
+		return e
+	}
+	if _, err := mem.Get(ctx, stdoutKey(compile)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the output before its compile: %v, want ErrNotFound", err)
+	}
+	for id, body := range map[ActionID]string{compile: "archive", vet: "facts", noFacts: ""} {
+		if e, out := get(id, body), get(stdoutKey(id), ""); !out.Time.Equal(e.Time) {
+			t.Errorf("the output's time %v, want its entry's %v", out.Time, e.Time)
+		}
+	}
+	get(actionID("alone"), "")
+	get(actionID("at close"), "")
+	get(actionID("replaced"), "not empty")
+	if n := stats.UploadsFailed.Load() + stats.UploadsDropped.Load() + stats.UploadsAbandoned.Load(); n != 0 {
+		t.Errorf("%d uploads lost", n)
+	}
+	assertEmptyDir(t, a.spoolDir)
+}

@@ -202,6 +202,17 @@ func (b *breakerBackend) record(ctx context.Context, err error) {
 
 // Put implements CacheBackend.
 func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return b.put(ctx, size, func() (Entry, error) { return b.remote.Put(ctx, actionID, outputID, size, body) })
+}
+
+// PutWithEmptyStdout implements Remote as Put does.
+func (b *breakerBackend) PutWithEmptyStdout(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return b.put(ctx, size, func() (Entry, error) { return b.remote.PutWithEmptyStdout(ctx, actionID, outputID, size, body) })
+}
+
+// put sends a put of size bytes to the remote, unless the breaker keeps
+// writes from it.
+func (b *breakerBackend) put(ctx context.Context, size int64, send func() (Entry, error)) (Entry, error) {
 	if b.writesOff() {
 		return Entry{}, errWritesOff // counted once, as the refusal
 	}
@@ -210,7 +221,7 @@ func (b *breakerBackend) Put(ctx context.Context, actionID ActionID, outputID Ou
 		return Entry{}, errBreakerOpen
 	}
 	start := b.now()
-	e, err := b.remote.Put(ctx, actionID, outputID, size, body)
+	e, err := send()
 	b.stats.RemotePutLatency.Observe(b.now().Sub(start))
 	if err == nil {
 		b.stats.RemoteBytesUp.Add(size)

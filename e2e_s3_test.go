@@ -40,6 +40,14 @@ func TestS3TwoVMs(t *testing.T) {
 	if n := aBuild.UploadsFailed + aBuild.UploadsDropped + aBuild.UploadsAbandoned + a.stats.UploadsFailed + a.stats.UploadsDropped + a.stats.UploadsAbandoned; n != 0 {
 		t.Fatalf("VM A lost %d uploads", n)
 	}
+	// The compiles' empty outputs went along with the compiles: fewer
+	// objects than entries. (VM B's hits below show they are found.)
+	entries := aBuild.UploadsDone + a.stats.UploadsDone
+	objects := len(listKeys(t, rawClient(t, tg), tg.Bucket, tg.Prefix+"v1/a/"))
+	t.Logf("VM A: %d entries uploaded in %d objects", entries, objects)
+	if int64(objects) >= entries || int64(objects) < entries/2 {
+		t.Errorf("VM A: %d entries uploaded in %d objects, want fewer objects, but at least half as many", entries, objects)
+	}
 
 	b, err := buildAndTestWith(t, mod, t.TempDir(), "vmB", args...)
 	if err != nil {

@@ -68,27 +68,31 @@ func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // memBackend is a Remote in memory: what S3Backend does, without a server.
 // Like S3Backend, its Get downloads into a new file in dir that is the
-// caller's.
+// caller's, and an empty stdout entry that a put carried is answered after
+// a get of its compile.
 type memBackend struct {
 	dir string
 
 	mu        sync.Mutex
 	entries   map[ActionID]memEntry
-	manifests map[string][]byte // by name: "<scope>/<manifest id>"
-	packs     map[string][]byte // by "<manifest name>.<i>"
-	packGets  atomic.Int64      // GetPackRange calls
-	manGets   atomic.Int64      // GetManifest calls
+	carried   map[ActionID]time.Time // as S3Backend.carried
+	puts      atomic.Int64           // Put and PutWithEmptyStdout calls: objects written
+	manifests map[string][]byte      // by name: "<scope>/<manifest id>"
+	packs     map[string][]byte      // by "<manifest name>.<i>"
+	packGets  atomic.Int64           // GetPackRange calls
+	manGets   atomic.Int64           // GetManifest calls
 }
 
 type memEntry struct {
-	e    Entry // without DiskPath
-	body []byte
+	e           Entry // without DiskPath
+	body        []byte
+	emptyStdout bool // carries the empty entry of stdoutKey
 }
 
 var _ Remote = (*memBackend)(nil)
 
 func newMemBackend(t testing.TB) *memBackend {
-	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), manifests: make(map[string][]byte), packs: make(map[string][]byte)}
+	return &memBackend{dir: t.TempDir(), entries: make(map[ActionID]memEntry), carried: make(map[ActionID]time.Time), manifests: make(map[string][]byte), packs: make(map[string][]byte)}
 }
 
 func (m *memBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
@@ -97,6 +101,13 @@ func (m *memBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 	}
 	m.mu.Lock()
 	me, ok := m.entries[actionID]
+	if t, carried := m.carried[actionID]; carried && !ok {
+		delete(m.carried, actionID)
+		me, ok = memEntry{e: Entry{OutputID: emptyOutputID, Time: t}}, true
+	}
+	if ok && me.emptyStdout && len(m.carried) < maxCarried {
+		m.carried[stdoutKey(actionID)] = me.e.Time
+	}
 	m.mu.Unlock()
 	if !ok {
 		return Entry{}, fmt.Errorf("get %x: %w", actionID[:], ErrNotFound)
@@ -119,6 +130,14 @@ func (m *memBackend) Get(ctx context.Context, actionID ActionID) (Entry, error) 
 }
 
 func (m *memBackend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return m.put(ctx, actionID, outputID, size, body, false)
+}
+
+func (m *memBackend) PutWithEmptyStdout(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return m.put(ctx, actionID, outputID, size, body, true)
+}
+
+func (m *memBackend) put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader, emptyStdout bool) (Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
@@ -127,8 +146,9 @@ func (m *memBackend) Put(ctx context.Context, actionID ActionID, outputID Output
 		return Entry{}, fmt.Errorf("put %x: %w", actionID[:], err)
 	}
 	e := Entry{OutputID: outputID, Size: size, Time: time.Now()}
+	m.puts.Add(1)
 	m.mu.Lock()
-	m.entries[actionID] = memEntry{e: e, body: b}
+	m.entries[actionID] = memEntry{e: e, body: b, emptyStdout: emptyStdout}
 	m.mu.Unlock()
 	return e, nil
 }
@@ -267,6 +287,11 @@ func (m *mockBackend) Put(ctx context.Context, actionID ActionID, outputID Outpu
 	return m.PutFn(ctx, actionID, outputID, size, body)
 }
 
+// PutWithEmptyStdout is Put: PutFn sees both.
+func (m *mockBackend) PutWithEmptyStdout(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return m.Put(ctx, actionID, outputID, size, body)
+}
+
 func (m *mockBackend) Close(ctx context.Context) error {
 	if m.CloseFn == nil {
 		return nil
@@ -334,7 +359,8 @@ func (c *countingBackend) Get(ctx context.Context, id ActionID) (Entry, error) {
 }
 
 // drainedUploads is asyncUploads whose Put returns once the upload is
-// over, so that the conformance suite's gets after puts see them.
+// over, so that the conformance suite's gets after puts see them: uploads are
+// queued at once, none waits.
 type drainedUploads struct {
 	*asyncUploads
 	queued *atomic.Int64 // uploads queued by Put
@@ -349,6 +375,7 @@ func (d drainedUploads) Put(ctx context.Context, actionID ActionID, outputID Out
 	if err != nil {
 		return e, err
 	}
+	d.queueWaiting(true)
 	n := d.queued.Add(1)
 	s := d.stats
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {

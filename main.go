@@ -310,7 +310,7 @@ func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Sta
 	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteFile("remote-down", cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {
-		remote = newAsyncUploads(remote, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
+		remote = newAsyncUploads(breaker, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}

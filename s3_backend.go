@@ -91,6 +91,14 @@ type S3Backend struct {
 	// takes its declared size before it writes (reserveRoom).
 	writing atomic.Int64
 
+	// carried holds, with its compile's put time, the stdout key of each
+	// compile this backend got whose object says its stdout entry is empty
+	// (metaStdout), until a get of that key takes it: that get is answered
+	// without a request. At most maxCarried; past that a stdout key is
+	// asked of the bucket, which misses it.
+	carriedMu sync.Mutex
+	carried   map[ActionID]time.Time
+
 	// Seams.
 	now        func() time.Time
 	tempDir    string
@@ -124,6 +132,7 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 		loc:         s3Location{bucket: o.Bucket, prefix: o.Prefix},
 		reads:       o.ReadFrom,
 		gone:        make([]atomic.Bool, 1+len(o.ReadFrom)),
+		carried:     make(map[ActionID]time.Time),
 		timeout:     o.Timeout,
 		compressMin: o.CompressMin,
 		sse:         o.Encryption,
@@ -136,9 +145,18 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	}, nil
 }
 
+// maxCarried bounds S3Backend.carried: a go command asks for a compile's
+// output right after the compile, so few wait there at once.
+const maxCarried = 1 << 16
+
 // Get implements CacheBackend with one GetObject per location, all at
-// once: the first location, in order, that has the entry answers.
+// once: the first location, in order, that has the entry answers. A
+// compile's empty stdout entry that the compile's object carried is
+// answered without a request.
 func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
+	if t, ok := b.takeCarried(actionID); ok {
+		return b.emptyEntry(actionID, t)
+	}
 	if len(b.reads) == 0 {
 		return b.getFrom(ctx, b.loc, actionID)
 	}
@@ -151,6 +169,46 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 		e, err := b.getFrom(ctx, b.location(locs[i]), actionID)
 		return e, b.locationErr(locs[i], err)
 	}, func(e Entry) { os.Remove(e.DiskPath) })
+}
+
+// noteCarried records that the object of the compile actionID, put at t,
+// carries its empty stdout entry.
+func (b *S3Backend) noteCarried(actionID ActionID, t time.Time) {
+	b.carriedMu.Lock()
+	defer b.carriedMu.Unlock()
+	if len(b.carried) < maxCarried {
+		b.carried[stdoutKey(actionID)] = t
+	}
+}
+
+// takeCarried reports whether key is the stdout key of a compile got with
+// its empty stdout entry, and when that was put; it forgets the key.
+func (b *S3Backend) takeCarried(key ActionID) (time.Time, bool) {
+	b.carriedMu.Lock()
+	defer b.carriedMu.Unlock()
+	t, ok := b.carried[key]
+	delete(b.carried, key)
+	return t, ok
+}
+
+// emptyEntry returns an empty entry put at t, in a new empty file that is
+// the caller's, as a download's is.
+func (b *S3Backend) emptyEntry(key ActionID, t time.Time) (Entry, error) {
+	dir := b.tempDir
+	if b.tempDirFor != nil {
+		dir = b.tempDirFor(emptyOutputID)
+	}
+	f, err := b.createTemp(dir, tempPrefix+"s3get-*")
+	if err == nil {
+		err = f.Close()
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("get %x: %w", key[:], withKind(KindLocal, err))
+	}
+	return Entry{OutputID: emptyOutputID, Time: t, DiskPath: f.Name()}, nil
 }
 
 // elsewhere returns an error (KindConfig) if location l is a directory
@@ -292,6 +350,9 @@ func (b *S3Backend) getFrom(ctx context.Context, loc s3Location, actionID Action
 		}
 		return Entry{}, s3Error("get", key, getCause(ctx, err), false) // the download broke off
 	}
+	if out.Metadata[metaStdout] == stdoutEmpty {
+		b.noteCarried(actionID, e.Time)
+	}
 	e.DiskPath = f.Name()
 	return e, nil
 }
@@ -406,6 +467,16 @@ func (r stallReader) Read(p []byte) (int, error) {
 // file) is checked against outputID first and then sent; any other body is
 // spooled to a temp file while it is checked.
 func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return b.put(ctx, actionID, outputID, size, body, false)
+}
+
+// PutWithEmptyStdout implements Remote: the object of actionID says, in
+// its metadata, that its stdout entry is empty (see s3Location).
+func (b *S3Backend) PutWithEmptyStdout(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error) {
+	return b.put(ctx, actionID, outputID, size, body, true)
+}
+
+func (b *S3Backend) put(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader, emptyStdout bool) (Entry, error) {
 	key := b.loc.actionKey(actionID)
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
@@ -456,6 +527,9 @@ func (b *S3Backend) Put(ctx context.Context, actionID ActionID, outputID OutputI
 		metaSize:     strconv.FormatInt(size, 10),
 		metaTime:     strconv.FormatInt(now.UnixNano(), 10),
 		metaEncoding: encoding,
+	}
+	if emptyStdout {
+		meta[metaStdout] = stdoutEmpty
 	}
 	if err := b.putObject(ctx, key, readerAt{stored}, storedSize, meta); err != nil {
 		return Entry{}, err

@@ -34,6 +34,18 @@ import (
 //	x-amz-meta-gbc-time        put time, Unix nanoseconds
 //	x-amz-meta-gbc-encoding    how the object's bytes encode the body: "identity"
 //	                           (the body itself) or "zstd" (a zstd frame of it)
+//	x-amz-meta-gbc-stdout      "empty" if the entry of the action's output
+//	                           (stdoutKey) is empty and has no object; optional
+//
+// The go command puts, beside nearly every compile's and vet's entry, the
+// tool's output under stdoutKey of that action ID, nearly always empty; as
+// objects of their own these were a third of a cold build's requests. So
+// the uploader sends an entry and its empty output as the one object of
+// the entry (asyncUploads), and a get of that entry answers the get of its
+// output, which the go command makes next, without a request
+// (S3Backend.Get). A reader that asks for such an output first, or knows
+// nothing of this key, misses it, which costs the go command nothing: a
+// missing output of an action it finds cached is an empty one to it.
 //
 // "v1" versions the layout: a reader never interprets objects of another
 // version. The encoding is recorded in each object, never assumed from the
@@ -52,6 +64,9 @@ const (
 	metaSize     = "gbc-size"
 	metaTime     = "gbc-time"
 	metaEncoding = "gbc-encoding"
+	metaStdout   = "gbc-stdout"
+
+	stdoutEmpty = "empty" // the one value of metaStdout
 )
 
 func (l s3Location) String() string { return "s3://" + l.bucket + "/" + l.prefix }

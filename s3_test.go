@@ -474,7 +474,65 @@ func TestS3MetadataParsing(t *testing.T) {
 	}
 }
 
-// TestS3CompressionIsReadByAnyReader writes zstd objects and reads them with
+// TestS3CarriedStdout: a compile put with its empty output is one object,
+// which says so in its metadata; a reader answers the output after a get
+// of the compile without a request, with the compile's put time, and not
+// before one. A compile put alone carries nothing.
+func TestS3CarriedStdout(t *testing.T) {
+	ctx := context.Background()
+	tg := s3TargetForTest(t)
+	tg.Prefix += randomHex(4) + "/"
+	w := newTestS3(t, tg)
+	compile, plain := actionID("compile"), actionID("plain")
+	for id, put := range map[ActionID]func(context.Context, ActionID, OutputID, int64, io.Reader) (Entry, error){compile: w.PutWithEmptyStdout, plain: w.Put} {
+		if _, err := put(ctx, id, outputID("archive"), 7, strings.NewReader("archive")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := rawClient(t, tg)
+	if keys := listKeys(t, c, tg.Bucket, tg.Prefix); len(keys) != 2 {
+		t.Fatalf("objects %q, want the two compiles'", keys)
+	}
+	for id, want := range map[ActionID]string{compile: stdoutEmpty, plain: ""} {
+		key := w.loc.actionKey(id)
+		head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &tg.Bucket, Key: &key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := head.Metadata[metaStdout]; got != want {
+			t.Errorf("%s: %s %q, want %q", key, metaStdout, got, want)
+		}
+	}
+
+	r := newTestS3(t, tg) // another machine's
+	miss := func(id ActionID, what string) {
+		t.Helper()
+		if _, err := r.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", what, err)
+		}
+	}
+	miss(stdoutKey(compile), "the output before its compile")
+	ce, err := r.Get(ctx, compile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEntry(t, ce, []byte("archive"))
+	out, err := r.Get(ctx, stdoutKey(compile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEntry(t, out, nil)
+	if !out.Time.Equal(ce.Time) {
+		t.Errorf("the output's time %v, want its compile's %v", out.Time, ce.Time)
+	}
+	miss(stdoutKey(compile), "the output asked again (the local tier holds it now)")
+	if _, err := r.Get(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	miss(stdoutKey(plain), "the output of a compile put alone")
+}
+
+// TestS3CompressionIsReadByAnyReader writes// TestS3CompressionIsReadByAnyReader writes zstd objects and reads them with
 // a backend configured not to compress: the encoding is the object's, not
 // the reader's. A zstd object that decodes to more than its declared size
 // (a decompression bomb) is a verify failure, not a wrong answer.
