@@ -181,11 +181,9 @@ func (a *asyncUploads) wait(u *upload) {
 		a.parents[key] = u
 	}
 	i := 0
-	if u.size == 0 {
+	if u.size == 0 && !u.emptyStdout { // it may be an output: wait for its parent
 		i = 1
-		if !u.emptyStdout {
-			a.outputs[u.actionID] = u
-		}
+		a.outputs[u.actionID] = u
 	}
 	u.due = now.Add([2]time.Duration{waitFull, waitEmpty}[i])
 	a.waiting[i] = append(a.waiting[i], u)
