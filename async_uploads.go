@@ -46,8 +46,8 @@ type asyncUploads struct {
 	// The uploads that wait: see waitFull.
 	mu      sync.Mutex
 	waiting [2][]*upload         // [0] non-empty, [1] empty: each in order of put
-	parents map[ActionID]*upload // waiting non-empty uploads, by their stdoutKey
-	outputs map[ActionID]*upload // waiting empty uploads, by their key
+	parents map[ActionID]*upload // waiting uploads, by their stdoutKey
+	outputs map[ActionID]*upload // waiting empty uploads that carry nothing, by their key
 	timer   *time.Timer          // queues the uploads that are due
 	wakeAt  time.Time            // when timer fires; zero if it is not set
 	closed  bool                 // Close has closed queue

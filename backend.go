@@ -171,20 +171,20 @@ type Remote interface {
 	manifestStore
 
 	// PutWithEmptyStdout is Put, and it stores as well, in the same
-	// request, an empty entry under stdoutKey(actionID): the compiler's
-	// output of that compile, which the go command puts just before the
-	// compile's entry and which is empty for nearly every package. After a
-	// nil error a Get of actionID returns its entry, and a Get of the
-	// stdout key that follows one of actionID returns the empty entry. (A
-	// remote may answer the stdout key only then: the go command asks for
-	// a compile's output only after the compile, and a miss of it costs
-	// nothing but the output's reprint.)
+	// request, an empty entry under stdoutKey(actionID): the output of the
+	// tool the action ran (a compile, a vet), which the go command puts
+	// beside the action's entry and which is empty for nearly every
+	// package. After a nil error a Get of actionID returns its entry, and
+	// a Get of the stdout key that follows one of actionID returns the
+	// empty entry. (A remote may answer the stdout key only then: the go
+	// command asks for an action's output only after its entry, and takes
+	// a miss of it as no output.)
 	PutWithEmptyStdout(ctx context.Context, actionID ActionID, outputID OutputID, size int64, body io.Reader) (Entry, error)
 }
 
 // stdoutKey is the key under which the go command stores the output of
-// the compile with action ID id: cmd/go/internal/cache.Subkey(id,
-// "stdout").
+// the tool that the action id ran (a compile, a vet):
+// cmd/go/internal/cache.Subkey(id, "stdout").
 func stdoutKey(id ActionID) ActionID {
 	h := sha256.New()
 	h.Write([]byte("subkey:"))

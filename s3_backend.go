@@ -91,8 +91,8 @@ type S3Backend struct {
 	// takes its declared size before it writes (reserveRoom).
 	writing atomic.Int64
 
-	// carried holds, with its compile's put time, the stdout key of each
-	// compile this backend got whose object says its stdout entry is empty
+	// carried holds, with its action's put time, the stdout key of each
+	// action this backend got whose object says its stdout entry is empty
 	// (metaStdout), until a get of that key takes it: that get is answered
 	// without a request. At most maxCarried; past that a stdout key is
 	// asked of the bucket, which misses it.
@@ -145,13 +145,13 @@ func NewS3Backend(ctx context.Context, o S3Options) (*S3Backend, error) {
 	}, nil
 }
 
-// maxCarried bounds S3Backend.carried: a go command asks for a compile's
-// output right after the compile, so few wait there at once.
+// maxCarried bounds S3Backend.carried: a go command asks for an action's
+// output right after its entry, so few wait there at once.
 const maxCarried = 1 << 16
 
 // Get implements CacheBackend with one GetObject per location, all at
-// once: the first location, in order, that has the entry answers. A
-// compile's empty stdout entry that the compile's object carried is
+// once: the first location, in order, that has the entry answers. An
+// action's empty stdout entry that the action's object carried is
 // answered without a request.
 func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if t, ok := b.takeCarried(actionID); ok {
@@ -171,8 +171,8 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	}, func(e Entry) { os.Remove(e.DiskPath) })
 }
 
-// noteCarried records that the object of the compile actionID, put at t,
-// carries its empty stdout entry.
+// noteCarried records that the object of actionID, put at t, carries its
+// empty stdout entry.
 func (b *S3Backend) noteCarried(actionID ActionID, t time.Time) {
 	b.carriedMu.Lock()
 	defer b.carriedMu.Unlock()
@@ -181,7 +181,7 @@ func (b *S3Backend) noteCarried(actionID ActionID, t time.Time) {
 	}
 }
 
-// takeCarried reports whether key is the stdout key of a compile got with
+// takeCarried reports whether key is the stdout key of an action got with
 // its empty stdout entry, and when that was put; it forgets the key.
 func (b *S3Backend) takeCarried(key ActionID) (time.Time, bool) {
 	b.carriedMu.Lock()
