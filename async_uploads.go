@@ -69,6 +69,7 @@ type upload struct {
 	size     int64
 	path     string    // spool file, removed after the upload; "" for an empty body
 	due      time.Time // when it stops waiting
+	stdout   ActionID  // stdoutKey(actionID), the key of its output
 	// emptyStdout: the entry of stdoutKey(actionID), empty, goes along.
 	emptyStdout bool
 	// merged: an empty upload that went along with its parent's, or that
@@ -160,6 +161,7 @@ func (a *asyncUploads) Put(ctx context.Context, actionID ActionID, outputID Outp
 // never merged into another: it is sent.
 func (a *asyncUploads) wait(u *upload) {
 	now := time.Now()
+	u.stdout = stdoutKey(u.actionID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old := a.outputs[u.actionID]; old != nil {
@@ -173,12 +175,11 @@ func (a *asyncUploads) wait(u *upload) {
 		}
 		return
 	}
-	key := stdoutKey(u.actionID)
-	if out := a.outputs[key]; out != nil {
+	if out := a.outputs[u.stdout]; out != nil {
 		a.merge(out)
 		u.emptyStdout = true
 	} else {
-		a.parents[key] = u
+		a.parents[u.stdout] = u
 	}
 	i := 0
 	if u.size == 0 && !u.emptyStdout { // it may be an output: wait for its parent
@@ -201,8 +202,8 @@ func (a *asyncUploads) merge(u *upload) {
 
 // forget removes u from the indexes of waiting uploads.
 func (a *asyncUploads) forget(u *upload) {
-	if key := stdoutKey(u.actionID); a.parents[key] == u {
-		delete(a.parents, key)
+	if a.parents[u.stdout] == u {
+		delete(a.parents, u.stdout)
 	}
 	if a.outputs[u.actionID] == u {
 		delete(a.outputs, u.actionID)

@@ -174,10 +174,11 @@ func (b *S3Backend) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 // noteCarried records that the object of actionID, put at t, carries its
 // empty stdout entry.
 func (b *S3Backend) noteCarried(actionID ActionID, t time.Time) {
+	key := stdoutKey(actionID)
 	b.carriedMu.Lock()
 	defer b.carriedMu.Unlock()
 	if len(b.carried) < maxCarried {
-		b.carried[stdoutKey(actionID)] = t
+		b.carried[key] = t
 	}
 }
 

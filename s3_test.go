@@ -532,7 +532,7 @@ func TestS3CarriedStdout(t *testing.T) {
 	miss(stdoutKey(plain), "the output of a compile put alone")
 }
 
-// TestS3CompressionIsReadByAnyReader writes// TestS3CompressionIsReadByAnyReader writes zstd objects and reads them with
+// TestS3CompressionIsReadByAnyReader writes zstd objects and reads them with
 // a backend configured not to compress: the encoding is the object's, not
 // the reader's. A zstd object that decodes to more than its declared size
 // (a decompression bomb) is a verify failure, not a wrong answer.
