@@ -61,7 +61,17 @@ type asyncUploads struct {
 	tooLarge  sync.Once // warned of a body larger than the queue
 }
 
-var _ CacheBackend = (*asyncUploads)(nil)
+var (
+	_ CacheBackend = (*asyncUploads)(nil)
+	_ flusher      = (*asyncUploads)(nil)
+)
+
+// flusher is a backend that holds puts back for a moment (asyncUploads).
+type flusher interface {
+	// Flush sends on at once every put held back: the go command will put
+	// nothing more. Later puts are held as before.
+	Flush()
+}
 
 type upload struct {
 	actionID ActionID
@@ -240,6 +250,9 @@ func (a *asyncUploads) queueWaiting(all bool) {
 		a.timer.Reset(next.Sub(now))
 	}
 }
+
+// Flush implements flusher: every waiting upload is queued now.
+func (a *asyncUploads) Flush() { a.queueWaiting(true) }
 
 // enqueue queues u, or drops it if the queue is full.
 func (a *asyncUploads) enqueue(u *upload) {

@@ -33,6 +33,7 @@ type localTier struct {
 var (
 	_ CacheBackend   = (*localTier)(nil)
 	_ prefetchTarget = (*localTier)(nil)
+	_ flusher        = (*localTier)(nil)
 )
 
 // flight is one remote fetch that concurrent gets of its key share.
@@ -172,6 +173,13 @@ func (t *localTier) Put(ctx context.Context, actionID ActionID, outputID OutputI
 	// Failures are counted by the remote's wrappers; the local entry stands.
 	t.remote.Put(ctx, actionID, outputID, size, f)
 	return e, nil
+}
+
+// Flush implements flusher: the puts its uploads hold back go now.
+func (t *localTier) Flush() {
+	if f, ok := t.remote.(flusher); ok {
+		f.Flush()
+	}
 }
 
 // Close implements CacheBackend: pending uploads get until ctx's deadline.

@@ -95,6 +95,7 @@ const prefetchReserve = 1 << 30
 type prefetchTier interface {
 	CacheBackend
 	prefetchTarget
+	flusher
 }
 
 // prefetcher adds prefetch to the local tier. Gets and puts pass through to
@@ -282,8 +283,10 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 
 // Close implements CacheBackend: the prefetch stops, this run's packs and
 // manifest are stored, and the tier closes (pending uploads get until
-// ctx's deadline).
+// ctx's deadline). The puts the tier's uploads hold back go first, so
+// that they are on their way beside the packs and manifest, not after.
 func (p *prefetcher) Close(ctx context.Context) error {
+	p.tier.Flush()
 	p.stop()
 	if err := p.misses.save(p.opts.missState, time.Now()); err != nil {
 		// Deliberately swallowed: the next server learns the streak anew.

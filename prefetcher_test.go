@@ -272,3 +272,45 @@ func TestLandedEntryKeepsItsManifestsTime(t *testing.T) {
 		t.Errorf("landed entry's Time %v; want its manifest's, %v, before the clean at %v", e.Time, infos[0].time, clean)
 	}
 }
+
+// TestCloseSendsHeldPutsFirst: at Close, the puts that the tier's uploads
+// hold back to pair them are sent before this run's manifest is written,
+// not after it: they are on their way beside it.
+func TestCloseSendsHeldPutsFirst(t *testing.T) {
+	mem := newMemBackend(t)
+	stats := new(Stats)
+	disk := newTestDisk(t)
+	uploads := newAsyncUploads(mem, disk.tmpDir(), 2, 1<<20, stats, quietLog)
+	held := -1 // uploads still held when the manifest was written
+	store := &watchedManifests{memBackend: mem, onPut: func() {
+		uploads.mu.Lock()
+		held = len(uploads.waiting[0]) + len(uploads.waiting[1])
+		uploads.mu.Unlock()
+	}}
+	p := newPrefetcher(newLocalTier(disk, uploads, false, stats), store, prefetchOptions{scope: "job", parallelism: 4, upload: true}, stats, quietLog)
+	p.Started()
+	for _, k := range []string{"entry", "empty"} { // the empty one is held for waitEmpty
+		putString(t, p, k, strings.TrimPrefix(k, "empty"))
+		p.Stored(actionID(k))
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Fatalf("%d uploads held when the manifest was written, want 0 (-1: none written)", held)
+	}
+	if n := stats.UploadsDone.Load(); n != 2 {
+		t.Fatalf("%d uploads done, want 2", n)
+	}
+}
+
+// watchedManifests calls onPut as a manifest is stored.
+type watchedManifests struct {
+	*memBackend
+	onPut func()
+}
+
+func (w *watchedManifests) PutManifest(ctx context.Context, scope, id string, data []byte) error {
+	w.onPut()
+	return w.memBackend.PutManifest(ctx, scope, id, data)
+}
