@@ -707,6 +707,39 @@ func TestPlanOrder(t *testing.T) {
 	}
 }
 
+// TestPlanOrderByJob: the manifests of a job are taken in the order its
+// go commands wrote them, each job's first ones (interleaved) before any
+// job's second: a job's first go command finds what it wants first.
+func TestPlanOrderByJob(t *testing.T) {
+	var infos []manifestInfo
+	var ms []manifest
+	add := func(job string, at int, keys ...string) {
+		var m manifest
+		for _, k := range keys {
+			m.entries = append(m.entries, manifestEntry{id: actionID(k)})
+		}
+		infos = append(infos, manifestInfo{name: "loc/scope/" + newManifestID(time.Unix(0, int64(at)), job)})
+		ms = append(ms, m)
+	}
+	// Newest first, as listed: jobs A and B each ran a build, then a test.
+	add("b", 4, "b-test1", "b-test2")
+	add("a", 3, "a-test1", "a-test2")
+	add("b", 2, "b-build1", "b-build2", "shared")
+	add("a", 1, "a-build1", "shared", "a-build2")
+	objects, _ := (&prefetcher{}).plan(infos, ms, frameIndex{}, make([]bool, len(ms)))
+	names := map[ActionID]string{}
+	for _, n := range []string{"a-build1", "a-build2", "a-test1", "a-test2", "b-build1", "b-build2", "b-test1", "b-test2", "shared"} {
+		names[actionID(n)] = n
+	}
+	var got []string
+	for _, o := range objects {
+		got = append(got, names[o.id])
+	}
+	if want := "[b-build1 a-build1 b-build2 shared a-build2 b-test1 a-test1 b-test2 a-test2]"; fmt.Sprint(got) != want {
+		t.Errorf("objects in order %v, want %s", got, want)
+	}
+}
+
 // TestPacksReferRecentFrames: jobs of three go commands each (a build, a
 // vet, a test: three manifests a job, more than a prefetch reads) pack
 // each entry once: every later run refers to the frame that holds it. A

@@ -530,10 +530,13 @@ func chooseManifests(listed []manifestInfo, job string) []manifestInfo {
 // their own, and the pack ranges to read, each in the order of first use.
 // Each manifest lists its entries in the order its run first used them,
 // and the runs of a scope are different go commands (go build, go test,
-// ...) of which this one is not known: they are interleaved, so that
-// whichever this is, what it wants first comes first; this location's
-// manifests before the readOnly ones (of the locations and further scopes
-// it reads). An entry is taken where the first manifest that names it
+// ...) of which this one is not known. A job runs its go commands in the
+// same order every time, and each lands what the prefetch brings before
+// it exits for the next: so the manifests are taken in their job's order
+// (jobStages), the first go command's of each job first, and those of one
+// stage interleaved, so that whichever this is, what it wants first comes
+// first; this location's manifests before the readOnly ones (of the
+// locations and further scopes it reads). An entry is taken where the first manifest that names it
 // puts it: whole if one carries it whole, else from a pack frame if one
 // names it (any manifest's: a run packs only what recent packs do not
 // hold), else as its own object. A frame is read once, however many
@@ -593,20 +596,49 @@ func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex, l
 		}
 	}
 	for _, group := range [][]int{own, read} {
-		for i := 0; ; i++ {
-			more := false
-			for _, j := range group {
-				if i < len(ms[j].entries) {
-					more = true
-					take(j, &ms[j].entries[i])
+		for _, stage := range jobStages(infos, group) {
+			for i := 0; ; i++ {
+				more := false
+				for _, j := range stage {
+					if i < len(ms[j].entries) {
+						more = true
+						take(j, &ms[j].entries[i])
+					}
 				}
-			}
-			if !more {
-				break
+				if !more {
+					break
+				}
 			}
 		}
 	}
 	return objects, planRanges(wanted)
+}
+
+// jobStages splits the manifests group (indexes into infos) into stages:
+// stage k holds each job's k-th manifest, in the order written (its go
+// commands' order), of each location and scope; each stage keeps group's
+// order.
+func jobStages(infos []manifestInfo, group []int) [][]int {
+	byJob := make(map[string][]string) // the IDs of each job's manifests
+	jobOf := func(j int) string { return siblingManifest(infos[j].name, manifestJob(infos[j].name)) }
+	for _, j := range group {
+		byJob[jobOf(j)] = append(byJob[jobOf(j)], manifestID(infos[j].name))
+	}
+	var stages [][]int
+	for _, j := range group {
+		ids := byJob[jobOf(j)]
+		k := 0 // manifests of the job written before this one
+		for _, id := range ids {
+			if id < manifestID(infos[j].name) {
+				k++
+			}
+		}
+		for len(stages) <= k {
+			stages = append(stages, nil)
+		}
+		stages[k] = append(stages[k], j)
+	}
+	return stages
 }
 
 // plannedIDs returns the entries of a plan.
