@@ -536,13 +536,13 @@ func chooseManifests(listed []manifestInfo, job string) []manifestInfo {
 // (jobStages), the first go command's of each job first, and those of one
 // stage interleaved, so that whichever this is, what it wants first comes
 // first; this location's manifests before the readOnly ones (of the
-// locations and further scopes it reads). An entry is taken where the first manifest that names it
-// puts it: whole if one carries it whole, else from a pack frame if one
-// names it (any manifest's: a run packs only what recent packs do not
-// hold), else as its own object. A frame is read once, however many
-// manifests name it (idx: the frames of ms, none without packs); one none
-// of whose entries is taken from it is not read. The entries of manifests
-// already landed (landed[j]) are not taken.
+// locations and further scopes it reads). An entry is taken where the
+// first manifest that names it puts it: whole if one carries it whole,
+// else from a pack frame if one names it (any manifest's: a run packs
+// only what recent packs do not hold), else as its own object. A frame is
+// read once, however many manifests name it (idx: the frames of ms, none
+// without packs); one none of whose entries is taken from it is not read.
+// The entries of manifests already landed (landed[j]) are not taken.
 func (p *prefetcher) plan(infos []manifestInfo, ms []manifest, idx frameIndex, landed []bool) (objects []*manifestEntry, ranges []*packRange) {
 	packedIn := make(map[ActionID]*plannedFrame) // the first frame holding each
 	for i := range ms {
