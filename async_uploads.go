@@ -36,6 +36,12 @@ import (
 // vet's just after its facts, for nearly every package, and nearly always
 // empty. A newer put of a waiting empty entry's key replaces it. Close
 // queues whatever waits.
+//
+// With hold (a pull request's run: see Flush), uploads of at most
+// packEntryMax bytes wait instead for Flush, up to holdRoom bytes of them:
+// the run's packs and manifest, stored at its exit, carry nearly all of
+// them, and Flush drops those. A run that puts more sends what it holds
+// and uploads as it goes.
 type asyncUploads struct {
 	remote   Remote
 	spoolDir string
@@ -44,13 +50,17 @@ type asyncUploads struct {
 	log      *slog.Logger
 
 	// The uploads that wait: see waitFull.
-	mu      sync.Mutex
-	waiting [2][]*upload         // [0] non-empty, [1] empty: each in order of put
-	parents map[ActionID]*upload // waiting uploads, by their stdoutKey
-	outputs map[ActionID]*upload // waiting empty uploads that carry nothing, by their key
-	timer   *time.Timer          // queues the uploads that are due
-	wakeAt  time.Time            // when timer fires; zero if it is not set
-	closed  bool                 // Close has closed queue
+	mu        sync.Mutex
+	hold      bool      // uploads wait for Flush (see above); false once holdRoom is passed
+	holdRoom  int64     // holdMax, or half the queue's bound if that is less
+	held      []*upload // uploads waiting for Flush, in order of put
+	heldBytes int64
+	waiting   [2][]*upload         // [0] non-empty, [1] empty: each in order of put
+	parents   map[ActionID]*upload // waiting uploads, by their stdoutKey
+	outputs   map[ActionID]*upload // waiting empty uploads that carry nothing, by their key
+	timer     *time.Timer          // queues the uploads that are due
+	wakeAt    time.Time            // when timer fires; zero if it is not set
+	closed    bool                 // Close has closed queue
 
 	queue     chan *upload // pointers: a queue of 1<<16 values would be 5.8 MB to zero at every start
 	queued    atomic.Int64 // bytes waiting, queued or uploading
@@ -66,11 +76,13 @@ var (
 	_ flusher      = (*asyncUploads)(nil)
 )
 
-// flusher is a backend that holds puts back for a moment (asyncUploads).
+// flusher is a backend that holds puts back (asyncUploads).
 type flusher interface {
-	// Flush sends on at once every put held back: the go command will put
-	// nothing more. Later puts are held as before.
-	Flush()
+	// Flush sends on at once every put held back, but those that carried
+	// reports true of (nil: none), which this run's prefetch manifest or
+	// packs carry already: the go command will put nothing more. Later
+	// puts wait a moment as usual, never for another Flush.
+	Flush(carried func(ActionID) bool)
 }
 
 type upload struct {
@@ -87,6 +99,15 @@ type upload struct {
 	merged bool
 }
 
+// entries returns the entries u stores: its own, and its empty output's
+// if that goes along.
+func (u *upload) entries() int64 {
+	if u.emptyStdout {
+		return 2
+	}
+	return 1
+}
+
 // How long an upload waits for the put of its output (waitFull) or, if it
 // is empty, for the put of the entry whose output it is (waitEmpty). The go
 // command puts a vet's output right after its facts, and a compile's entry
@@ -97,15 +118,22 @@ const (
 	waitEmpty = time.Second
 )
 
+// holdMax bounds the bytes of uploads held for Flush (a quarter of the
+// queue's default bound): a pull request that builds more than this is
+// nearly a cold build, whose uploads had better go as it builds.
+const holdMax = 256 << 20
+
 // errQueueFull is returned by asyncUploads.Put when an upload is dropped.
 var errQueueFull = errors.New("upload queue full")
 
-func newAsyncUploads(remote Remote, spoolDir string, parallelism int, maxBytes int64, stats *Stats, log *slog.Logger) *asyncUploads {
+func newAsyncUploads(remote Remote, spoolDir string, parallelism int, maxBytes int64, hold bool, stats *Stats, log *slog.Logger) *asyncUploads {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &asyncUploads{
 		remote:   remote,
 		spoolDir: spoolDir,
 		maxBytes: maxBytes,
+		hold:     hold,
+		holdRoom: min(holdMax, maxBytes/2),
 		stats:    stats,
 		log:      log,
 		parents:  make(map[ActionID]*upload),
@@ -196,6 +224,15 @@ func (a *asyncUploads) wait(u *upload) {
 		i = 1
 		a.outputs[u.actionID] = u
 	}
+	if a.hold && u.size <= packEntryMax {
+		if a.heldBytes+u.size <= a.holdRoom {
+			a.held = append(a.held, u)
+			a.heldBytes += u.size
+			return
+		}
+		a.hold = false // too much to hold: send it all and go on as usual
+		a.queueHeld(nil)
+	}
 	u.due = now.Add([2]time.Duration{waitFull, waitEmpty}[i])
 	a.waiting[i] = append(a.waiting[i], u)
 	if a.wakeAt.IsZero() || u.due.Before(a.wakeAt) {
@@ -229,6 +266,9 @@ func (a *asyncUploads) queueWaiting(all bool) {
 	if a.closed {
 		return
 	}
+	if all {
+		a.queueHeld(nil)
+	}
 	a.wakeAt = time.Time{}
 	var next time.Time
 	for i, w := range a.waiting {
@@ -251,8 +291,42 @@ func (a *asyncUploads) queueWaiting(all bool) {
 	}
 }
 
-// Flush implements flusher: every waiting upload is queued now.
-func (a *asyncUploads) Flush() { a.queueWaiting(true) }
+// queueHeld queues the uploads held for Flush, but those that carried
+// reports true of (and of the empty output that goes with one), which it
+// counts as carried and drops. Merged ones are dropped too. The caller
+// holds a.mu.
+func (a *asyncUploads) queueHeld(carried func(ActionID) bool) {
+	for _, u := range a.held {
+		if u.merged {
+			continue
+		}
+		a.forget(u)
+		if carried == nil || !carried(u.actionID) || (u.emptyStdout && !carried(u.stdout)) {
+			a.enqueue(u)
+			continue
+		}
+		if u.path != "" {
+			os.Remove(u.path)
+		}
+		a.queued.Add(-u.size)
+		a.stats.UploadsCarried.Add(u.entries())
+	}
+	clear(a.held)
+	a.held, a.heldBytes = a.held[:0], 0
+}
+
+// Flush implements flusher: every waiting upload is queued now, but held
+// ones that carried reports true of, which are dropped. Later puts are not
+// held.
+func (a *asyncUploads) Flush(carried func(ActionID) bool) {
+	a.mu.Lock()
+	if !a.closed {
+		a.queueHeld(carried)
+	}
+	a.hold = false
+	a.mu.Unlock()
+	a.queueWaiting(true)
+}
 
 // enqueue queues u, or drops it if the queue is full.
 func (a *asyncUploads) enqueue(u *upload) {
@@ -312,10 +386,7 @@ func (a *asyncUploads) work() {
 // two, as they were put.
 func (a *asyncUploads) send(u *upload) {
 	defer a.queued.Add(-u.size)
-	entries := int64(1)
-	if u.emptyStdout {
-		entries = 2
-	}
+	entries := u.entries()
 	if a.ctx.Err() != nil {
 		a.stats.UploadsAbandoned.Add(entries)
 		if u.path != "" {

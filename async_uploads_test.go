@@ -79,7 +79,7 @@ func TestUploadQueueFullDrops(t *testing.T) {
 	ctx := context.Background()
 	remote, release := blockingRemote()
 	stats := new(Stats)
-	a := newAsyncUploads(remote, t.TempDir(), 1, 10, stats, quietLog)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 10, false, stats, quietLog)
 	putString(t, a, "first", "4444")  // the worker takes it and waits
 	putString(t, a, "second", "4444") // queued: 8 bytes of 10
 	if _, err := a.Put(ctx, actionID("third"), outputID("4444"), 4, strings.NewReader("4444")); !errors.Is(err, errQueueFull) {
@@ -106,7 +106,7 @@ func TestUploadQueueFullDrops(t *testing.T) {
 func TestUploadsAbandonedAtClose(t *testing.T) {
 	remote, _ := blockingRemote()
 	stats := new(Stats)
-	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, stats, quietLog)
+	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, false, stats, quietLog)
 	putString(t, a, "in flight", "body one")
 	putString(t, a, "queued", "body two")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -133,7 +133,7 @@ func TestUploadCloseDeadlineWithNothingPending(t *testing.T) {
 	for _, put := range []bool{false, true} {
 		var log strings.Builder
 		stats := new(Stats)
-		a := newAsyncUploads(newMemBackend(t), t.TempDir(), 2, 1<<20, stats, slog.New(slog.NewTextHandler(&log, nil)))
+		a := newAsyncUploads(newMemBackend(t), t.TempDir(), 2, 1<<20, false, stats, slog.New(slog.NewTextHandler(&log, nil)))
 		if put {
 			putString(t, a, "k", "uploaded before the close")
 			for deadline := time.Now().Add(5 * time.Second); stats.UploadsDone.Load() == 0 && time.Now().Before(deadline); {
@@ -151,7 +151,7 @@ func TestUploadCloseDeadlineWithNothingPending(t *testing.T) {
 	var log strings.Builder
 	remote, _ := blockingRemote()
 	stats := new(Stats)
-	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, stats, slog.New(slog.NewTextHandler(&log, nil)))
+	a := newAsyncUploads(remote, t.TempDir(), 1, 1<<20, false, stats, slog.New(slog.NewTextHandler(&log, nil)))
 	putString(t, a, "k", "never uploaded")
 	a.Close(expired)
 	if !strings.Contains(log.String(), "abandoned") || stats.UploadsAbandoned.Load() != 1 {
@@ -164,7 +164,7 @@ func TestUploadCloseDeadlineWithNothingPending(t *testing.T) {
 func TestUploadFailureCounted(t *testing.T) {
 	stats := new(Stats)
 	remote := failingMock(withKind(KindServer, errors.New("500")))
-	a := newAsyncUploads(remote, t.TempDir(), 2, 1<<20, stats, quietLog)
+	a := newAsyncUploads(remote, t.TempDir(), 2, 1<<20, false, stats, quietLog)
 	putString(t, a, "k", "body")
 	if err := a.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func assertEmptyDir(t *testing.T, dir string) {
 func TestUploadLargerThanQueue(t *testing.T) {
 	var log strings.Builder
 	stats := new(Stats)
-	a := newAsyncUploads(newMemBackend(t), t.TempDir(), 1, 10, stats, slog.New(slog.NewTextHandler(&log, nil)))
+	a := newAsyncUploads(newMemBackend(t), t.TempDir(), 1, 10, false, stats, slog.New(slog.NewTextHandler(&log, nil)))
 	for _, k := range []string{"huge1", "huge2"} {
 		if _, err := a.Put(t.Context(), actionID(k), outputID("01234567890"), 11, strings.NewReader("01234567890")); !errors.Is(err, errQueueFull) {
 			t.Fatalf("put larger than the whole queue: %v", err)
@@ -227,7 +227,7 @@ func TestSpoolOfAReusedBodyIsNotStale(t *testing.T) {
 		return Entry{OutputID: o, Size: size}, nil
 	}}
 	stats := new(Stats)
-	up := newAsyncUploads(remote, disk.tmpDir(), 1, 1<<30, stats, quietLog)
+	up := newAsyncUploads(remote, disk.tmpDir(), 1, 1<<30, false, stats, quietLog)
 	tier := newLocalTier(disk, up, false, stats)
 
 	// An earlier go command of the job stored this output 50 minutes ago.
@@ -276,7 +276,7 @@ func TestUploadsCarryEmptyStdout(t *testing.T) {
 	ctx := context.Background()
 	mem := newMemBackend(t)
 	stats := new(Stats)
-	a := newAsyncUploads(mem, t.TempDir(), 2, 1<<20, stats, quietLog)
+	a := newAsyncUploads(mem, t.TempDir(), 2, 1<<20, false, stats, quietLog)
 	put := func(id ActionID, body string) {
 		t.Helper()
 		if _, err := a.Put(ctx, id, outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
@@ -333,4 +333,86 @@ func TestUploadsCarryEmptyStdout(t *testing.T) {
 		t.Errorf("%d uploads lost", n)
 	}
 	assertEmptyDir(t, a.spoolDir)
+}
+
+// TestUploadsHeldForFlush: with hold, uploads wait for Flush, which drops
+// those that carried reports (their spool files too) and sends the rest;
+// past holdRoom (half the queue's bound here) what is held is sent at once
+// and later puts are not held.
+func TestUploadsHeldForFlush(t *testing.T) {
+	ctx := context.Background()
+	put := func(a *asyncUploads, key, body string) {
+		t.Helper()
+		if _, err := a.Put(ctx, actionID(key), outputID(body), int64(len(body)), strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDone := func(stats *Stats, n int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); stats.UploadsDone.Load() < n && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		if d := stats.UploadsDone.Load(); d != n {
+			t.Fatalf("%d uploads done, want %d", d, n)
+		}
+	}
+
+	t.Run("flush", func(t *testing.T) {
+		mem, stats := newMemBackend(t), new(Stats)
+		a := newAsyncUploads(mem, t.TempDir(), 2, 1<<20, true, stats, quietLog)
+		emptyOutput := func(key string) {
+			t.Helper()
+			if _, err := a.Put(ctx, stdoutKey(actionID(key)), emptyOutputID, 0, strings.NewReader("")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(a, "carried", "in the manifest")
+		put(a, "compile", "in a pack")
+		emptyOutput("compile")
+		put(a, "compile2", "in a pack, its output not carried")
+		emptyOutput("compile2")
+		put(a, "not carried", "named only")
+		time.Sleep(2 * waitFull)
+		if n := mem.puts.Load(); n != 0 {
+			t.Fatalf("%d objects uploaded before Flush, want 0", n)
+		}
+		carried := map[ActionID]bool{actionID("carried"): true, actionID("compile"): true, stdoutKey(actionID("compile")): true, actionID("compile2"): true}
+		a.Flush(func(id ActionID) bool { return carried[id] })
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// compile2 goes with its output, which no manifest carries.
+		if d, c := stats.UploadsDone.Load(), stats.UploadsCarried.Load(); d != 3 || c != 3 {
+			t.Errorf("uploads done %d, carried %d; want 3 and 3", d, c)
+		}
+		for _, k := range []string{"not carried", "compile2"} {
+			if _, err := mem.Get(ctx, actionID(k)); err != nil {
+				t.Error(err)
+			}
+		}
+		for _, k := range []string{"carried", "compile"} {
+			if _, err := mem.Get(ctx, actionID(k)); !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s, carried: %v, want ErrNotFound", k, err)
+			}
+		}
+		assertEmptyDir(t, a.spoolDir)
+	})
+
+	t.Run("past holdRoom", func(t *testing.T) {
+		mem, stats := newMemBackend(t), new(Stats)
+		a := newAsyncUploads(mem, t.TempDir(), 2, 100, true, stats, quietLog) // holds 50 bytes
+		body := strings.Repeat("x", 20)
+		put(a, "one", body)
+		put(a, "two", body+"2")
+		if n := mem.puts.Load(); n != 0 {
+			t.Fatalf("%d objects uploaded within holdRoom, want 0", n)
+		}
+		put(a, "three", body+"3") // past 50 bytes: all go, and later puts wait only waitFull
+		waitDone(stats, 3)
+		put(a, "four", body+"4")
+		waitDone(stats, 4)
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -35,7 +35,12 @@ func TestConformance(t *testing.T) {
 			return newBreakerBackend(newMemBackend(t), new(Stats), newWarnings(quietLog), "")
 		}},
 		{"AsyncUploads", func(t *testing.T) CacheBackend {
-			a := newAsyncUploads(newMemBackend(t), t.TempDir(), 4, 1<<30, new(Stats), quietLog)
+			a := newAsyncUploads(newMemBackend(t), t.TempDir(), 4, 1<<30, false, new(Stats), quietLog)
+			t.Cleanup(func() { a.Close(context.Background()) })
+			return newDrainedUploads(a)
+		}},
+		{"AsyncUploadsHolding", func(t *testing.T) CacheBackend {
+			a := newAsyncUploads(newMemBackend(t), t.TempDir(), 4, 1<<30, true, new(Stats), quietLog)
 			t.Cleanup(func() { a.Close(context.Background()) })
 			return newDrainedUploads(a)
 		}},
@@ -45,13 +50,22 @@ func TestConformance(t *testing.T) {
 			disk := newTestDisk(t)
 			stats := new(Stats)
 			breaker := newBreakerBackend(newMemBackend(t), stats, newWarnings(quietLog), "")
-			tier := newLocalTier(disk, newAsyncUploads(breaker, disk.tmpDir(), 4, 1<<30, stats, quietLog), false, stats)
+			tier := newLocalTier(disk, newAsyncUploads(breaker, disk.tmpDir(), 4, 1<<30, false, stats, quietLog), false, stats)
 			t.Cleanup(func() { tier.Close(context.Background()) })
 			return tier
 		}},
 		{"Prefetcher", func(t *testing.T) CacheBackend {
 			mem := newMemBackend(t)
 			p := newPrefetcher(newTier(t, mem), mem, prefetchOptions{scope: "scope", parallelism: 4, upload: true, packs: true}, new(Stats), quietLog)
+			p.Started()
+			t.Cleanup(func() { p.Close(context.Background()) })
+			return p
+		}},
+		{"PrefetcherCarrying", func(t *testing.T) CacheBackend {
+			// A pull request's stack: its uploads held for its packs and manifest.
+			mem, disk, stats := newMemBackend(t), newTestDisk(t), new(Stats)
+			tier := newLocalTier(disk, newAsyncUploads(mem, disk.tmpDir(), 4, 1<<30, true, stats, quietLog), false, stats)
+			p := newPrefetcher(tier, mem, prefetchOptions{scope: "scope", parallelism: 4, upload: true, packs: true, carry: true}, stats, quietLog)
 			p.Started()
 			t.Cleanup(func() { p.Close(context.Background()) })
 			return p

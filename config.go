@@ -331,6 +331,15 @@ func flagErrorWithEnv(msg string) string {
 	return msg + " (run 'gobuildcache help')"
 }
 
+// sharesThroughPacks reports whether a server's puts wait for its exit,
+// to be shared through its prefetch packs and manifest instead of an
+// object each: a pull request's (a server that reads other locations,
+// -s3-read-from) that writes and prefetches with packs. Only its own later
+// runs read its location, and they prefetch.
+func (c *Config) sharesThroughPacks() bool {
+	return c.Backend == "s3" && !c.ReadOnly && c.Prefetch && c.PrefetchPacks && len(c.S3ReadFrom) > 0
+}
+
 // validate checks the settings that make sense alone but not together
 // (each value was checked as it was set), and normalizes the prefix.
 // Messages name the flag and the variable. A conflict that a bare variable

@@ -176,9 +176,9 @@ func (t *localTier) Put(ctx context.Context, actionID ActionID, outputID OutputI
 }
 
 // Flush implements flusher: the puts its uploads hold back go now.
-func (t *localTier) Flush() {
+func (t *localTier) Flush(carried func(ActionID) bool) {
 	if f, ok := t.remote.(flusher); ok {
-		f.Flush()
+		f.Flush(carried)
 	}
 }
 

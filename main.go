@@ -310,7 +310,7 @@ func openBackend(ctx context.Context, cfg *Config, disk *DiskBackend, stats *Sta
 	breaker := newBreakerBackend(s3b, stats, warn, disk.remoteFile("remote-down", cfg.S3Endpoint, cfg.S3Bucket, cfg.S3Prefix))
 	var remote CacheBackend = breaker
 	if !cfg.ReadOnly {
-		remote = newAsyncUploads(breaker, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), stats, log)
+		remote = newAsyncUploads(breaker, disk.tmpDir(), cfg.UploadWorkers, int64(cfg.UploadQueue), cfg.sharesThroughPacks(), stats, log)
 	}
 	tier := newLocalTier(disk, remote, cfg.ReadOnly, stats)
 	return stack{backend: tier, local: disk, tier: tier, remote: breaker}
@@ -332,6 +332,7 @@ func prefetchOptionsOf(cfg *Config, local *DiskBackend, getenv func(string) stri
 		parallelism:   cfg.PrefetchConcurrency,
 		upload:        !cfg.ReadOnly,
 		packs:         cfg.PrefetchPacks,
+		carry:         cfg.sharesThroughPacks(),
 		predictMisses: cfg.PredictMisses,
 		missState:     local.remoteFile("miss-streak", remote...),
 		landed:        local.remoteFile("landed", remote...),

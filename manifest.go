@@ -104,6 +104,18 @@ type manifestEntry struct {
 	written time.Time
 }
 
+// carried returns a report of whether m carries an entry's body: whole,
+// or in a frame of a pack.
+func (m manifest) carried() func(ActionID) bool {
+	set := make(map[ActionID]bool, len(m.entries))
+	for _, e := range m.entries {
+		if e.inline || e.packed {
+			set[e.id] = true
+		}
+	}
+	return func(id ActionID) bool { return set[id] }
+}
+
 // stampWritten records t, the time m was written, in its entries (see
 // manifestEntry.written).
 func (m manifest) stampWritten(t time.Time) {

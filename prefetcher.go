@@ -166,6 +166,10 @@ type prefetchOptions struct {
 	parallelism int      // requests for entries' own objects in flight, at most
 	upload      bool     // store a manifest at exit (not with -read-only)
 	packs       bool     // read and write packs (-prefetch-packs)
+	// carry: the tier's uploads hold this run's puts until Close, which
+	// drops those that its packs and manifest carry (a pull request's run:
+	// Config.sharesThroughPacks).
+	carry bool
 	// predictMisses: answer keys that no manifest names from the local
 	// cache alone while the remote keeps missing them (missPredictor,
 	// -predict-misses).
@@ -284,15 +288,21 @@ func (p *prefetcher) Put(ctx context.Context, actionID ActionID, outputID Output
 // Close implements CacheBackend: the prefetch stops, this run's packs and
 // manifest are stored, and the tier closes (pending uploads get until
 // ctx's deadline). The puts the tier's uploads hold back go first, so
-// that they are on their way beside the packs and manifest, not after.
+// that they are on their way beside the packs and manifest, not after;
+// with carry they go after, but those the packs and manifest carry.
 func (p *prefetcher) Close(ctx context.Context) error {
-	p.tier.Flush()
+	if !p.opts.carry {
+		p.tier.Flush(nil)
+	}
 	p.stop()
 	if err := p.misses.save(p.opts.missState, time.Now()); err != nil {
 		// Deliberately swallowed: the next server learns the streak anew.
 		p.log.Debug("miss predictor", "err", err)
 	}
 	name, m := p.writeOut(ctx)
+	if p.opts.carry {
+		p.tier.Flush(m.carried())
+	}
 	if err := p.recordLanded(name, m); err != nil {
 		// Deliberately swallowed: the next server reads the manifests anew.
 		p.log.Debug("recording landed manifests", "err", err)
@@ -987,8 +997,8 @@ func (p *prefetcher) stop() {
 // writeOut stores this run's packs and manifest, unless the server is
 // read-only, nothing was used, the remote is failing (the breaker refuses),
 // or a manifest read describes the run already. It returns the manifest
-// stored and its name as ListManifests would return it ("" if none was
-// stored, or if the listing showed no sibling to name it by).
+// stored (empty if none) and its name as ListManifests would return it (""
+// if none was stored, or if the listing showed no sibling to name it by).
 func (p *prefetcher) writeOut(ctx context.Context) (name string, m manifest) {
 	ids := p.used.list()
 	if !p.opts.upload || len(ids) == 0 || p.named(ids) {
@@ -1013,7 +1023,7 @@ func (p *prefetcher) writeOut(ctx context.Context) (name string, m manifest) {
 	if sibling := p.ownListed.Load(); sibling != nil {
 		return siblingManifest(*sibling, id), m
 	}
-	return "", manifest{}
+	return "", m
 }
 
 // named reports whether one of the recent manifests this run read already

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -280,7 +281,7 @@ func TestCloseSendsHeldPutsFirst(t *testing.T) {
 	mem := newMemBackend(t)
 	stats := new(Stats)
 	disk := newTestDisk(t)
-	uploads := newAsyncUploads(mem, disk.tmpDir(), 2, 1<<20, stats, quietLog)
+	uploads := newAsyncUploads(mem, disk.tmpDir(), 2, 1<<20, false, stats, quietLog)
 	held := -1 // uploads still held when the manifest was written
 	store := &watchedManifests{memBackend: mem, onPut: func() {
 		uploads.mu.Lock()
@@ -313,4 +314,91 @@ type watchedManifests struct {
 func (w *watchedManifests) PutManifest(ctx context.Context, scope, id string, data []byte) error {
 	w.onPut()
 	return w.memBackend.PutManifest(ctx, scope, id, data)
+}
+
+// TestPullRequestSharesThroughPacks: with carry (a pull request's run), the
+// puts wait for Close and go out in this run's packs and manifest, not an
+// object each; what those do not carry (an entry too large to pack) is
+// uploaded on its own, and a later run of the location that prefetches
+// lands every entry. Without a manifest (its write failed) every put is
+// uploaded on its own.
+func TestPullRequestSharesThroughPacks(t *testing.T) {
+	bodies := map[string]string{
+		"small":   "a small entry, carried whole by the manifest",
+		"large":   strings.Repeat("a larger entry, carried in a pack. ", 3000), // over inlineMax
+		"huge":    strings.Repeat("h", packEntryMax+1),                         // too large to pack
+		"compile": "a compile's output, put with its empty stdout",
+	}
+	putRun := func(t *testing.T, mem *memBackend, store manifestStore) *Stats {
+		stats := new(Stats)
+		disk := newTestDisk(t)
+		uploads := newAsyncUploads(mem, disk.tmpDir(), 2, 1<<30, true, stats, quietLog)
+		p := newPrefetcher(newLocalTier(disk, uploads, false, stats), store, prefetchOptions{scope: "pr", parallelism: 4, upload: true, packs: true, carry: true}, stats, quietLog)
+		p.Started()
+		for _, k := range []string{"small", "large", "huge", "compile"} {
+			putString(t, p, k, bodies[k])
+			p.Stored(actionID(k))
+		}
+		out := stdoutKey(actionID("compile"))
+		if _, err := p.Put(context.Background(), out, emptyOutputID, 0, strings.NewReader("")); err != nil {
+			t.Fatal(err)
+		}
+		p.Stored(out)
+		if _, err := mem.Get(context.Background(), actionID("small")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("an entry uploaded before Close: %v", err)
+		}
+		if err := p.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return stats
+	}
+
+	t.Run("packs", func(t *testing.T) {
+		mem := newMemBackend(t)
+		stats := putRun(t, mem, mem)
+		if n := mem.puts.Load(); n != 1 {
+			t.Errorf("%d objects uploaded, want 1 (the entry too large to pack)", n)
+		}
+		if _, err := mem.Get(context.Background(), actionID("huge")); err != nil {
+			t.Errorf("the entry too large to pack: %v", err)
+		}
+		if d, c := stats.UploadsDone.Load(), stats.UploadsCarried.Load(); d != 1 || c != 4 {
+			t.Errorf("uploads done %d, carried %d; want 1 and 4 (small, large, compile with its output)", d, c)
+		}
+		// A later run of the pull request lands them from the manifest and pack.
+		later := new(Stats)
+		tier := newLocalTier(newTestDisk(t), mem, false, later)
+		p := newPrefetcher(tier, mem, prefetchOptions{scope: "pr", parallelism: 4, packs: true}, later, quietLog)
+		p.Started()
+		<-p.done
+		for _, k := range []string{"small", "large", "compile"} {
+			if e, err := tier.localEntry(actionID(k)); err != nil || e.OutputID != outputID(bodies[k]) {
+				t.Errorf("%s not landed by the next run: %+v, %v", k, e, err)
+			}
+		}
+		if _, err := tier.localEntry(stdoutKey(actionID("compile"))); err != nil {
+			t.Errorf("the empty output not landed by the next run: %v", err)
+		}
+		p.Close(context.Background())
+	})
+
+	t.Run("no manifest", func(t *testing.T) {
+		mem := newMemBackend(t)
+		stats := putRun(t, mem, failingManifests{mem})
+		if d, c := stats.UploadsDone.Load(), stats.UploadsCarried.Load(); d != 5 || c != 0 {
+			t.Errorf("uploads done %d, carried %d; want 5 and 0", d, c)
+		}
+		for _, k := range []string{"small", "large", "huge", "compile"} {
+			if _, err := mem.Get(context.Background(), actionID(k)); err != nil {
+				t.Errorf("%s: %v", k, err)
+			}
+		}
+	})
+}
+
+// failingManifests refuses to store a manifest.
+type failingManifests struct{ *memBackend }
+
+func (f failingManifests) PutManifest(ctx context.Context, scope, id string, data []byte) error {
+	return fmt.Errorf("put manifest %s: %w", id, errors.New("refused"))
 }

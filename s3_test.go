@@ -150,7 +150,7 @@ func newTestStack(t *testing.T, remote *S3Backend, stats *Stats) (*localTier, *D
 	disk := newTestDisk(t)
 	remote.tempDir, remote.tempDirFor = disk.tmpDir(), disk.bodyTempDir
 	guarded := newBreakerBackend(remote, stats, newWarnings(quietLog), "")
-	async := newAsyncUploads(guarded, disk.tmpDir(), 4, 1<<30, stats, quietLog)
+	async := newAsyncUploads(guarded, disk.tmpDir(), 4, 1<<30, false, stats, quietLog)
 	tier := newLocalTier(disk, async, false, stats)
 	t.Cleanup(func() { tier.Close(context.Background()) })
 	return tier, disk

@@ -41,6 +41,7 @@ type Stats struct {
 	UploadsDone, UploadsFailed       atomic.Int64
 	UploadsDropped, UploadsAbandoned atomic.Int64 // queue full; still pending at exit
 	UploadsTooLarge                  atomic.Int64 // larger than the upload queue or than one S3 upload: never uploaded
+	UploadsCarried                   atomic.Int64 // not sent on their own: this run's prefetch manifest or packs carry them
 	PrefetchObjects, PrefetchBytes   atomic.Int64 // fetched ahead of the go command
 	PrefetchWhole                    atomic.Int64 // of PrefetchObjects: carried whole by a manifest, no request of their own
 	PrefetchMisses                   atomic.Int64 // named by a manifest, not in the bucket
@@ -113,6 +114,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UploadsDropped:     s.UploadsDropped.Load(),
 		UploadsTooLarge:    s.UploadsTooLarge.Load(),
 		UploadsAbandoned:   s.UploadsAbandoned.Load(),
+		UploadsCarried:     s.UploadsCarried.Load(),
 		PrefetchObjects:    s.PrefetchObjects.Load(),
 		PrefetchBytes:      s.PrefetchBytes.Load(),
 		PrefetchWhole:      s.PrefetchWhole.Load(),
@@ -193,7 +195,7 @@ func (snap StatsSnapshot) rows() [][2]string {
 			[2]string{"prefetch", fmt.Sprintf("%d objects (%d of them whole in manifests), %s; %d asked for by this go command, %d not (wasted, or for the next); %d not in the bucket", snap.PrefetchObjects, snap.PrefetchWhole, formatBytes(snap.PrefetchBytes), snap.PrefetchObjects-snap.PrefetchWasted, snap.PrefetchWasted, snap.PrefetchMisses)},
 			[2]string{"packs", fmt.Sprintf("read: %d ranges, %d entries (%d fetched on their own instead); written: %d, %s", snap.PackRanges, snap.PackEntries, snap.PackFallbacks, snap.PacksWritten, formatBytes(snap.PackBytesUp))},
 			[2]string{"requests", fmt.Sprintf("%d to the remote, %d lookups skipped (predicted misses); this process used %.2fs CPU", snap.RemoteRequests, snap.LookupsSkipped, snap.CPUSeconds)},
-			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned)},
+			[2]string{"uploads", fmt.Sprintf("done %d, failed %d, dropped %d (queue full), too large %d, abandoned %d (at exit), carried %d (in packs and manifest)", snap.UploadsDone, snap.UploadsFailed, snap.UploadsDropped, snap.UploadsTooLarge, snap.UploadsAbandoned, snap.UploadsCarried)},
 			[2]string{"remote errors", fmt.Sprintf("%d (%s); breaker opened %d times, skipped while disabled %d; verify failures %d", snap.RemoteErrors, kindSummary(snap.RemoteErrorsByKind), snap.BreakerOpenings, snap.RemoteSkipped, snap.VerifyFailures)},
 		)
 		if snap.RemoteDenied > 0 {

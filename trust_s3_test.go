@@ -236,16 +236,31 @@ func trustPullRequest(t *testing.T, f trustFixture, mod string, ref goRun) {
 		t.Errorf("the PR VM's go test did not report (cached):\n%s", p.testOut)
 	}
 
-	// A PR VM with a change: it uploads, and only under root/pr-7/.
+	// A PR VM with a change: it shares what it built, only under
+	// root/pr-7/, and in its packs and manifests rather than an object
+	// per entry (Config.sharesThroughPacks).
 	extra := filepath.Join(mod, "c", "extra.go")
 	os.WriteFile(extra, []byte("package c\n\nfunc Extra() int { return 7 }\n"), 0o644)
 	p2, err := buildAndTestEnv(t, mod, t.TempDir(), "pr-change", f.pr.env, f.prArgs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := p2.buildStats(t)
+	if b2.UploadsCarried+p2.stats.UploadsCarried == 0 || b2.UploadsFailed+p2.stats.UploadsFailed+b2.UploadsDropped+p2.stats.UploadsDropped != 0 {
+		t.Errorf("PR VM with a change: build %+v, test %+v; want uploads carried by its packs and manifests, none failed", b2, p2.stats)
+	}
+	// The pull request's next push, the same code on a fresh VM, finds
+	// what that VM built in its packs and manifests.
+	p3, err := buildAndTestEnv(t, mod, t.TempDir(), "pr-change-again", f.pr.env, f.prArgs()...)
 	os.Remove(extra)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if up := p2.buildStats(t).UploadsDone + p2.stats.UploadsDone; up == 0 || p2.buildStats(t).UploadsFailed+p2.stats.UploadsFailed != 0 {
-		t.Errorf("PR VM with a change: build %+v, test %+v; want uploads, none failed", p2.buildStats(t), p2.stats)
+	g3, h3 := hitRate(t, p3)
+	t.Logf("PR VM with a change: %d entries uploaded, %d carried by its packs and manifests; the next push's VM: %d hits of %d gets",
+		b2.UploadsDone+p2.stats.UploadsDone, b2.UploadsCarried+p2.stats.UploadsCarried, h3, g3)
+	if float64(h3) < 0.95*float64(g3) {
+		t.Errorf("the pull request's next push: %d hits of %d gets, want at least 95%%", h3, g3)
 	}
 	var prKeys int
 	for _, d := range diffState(everything, objectState(t, f.root, f.tg.Bucket, "")) {

@@ -54,12 +54,12 @@ func counterProblems(st cacheStats) []string {
 		p = append(p, "remote is false with -backend=s3")
 	}
 	// Every put stored locally is handed to the uploader, which does,
-	// fails, drops, abandons it or finds it too large (a put that failed
-	// locally is not).
-	ups := st.UploadsDone + st.UploadsFailed + st.UploadsDropped + st.UploadsAbandoned + st.UploadsTooLarge
+	// fails, drops, abandons it, finds it too large or leaves it to the
+	// packs and manifest that carry it (a put that failed locally is not).
+	ups := st.UploadsDone + st.UploadsFailed + st.UploadsDropped + st.UploadsAbandoned + st.UploadsTooLarge + st.UploadsCarried
 	if ups > st.Puts || len(st.Errors) == 0 && ups != st.Puts {
-		p = append(p, fmt.Sprintf("puts %d (server errors %v) but uploads done %d + failed %d + dropped %d + abandoned %d + too large %d = %d",
-			st.Puts, st.Errors, st.UploadsDone, st.UploadsFailed, st.UploadsDropped, st.UploadsAbandoned, st.UploadsTooLarge, ups))
+		p = append(p, fmt.Sprintf("puts %d (server errors %v) but uploads done %d + failed %d + dropped %d + abandoned %d + too large %d + carried %d = %d",
+			st.Puts, st.Errors, st.UploadsDone, st.UploadsFailed, st.UploadsDropped, st.UploadsAbandoned, st.UploadsTooLarge, st.UploadsCarried, ups))
 	}
 	return p
 }

@@ -48,6 +48,7 @@ type Stats struct {
 	UploadsFailed      int64            `json:"uploads_failed"`
 	UploadsDropped     int64            `json:"uploads_dropped"`
 	UploadsAbandoned   int64            `json:"uploads_abandoned"`
+	UploadsCarried     int64            `json:"uploads_carried"`
 	UploadsTooLarge    int64            `json:"uploads_too_large"`
 	PrefetchObjects    int64            `json:"prefetch_objects"`
 	PrefetchBytes      int64            `json:"prefetch_bytes"`
