@@ -305,10 +305,7 @@ func (a *asyncUploads) queueHeld(carried func(ActionID) bool) {
 			a.enqueue(u)
 			continue
 		}
-		if u.path != "" {
-			os.Remove(u.path)
-		}
-		a.queued.Add(-u.size)
+		a.discard(u)
 		a.stats.UploadsCarried.Add(u.entries())
 	}
 	clear(a.held)
@@ -328,15 +325,21 @@ func (a *asyncUploads) Flush(carried func(ActionID) bool) {
 	a.queueWaiting(true)
 }
 
+// discard removes u's spool file and releases its bytes from the queue's
+// bound: it will not be sent.
+func (a *asyncUploads) discard(u *upload) {
+	if u.path != "" {
+		os.Remove(u.path)
+	}
+	a.queued.Add(-u.size)
+}
+
 // enqueue queues u, or drops it if the queue is full.
 func (a *asyncUploads) enqueue(u *upload) {
 	select {
 	case a.queue <- u:
 	default:
-		if u.path != "" {
-			os.Remove(u.path)
-		}
-		a.queued.Add(-u.size)
+		a.discard(u)
 		a.stats.UploadsDropped.Add(1)
 	}
 }
