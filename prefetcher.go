@@ -44,9 +44,12 @@ import (
 // entry to land.
 //
 // A get for an entry being fetched waits for that fetch (the local tier's
-// one-fetch-per-key rule); a get for an entry whose pack range is on its
+// one-fetch-per-key rule); a get for an entry a manifest carries whole is
+// installed from it at once; a get for an entry whose pack range is on its
 // way waits for the range, which is a few round trips at most; a get for
-// an entry not reached yet is fetched at once, on its own.
+// an entry not reached yet is fetched at once, on its own. The entries
+// carried whole are installed by one goroutine, in first-use order: that
+// is local work alone, which more at once would take from the build.
 //
 // The newest manifestsKept of a scope are kept; older ones, with their
 // packs, are deleted by the server that stores a new one.
@@ -124,7 +127,8 @@ type prefetcher struct {
 	ranges  *flowLimit // ranged GETs of packs in flight
 
 	mu      sync.Mutex
-	landing map[ActionID]chan struct{} // entries whose pack range is on its way; closed once landed or given up
+	landing map[ActionID]chan struct{}  // entries whose pack range is on its way; closed once landed or given up
+	whole   map[ActionID]*manifestEntry // entries carried whole, planned and not installed yet
 
 	misses missPredictor
 
@@ -205,6 +209,7 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 		used: newKeySet(), requested: newKeySet(), prefetched: newKeySet(),
 		objects: newFlowLimit(opts.parallelism), ranges: newFlowLimit(min(opts.parallelism, packRangesAtOnce)),
 		landing: make(map[ActionID]chan struct{}),
+		whole:   make(map[ActionID]*manifestEntry),
 		began:   time.Now(),
 		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
 	}
@@ -214,17 +219,23 @@ func newPrefetcher(tier prefetchTier, manifests manifestStore, opts prefetchOpti
 	return p
 }
 
-// Get implements CacheBackend. An entry whose pack range is on its way is
-// waited for: the range is nearer than a request of its own. A key that no
-// manifest names may be answered from the local cache alone (see
-// missPredictor).
+// Get implements CacheBackend. An entry that a manifest carries whole is
+// installed from it at once, if the prefetch has not yet: it may have no
+// object of its own (a pull request's: see Config.sharesThroughPacks). An
+// entry whose pack range is on its way is waited for: the range is nearer
+// than a request of its own. A key that no manifest names may be answered
+// from the local cache alone (see missPredictor).
 func (p *prefetcher) Get(ctx context.Context, actionID ActionID) (Entry, error) {
 	if w := p.other.Load(); w != nil {
 		w.awaitEntry(ctx, actionID, p.isLocal)
 	}
 	p.mu.Lock()
 	wait := p.landing[actionID]
+	whole := p.whole[actionID]
 	p.mu.Unlock()
+	if whole != nil {
+		p.install(ctx, whole) // now, not when the prefetch reaches it
+	}
 	if wait != nil {
 		select {
 		case <-wait:
@@ -405,23 +416,46 @@ func (p *prefetcher) run() error {
 		}
 	}
 
+	var whole, fetched []*manifestEntry
+	for _, m := range objects {
+		if m.inline {
+			whole = append(whole, m)
+		} else {
+			fetched = append(fetched, m)
+		}
+	}
+	p.mu.Lock()
+	for _, m := range whole {
+		p.whole[m.id] = m
+	}
+	p.mu.Unlock()
+
 	p.room.Store(p.tier.prefetchRoom())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		p.each(p.ranges, len(ranges), func(i int) { p.fetchRange(ranges[i]) })
 	}()
 	go func() {
 		defer wg.Done()
-		p.each(p.objects, len(objects), func(i int) {
-			switch m := objects[i]; {
-			case m.inline:
-				if p.take(int64(len(m.body))) {
-					p.install(m)
-				}
-			case p.take(1): // a byte: fetch takes its size once known
-				p.objects.observe(p.fetch(m.id))
+		for _, m := range whole {
+			if p.ctx.Err() != nil {
+				break
+			}
+			if p.take(int64(len(m.body))) {
+				p.install(p.ctx, m)
+			}
+			p.mu.Lock()
+			delete(p.whole, m.id)
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		p.each(p.objects, len(fetched), func(i int) {
+			if p.take(1) { // a byte: fetch takes its size once known
+				p.objects.observe(p.fetch(fetched[i].id))
 			}
 		})
 	}()
@@ -799,14 +833,14 @@ func (p *prefetcher) take(size int64) bool {
 	return false
 }
 
-// install stores an entry a manifest carries, unless it is local or being
-// fetched already.
-func (p *prefetcher) install(m *manifestEntry) {
+// install stores an entry a manifest carries, under ctx, unless it is
+// local or being fetched already.
+func (p *prefetcher) install(ctx context.Context, m *manifestEntry) {
 	if _, err := p.tier.localEntry(m.id); err == nil {
 		return
 	}
 	size := int64(len(m.body))
-	e, stored, err := p.tier.putShared(p.ctx, m.id, m.outputID, size, m.written, bytes.NewReader(m.body))
+	e, stored, err := p.tier.putShared(ctx, m.id, m.outputID, size, m.written, bytes.NewReader(m.body))
 	switch {
 	case !stored:
 		// A get got there first.

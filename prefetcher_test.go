@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -394,6 +395,68 @@ func TestPullRequestSharesThroughPacks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestGetInstallsCarriedEntry: a get of an entry that a manifest carries
+// whole is installed from the manifest at once, while the prefetch's own
+// installing has not reached it: it needs no object of its own, which a
+// pull request's entries do not have (Config.sharesThroughPacks).
+func TestGetInstallsCarriedEntry(t *testing.T) {
+	ctx := context.Background()
+	bodies := map[string]string{"first": "the first entry", "second": "the second entry"}
+	mem := newMemBackend(t)
+	storeRun(t, mem, "pr", bodies)
+	mem.mu.Lock()
+	clear(mem.entries) // the manifest carries them, and nothing else
+	mem.mu.Unlock()
+
+	stats := new(Stats)
+	tier := &stalledPrefetch{localTier: newLocalTier(newTestDisk(t), mem, false, stats), release: make(chan struct{})}
+	p := newPrefetcher(tier, mem, prefetchOptions{scope: "pr", parallelism: 4, packs: true}, stats, quietLog)
+	p.Started()
+	planned := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.whole) == len(bodies)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !planned(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the prefetch planned no entries carried whole in 10s")
+		}
+	}
+	for _, k := range []string{"second", "first"} {
+		e, err := p.Get(ctx, actionID(k))
+		if err != nil {
+			t.Fatalf("get %s while the prefetch's installing stalls: %v", k, err)
+		}
+		checkEntry(t, e, []byte(bodies[k]))
+	}
+	close(tier.release)
+	<-p.done
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := stats.RemoteHits.Load(); h != 0 {
+		t.Errorf("%d remote hits, want 0", h)
+	}
+}
+
+// stalledPrefetch holds the prefetch's own installs (speculative) until
+// release is closed.
+type stalledPrefetch struct {
+	*localTier
+	release chan struct{}
+}
+
+func (s *stalledPrefetch) putShared(ctx context.Context, actionID ActionID, outputID OutputID, size int64, at time.Time, body io.Reader) (Entry, bool, error) {
+	if isSpeculative(ctx) {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return Entry{}, false, ctx.Err()
+		}
+	}
+	return s.localTier.putShared(ctx, actionID, outputID, size, at, body)
 }
 
 // failingManifests refuses to store a manifest.
