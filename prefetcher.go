@@ -49,7 +49,7 @@ import (
 // way waits for the range, which is a few round trips at most; a get for
 // an entry not reached yet is fetched at once, on its own. The entries
 // carried whole are installed by one goroutine, in first-use order: that
-// is local work alone, and four at once made no build faster.
+// is local work alone, and several at once made no build faster.
 //
 // The newest manifestsKept of a scope are kept; older ones, with their
 // packs, are deleted by the server that stores a new one.
