@@ -295,7 +295,8 @@ type ciSettings struct {
 	intoLatest    bool            // also a section of outDir/latest.md (make bench)
 	noCacheAlways bool            // the no-cache way timed at every run, not just (1) and a matrix (see noCacheRepeats)
 	keep          bool            // keep the work directory
-	rounds        int             // times each timed job runs, from the same state; the fastest round is kept
+	rounds        int             // times each timed job runs, from the same state; the fastest round is kept in the cells
+	tieBudget     time.Duration   // the most a replay's third rounds may take (tieBreak)
 }
 
 // ciFeatures are what the binary under test offers the replay.
@@ -364,7 +365,11 @@ type ciBench struct {
 	jobsTime      time.Duration
 	jobsTimeOfRun map[int]time.Duration
 	partial       string // why the report is incomplete ("" when it is not)
-	done          []int  // the runs replayed so far
+	// Third rounds (tieBreak): their time, and the run and ways of each
+	// run or skipped, for the report.
+	tieSpent              time.Duration
+	tieRounds, tieSkipped []string
+	done                  []int // the runs replayed so far
 }
 
 func runCIBench(ctx context.Context, set ciSettings) error {
@@ -634,47 +639,166 @@ func (c *ciBench) replay(run ciRun) error {
 }
 
 // inRounds runs run's job (or matrix) of each of hs c.set.rounds times and
-// returns each one's fastest result. The histories are interleaved round
-// by round, in the other order every other round (so that no way always
-// runs first, after the set-up, or last, when the machine has been busiest
-// longest), and every round starts from the same state: before a later
-// round, what a gobuildcache history's last round wrote to the bucket is
-// deleted and a tar history's save list put back (the next save overwrites
-// the same object). The last round's state carries on (every round leaves
-// the same).
+// returns each one's fastest result, with every round's wall time. The
+// histories are interleaved round by round, in the other order every
+// other round (so that no way always runs first, after the set-up, or
+// last, when the machine has been busiest longest), and every round starts
+// from the same state: before a later round, what a gobuildcache
+// history's last round wrote to the bucket is deleted and a tar history's
+// save list put back (the next save overwrites the same object). The last
+// round's state carries on (every round leaves the same). Where the
+// rounds leave a target undecided, the ways it compares run one more
+// (tieBreak).
 func (c *ciBench) inRounds(run ciRun, hs []*ciHist) (map[*ciHist]map[time.Duration]*ciResult, error) {
-	best := make(map[*ciHist]map[time.Duration]*ciResult)
-	snaps := make(map[*ciHist]historyState)
+	r := &rounds{best: map[*ciHist]map[time.Duration]*ciResult{}, snaps: map[*ciHist]historyState{}, cost: map[*ciHist]time.Duration{}}
 	for round := 1; round <= c.set.rounds; round++ {
-		order := hs
-		if round%2 == 0 {
-			order = slices.Clone(hs)
-			slices.Reverse(order)
+		var order []*ciHist
+		for _, h := range hs {
+			if round <= c.roundsOf(h) {
+				order = append(order, h)
+			}
 		}
-		for _, h := range order {
-			if round > c.roundsOf(h) {
-				continue
-			}
-			if round == 1 {
-				st, err := c.snapshot(h)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %v", h.key, err)
-				}
-				snaps[h] = st
-			} else if err := c.restore(h, snaps[h]); err != nil {
-				return nil, fmt.Errorf("%s, round %d: %v", h.key, round, err)
-			}
-			res, err := c.matrix(h, run)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %v", h.key, err)
-			}
-			if best[h] == nil {
-				best[h] = make(map[time.Duration]*ciResult)
-			}
-			keepFaster(best[h], res)
+		if err := c.round(run, round, order, r); err != nil {
+			return nil, err
 		}
 	}
-	return best, nil
+	if err := c.tieBreak(run, hs, r); err != nil {
+		return nil, err
+	}
+	return r.best, nil
+}
+
+// rounds is what inRounds keeps between rounds: each history's fastest
+// result so far, its state before the first round, and the longest a
+// round of it took (its restore and job, or matrix).
+type rounds struct {
+	best  map[*ciHist]map[time.Duration]*ciResult
+	snaps map[*ciHist]historyState
+	cost  map[*ciHist]time.Duration
+}
+
+// round runs round number round of run's job for hs, in hs's order in an
+// odd round and in the other order in an even one.
+func (c *ciBench) round(run ciRun, round int, hs []*ciHist, r *rounds) error {
+	if round%2 == 0 {
+		hs = slices.Clone(hs)
+		slices.Reverse(hs)
+	}
+	for _, h := range hs {
+		start := time.Now()
+		if round == 1 {
+			st, err := c.snapshot(h)
+			if err != nil {
+				return fmt.Errorf("%s: %v", h.key, err)
+			}
+			r.snaps[h] = st
+		} else if err := c.restore(h, r.snaps[h]); err != nil {
+			return fmt.Errorf("%s, round %d: %v", h.key, round, err)
+		}
+		res, err := c.matrix(h, run)
+		if err != nil {
+			return fmt.Errorf("%s: %v", h.key, err)
+		}
+		if r.best[h] == nil {
+			r.best[h] = make(map[time.Duration]*ciResult)
+		}
+		keepFaster(r.best[h], res)
+		r.cost[h] = max(r.cost[h], time.Since(start))
+	}
+	return nil
+}
+
+// tieBreak runs one more round of the histories whose ratio round by round
+// leaves a target undecided (undecided: of two rounds, one on either side
+// of its line), so that the target's median is that of three, as if every
+// way had run three rounds: where the two agree, a third could not move
+// their median across the line. The extra rounds of a replay take at most
+// -ci-tiebreak-budget, estimated from each history's slowest round so far;
+// a round that would not fit is skipped and the target judged on two.
+func (c *ciBench) tieBreak(run ciRun, hs []*ciHist, r *rounds) error {
+	need := c.undecidedHists(run, hs, r.best)
+	if len(need) == 0 {
+		return nil
+	}
+	var est time.Duration
+	names := make([]string, len(need))
+	for i, h := range need {
+		est += r.cost[h]
+		names[i] = h.key
+	}
+	what := fmt.Sprintf("(%d) of %s", run.n, strings.Join(names, ", "))
+	if c.tieSpent+est > c.set.tieBudget {
+		logf("  no third round of %s (about %s): the rounds' budget has %s left", what, est.Round(time.Second), (c.set.tieBudget - c.tieSpent).Round(time.Second))
+		c.tieSkipped = append(c.tieSkipped, fmt.Sprintf("%s (about %.0fs)", what, est.Seconds()))
+		return nil
+	}
+	logf("  a third round of %s: its two leave a target undecided", what)
+	start := time.Now()
+	err := c.round(run, c.set.rounds+1, need, r)
+	c.tieSpent += time.Since(start)
+	c.tieRounds = append(c.tieRounds, fmt.Sprintf("%s (%.0fs)", what, time.Since(start).Seconds()))
+	return err
+}
+
+// tarOf returns the tar-and-restore history of hs that g's rows are
+// compared with: the one with g's mtimes, else any.
+func tarOf(hs []*ciHist, g *ciHist) *ciHist {
+	var t *ciHist
+	for _, h := range hs {
+		if h.way == wayTar && (t == nil || h.mtimes == g.mtimes) {
+			t = h
+		}
+	}
+	return t
+}
+
+// undecidedHists returns, in hs's order, the histories of hs that a target
+// undecided after the rounds so far compares (see ciTargets): a
+// gobuildcache history and the tar-and-restore history with its mtimes,
+// at its RTT, against slowerLine; in run fasterRun at fasterRTT, the two
+// against fasterLine, and without mtimes the floors against that tar.
+// In run (1), hs holds the two cold jobs that every row shares.
+func (c *ciBench) undecidedHists(run ciRun, hs []*ciHist, best map[*ciHist]map[time.Duration]*ciResult) []*ciHist {
+	if c.set.rounds%2 == 1 {
+		return nil
+	}
+	need := map[*ciHist]bool{}
+	for _, g := range hs {
+		if g.way != wayGBC {
+			continue
+		}
+		t := tarOf(hs, g)
+		if t == nil || best[g][g.rtt] == nil || best[t][g.rtt] == nil {
+			continue
+		}
+		gr, tr := best[g][g.rtt], best[t][g.rtt]
+		if undecided(roundRatios(gr, tr), atMostSlower) {
+			need[g], need[t] = true, true
+		}
+		if run.n != fasterRun || g.rtt != fasterRTT {
+			continue
+		}
+		if undecided(roundRatios(tr, gr), atLeastFaster) {
+			need[g], need[t] = true, true
+		}
+		for _, f := range hs {
+			if f.way != wayFloor || g.mtimes {
+				continue
+			}
+			for _, fr := range best[f] {
+				if undecided(roundRatios(tr, fr), atLeastFaster) {
+					need[f], need[t] = true, true
+				}
+			}
+		}
+	}
+	var out []*ciHist
+	for _, h := range hs {
+		if need[h] {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // keepFaster keeps in best, for each RTT, the faster of its result and

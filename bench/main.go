@@ -74,7 +74,8 @@ func main() {
 	ciNoCacheEvery := flag.Bool("ci-no-cache-every-run", false, "with -ci: time the no-cache way at every run (by default only at (1): the other one-job runs are its cold build again, and a matrix shard a part of it)")
 	ciIntoLatest := flag.Bool("ci-into-latest", false, "with -ci: also put the replay's wall-time table and targets as a section of -out/latest.md (make bench)")
 	ciMtimesRTTs := flag.String("ci-mtimes-rtts", "10ms", "with -ci: RTTs of the gobuildcache histories with mtimes (empty: none; -quick: none)")
-	ciRounds := flag.Int("ci-rounds", 2, "with -ci: rounds of each timed job, the ways interleaved, in the other order every other round, each round from the same state; the fastest is kept (-quick: 1)")
+	ciRounds := flag.Int("ci-rounds", 2, "with -ci: rounds of each timed job, the ways interleaved, in the other order every other round, each round from the same state; the fastest is kept in the cells and a target judged on the median of its ratio round by round (-quick: 1)")
+	ciTieBudget := flag.Duration("ci-tiebreak-budget", 2*time.Minute, "with -ci: the most the third rounds may take in all: one runs where two rounds leave a target undecided (one on either side of its line), for the ways it compares")
 	ciKeep := flag.Bool("ci-keep", false, "with -ci: keep the work directory (each VM's checkout, caches and -stats-json files) and print where it is")
 	floorDir := flag.String("floor-server", "", "act as the protocol-floor GOCACHEPROG over the plain GOCACHE at this directory (the S3 benchmark starts it; see floor.go)")
 	floorPuts := flag.Bool("floor-puts", false, "with -floor-server: offer put too, storing entries in that GOCACHE as the go command would")
@@ -114,7 +115,7 @@ func main() {
 			log.Fatal(err)
 		}
 		set.noCacheAlways, set.intoLatest, set.keep = *ciNoCacheEvery, *ciIntoLatest, *ciKeep
-		set.rounds = max(*ciRounds, 1)
+		set.rounds, set.tieBudget = max(*ciRounds, 1), *ciTieBudget
 		if *quick && !flagSet("ci-rounds") {
 			set.rounds = 1
 		}
