@@ -62,7 +62,7 @@ bench-quick: build ## the S3 benchmark, smaller workload and fewer runs: under 5
 	$(BENCH_MINIO) run -- $(GO) run ./bench -s3 -quick -bin $(BIN)
 
 .PHONY: bench-ci bench-ci-quick
-bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores: 11m59s in the committed run (an AMD EPYC VM at a fast hour); the whole make bench-ci 12m2s there, and 17m7s-22m17s at slower hours, when a cold build took 57-95 s instead of 43 s; two rounds per job
+bench-ci: build ## the CI replay: seven CI runs of a real module, no cache vs tar-and-restore vs gobuildcache on MinIO behind toxiproxy (see TESTING.md); target under 25 min on 2 cores: 22m35s in the committed run (an AMD EPYC VM at a slow hour, a cold build of 81 s); the whole make bench-ci 22m40s there, 12m2s at a fast hour (a cold build of 43 s), 17m7s-22m40s at slower hours; two rounds per job, third rounds at most 2 minutes in all
 	scripts/toxiproxy.sh install >/dev/null
 	$(BENCH_MINIO) run -- $(GO) run ./bench -ci -bin $(BIN)
 
