@@ -404,7 +404,9 @@ func TestCIMarkdown(t *testing.T) {
 		modPath: "example.com/m", modVer: "v1.0.0", pkgs: 47, testPkg: 39, start: time.Now(), partial: "partial: written after run (7)"}
 	rows[0].res[2].repeats = 1
 	rows[len(rows)-1].res[7].roundWalls = []time.Duration{6 * time.Second, 5 * time.Second}
-	c.set.rounds = 2
+	c.set.rounds, c.set.tieBudget = 2, 2*time.Minute
+	c.tieRounds = []string{"(4) of tar, gbc-10ms (50s)"}
+	c.tieSkipped = []string{"(5) of floor, tar, gbc-10ms (about 55s)"}
 	md := c.markdown()
 	sec := c.latestSection()
 	for _, want := range []string{"## CI replay (full, make bench-ci)", "[ci-replay.md](ci-replay.md)", "| no cache | 60.0 | (60.0) | 60.0 |",
@@ -425,6 +427,8 @@ func TestCIMarkdown(t *testing.T) {
 		"; 4 shards, 20.0s added up (a note)",
 		"; 4 shards, 20.0s added up; rounds 6.0, 5.0 (a note)",
 		"every timed job (or matrix) ran 2 times, the ways interleaved round by round",
+		"- a target is judged on the median of its ratio round by round",
+		"within -ci-tiebreak-budget (2m0s) in all: (4) of tar, gbc-10ms (50s); not run, beyond the budget: (5) of floor, tar, gbc-10ms (about 55s)\n",
 		"| gobuildcache, 10 ms | 185.0 | 115.0 | 1.30x | 1.54x |",
 	} {
 		if !strings.Contains(md, want) {
