@@ -735,8 +735,9 @@ func (c *ciBench) tieBreak(run ciRun, hs []*ciHist, r *rounds) error {
 	logf("  a third round of %s: its two leave a target undecided", what)
 	start := time.Now()
 	err := c.round(run, c.set.rounds+1, need, r)
-	c.tieSpent += time.Since(start)
-	c.tieRounds = append(c.tieRounds, fmt.Sprintf("%s (%.0fs)", what, time.Since(start).Seconds()))
+	took := time.Since(start)
+	c.tieSpent += took
+	c.tieRounds = append(c.tieRounds, fmt.Sprintf("%s (%.0fs)", what, took.Seconds()))
 	return err
 }
 
